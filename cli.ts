@@ -1,0 +1,71 @@
+#!/usr/bin/env -S node --import tsx
+/**
+ * modelgraph [all|router|subgraph <name>] [--config <file>]
+ *
+ *   all (default)      every subgraph and the router in this process (`npm start`)
+ *   router             the router alone; subgraph addresses come from the config
+ *   subgraph <name>    one subgraph alone (names: inference)
+ *
+ * SIGTERM or SIGINT stops gracefully: no new connections, in-flight requests and streams finish
+ * until router.shutdownGraceMs, then open streams end with SHUTTING_DOWN, and the process exits 0.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, SUBGRAPH_NAMES, loadConfig, type SubgraphName } from './platform/config.ts';
+import { createLogger } from './platform/logger.ts';
+import { startStack, type Role } from './platform/stack.ts';
+
+const USAGE = `usage: modelgraph [all | router | subgraph <${SUBGRAPH_NAMES.join('|')}>] [--config <file>]`;
+
+function parseRole(positionals: string[]): Role {
+  const [command = 'all', name] = positionals;
+  if (command === 'all' || command === 'router') return { kind: command };
+  if (command === 'subgraph' && SUBGRAPH_NAMES.includes(name as SubgraphName)) return { kind: 'subgraph', name: name as SubgraphName };
+  throw new ConfigError(USAGE);
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const role = parseRole(positionals);
+  const config = loadConfig({ flag: values.config });
+  const log = createLogger({ level: config.log.level, name: 'modelgraph' });
+  const stack = await startStack(config, log, role);
+  if (stack.router) {
+    log.info({ url: stack.router.url }, `modelgraph is ready at ${stack.router.url}`);
+  }
+
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, graceMs: config.router.shutdownGraceMs }, 'stopping');
+    stack.stop(Date.now() + config.router.shutdownGraceMs).then(
+      () => {
+        log.info('stopped');
+        log.flush();
+        process.exit(0);
+      },
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    console.error(`modelgraph: ${error.message}`);
+  } else {
+    console.error('modelgraph: failed to start:', error);
+  }
+  process.exit(1);
+});

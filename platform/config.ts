@@ -1,0 +1,247 @@
+/**
+ * modelgraph configuration: one YAML file, parsed with zod at start.
+ *
+ * The zod schemas are the single source of the config types. Secrets are never in the file: a
+ * provider names the environment variable that holds its API key (`apiKeyEnv`), and the key is
+ * read from the environment when the provider is built. A bad file stops the start with a message
+ * that names the offending field (`models[2].provider: ...`).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+export const DEFAULT_CONFIG_FILE = 'modelgraph.yaml';
+export const SUBGRAPH_NAMES = ['inference'] as const;
+export type SubgraphName = (typeof SUBGRAPH_NAMES)[number];
+
+const port = z.number().int().min(0).max(65535);
+const host = z.string().min(1);
+
+const routerSchema = z
+  .object({
+    host: host.default('127.0.0.1'),
+    port: port.default(4000),
+    /** How long SIGTERM waits for in-flight requests and streams before ending them. */
+    shutdownGraceMs: z.number().int().min(0).default(10_000),
+    /** Largest WebSocket frame a client may send, in bytes. */
+    wsMaxPayloadBytes: z.number().int().min(1024).default(1_048_576),
+    /** Largest HTTP request body, in bytes. */
+    maxBodyBytes: z.number().int().min(1024).default(1_048_576),
+  })
+  .strict()
+  .prefault({});
+
+const subgraphSchema = z
+  .object({
+    host: host.default('127.0.0.1'),
+    port: port,
+    /** Where the router reaches this subgraph; defaults to http://host:port/graphql. */
+    url: z.url().optional(),
+  })
+  .strict();
+
+const subgraphsSchema = z
+  .object({
+    inference: subgraphSchema.prefault({ port: 4001 }),
+  })
+  .strict()
+  .prefault({});
+
+const timeoutsSchema = z
+  .object({
+    connectMs: z.number().int().positive().default(5_000),
+    /** Time to response headers (for streams, in practice time to the first event). */
+    firstByteMs: z.number().int().positive().default(30_000),
+    /** Longest silence between two chunks of a response body. */
+    idleMs: z.number().int().positive().default(30_000),
+    totalMs: z.number().int().positive().default(300_000),
+  })
+  .strict()
+  .prefault({});
+
+const envVarName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'must be an environment variable name such as OPENAI_API_KEY');
+
+const providerSchema = z.discriminatedUnion('type', [
+  z
+    .object({
+      type: z.literal('local'),
+      /** Delay between streamed words, to make streaming visible in a demo. */
+      streamDelayMs: z.number().int().min(0).default(0),
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('openai-compatible'),
+      baseUrl: z.url(),
+      /** Name of the environment variable that holds the API key; omit for servers without auth. */
+      apiKeyEnv: envVarName.optional(),
+      headers: z.record(z.string(), z.string()).default({}),
+      timeouts: timeoutsSchema,
+    })
+    .strict(),
+]);
+export type ProviderConfig = z.infer<typeof providerSchema>;
+
+export const CAPABILITIES = ['CHAT', 'EMBEDDINGS', 'TOOLS', 'VISION'] as const;
+
+const modelSchema = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, 'letters, digits and . _ : / - only (@ separates a version)'),
+    provider: z.string().min(1),
+    /** The model name the provider knows; defaults to the id. */
+    upstream: z.string().min(1).optional(),
+    version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/),
+    aliases: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/)).default([]),
+    capabilities: z.array(z.enum(CAPABILITIES)).min(1),
+    contextWindow: z.number().int().positive(),
+    maxOutputTokens: z.number().int().positive(),
+    /** Embedding models only: vector length. */
+    dimensions: z.number().int().positive().optional(),
+    /** Embedding models only: most inputs per provider call. */
+    maxBatchSize: z.number().int().positive().optional(),
+    pricing: z
+      .object({
+        inputPerMillionTokens: z.number().min(0),
+        outputPerMillionTokens: z.number().min(0),
+      })
+      .strict()
+      .default({ inputPerMillionTokens: 0, outputPerMillionTokens: 0 }),
+  })
+  .strict();
+export type ModelConfig = z.infer<typeof modelSchema>;
+
+const LOCAL_MODELS: z.input<typeof modelSchema>[] = [
+  {
+    id: 'echo',
+    provider: 'local',
+    version: '1',
+    aliases: ['default'],
+    capabilities: ['CHAT'],
+    contextWindow: 8192,
+    maxOutputTokens: 4096,
+  },
+  {
+    id: 'hashing-embed',
+    provider: 'local',
+    version: '1',
+    capabilities: ['EMBEDDINGS'],
+    contextWindow: 8192,
+    maxOutputTokens: 1,
+    dimensions: 256,
+    maxBatchSize: 256,
+  },
+];
+
+export const configSchema = z
+  .object({
+    router: routerSchema,
+    subgraphs: subgraphsSchema,
+    redis: z
+      .object({ url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional() })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') })
+      .strict()
+      .prefault({}),
+    providers: z.record(z.string().regex(/^[a-z][a-z0-9-]*$/, 'lower-case letters, digits and -'), providerSchema).prefault({ local: { type: 'local' } }),
+    models: z.array(modelSchema).prefault(LOCAL_MODELS),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const refs = new Map<string, number>();
+    config.models.forEach((model, index) => {
+      if (!(model.provider in config.providers)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', index, 'provider'],
+          message: `unknown provider "${model.provider}" (configured: ${Object.keys(config.providers).join(', ') || 'none'})`,
+        });
+      }
+      if (model.capabilities.includes('EMBEDDINGS') && model.dimensions === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['models', index, 'dimensions'], message: 'required for an EMBEDDINGS model' });
+      }
+      for (const ref of [`${model.id}@${model.version}`, ...model.aliases]) {
+        const previous = refs.get(ref);
+        if (previous !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['models', index],
+            message: `"${ref}" is already used by models[${previous}]`,
+          });
+        }
+        refs.set(ref, index);
+      }
+    });
+  });
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Formats zod issues as `path: message` lines, the path written as in the YAML file. */
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path.reduce<string>(
+        (text, part) => (typeof part === 'number' ? `${text}[${part}]` : text ? `${text}.${String(part)}` : String(part)),
+        '',
+      );
+      return `  ${path || '(root)'}: ${issue.message}`;
+    })
+    .join('\n');
+}
+
+/** Parses an already-loaded document (an object from YAML) into a Config, or throws ConfigError. */
+export function parseConfig(document: unknown, source = 'config'): Config {
+  const result = configSchema.safeParse(document ?? {});
+  if (!result.success) {
+    throw new ConfigError(`invalid ${source}:\n${describeIssues(result.error)}`);
+  }
+  return result.data;
+}
+
+export interface ConfigSource {
+  /** `--config` flag value, if given. */
+  flag?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+/**
+ * Loads the config: `--config <file>`, else `MODELGRAPH_CONFIG`, else `modelgraph.yaml` in the
+ * working directory, else the embedded defaults. A named file that does not exist is an error;
+ * only the implicit default may be absent. `REDIS_URL` and `LOG_LEVEL` override the file.
+ */
+export function loadConfig({ flag, env = process.env, cwd = process.cwd() }: ConfigSource = {}): Config {
+  const named = flag ?? env.MODELGRAPH_CONFIG;
+  const file = resolve(cwd, named ?? DEFAULT_CONFIG_FILE);
+  let document: Record<string, unknown> = {};
+  if (existsSync(file)) {
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(readFileSync(file, 'utf8'));
+    } catch (error) {
+      throw new ConfigError(`invalid ${file}: not YAML: ${(error as Error).message}`);
+    }
+    if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw new ConfigError(`invalid ${file}: the top level must be a mapping`);
+    }
+    document = (parsed ?? {}) as Record<string, unknown>;
+  } else if (named !== undefined) {
+    throw new ConfigError(`config file not found: ${file}`);
+  }
+  const overrides = structuredClone(document);
+  if (env.REDIS_URL) overrides.redis = { ...(overrides.redis as object | undefined), url: env.REDIS_URL };
+  if (env.LOG_LEVEL) overrides.log = { ...(overrides.log as object | undefined), level: env.LOG_LEVEL };
+  return parseConfig(overrides, existsSync(file) ? file : 'embedded defaults');
+}
+
+/** The URL the router uses to reach a subgraph. */
+export function subgraphUrl(config: Config, name: SubgraphName): string {
+  const subgraph = config.subgraphs[name];
+  return subgraph.url ?? `http://${subgraph.host}:${subgraph.port}/graphql`;
+}

@@ -1,0 +1,68 @@
+/**
+ * The one error vocabulary of modelgraph. Every error a client sees carries `extensions.code` from
+ * `ErrorCode`; the same enum is published in the schema (`enum ErrorCode`, checked by a test), so
+ * clients can switch on it with generated types.
+ */
+import { GraphQLError } from 'graphql';
+
+export const ErrorCode = {
+  /** The request is malformed or an argument is out of range; `extensions.field` names it. */
+  BAD_USER_INPUT: 'BAD_USER_INPUT',
+  /** The document is not valid GraphQL syntax. */
+  GRAPHQL_PARSE_FAILED: 'GRAPHQL_PARSE_FAILED',
+  /** The document does not validate against the schema (unknown field, bad enum value, ...). */
+  GRAPHQL_VALIDATION_FAILED: 'GRAPHQL_VALIDATION_FAILED',
+  /** No model, alias or `id@version` pin matches the requested model. */
+  MODEL_NOT_FOUND: 'MODEL_NOT_FOUND',
+  /** The model exists but cannot do what was asked (e.g. chat with an embedding model). */
+  MODEL_CAPABILITY_UNSUPPORTED: 'MODEL_CAPABILITY_UNSUPPORTED',
+  /** A chat request without messages. */
+  EMPTY_MESSAGES: 'EMPTY_MESSAGES',
+  /** Prompt tokens plus requested output exceed the model's context window. */
+  CONTEXT_WINDOW_EXCEEDED: 'CONTEXT_WINDOW_EXCEEDED',
+  /** The provider refused the request as malformed (HTTP 400, 404, 413, 422). */
+  UPSTREAM_BAD_REQUEST: 'UPSTREAM_BAD_REQUEST',
+  /** The provider refused our credentials (HTTP 401, 403). */
+  UPSTREAM_AUTH_FAILED: 'UPSTREAM_AUTH_FAILED',
+  /** The provider rate limited us (HTTP 429); `extensions.retryAfterMs` when it said. */
+  UPSTREAM_RATE_LIMITED: 'UPSTREAM_RATE_LIMITED',
+  /** The provider failed or is overloaded (HTTP 5xx, 529) or could not be reached. */
+  UPSTREAM_UNAVAILABLE: 'UPSTREAM_UNAVAILABLE',
+  /** The provider did not answer, or went silent, within the configured timeouts. */
+  UPSTREAM_TIMEOUT: 'UPSTREAM_TIMEOUT',
+  /** The provider answered with something that is not its documented wire format. */
+  UPSTREAM_BAD_RESPONSE: 'UPSTREAM_BAD_RESPONSE',
+  /** The provider's stream ended before it finished the answer. */
+  UPSTREAM_STREAM_INTERRUPTED: 'UPSTREAM_STREAM_INTERRUPTED',
+  /** The server is shutting down; retry against another replica. */
+  SHUTTING_DOWN: 'SHUTTING_DOWN',
+  /** A subgraph could not be reached or failed; the router masks its details. */
+  DOWNSTREAM_SERVICE_ERROR: 'DOWNSTREAM_SERVICE_ERROR',
+  /** Anything unexpected; details are in the server log under `extensions.requestId`. */
+  INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const CODES = new Set<string>(Object.values(ErrorCode));
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && CODES.has(value);
+}
+
+/** A GraphQL error with a code from the enum and optional machine-readable details. */
+export function codedError(code: ErrorCode, message: string, details: Record<string, unknown> = {}): GraphQLError {
+  return new GraphQLError(message, { extensions: { ...details, code } });
+}
+
+/** The code an error carries, or undefined. Never throws. */
+export function codeOf(error: unknown): ErrorCode | undefined {
+  if (error instanceof GraphQLError) {
+    const code = error.extensions?.code;
+    if (isErrorCode(code)) return code;
+    if (error.originalError) return codeOf(error.originalError);
+    return undefined;
+  }
+  if (error && typeof error === 'object' && 'code' in error && isErrorCode((error as { code: unknown }).code)) {
+    return (error as { code: ErrorCode }).code;
+  }
+  return undefined;
+}

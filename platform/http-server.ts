@@ -1,0 +1,94 @@
+/**
+ * The small node:http layer every modelgraph server shares: health, readiness and metrics
+ * endpoints, bounded body reading, a listen helper that reports the bound port, and a drain that
+ * stops accepting and waits for in-flight requests up to a deadline.
+ */
+import { once } from 'node:events';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export const HEALTH_PATH = '/healthz';
+export const READY_PATH = '/readyz';
+export const METRICS_PATH = '/metrics';
+
+export function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers });
+  response.end(text);
+}
+
+/**
+ * Answers /healthz (the process is up), /readyz (it can serve: `isReady()`) and /metrics.
+ * Returns false for any other path so the caller handles it.
+ */
+export async function serveOperationalEndpoints(
+  request: IncomingMessage,
+  response: ServerResponse,
+  { registry, isReady }: { registry: Registry; isReady: () => boolean },
+): Promise<boolean> {
+  const path = (request.url ?? '/').split('?')[0];
+  if (request.method !== 'GET' && request.method !== 'HEAD') return false;
+  switch (path) {
+    case HEALTH_PATH:
+      sendJson(response, 200, { status: 'ok' });
+      return true;
+    case READY_PATH: {
+      const ready = isReady();
+      sendJson(response, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+      return true;
+    }
+    case METRICS_PATH: {
+      const text = await registry.metrics();
+      response.writeHead(200, { 'content-type': registry.contentType });
+      response.end(text);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+export class BodyTooLargeError extends Error {
+  override name = 'BodyTooLargeError';
+}
+
+/** Reads a request body, refusing (without buffering the rest) beyond `limit` bytes. */
+export async function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(request.headers['content-length'] ?? 0);
+  if (declared > limit) throw new BodyTooLargeError(`request body over ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new BodyTooLargeError(`request body over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function listen(server: Server, host: string, port: number): Promise<number> {
+  server.listen(port, host);
+  await once(server, 'listening');
+  return (server.address() as AddressInfo).port;
+}
+
+/**
+ * Stops accepting connections, closes idle keep-alive sockets, and resolves when every in-flight
+ * request has finished or `deadline` passes (then the remaining sockets are destroyed).
+ */
+export async function drainHttpServer(server: Server, deadline: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const remaining = Math.max(0, deadline - Date.now());
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), remaining);
+  });
+  const outcome = await Promise.race([closed, expired]);
+  clearTimeout(timer);
+  if (outcome === 'expired') {
+    server.closeAllConnections();
+    await closed;
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * Runs one subgraph: an `@apollo/server` + `@apollo/subgraph` schema served over HTTP (Apollo's
+ * integration API on node:http) and over graphql-ws for subscriptions, on one port, with
+ * /healthz, /readyz and /metrics. The request id arrives in the `x-request-id` header (HTTP) or the
+ * `requestId` extension of the subscribe message (WS) and tags every log line.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { ApolloServer, HeaderMap, type BaseContext } from '@apollo/server';
+import { ApolloServerPluginInlineTraceDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import { useServer } from 'graphql-ws/use/ws';
+import type { DocumentNode, GraphQLError, GraphQLFormattedError } from 'graphql';
+import type { Registry } from 'prom-client';
+import { WebSocketServer } from 'ws';
+import { ErrorCode, isErrorCode } from './errors.ts';
+import { BodyTooLargeError, drainHttpServer, listen, readBody, sendJson, serveOperationalEndpoints } from './http-server.ts';
+import { InFlight } from './in-flight.ts';
+import type { Logger } from './logger.ts';
+import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
+
+export const GRAPHQL_PATH = '/graphql';
+
+/** What every subgraph resolver gets; subgraphs extend it with their own services. */
+export interface RequestContext extends BaseContext {
+  requestId: string;
+  log: Logger;
+  /** Aborted when the caller goes away (HTTP connection closed, WS operation completed). */
+  signal: AbortSignal;
+}
+
+export interface SubgraphServerOptions<TContext extends RequestContext> {
+  name: string;
+  typeDefs: DocumentNode;
+  // Typed by codegen at each subgraph; Apollo's map type is looser than the generated one.
+  resolvers: object;
+  host: string;
+  port: number;
+  log: Logger;
+  registry: Registry;
+  maxBodyBytes: number;
+  wsMaxPayloadBytes: number;
+  extendContext(base: RequestContext): TContext;
+}
+
+export interface RunningSubgraph {
+  name: string;
+  port: number;
+  url: string;
+  /** Drains in-flight operations until `deadline` (epoch ms), then closes everything. */
+  stop(deadline: number): Promise<void>;
+}
+
+/** Keeps coded errors as they are and masks everything else, logging the original. */
+export function maskError(formatted: GraphQLFormattedError, original: unknown, log: Logger): GraphQLFormattedError {
+  const code = formatted.extensions?.code;
+  if (isErrorCode(code)) {
+    const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
+    return { ...formatted, extensions };
+  }
+  if (code === 'BAD_REQUEST' || code === 'OPERATION_RESOLUTION_FAILURE') {
+    return { message: formatted.message, extensions: { code: ErrorCode.BAD_USER_INPUT } };
+  }
+  log.error({ err: original }, 'unexpected error');
+  return {
+    message: 'Internal server error',
+    ...(formatted.path && { path: formatted.path }),
+    extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR },
+  };
+}
+
+function headerMap(request: IncomingMessage): HeaderMap {
+  const headers = new HeaderMap();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+  }
+  return headers;
+}
+
+export async function startSubgraphServer<TContext extends RequestContext>(options: SubgraphServerOptions<TContext>): Promise<RunningSubgraph> {
+  const { log, registry } = options;
+  const schema = buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never });
+  const apollo = new ApolloServer<TContext>({
+    schema,
+    includeStacktraceInErrorResponses: false,
+    // No Apollo Studio here: no inline traces for the router, no landing page.
+    plugins: [ApolloServerPluginInlineTraceDisabled(), ApolloServerPluginLandingPageDisabled()],
+    formatError: (formatted, original) => maskError(formatted, original, log),
+  });
+  await apollo.start();
+
+  let ready = true;
+  const inFlight = new InFlight();
+
+  async function handleGraphQL(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
+    const aborter = new AbortController();
+    response.on('close', () => aborter.abort());
+    let body: unknown;
+    if (request.method === 'POST') {
+      const raw = await readBody(request, options.maxBodyBytes);
+      try {
+        body = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
+      } catch {
+        sendJson(response, 400, { errors: [{ message: 'request body is not JSON', extensions: { code: ErrorCode.BAD_USER_INPUT } }] });
+        return;
+      }
+    }
+    const result = await apollo.executeHTTPGraphQLRequest({
+      httpGraphQLRequest: {
+        method: request.method ?? 'GET',
+        headers: headerMap(request),
+        search: new URL(request.url ?? '/', 'http://subgraph').search,
+        body,
+      },
+      context: async () => options.extendContext({ requestId, log: log.child({ requestId }), signal: aborter.signal }),
+    });
+    const headers: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
+    for (const [name, value] of result.headers) headers[name] = value;
+    response.writeHead(result.status ?? 200, headers);
+    if (result.body.kind === 'complete') {
+      response.end(result.body.string);
+      return;
+    }
+    for await (const chunk of result.body.asyncIterator) response.write(chunk);
+    response.end();
+  }
+
+  const server = createServer((request, response) => {
+    const end = inFlight.begin();
+    response.on('close', end);
+    void (async () => {
+      if (await serveOperationalEndpoints(request, response, { registry, isReady: () => ready })) return;
+      if ((request.url ?? '/').split('?')[0] !== GRAPHQL_PATH) {
+        sendJson(response, 404, { error: 'not found' });
+        return;
+      }
+      await handleGraphQL(request, response);
+    })().catch((error: unknown) => {
+      if (error instanceof BodyTooLargeError) {
+        sendJson(response, 413, { errors: [{ message: error.message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }, { connection: 'close' });
+        return;
+      }
+      log.error({ err: error }, 'request failed');
+      if (!response.headersSent) sendJson(response, 500, { errors: [{ message: 'Internal server error', extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } }] });
+      else response.destroy();
+    });
+  });
+
+  const wsServer = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: options.wsMaxPayloadBytes });
+  // Open operations per socket, so a completed operation or a closed socket aborts its work.
+  const operations = new WeakMap<object, Map<string, { abort: AbortController; end: () => void }>>();
+  const finish = (socketContext: object, id: string) => {
+    const operation = operations.get(socketContext)?.get(id);
+    operations.get(socketContext)?.delete(id);
+    operation?.abort.abort();
+    operation?.end();
+  };
+  const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => maskError(error.toJSON(), error, log));
+  const wsHandle = useServer(
+    {
+      schema,
+      context: (ctx, id, payload) => {
+        const requestId = acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]);
+        finish(ctx, id);
+        const abort = new AbortController();
+        const open = operations.get(ctx) ?? new Map();
+        operations.set(ctx, open.set(id, { abort, end: inFlight.begin() }));
+        return options.extendContext({ requestId, log: log.child({ requestId }), signal: abort.signal });
+      },
+      onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: formatErrors(result.errors) } : undefined),
+      onError: (_ctx, _id, _payload, errors) => formatErrors(errors),
+      onComplete: (ctx, id) => finish(ctx, id),
+      onClose: (ctx) => {
+        for (const id of operations.get(ctx)?.keys() ?? []) finish(ctx, id);
+      },
+    },
+    wsServer,
+  );
+
+  const port = await listen(server, options.host, options.port);
+  log.info({ port, path: GRAPHQL_PATH }, `subgraph ${options.name} listening`);
+
+  return {
+    name: options.name,
+    port,
+    url: `http://${options.host}:${port}${GRAPHQL_PATH}`,
+    async stop(deadline) {
+      ready = false;
+      wsServer.close();
+      const drained = drainHttpServer(server, deadline);
+      const outcome = await inFlight.whenIdle(deadline);
+      if (outcome === 'expired') log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations');
+      for (const client of wsServer.clients) client.close(1001, 'server shutting down');
+      await wsHandle.dispose();
+      await drained;
+      await apollo.stop();
+      log.info(`subgraph ${options.name} stopped`);
+    },
+  };
+}

@@ -1,0 +1,109 @@
+/**
+ * The typed error every adapter raises for an upstream failure: the HTTP status (when there was a
+ * response), whether retrying can help, and how long the provider asked us to wait.
+ */
+import { ErrorCode } from '../platform/errors.ts';
+
+export type ProviderErrorCode = Extract<
+  ErrorCode,
+  | 'UPSTREAM_BAD_REQUEST'
+  | 'UPSTREAM_AUTH_FAILED'
+  | 'UPSTREAM_RATE_LIMITED'
+  | 'UPSTREAM_UNAVAILABLE'
+  | 'UPSTREAM_TIMEOUT'
+  | 'UPSTREAM_BAD_RESPONSE'
+  | 'UPSTREAM_STREAM_INTERRUPTED'
+>;
+
+export interface ProviderErrorInit {
+  code: ProviderErrorCode;
+  provider: string;
+  status?: number;
+  retryable: boolean;
+  retryAfterMs?: number;
+  /** The provider's own message; logged, never shown to clients (it may echo request content). */
+  upstreamMessage?: string;
+  cause?: unknown;
+}
+
+export class ProviderError extends Error {
+  override name = 'ProviderError';
+  readonly code: ProviderErrorCode;
+  readonly provider: string;
+  readonly status: number | undefined;
+  readonly retryable: boolean;
+  readonly retryAfterMs: number | undefined;
+  readonly upstreamMessage: string | undefined;
+
+  constructor(message: string, init: ProviderErrorInit) {
+    super(message, { cause: init.cause });
+    this.code = init.code;
+    this.provider = init.provider;
+    this.status = init.status;
+    this.retryable = init.retryable;
+    this.retryAfterMs = init.retryAfterMs;
+    this.upstreamMessage = init.upstreamMessage;
+  }
+}
+
+/** Statuses after which the same request may succeed later (or at another target). */
+const RETRYABLE_STATUSES = new Set([408, 409, 425, 429, 500, 502, 503, 504, 529]);
+
+function codeForStatus(status: number): ProviderErrorCode {
+  if (status === 401 || status === 403) return 'UPSTREAM_AUTH_FAILED';
+  if (status === 429) return 'UPSTREAM_RATE_LIMITED';
+  if (status === 408 || status === 504) return 'UPSTREAM_TIMEOUT';
+  if (status >= 500 || status === 529) return 'UPSTREAM_UNAVAILABLE';
+  return 'UPSTREAM_BAD_REQUEST';
+}
+
+/**
+ * Reads `retry-after-ms` (OpenAI), then `retry-after` as seconds or as an HTTP date.
+ * Returns undefined when absent or unreadable; never negative.
+ */
+export function parseRetryAfter(headers: Headers, now = Date.now()): number | undefined {
+  const milliseconds = headers.get('retry-after-ms');
+  if (milliseconds !== null && /^\d+(\.\d+)?$/.test(milliseconds.trim())) return Math.ceil(Number(milliseconds));
+  const value = headers.get('retry-after')?.trim();
+  if (!value) return undefined;
+  if (/^\d+(\.\d+)?$/.test(value)) return Math.ceil(Number(value) * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+export function errorFromStatus(provider: string, status: number, headers: Headers, upstreamMessage?: string): ProviderError {
+  const code = codeForStatus(status);
+  const retryAfterMs = parseRetryAfter(headers);
+  return new ProviderError(`${provider} answered HTTP ${status}`, {
+    code,
+    provider,
+    status,
+    retryable: RETRYABLE_STATUSES.has(status),
+    ...(retryAfterMs !== undefined && { retryAfterMs }),
+    ...(upstreamMessage !== undefined && { upstreamMessage }),
+  });
+}
+
+/** Maps a thrown fetch/socket/abort error to a ProviderError. */
+export function errorFromException(provider: string, error: unknown, phase: 'connect' | 'stream'): ProviderError {
+  if (error instanceof ProviderError) return error;
+  const name = (error as { name?: string } | null)?.name;
+  const cause = (error as { cause?: { code?: string; name?: string } } | null)?.cause;
+  const timedOut =
+    name === 'TimeoutError' ||
+    cause?.name === 'TimeoutError' ||
+    ['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'].includes(cause?.code ?? '') ||
+    ['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'].includes((error as { code?: string }).code ?? '');
+  if (timedOut) {
+    return new ProviderError(`${provider} timed out`, { code: 'UPSTREAM_TIMEOUT', provider, retryable: phase === 'connect', cause: error });
+  }
+  if (phase === 'stream') {
+    return new ProviderError(`${provider} stream was interrupted`, {
+      code: 'UPSTREAM_STREAM_INTERRUPTED',
+      provider,
+      retryable: false,
+      cause: error,
+    });
+  }
+  return new ProviderError(`${provider} could not be reached`, { code: 'UPSTREAM_UNAVAILABLE', provider, retryable: true, cause: error });
+}

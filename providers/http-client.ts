@@ -1,0 +1,61 @@
+/**
+ * The one HTTP client every adapter uses: an undici keep-alive pool per provider, with the four
+ * timeouts of the provider config. Connect and first-byte timeouts are undici's; the idle timeout
+ * is undici's body timeout (the longest silence between two chunks); the total deadline is an
+ * AbortSignal combined with the caller's.
+ */
+import { Agent, fetch, type Response } from 'undici';
+import { errorFromException } from './errors.ts';
+
+export interface Timeouts {
+  connectMs: number;
+  firstByteMs: number;
+  idleMs: number;
+  totalMs: number;
+}
+
+export interface PostOptions {
+  headers: Record<string, string>;
+  signal: AbortSignal;
+}
+
+export class HttpClient {
+  readonly #agent: Agent;
+  readonly #totalMs: number;
+  readonly #provider: string;
+
+  constructor(provider: string, timeouts: Timeouts) {
+    this.#provider = provider;
+    this.#totalMs = timeouts.totalMs;
+    this.#agent = new Agent({
+      keepAliveTimeout: 30_000,
+      connect: { timeout: timeouts.connectMs },
+      headersTimeout: timeouts.firstByteMs,
+      bodyTimeout: timeouts.idleMs,
+    });
+  }
+
+  /**
+   * POSTs JSON and returns the response whatever its status; throws a ProviderError when no
+   * response arrives (unreachable, timed out). Aborting `signal` rejects with its reason.
+   */
+  async postJson(url: string, body: unknown, { headers, signal }: PostOptions): Promise<Response> {
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.#totalMs)]);
+    try {
+      return await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+        body: JSON.stringify(body),
+        signal: deadline,
+        dispatcher: this.#agent,
+      });
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      throw errorFromException(this.#provider, error, 'connect');
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+}

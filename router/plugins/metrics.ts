@@ -1,0 +1,93 @@
+/**
+ * Router request metrics: operations by name, type and outcome; execution latency; open
+ * subscriptions. Outcomes: `ok`, `error` (errors in the result), `rejected` (did not parse or
+ * validate, so nothing ran).
+ */
+import { getOperationAST, type DocumentNode, type ExecutionResult } from 'graphql';
+import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { operationLabel } from '../../platform/metrics.ts';
+
+export interface RouterMetrics {
+  requests: Counter<'operation' | 'type' | 'outcome'>;
+  duration: Histogram<'operation' | 'type'>;
+  openSubscriptions: Gauge;
+}
+
+export function createRouterMetrics(registry: Registry): RouterMetrics {
+  return {
+    requests: new Counter({
+      name: 'modelgraph_router_operations_total',
+      help: 'GraphQL operations received by the router, by operation name, type and outcome.',
+      labelNames: ['operation', 'type', 'outcome'],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'modelgraph_router_operation_duration_seconds',
+      help: 'Execution time of queries and mutations (subscriptions: time to their first result).',
+      labelNames: ['operation', 'type'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    openSubscriptions: new Gauge({
+      name: 'modelgraph_router_open_subscriptions',
+      help: 'Subscriptions currently streaming through the router (WebSocket and SSE).',
+      registers: [registry],
+    }),
+  };
+}
+
+function labels(document: DocumentNode, operationName: string | null | undefined) {
+  const operation = getOperationAST(document, operationName);
+  return { operation: operationLabel(operation?.name?.value ?? operationName), type: operation?.operation ?? 'unknown' };
+}
+
+function outcome(result: ExecutionResult): 'ok' | 'error' {
+  return result.errors?.length ? 'error' : 'ok';
+}
+
+export function useRouterMetrics(metrics: RouterMetrics): GatewayPlugin {
+  return {
+    onParse({ params, context }) {
+      return ({ result }) => {
+        if (result instanceof Error) {
+          const name = (context as { params?: { operationName?: string } }).params?.operationName;
+          metrics.requests.inc({ operation: operationLabel(name), type: 'unknown', outcome: 'rejected' });
+        }
+        void params;
+      };
+    },
+    onValidate({ params }) {
+      return ({ valid }) => {
+        if (!valid) metrics.requests.inc({ ...labels(params.documentAST, undefined), outcome: 'rejected' });
+      };
+    },
+    onExecute({ args }) {
+      const operation = labels(args.document, args.operationName);
+      const stopTimer = metrics.duration.startTimer(operation);
+      return {
+        onExecuteDone({ result }) {
+          stopTimer();
+          if (Symbol.asyncIterator in result) return; // incremental delivery: counted as ok below
+          metrics.requests.inc({ ...operation, outcome: outcome(result) });
+        },
+      };
+    },
+    onSubscribe({ args }) {
+      const operation = labels(args.document, args.operationName);
+      const stopTimer = metrics.duration.startTimer(operation);
+      return {
+        onSubscribeResult({ result }) {
+          stopTimer();
+          if (!(Symbol.asyncIterator in result)) {
+            metrics.requests.inc({ ...operation, outcome: outcome(result) });
+            return;
+          }
+          metrics.requests.inc({ ...operation, outcome: 'ok' });
+          metrics.openSubscriptions.inc();
+          return { onEnd: () => metrics.openSubscriptions.dec() };
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,244 @@
+/**
+ * Chat, whole and streamed: validates a ChatInput against the catalog, calls the model through the
+ * provider contract, and maps provider outcomes to GraphQL results. Provider errors become coded
+ * GraphQL errors (whole chat) or a final `ChatFailed` event (stream) here and nowhere else.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ChatInput, ChatMessageInput, ErrorCode as SchemaErrorCode, FinishReason as SchemaFinishReason } from '../../codegen/inference.resolvers.ts';
+import type { CatalogModel, ModelCatalog } from '../../providers/catalog.ts';
+import type { ChatMessage, ChatModel, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
+import { ProviderError } from '../../providers/errors.ts';
+import { countChatTokens } from '../../providers/tokens.ts';
+import { ErrorCode, codedError } from '../../platform/errors.ts';
+import type { InferenceContext } from './context.ts';
+
+export interface ChatCompletionResult {
+  id: string;
+  model: CatalogModel;
+  content: string;
+  toolCalls: ToolCall[];
+  finishReason: SchemaFinishReason;
+  usage: TokenUsage;
+}
+
+export type ChatStreamEventResult =
+  | { __typename: 'ChatDelta'; content: string }
+  | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: TokenUsage }
+  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string };
+
+export interface PreparedChat {
+  model: CatalogModel;
+  chat: ChatModel;
+  request: ChatRequest;
+}
+
+const MAX_STOP_SEQUENCES = 4;
+
+function badInput(field: string, message: string) {
+  return codedError(ErrorCode.BAD_USER_INPUT, message, { field });
+}
+
+function toMessage(message: ChatMessageInput, index: number): ChatMessage {
+  switch (message.role) {
+    case 'SYSTEM':
+      return { role: 'system', content: message.content };
+    case 'USER':
+      return { role: 'user', content: message.content };
+    case 'ASSISTANT':
+      return { role: 'assistant', content: message.content };
+    case 'TOOL':
+      if (!message.toolCallId) throw badInput(`messages[${index}].toolCallId`, 'a TOOL message needs the toolCallId it answers');
+      return { role: 'tool', content: message.content, toolCallId: message.toolCallId };
+  }
+}
+
+function toTool(tool: { name: string; description?: string | null; parameters: string }, index: number): ToolDefinition {
+  let parameters: unknown;
+  try {
+    parameters = JSON.parse(tool.parameters);
+  } catch {
+    throw badInput(`tools[${index}].parameters`, 'tool parameters must be a JSON Schema object as JSON text');
+  }
+  if (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters)) {
+    throw badInput(`tools[${index}].parameters`, 'tool parameters must be a JSON Schema object as JSON text');
+  }
+  return { name: tool.name, ...(tool.description && { description: tool.description }), parameters: parameters as Record<string, unknown> };
+}
+
+function checkRange(field: string, value: number | null | undefined, min: number, max: number): void {
+  if (value !== null && value !== undefined && !(value >= min && value <= max)) {
+    throw badInput(field, `${field} must be between ${min} and ${max}`);
+  }
+}
+
+/** Resolves the model and turns the input into a provider request, or throws a coded error. */
+export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedChat {
+  const model = catalog.resolve(input.model);
+  if (!model) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${input.model}"`, { model: input.model });
+  if (!model.capabilities.includes('CHAT')) {
+    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not chat`, { model: model.id, capability: 'CHAT' });
+  }
+  if (input.messages.length === 0) throw codedError(ErrorCode.EMPTY_MESSAGES, 'a chat needs at least one message');
+  checkRange('maxTokens', input.maxTokens, 1, model.maxOutputTokens);
+  checkRange('temperature', input.temperature, 0, 2);
+  checkRange('topP', input.topP, 0, 1);
+  if ((input.stop?.length ?? 0) > MAX_STOP_SEQUENCES) throw badInput('stop', `at most ${MAX_STOP_SEQUENCES} stop sequences`);
+  if (input.tools?.length && !model.capabilities.includes('TOOLS')) {
+    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not call tools`, { model: model.id, capability: 'TOOLS' });
+  }
+
+  const messages = input.messages.map(toMessage);
+  const promptTokens = countChatTokens(messages);
+  const reservedOutput = input.maxTokens ?? 1;
+  if (promptTokens + reservedOutput > model.contextWindow) {
+    throw codedError(
+      ErrorCode.CONTEXT_WINDOW_EXCEEDED,
+      `the prompt (${promptTokens} tokens) and output (${reservedOutput}) exceed the context window of "${model.id}" (${model.contextWindow} tokens)`,
+      { promptTokens, maxTokens: reservedOutput, contextWindow: model.contextWindow },
+    );
+  }
+  const request: ChatRequest = {
+    messages,
+    ...(input.maxTokens != null && { maxTokens: input.maxTokens }),
+    ...(input.temperature != null && { temperature: input.temperature }),
+    ...(input.topP != null && { topP: input.topP }),
+    ...(input.stop?.length && { stop: input.stop }),
+    ...(input.tools?.length && { tools: input.tools.map(toTool) }),
+  };
+  return { model, chat: catalog.chatModel(model), request };
+}
+
+const FINISH_REASONS: Record<FinishReason, SchemaFinishReason> = {
+  stop: 'STOP',
+  length: 'LENGTH',
+  tool_calls: 'TOOL_CALLS',
+  content_filter: 'CONTENT_FILTER',
+  other: 'OTHER',
+};
+
+/** What a client may read about a provider failure: our words, never the upstream's. */
+function describe(error: ProviderError): string {
+  switch (error.code) {
+    case 'UPSTREAM_RATE_LIMITED':
+      return `provider ${error.provider} is rate limiting requests`;
+    case 'UPSTREAM_AUTH_FAILED':
+      return `provider ${error.provider} refused modelgraph's credentials`;
+    case 'UPSTREAM_BAD_REQUEST':
+      return `provider ${error.provider} refused the request (HTTP ${error.status ?? 'error'})`;
+    case 'UPSTREAM_TIMEOUT':
+      return `provider ${error.provider} did not answer in time`;
+    case 'UPSTREAM_BAD_RESPONSE':
+      return `provider ${error.provider} sent a response modelgraph could not read`;
+    case 'UPSTREAM_STREAM_INTERRUPTED':
+      return `provider ${error.provider} stopped streaming before the answer finished`;
+    case 'UPSTREAM_UNAVAILABLE':
+      return `provider ${error.provider} is unavailable`;
+  }
+}
+
+function providerDetails(error: ProviderError): Record<string, unknown> {
+  return {
+    provider: error.provider,
+    retryable: error.retryable,
+    ...(error.status !== undefined && { upstreamStatus: error.status }),
+    ...(error.retryAfterMs !== undefined && { retryAfterMs: error.retryAfterMs }),
+  };
+}
+
+function logProviderError(context: InferenceContext, error: ProviderError): void {
+  context.log.warn(
+    { provider: error.provider, code: error.code, status: error.status, upstreamMessage: error.upstreamMessage },
+    'provider call failed',
+  );
+}
+
+export async function runChat(prepared: PreparedChat, context: InferenceContext): Promise<ChatCompletionResult> {
+  const { model, chat, request } = prepared;
+  const labels = { provider: model.provider, model: model.id, mode: 'whole' };
+  const stopTimer = context.metrics.duration.startTimer(labels);
+  try {
+    const result = await chat.generate(request, { signal: context.signal, requestId: context.requestId });
+    context.metrics.calls.inc({ ...labels, outcome: 'ok' });
+    return {
+      id: result.id ?? `chat-${randomUUID()}`,
+      model,
+      content: result.content,
+      toolCalls: result.toolCalls,
+      finishReason: FINISH_REASONS[result.finishReason],
+      usage: result.usage,
+    };
+  } catch (error) {
+    if (error instanceof ProviderError) {
+      context.metrics.calls.inc({ ...labels, outcome: error.code });
+      logProviderError(context, error);
+      throw codedError(error.code, describe(error), providerDetails(error));
+    }
+    throw error;
+  } finally {
+    stopTimer();
+  }
+}
+
+/** Assembles streamed tool-call fragments by index. */
+class ToolCallAssembler {
+  readonly #calls = new Map<number, ToolCall>();
+
+  add(part: { index: number; id?: string; name?: string; argumentsDelta: string }): void {
+    const call = this.#calls.get(part.index) ?? { id: '', name: '', arguments: '' };
+    if (part.id) call.id = part.id;
+    if (part.name) call.name += part.name;
+    call.arguments += part.argumentsDelta;
+    this.#calls.set(part.index, call);
+  }
+
+  get calls(): ToolCall[] {
+    return [...this.#calls.entries()].sort(([a], [b]) => a - b).map(([, call]) => call);
+  }
+}
+
+/**
+ * Streams one chat as GraphQL events. Ends after exactly one ChatCompleted or ChatFailed. When the
+ * consumer stops early (unsubscribe, disconnect) the `finally` aborts the upstream request.
+ */
+export async function* streamChat(prepared: PreparedChat, context: InferenceContext): AsyncGenerator<ChatStreamEventResult> {
+  const { model, chat, request } = prepared;
+  const upstream = new AbortController();
+  const onCallerGone = () => upstream.abort(new Error('caller went away'));
+  context.signal.addEventListener('abort', onCallerGone, { once: true });
+  const labels = { provider: model.provider, model: model.id };
+  const started = performance.now();
+  let firstToken = true;
+  const toolCalls = new ToolCallAssembler();
+  try {
+    for await (const part of chat.stream(request, { signal: upstream.signal, requestId: context.requestId })) {
+      switch (part.type) {
+        case 'text-delta':
+          if (firstToken) {
+            context.metrics.timeToFirstToken.observe(labels, (performance.now() - started) / 1000);
+            firstToken = false;
+          }
+          yield { __typename: 'ChatDelta', content: part.text };
+          break;
+        case 'tool-call-delta':
+          toolCalls.add(part);
+          break;
+        case 'finish':
+          context.metrics.calls.inc({ ...labels, mode: 'stream', outcome: 'ok' });
+          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: part.usage };
+          return;
+        case 'error':
+          context.metrics.calls.inc({ ...labels, mode: 'stream', outcome: part.error.code });
+          logProviderError(context, part.error);
+          yield { __typename: 'ChatFailed', code: part.error.code, message: describe(part.error) };
+          return;
+      }
+    }
+    if (!upstream.signal.aborted) {
+      yield { __typename: 'ChatFailed', code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: `provider ${model.provider} ended the stream without finishing` };
+    }
+  } finally {
+    context.metrics.duration.observe({ ...labels, mode: 'stream' }, (performance.now() - started) / 1000);
+    context.signal.removeEventListener('abort', onCallerGone);
+    upstream.abort(new Error('stream closed'));
+  }
+}

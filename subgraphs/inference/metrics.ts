@@ -1,0 +1,34 @@
+/** Provider-side metrics of the inference subgraph. */
+import { Counter, Histogram, type Registry } from 'prom-client';
+
+export interface ProviderMetrics {
+  /** Whole provider calls, by provider, model and outcome (ok or an error code). */
+  calls: Counter<'provider' | 'model' | 'mode' | 'outcome'>;
+  duration: Histogram<'provider' | 'model' | 'mode'>;
+  timeToFirstToken: Histogram<'provider' | 'model'>;
+}
+
+export function createProviderMetrics(registry: Registry): ProviderMetrics {
+  return {
+    calls: new Counter({
+      name: 'modelgraph_provider_calls_total',
+      help: 'Model calls to providers, by outcome (ok or an error code).',
+      labelNames: ['provider', 'model', 'mode', 'outcome'],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'modelgraph_provider_call_duration_seconds',
+      help: 'Duration of model calls to providers, to the last byte.',
+      labelNames: ['provider', 'model', 'mode'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers: [registry],
+    }),
+    timeToFirstToken: new Histogram({
+      name: 'modelgraph_provider_time_to_first_token_seconds',
+      help: 'Time from the start of a streamed model call to its first token.',
+      labelNames: ['provider', 'model'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers: [registry],
+    }),
+  };
+}
