@@ -5,7 +5,7 @@
  * `requestId` extension of the subscribe message (WS) and tags every log line.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { ApolloServer, HeaderMap, type BaseContext } from '@apollo/server';
+import { ApolloServer, HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginInlineTraceDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { useServer } from 'graphql-ws/use/ws';
@@ -68,6 +68,23 @@ export function maskError(formatted: GraphQLFormattedError, original: unknown, l
   };
 }
 
+/** One info line per HTTP operation, tagged with the request id by the context's logger. */
+function logOperations<TContext extends RequestContext>(): ApolloServerPlugin<TContext> {
+  return {
+    async requestDidStart() {
+      const started = performance.now();
+      return {
+        async willSendResponse({ contextValue, operationName, errors }) {
+          contextValue.log.info(
+            { operation: operationName ?? 'anonymous', durationMs: Math.round(performance.now() - started), errors: errors?.length ?? 0 },
+            'operation completed',
+          );
+        },
+      };
+    },
+  };
+}
+
 function headerMap(request: IncomingMessage): HeaderMap {
   const headers = new HeaderMap();
   for (const [name, value] of Object.entries(request.headers)) {
@@ -83,7 +100,7 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     schema,
     includeStacktraceInErrorResponses: false,
     // No Apollo Studio here: no inline traces for the router, no landing page.
-    plugins: [ApolloServerPluginInlineTraceDisabled(), ApolloServerPluginLandingPageDisabled()],
+    plugins: [ApolloServerPluginInlineTraceDisabled(), ApolloServerPluginLandingPageDisabled(), logOperations<TContext>()],
     formatError: (formatted, original) => maskError(formatted, original, log),
   });
   await apollo.start();
@@ -148,12 +165,21 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
 
   const wsServer = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: options.wsMaxPayloadBytes });
   // Open operations per socket, so a completed operation or a closed socket aborts its work.
-  const operations = new WeakMap<object, Map<string, { abort: AbortController; end: () => void }>>();
+  interface OpenOperation {
+    abort: AbortController;
+    end: () => void;
+    log: Logger;
+    name: string;
+    started: number;
+  }
+  const operations = new WeakMap<object, Map<string, OpenOperation>>();
   const finish = (socketContext: object, id: string) => {
     const operation = operations.get(socketContext)?.get(id);
+    if (!operation) return;
     operations.get(socketContext)?.delete(id);
-    operation?.abort.abort();
-    operation?.end();
+    operation.abort.abort();
+    operation.end();
+    operation.log.info({ operation: operation.name, durationMs: Math.round(performance.now() - operation.started), transport: 'ws' }, 'operation completed');
   };
   const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => maskError(error.toJSON(), error, log));
   const wsHandle = useServer(
@@ -163,9 +189,11 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         const requestId = acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]);
         finish(ctx, id);
         const abort = new AbortController();
-        const open = operations.get(ctx) ?? new Map();
-        operations.set(ctx, open.set(id, { abort, end: inFlight.begin() }));
-        return options.extendContext({ requestId, log: log.child({ requestId }), signal: abort.signal });
+        const requestLog = log.child({ requestId });
+        const open = operations.get(ctx) ?? new Map<string, OpenOperation>();
+        const name = payload.operationName ?? 'anonymous';
+        operations.set(ctx, open.set(id, { abort, end: inFlight.begin(), log: requestLog, name, started: performance.now() }));
+        return options.extendContext({ requestId, log: requestLog, signal: abort.signal });
       },
       onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: formatErrors(result.errors) } : undefined),
       onError: (_ctx, _id, _payload, errors) => formatErrors(errors),

@@ -24,7 +24,11 @@ function withCode(error: GraphQLError, code: ErrorCode): GraphQLError {
   });
 }
 
-/** Yoga's `maskedErrors.maskError`: keep coded errors, mask everything else. */
+/**
+ * Yoga's `maskedErrors.maskError`: keep coded errors; keep errors about the request itself (made by
+ * Yoga or by graphql-js before execution) with their HTTP status, coded
+ * BAD_USER_INPUT; mask everything else.
+ */
 export function createErrorMasker(log: Logger) {
   return (error: unknown): Error => {
     if (error instanceof GraphQLError) {
@@ -33,8 +37,18 @@ export function createErrorMasker(log: Logger) {
       if (original instanceof GraphQLError && isErrorCode(original.extensions?.code)) {
         return new GraphQLError(original.message, { path: error.path, nodes: error.nodes, extensions: original.extensions });
       }
-      // Errors the executor made itself (no original error) describe the request, not our internals.
-      if (!original && error.extensions?.code === undefined) return withCode(error, ErrorCode.BAD_USER_INPUT);
+      // Variable coercion fails inside graphql-js with a GraphQLError of its own and no path.
+      const aboutTheRequest = !original || (original instanceof GraphQLError && !error.path);
+      if (aboutTheRequest) {
+        const { code: _code, originalError: _original, ...extensions } = error.extensions ?? {};
+        return new GraphQLError(error.message, {
+          nodes: error.nodes,
+          source: error.source,
+          positions: error.positions,
+          path: error.path,
+          extensions: { ...extensions, code: ErrorCode.BAD_USER_INPUT },
+        });
+      }
     }
     log.error({ err: error }, 'unexpected error');
     return new GraphQLError('Internal server error', {

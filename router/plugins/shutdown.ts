@@ -11,32 +11,47 @@ import type { InFlight } from '../../platform/in-flight.ts';
 
 const SHUTDOWN = Symbol('shutdown');
 
-async function* endOnShutdown<T extends ExecutionResult>(
-  source: AsyncIterable<T>,
-  signal: AbortSignal,
-  end: () => void,
-): AsyncGenerator<T | ExecutionResult> {
+/**
+ * Written as an iterator object, not an async generator: a generator's `return()` would wait for
+ * its pending `next()`, so an unsubscribe would not reach the subgraph until the next event.
+ */
+function endOnShutdown(source: AsyncIterable<ExecutionResult>, signal: AbortSignal, end: () => void): AsyncGenerator<ExecutionResult> {
   const iterator = source[Symbol.asyncIterator]();
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    end();
+    void iterator.return?.();
+  };
   const shutdown = new Promise<typeof SHUTDOWN>((resolve) => {
     if (signal.aborted) resolve(SHUTDOWN);
     else signal.addEventListener('abort', () => resolve(SHUTDOWN), { once: true });
   });
-  try {
-    while (true) {
+  const done = (): IteratorResult<ExecutionResult> => ({ done: true, value: undefined });
+  const wrapped: AsyncGenerator<ExecutionResult> = {
+    async next() {
+      if (finished) return done();
       const next = await Promise.race([iterator.next(), shutdown]);
       if (next === SHUTDOWN) {
-        yield {
-          errors: [new GraphQLError('The server is shutting down; reconnect to continue.', { extensions: { code: ErrorCode.SHUTTING_DOWN } })],
-        };
-        return;
+        finish();
+        const error = new GraphQLError('The server is shutting down; reconnect to continue.', { extensions: { code: ErrorCode.SHUTTING_DOWN } });
+        return { done: false, value: { errors: [error] } };
       }
-      if (next.done) return;
-      yield next.value;
-    }
-  } finally {
-    end();
-    void iterator.return?.();
-  }
+      if (next.done) finish();
+      return next;
+    },
+    async return() {
+      finish();
+      return done();
+    },
+    async throw(error: unknown) {
+      finish();
+      throw error;
+    },
+    [Symbol.asyncIterator]: () => wrapped,
+  };
+  return wrapped;
 }
 
 export function useGracefulStreams(signal: AbortSignal, inFlight: InFlight): GatewayPlugin {
@@ -45,7 +60,7 @@ export function useGracefulStreams(signal: AbortSignal, inFlight: InFlight): Gat
       return {
         onSubscribeResult({ result, setResult }) {
           if (Symbol.asyncIterator in result) {
-            setResult(endOnShutdown(result as AsyncIterable<ExecutionResult>, signal, inFlight.begin()));
+            setResult(endOnShutdown(result, signal, inFlight.begin()));
           }
         },
       };

@@ -9,6 +9,7 @@ import type { CatalogModel, ModelCatalog } from '../../providers/catalog.ts';
 import type { ChatMessage, ChatModel, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
 import { ProviderError } from '../../providers/errors.ts';
 import { countChatTokens } from '../../providers/tokens.ts';
+import { abortOnReturn } from '../../platform/abort-on-return.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { InferenceContext } from './context.ts';
 
@@ -198,11 +199,15 @@ class ToolCallAssembler {
 
 /**
  * Streams one chat as GraphQL events. Ends after exactly one ChatCompleted or ChatFailed. When the
- * consumer stops early (unsubscribe, disconnect) the `finally` aborts the upstream request.
+ * consumer stops early (unsubscribe, disconnect) the upstream request is aborted at once.
  */
-export async function* streamChat(prepared: PreparedChat, context: InferenceContext): AsyncGenerator<ChatStreamEventResult> {
-  const { model, chat, request } = prepared;
+export function streamChat(prepared: PreparedChat, context: InferenceContext): AsyncGenerator<ChatStreamEventResult> {
   const upstream = new AbortController();
+  return abortOnReturn(chatEvents(prepared, context, upstream), upstream);
+}
+
+async function* chatEvents(prepared: PreparedChat, context: InferenceContext, upstream: AbortController): AsyncGenerator<ChatStreamEventResult> {
+  const { model, chat, request } = prepared;
   const onCallerGone = () => upstream.abort(new Error('caller went away'));
   context.signal.addEventListener('abort', onCallerGone, { once: true });
   const labels = { provider: model.provider, model: model.id };

@@ -1,0 +1,68 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ModelCatalog } from '../providers/catalog.ts';
+import { ConfigError, loadConfig, parseConfig } from './config.ts';
+
+const model = { id: 'gpt-x', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 100, maxOutputTokens: 10 };
+
+function configFile(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'modelgraph-config-'));
+  const file = join(dir, 'modelgraph.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+describe('config', () => {
+  it('works offline with nothing configured: local echo and hashing-embed on port 4000', () => {
+    const config = parseConfig({});
+    expect(config.router.port).toBe(4000);
+    expect(config.providers).toEqual({ local: { type: 'local', streamDelayMs: 0 } });
+    expect(config.models.map((entry) => entry.id)).toEqual(['echo', 'hashing-embed']);
+    expect(new ModelCatalog(config).resolve('default')?.id).toBe('echo');
+  });
+
+  it.each([
+    [{ router: { port: 'abc' } }, 'router.port'],
+    [{ router: { prot: 4000 } }, 'router'],
+    [{ models: [{ ...model, provider: 'nope' }] }, 'models[0].provider: unknown provider "nope"'],
+    [{ models: [{ ...model, contextWindow: -1 }] }, 'models[0].contextWindow'],
+    [{ models: [model, { ...model }] }, 'models[1]: "gpt-x@1" is already used by models[0]'],
+    [{ providers: { openai: { type: 'openai-compatible', baseUrl: 'not a url' } } }, 'providers.openai.baseUrl'],
+    [{ providers: { openai: { type: 'openai-compatible', baseUrl: 'https://x.test/v1', apiKeyEnv: 'sk-123' } } }, 'providers.openai.apiKeyEnv'],
+    [{ models: [{ ...model, capabilities: ['EMBEDDINGS'] }] }, 'models[0].dimensions: required'],
+  ])('refuses %j naming %s', (document, field) => {
+    expect(() => parseConfig(document)).toThrow(ConfigError);
+    expect(() => parseConfig(document)).toThrow(field);
+  });
+
+  it('reads the file named by --config, then MODELGRAPH_CONFIG, and overrides from REDIS_URL and LOG_LEVEL', () => {
+    const file = configFile('router:\n  port: 4100\n');
+    expect(loadConfig({ flag: file, env: {} }).router.port).toBe(4100);
+    const fromEnv = loadConfig({ env: { MODELGRAPH_CONFIG: file, REDIS_URL: 'redis://127.0.0.1:6390', LOG_LEVEL: 'warn' } });
+    expect(fromEnv.router.port).toBe(4100);
+    expect(fromEnv.redis.url).toBe('redis://127.0.0.1:6390');
+    expect(fromEnv.log.level).toBe('warn');
+  });
+
+  it('refuses a named file that does not exist, and a file that is not YAML, naming the file', () => {
+    expect(() => loadConfig({ flag: '/nonexistent/modelgraph.yaml', env: {} })).toThrow('config file not found: /nonexistent/modelgraph.yaml');
+    const broken = configFile('router: [port: 1\n');
+    expect(() => loadConfig({ flag: broken, env: {} })).toThrow(`invalid ${broken}: not YAML`);
+  });
+
+  it('takes API keys from the named environment variable and refuses to start when it is unset', () => {
+    const config = parseConfig({
+      providers: { openai: { type: 'openai-compatible', baseUrl: 'http://127.0.0.1:9/v1', apiKeyEnv: 'TEST_OPENAI_KEY' } },
+      models: [{ ...model, provider: 'openai' }],
+    });
+    expect(() => new ModelCatalog(config, {})).toThrow('providers.openai.apiKeyEnv: environment variable TEST_OPENAI_KEY is not set');
+    expect(new ModelCatalog(config, { TEST_OPENAI_KEY: 'sk-x' }).resolve('gpt-x@1')?.id).toBe('gpt-x');
+  });
+
+  it('refuses a local model the local provider does not have, naming the model', () => {
+    const config = parseConfig({ models: [{ ...model, id: 'gpt-4o' }] });
+    expect(() => new ModelCatalog(config)).toThrow('models[0].upstream: the local provider has no chat model "gpt-4o"');
+  });
+});

@@ -1,0 +1,197 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChatStreamPart, Provider } from '../providers/contract.ts';
+import { ProviderError } from '../providers/errors.ts';
+import { createOpenAICompatibleProvider } from '../providers/openai-compatible.ts';
+import { countTextTokens } from '../providers/tokens.ts';
+import { startOpenAIEmulator, type OpenAIEmulator } from './emulator/openai.ts';
+
+let emulator: OpenAIEmulator;
+let provider: Provider;
+const timeouts = { connectMs: 2_000, firstByteMs: 5_000, idleMs: 300, totalMs: 10_000 };
+
+beforeAll(async () => {
+  emulator = await startOpenAIEmulator();
+  provider = createOpenAICompatibleProvider({ name: 'emulated', baseUrl: emulator.baseUrl, apiKey: 'sk-test-secret', timeouts });
+});
+afterAll(async () => {
+  await provider.close();
+  await emulator.close();
+});
+
+const options = () => ({ signal: new AbortController().signal, requestId: 'req-1' });
+const hello = { messages: [{ role: 'user' as const, content: 'Hello there' }] };
+
+async function collect(stream: AsyncIterable<ChatStreamPart>): Promise<ChatStreamPart[]> {
+  const parts: ChatStreamPart[] = [];
+  for await (const part of stream) parts.push(part);
+  return parts;
+}
+
+async function generateError(promise: Promise<unknown>): Promise<ProviderError> {
+  const error = await promise.then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  expect(error).toBeInstanceOf(ProviderError);
+  return error as ProviderError;
+}
+
+describe('OpenAI-compatible adapter', () => {
+  it('sends a chat completion request in the OpenAI wire format and reads the answer with usage', async () => {
+    emulator.script({ kind: 'chat', content: 'Hi!', usage: { prompt: 9, completion: 2 } });
+    const result = await provider.chatModel('gpt-test').generate({ ...hello, maxTokens: 50, temperature: 0 }, options());
+    expect(result).toMatchObject({ content: 'Hi!', finishReason: 'stop', usage: { promptTokens: 9, completionTokens: 2, totalTokens: 11 } });
+    const sent = emulator.requests.at(-1)!;
+    expect(sent.path).toBe('/v1/chat/completions');
+    expect(sent.headers.authorization).toBe('Bearer sk-test-secret');
+    expect(sent.headers['x-client-request-id']).toBe('req-1');
+    expect(sent.body).toMatchObject({ model: 'gpt-test', max_tokens: 50, temperature: 0, messages: [{ role: 'user', content: 'Hello there' }] });
+    expect(sent.body.stream).toBeUndefined();
+  });
+
+  it('sends tools and tool results, and reads tool calls from the answer', async () => {
+    emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_1', name: 'lookup', arguments: '{"q":"x"}' }] });
+    const result = await provider.chatModel('gpt-test').generate(
+      {
+        messages: [
+          { role: 'user', content: 'find x' },
+          { role: 'assistant', content: '', toolCalls: [{ id: 'call_0', name: 'lookup', arguments: '{}' }] },
+          { role: 'tool', content: 'nothing', toolCallId: 'call_0' },
+        ],
+        tools: [{ name: 'lookup', description: 'Looks up', parameters: { type: 'object', properties: { q: { type: 'string' } } } }],
+        toolChoice: 'auto',
+      },
+      options(),
+    );
+    expect(result.finishReason).toBe('tool_calls');
+    expect(result.toolCalls).toEqual([{ id: 'call_1', name: 'lookup', arguments: '{"q":"x"}' }]);
+    const sent = emulator.requests.at(-1)!.body;
+    expect(sent.tools).toEqual([
+      { type: 'function', function: { name: 'lookup', description: 'Looks up', parameters: { type: 'object', properties: { q: { type: 'string' } } } } },
+    ]);
+    expect(sent.tool_choice).toBe('auto');
+    expect(sent.messages).toEqual([
+      { role: 'user', content: 'find x' },
+      { role: 'assistant', content: '', tool_calls: [{ id: 'call_0', type: 'function', function: { name: 'lookup', arguments: '{}' } }] },
+      { role: 'tool', tool_call_id: 'call_0', content: 'nothing' },
+    ]);
+  });
+
+  it('streams deltas in order and ends with the usage chunk it asked for', async () => {
+    emulator.script({ kind: 'chat', content: 'one two three', usage: { prompt: 7, completion: 3 } });
+    const parts = await collect(provider.chatModel('gpt-test').stream(hello, options()));
+    expect(emulator.requests.at(-1)!.body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+    const text = parts.flatMap((part) => (part.type === 'text-delta' ? [part.text] : []));
+    expect(text).toEqual(['one ', 'two ', 'three']);
+    expect(parts.at(-1)).toEqual({ type: 'finish', finishReason: 'stop', usage: { promptTokens: 7, completionTokens: 3, totalTokens: 10 } });
+  });
+
+  it('streams tool-call fragments', async () => {
+    emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_9', name: 'lookup', arguments: '{"q":"abc"}' }] });
+    const parts = await collect(provider.chatModel('gpt-test').stream(hello, options()));
+    const fragments = parts.filter((part) => part.type === 'tool-call-delta');
+    expect(fragments.map((part) => part.argumentsDelta).join('')).toBe('{"q":"abc"}');
+    expect(fragments[0]).toMatchObject({ index: 0, id: 'call_9', name: 'lookup' });
+    expect(parts.at(-1)).toMatchObject({ type: 'finish', finishReason: 'tool_calls' });
+  });
+
+  it('counts usage with the tokenizer when the server reports none', async () => {
+    emulator.script({ kind: 'chat', content: 'counted here', usage: null });
+    const parts = await collect(provider.chatModel('gpt-test').stream(hello, options()));
+    const finish = parts.at(-1);
+    expect(finish?.type).toBe('finish');
+    if (finish?.type !== 'finish') return;
+    expect(finish.usage.completionTokens).toBe(countTextTokens('counted here'));
+    expect(finish.usage.completionTokens).toBeGreaterThan(0);
+    expect(finish.usage.promptTokens).toBeGreaterThan(0);
+  });
+
+  it.each([
+    [400, 'UPSTREAM_BAD_REQUEST', false],
+    [401, 'UPSTREAM_AUTH_FAILED', false],
+    [403, 'UPSTREAM_AUTH_FAILED', false],
+    [404, 'UPSTREAM_BAD_REQUEST', false],
+    [408, 'UPSTREAM_TIMEOUT', true],
+    [413, 'UPSTREAM_BAD_REQUEST', false],
+    [500, 'UPSTREAM_UNAVAILABLE', true],
+    [503, 'UPSTREAM_UNAVAILABLE', true],
+    [529, 'UPSTREAM_UNAVAILABLE', true],
+  ])('maps HTTP %i to %s (retryable: %s)', async (status, code, retryable) => {
+    emulator.script({ kind: 'error', status, body: { error: { message: 'upstream said no: sk-leaked' } } });
+    const error = await generateError(provider.chatModel('gpt-test').generate(hello, options()));
+    expect(error).toMatchObject({ status, code, retryable, provider: 'emulated' });
+    expect(error.upstreamMessage).toBe('upstream said no: sk-leaked');
+    expect(error.message).not.toContain('sk-leaked');
+  });
+
+  it('maps 429 with Retry-After (seconds, and OpenAI retry-after-ms) and without', async () => {
+    emulator.script(
+      { kind: 'error', status: 429, headers: { 'retry-after': '7' } },
+      { kind: 'error', status: 429, headers: { 'retry-after-ms': '1500', 'retry-after': '2' } },
+      { kind: 'error', status: 429 },
+    );
+    const model = provider.chatModel('gpt-test');
+    expect(await generateError(model.generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryable: true, retryAfterMs: 7000 });
+    expect(await generateError(model.generate(hello, options()))).toMatchObject({ retryAfterMs: 1500 });
+    const bare = await generateError(model.generate(hello, options()));
+    expect(bare.code).toBe('UPSTREAM_RATE_LIMITED');
+    expect(bare.retryAfterMs).toBeUndefined();
+  });
+
+  it('reports errors inside the stream instead of throwing', async () => {
+    emulator.script({ kind: 'error', status: 503 });
+    const parts = await collect(provider.chatModel('gpt-test').stream(hello, options()));
+    expect(parts).toHaveLength(1);
+    expect(parts[0]).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_UNAVAILABLE', status: 503, retryable: true } });
+  });
+
+  it('reports a stream cut mid-way as interrupted, after the deltas that arrived', async () => {
+    emulator.script({ kind: 'chat', content: 'a b c d e', cutAfterChunks: 2 });
+    const parts = await collect(provider.chatModel('gpt-test').stream(hello, options()));
+    expect(parts.filter((part) => part.type === 'text-delta')).toHaveLength(2);
+    expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_STREAM_INTERRUPTED', retryable: false } });
+  });
+
+  it('reports malformed JSON from upstream as a bad response, streamed or not', async () => {
+    emulator.script({ kind: 'chat', content: 'a b c', malformedAfterChunks: 1 }, { kind: 'chat', content: 'x', malformedBody: true });
+    const parts = await collect(provider.chatModel('gpt-test').stream(hello, options()));
+    expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_BAD_RESPONSE' } });
+    expect(await generateError(provider.chatModel('gpt-test').generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_RESPONSE' });
+  });
+
+  it('times out a stream that goes silent between chunks', async () => {
+    emulator.script({ kind: 'chat', content: 'a b c', stallAfterChunks: 1 });
+    const parts = await collect(provider.chatModel('gpt-test').stream(hello, options()));
+    expect(parts[0]).toEqual({ type: 'text-delta', text: 'a ' });
+    expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_TIMEOUT' } });
+  });
+
+  it('reports an unreachable server as unavailable and retryable', async () => {
+    const dead = createOpenAICompatibleProvider({ name: 'dead', baseUrl: 'http://127.0.0.1:1/v1', timeouts });
+    const error = await generateError(dead.chatModel('x').generate(hello, options()));
+    expect(error).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE', retryable: true });
+    await dead.close();
+  });
+
+  it('aborts the upstream request as soon as the caller aborts', async () => {
+    emulator.script({ kind: 'chat', content: 'a b c d', stallAfterChunks: 1 });
+    const caller = new AbortController();
+    const aborted = emulator.nextAbort();
+    const parts: ChatStreamPart[] = [];
+    for await (const part of provider.chatModel('gpt-test').stream(hello, { signal: caller.signal, requestId: 'r' })) {
+      parts.push(part);
+      caller.abort();
+    }
+    const request = await aborted;
+    expect(request.body.stream).toBe(true);
+    expect(parts).toEqual([{ type: 'text-delta', text: 'a ' }]);
+  });
+
+  it('embeds a batch in input order', async () => {
+    const result = await provider.embeddingModel('embed-test', { dimensions: 4, maxBatchSize: 16 }).embed(['a', 'bbb'], { ...options(), dimensions: 4 });
+    expect(result.vectors).toHaveLength(2);
+    expect(result.vectors[0]).toHaveLength(4);
+    expect(result.vectors[0]).not.toEqual(result.vectors[1]);
+    expect(emulator.requests.at(-1)!.body).toMatchObject({ model: 'embed-test', input: ['a', 'bbb'], dimensions: 4 });
+  });
+});

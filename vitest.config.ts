@@ -1,0 +1,18 @@
+import { createRequire } from 'node:module';
+import { defineConfig } from 'vitest/config';
+
+const require = createRequire(import.meta.url);
+
+export default defineConfig({
+  resolve: {
+    // One graphql instance for our ESM code and the CommonJS federation packages
+    // (otherwise: "Cannot use GraphQLSchema from another module or realm").
+    alias: { graphql: require.resolve('graphql/index.js') },
+  },
+  test: {
+    include: ['tests/**/*.test.ts', 'providers/**/*.test.ts', 'platform/**/*.test.ts', 'subgraphs/**/*.test.ts', 'router/**/*.test.ts'],
+    pool: 'forks',
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+  },
+});
