@@ -74,21 +74,18 @@ export async function listen(server: Server, host: string, port: number): Promis
 }
 
 /**
- * Stops accepting connections, closes idle keep-alive sockets, and resolves when every in-flight
- * request has finished or `deadline` passes (then the remaining sockets are destroyed).
+ * Stops accepting connections and closes idle keep-alive sockets (upgraded WebSockets are not
+ * affected). The returned `closed` resolves once every connection is gone; `closeAll` ends the
+ * ones still open, for when the grace period is over.
  */
-export async function drainHttpServer(server: Server, deadline: number): Promise<void> {
+export function stopAccepting(server: Server): { closed: Promise<void>; closeAll(): Promise<void> } {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
-  const remaining = Math.max(0, deadline - Date.now());
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'expired'>((resolve) => {
-    timer = setTimeout(() => resolve('expired'), remaining);
-  });
-  const outcome = await Promise.race([closed, expired]);
-  clearTimeout(timer);
-  if (outcome === 'expired') {
-    server.closeAllConnections();
-    await closed;
-  }
+  return {
+    closed,
+    async closeAll() {
+      server.closeAllConnections();
+      await closed;
+    },
+  };
 }

@@ -13,7 +13,7 @@ import type { DocumentNode, GraphQLError, GraphQLFormattedError } from 'graphql'
 import type { Registry } from 'prom-client';
 import { WebSocketServer } from 'ws';
 import { ErrorCode, isErrorCode } from './errors.ts';
-import { BodyTooLargeError, drainHttpServer, listen, readBody, sendJson, serveOperationalEndpoints } from './http-server.ts';
+import { BodyTooLargeError, listen, readBody, sendJson, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
 import { InFlight } from './in-flight.ts';
 import type { Logger } from './logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
@@ -178,7 +178,9 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     if (!operation) return;
     operations.get(socketContext)?.delete(id);
     operation.abort.abort();
-    operation.end();
+    // graphql-ws sends `complete` right after onComplete returns; count the operation as ended
+    // once that is queued, so shutdown never closes a socket ahead of it.
+    setImmediate(operation.end);
     operation.log.info({ operation: operation.name, durationMs: Math.round(performance.now() - operation.started), transport: 'ws' }, 'operation completed');
   };
   const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => maskError(error.toJSON(), error, log));
@@ -215,12 +217,12 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     async stop(deadline) {
       ready = false;
       wsServer.close();
-      const drained = drainHttpServer(server, deadline);
-      const outcome = await inFlight.whenIdle(deadline);
-      if (outcome === 'expired') log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations');
-      for (const client of wsServer.clients) client.close(1001, 'server shutting down');
+      const http = stopAccepting(server);
+      if ((await inFlight.whenIdle(deadline)) === 'expired') {
+        log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations');
+      }
       await wsHandle.dispose();
-      await drained;
+      await http.closeAll();
       await apollo.stop();
       log.info(`subgraph ${options.name} stopped`);
     },

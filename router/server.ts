@@ -16,7 +16,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Config, SubgraphName } from '../platform/config.ts';
 import { ErrorCode } from '../platform/errors.ts';
-import { BodyTooLargeError, drainHttpServer, listen, sendJson, serveOperationalEndpoints } from '../platform/http-server.ts';
+import { BodyTooLargeError, listen, sendJson, serveOperationalEndpoints, stopAccepting } from '../platform/http-server.ts';
 import { InFlight } from '../platform/in-flight.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
@@ -48,6 +48,20 @@ function hiveLogger(log: Logger): HiveLogger {
   return new HiveLogger({ level: log.level === 'silent' ? false : (log.level as 'info'), writers: [new PinoLogWriter(log)] });
 }
 
+/**
+ * The gateway runtime is built with `disposeOnProcessTerminate: true` (set by gateway-runtime, not
+ * configurable), so @whatwg-node/server disposes it on SIGTERM/SIGINT at once, closing the
+ * subgraph connections under the very streams we are draining. We own shutdown (`stop` disposes
+ * the runtime last), so we detach those handlers once the runtime has registered them.
+ */
+function detachRuntimeTerminateHandlers(): void {
+  for (const event of ['SIGTERM', 'SIGINT', 'exit']) {
+    for (const listener of process.rawListeners(event)) {
+      if (listener.name === 'terminateHandler') process.removeListener(event, listener as () => void);
+    }
+  }
+}
+
 function transportEntries(subgraphUrls: Record<string, string>) {
   return Object.fromEntries(
     Object.entries(subgraphUrls).map(([name, location]) => [
@@ -61,9 +75,12 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
   const settings = config.router;
   const registry = createRegistry('router', withProcessMetrics);
   const metrics = createRouterMetrics(registry);
+  let draining = false;
   const shuttingDown = new AbortController();
-  const streams = new InFlight();
+  /** HTTP responses in progress, SSE streams included. */
   const requests = new InFlight();
+  /** graphql-ws operations in progress. */
+  const wsOperations = new InFlight();
 
   const runtime = createGatewayRuntime({
     supergraph: parse(readFileSync(SUPERGRAPH_FILE, 'utf8')),
@@ -77,20 +94,21 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     upstreamCancellation: true,
     executionCancellation: true,
     subgraphErrors: { errorCode: ErrorCode.DOWNSTREAM_SERVICE_ERROR },
-    plugins: () => [useErrorCodes(), useRouterMetrics(metrics), useSubgraphRequestId(), useGracefulStreams(shuttingDown.signal, streams)],
+    plugins: () => [useErrorCodes(), useRouterMetrics(metrics), useSubgraphRequestId(), useGracefulStreams(shuttingDown.signal)],
   });
   // The WS handler needs the schema loaded before the first subscription arrives.
   await runtime.getSchema();
+  detachRuntimeTerminateHandlers();
 
   const server = createServer((request, response) => {
     const end = requests.begin();
     response.on('close', end);
     void (async () => {
-      if (await serveOperationalEndpoints(request, response, { registry, isReady: () => !shuttingDown.signal.aborted })) return;
+      if (await serveOperationalEndpoints(request, response, { registry, isReady: () => !draining })) return;
       const declared = Number(request.headers['content-length'] ?? 0);
       if (declared > settings.maxBodyBytes) throw new BodyTooLargeError(`request body over ${settings.maxBodyBytes} bytes`);
       request.headers[REQUEST_ID_HEADER] = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
-      if (shuttingDown.signal.aborted) response.setHeader('connection', 'close');
+      if (draining) response.setHeader('connection', 'close');
       await runtime(request, response);
     })().catch((error: unknown) => {
       if (error instanceof BodyTooLargeError) {
@@ -104,11 +122,32 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
   });
 
   const wsServer = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: settings.wsMaxPayloadBytes });
+  const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
+    const extra = ctx.extra as { request?: IncomingMessage; socket?: WebSocket } | undefined;
+    return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]) };
+  });
+  // Count operations per socket until graphql-ws has sent their `complete`, so that shutdown
+  // closes a socket only after its last message went out.
+  const openOperations = new WeakMap<object, Map<string, () => void>>();
+  const endOperation = (ctx: object, id: string) => {
+    const end = openOperations.get(ctx)?.get(id);
+    openOperations.get(ctx)?.delete(id);
+    // graphql-ws sends `complete` right after onComplete returns; end once that is queued.
+    if (end) setImmediate(end);
+  };
   const wsHandle = useServer(
-    getGraphQLWSOptions(runtime, (ctx) => {
-      const extra = ctx.extra as { request?: IncomingMessage; socket?: WebSocket } | undefined;
-      return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]) };
-    }),
+    {
+      ...wsOptions,
+      onSubscribe: (ctx, id, payload) => {
+        const open = openOperations.get(ctx) ?? new Map<string, () => void>();
+        openOperations.set(ctx, open.set(id, wsOperations.begin()));
+        return wsOptions.onSubscribe!(ctx, id, payload);
+      },
+      onComplete: (ctx, id) => endOperation(ctx, id),
+      onClose: (ctx) => {
+        for (const id of openOperations.get(ctx)?.keys() ?? []) endOperation(ctx, id);
+      },
+    },
     wsServer,
   );
 
@@ -119,17 +158,19 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     port,
     url: `http://${settings.host}:${port}${GRAPHQL_PATH}`,
     async stop(deadline) {
-      log.info('router shutting down: no new connections; waiting for in-flight requests and streams');
+      draining = true;
+      log.info({ requests: requests.count, wsOperations: wsOperations.count }, 'router draining: no new connections; in-flight work may finish');
       wsServer.close();
-      const httpDrained = drainHttpServer(server, deadline);
-      if ((await streams.whenIdle(deadline)) === 'expired') {
-        log.warn({ open: streams.count }, 'shutdown deadline passed; ending open streams with SHUTTING_DOWN');
+      const http = stopAccepting(server);
+      const outcomes = await Promise.all([requests.whenIdle(deadline), wsOperations.whenIdle(deadline)]);
+      if (outcomes.includes('expired')) {
+        log.warn({ requests: requests.count, wsOperations: wsOperations.count }, 'shutdown deadline passed; ending open streams with SHUTTING_DOWN');
+        shuttingDown.abort();
+        const lastWords = Date.now() + 1_000;
+        await Promise.all([requests.whenIdle(lastWords), wsOperations.whenIdle(lastWords)]);
       }
-      shuttingDown.abort();
-      await streams.whenIdle(Date.now() + 1_000);
       await wsHandle.dispose();
-      for (const client of wsServer.clients) client.close(1001, 'server shutting down');
-      await httpDrained;
+      await http.closeAll();
       await runtime.dispose();
       log.info('router stopped');
     },

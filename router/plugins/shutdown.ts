@@ -2,12 +2,12 @@
  * Graceful shutdown of streams. Every subscription result the router hands out (WebSocket or SSE)
  * is wrapped so that shutdown can end it with a clear reason: once `signal` aborts, the stream
  * sends one last result with a SHUTTING_DOWN error and completes, and the subgraph stream behind
- * it is closed. `inFlight` counts open streams so shutdown can wait for them to finish first.
+ * it is closed. The server counts open streams itself (WS operations, HTTP responses) and aborts
+ * `signal` only when they outlive the grace period.
  */
 import { GraphQLError, type ExecutionResult } from 'graphql';
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import { ErrorCode } from '../../platform/errors.ts';
-import type { InFlight } from '../../platform/in-flight.ts';
 
 const SHUTDOWN = Symbol('shutdown');
 
@@ -15,13 +15,12 @@ const SHUTDOWN = Symbol('shutdown');
  * Written as an iterator object, not an async generator: a generator's `return()` would wait for
  * its pending `next()`, so an unsubscribe would not reach the subgraph until the next event.
  */
-function endOnShutdown(source: AsyncIterable<ExecutionResult>, signal: AbortSignal, end: () => void): AsyncGenerator<ExecutionResult> {
+function endOnShutdown(source: AsyncIterable<ExecutionResult>, signal: AbortSignal): AsyncGenerator<ExecutionResult> {
   const iterator = source[Symbol.asyncIterator]();
   let finished = false;
   const finish = () => {
     if (finished) return;
     finished = true;
-    end();
     void iterator.return?.();
   };
   const shutdown = new Promise<typeof SHUTDOWN>((resolve) => {
@@ -54,13 +53,13 @@ function endOnShutdown(source: AsyncIterable<ExecutionResult>, signal: AbortSign
   return wrapped;
 }
 
-export function useGracefulStreams(signal: AbortSignal, inFlight: InFlight): GatewayPlugin {
+export function useGracefulStreams(signal: AbortSignal): GatewayPlugin {
   return {
     onSubscribe() {
       return {
         onSubscribeResult({ result, setResult }) {
           if (Symbol.asyncIterator in result) {
-            setResult(endOnShutdown(result, signal, inFlight.begin()));
+            setResult(endOnShutdown(result, signal));
           }
         },
       };

@@ -1,0 +1,123 @@
+import { createClient } from 'graphql-ws';
+import { print } from 'graphql';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
+import { collectSubscription, postGraphQL } from './support/stack.ts';
+import { spawnModelgraph, writeConfig, type ModelgraphProcess } from './support/process.ts';
+
+const running: ModelgraphProcess[] = [];
+afterEach(() => {
+  for (const process of running.splice(0)) process.kill();
+});
+
+function start(args: string[], env?: Record<string, string>): ModelgraphProcess {
+  const process = spawnModelgraph(args, env);
+  running.push(process);
+  return process;
+}
+
+/** A whole stack on free ports; the local echo model streams one word every `delayMs`. */
+async function startAll(delayMs: number, shutdownGraceMs: number) {
+  const config = writeConfig({
+    router: { port: 0, shutdownGraceMs },
+    subgraphs: { inference: { port: 0 } },
+    providers: { local: { type: 'local', streamDelayMs: delayMs } },
+  });
+  const process = start(['all', '--config', config]);
+  const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
+  return { process, url: ready.url as string };
+}
+
+const CHAT_STREAM = print(ChatStreamDocument);
+const words = (count: number) => Array.from({ length: count }, (_, index) => `w${index}`).join(' ');
+
+describe('modelgraph as a process', () => {
+  it('starts with a config file and answers a chat through the router', async () => {
+    const { url } = await startAll(0, 1_000);
+    const { body } = await postGraphQL<{ chat: { content: string } }>(url, 'mutation { chat(input: {model: "default", messages: [{role: USER, content: "hi there"}]}) { content } }');
+    expect(body.data?.chat.content).toBe('hi there');
+  });
+
+  it('refuses to start on a bad config, naming the field, and exits 1', async () => {
+    const config = writeConfig({ router: { port: 'four thousand' } });
+    const process = start(['--config', config]);
+    expect(await process.exit).toBe(1);
+    expect(process.stderr()).toContain('router.port');
+  });
+
+  it('refuses an unknown command with its usage', async () => {
+    const process = start(['subgraph', 'nope']);
+    expect(await process.exit).toBe(1);
+    expect(process.stderr()).toContain('usage: modelgraph');
+  });
+
+  it('runs a subgraph and the router as separate processes', async () => {
+    const subgraph = start(['subgraph', 'inference', '--config', writeConfig({ subgraphs: { inference: { port: 0 } } })]);
+    const listening = await subgraph.waitForLine((line) => line.msg === 'subgraph inference listening');
+    const routerConfig = writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 1, url: `http://127.0.0.1:${listening.port as number}/graphql` } } });
+    const router = start(['router', '--config', routerConfig]);
+    const ready = await router.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
+    const { body } = await postGraphQL<{ chat: { content: string } }>(ready.url as string, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "split"}]}) { content } }');
+    expect(body.data?.chat.content).toBe('split');
+    const { results } = await collectSubscription<ChatStreamSubscription>(
+      createClient({ url: (ready.url as string).replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 }),
+      { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: 'over ws' }] } } },
+    );
+    expect(results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
+  });
+
+  it('on SIGTERM lets an open stream finish, refuses new connections, and exits 0', async () => {
+    const { process, url } = await startAll(40, 10_000);
+    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const events: ChatStreamSubscription['chatStream'][] = [];
+    let completed!: () => void;
+    const done = new Promise<void>((resolve) => (completed = resolve));
+    let terminated = false;
+    client.subscribe<ChatStreamSubscription>(
+      { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: words(12) }] } } },
+      {
+        next: (result) => {
+          events.push(result.data!.chatStream);
+          if (!terminated) {
+            terminated = true;
+            process.child.kill('SIGTERM');
+          }
+        },
+        error: completed,
+        complete: completed,
+      },
+    );
+    await process.waitForLine((line) => line.msg === 'stopping');
+    await expect(fetch(url.replace('/graphql', '/healthz'))).rejects.toThrow();
+    await done;
+    expect(events.filter((event) => event.__typename === 'ChatDelta')).toHaveLength(12);
+    expect(events.at(-1)?.__typename).toBe('ChatCompleted');
+    expect(await process.exit).toBe(0);
+  });
+
+  it('on SIGTERM ends a stream that outlives the grace period with SHUTTING_DOWN, then exits 0', async () => {
+    const { process, url } = await startAll(50, 300);
+    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const results: { data?: ChatStreamSubscription | null; errors?: readonly { extensions?: Record<string, unknown> }[] }[] = [];
+    let completed!: () => void;
+    const done = new Promise<void>((resolve) => (completed = resolve));
+    client.subscribe<ChatStreamSubscription>(
+      { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: words(200) }] } } },
+      {
+        next: (result) => {
+          if (results.push(result) === 1) process.child.kill('SIGTERM');
+        },
+        error: completed,
+        complete: completed,
+      },
+    );
+    await done;
+    const deltas = results.filter((result) => result.data?.chatStream.__typename === 'ChatDelta');
+    expect(deltas.length).toBeGreaterThan(0);
+    expect(deltas.length).toBeLessThan(200);
+    expect(results.at(-1)?.errors?.[0]?.extensions?.code).toBe('SHUTTING_DOWN');
+    expect(await process.exit).toBe(0);
+    expect(process.lines.some((line) => line.msg === 'shutdown deadline passed; ending open streams with SHUTTING_DOWN')).toBe(true);
+  });
+});
