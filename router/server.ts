@@ -55,9 +55,9 @@ function hiveLogger(log: Logger): HiveLogger {
  * the runtime last), so we detach those handlers once the runtime has registered them.
  */
 function detachRuntimeTerminateHandlers(): void {
-  for (const event of ['SIGTERM', 'SIGINT', 'exit']) {
-    for (const listener of process.rawListeners(event)) {
-      if (listener.name === 'terminateHandler') process.removeListener(event, listener as () => void);
+  for (const event of ['SIGTERM', 'SIGINT', 'exit'] as const) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (listener.name === 'terminateHandler') process.removeListener(event, listener);
     }
   }
 }
