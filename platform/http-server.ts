@@ -25,7 +25,7 @@ export function sendJson(response: ServerResponse, status: number, body: unknown
 export async function serveOperationalEndpoints(
   request: IncomingMessage,
   response: ServerResponse,
-  { registry, isReady }: { registry: Registry; isReady: () => boolean },
+  { registry, isReady }: { registry: Registry; isReady: () => boolean | Promise<boolean> },
 ): Promise<boolean> {
   const path = (request.url ?? '/').split('?')[0];
   if (request.method !== 'GET' && request.method !== 'HEAD') return false;
@@ -34,7 +34,7 @@ export async function serveOperationalEndpoints(
       sendJson(response, 200, { status: 'ok' });
       return true;
     case READY_PATH: {
-      const ready = isReady();
+      const ready = await isReady();
       sendJson(response, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
       return true;
     }

@@ -20,6 +20,7 @@ import { BodyTooLargeError, listen, sendJson, serveOperationalEndpoints, stopAcc
 import { InFlight } from '../platform/in-flight.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
+import { createRedis, redisAnswers } from '../platform/redis.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/request-id.ts';
 import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
 import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
@@ -75,6 +76,7 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
   const settings = config.router;
   const registry = createRegistry('router', withProcessMetrics);
   const metrics = createRouterMetrics(registry);
+  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   let draining = false;
   const shuttingDown = new AbortController();
   /** HTTP responses in progress, SSE streams included. */
@@ -104,7 +106,7 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     const end = requests.begin();
     response.on('close', end);
     void (async () => {
-      if (await serveOperationalEndpoints(request, response, { registry, isReady: () => !draining })) return;
+      if (await serveOperationalEndpoints(request, response, { registry, isReady: async () => !draining && (!redis || (await redisAnswers(redis))) })) return;
       const declared = Number(request.headers['content-length'] ?? 0);
       if (declared > settings.maxBodyBytes) throw new BodyTooLargeError(`request body over ${settings.maxBodyBytes} bytes`);
       request.headers[REQUEST_ID_HEADER] = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
@@ -172,6 +174,7 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
       await wsHandle.dispose();
       await http.closeAll();
       await runtime.dispose();
+      redis?.disconnect();
       log.info('router stopped');
     },
   };
