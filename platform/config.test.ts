@@ -66,3 +66,12 @@ describe('config', () => {
     expect(() => new ModelCatalog(config)).toThrow('models[0].upstream: the local provider has no chat model "gpt-4o"');
   });
 });
+
+describe('the shipped modelgraph.yaml', () => {
+  it('is valid, offline, and equal to the embedded defaults', () => {
+    const root = new URL('..', import.meta.url).pathname;
+    const shipped = loadConfig({ cwd: root, env: {} });
+    expect(shipped).toEqual(parseConfig({}));
+    expect(Object.values(shipped.providers).every((provider) => provider.type === 'local')).toBe(true);
+  });
+});

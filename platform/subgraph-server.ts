@@ -163,7 +163,13 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     });
   });
 
-  const wsServer = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: options.wsMaxPayloadBytes });
+  const wsServer = new WebSocketServer({
+    server,
+    path: GRAPHQL_PATH,
+    maxPayload: options.wsMaxPayloadBytes,
+    // While draining, refuse new WebSockets (503) so the router reconnects to another replica.
+    verifyClient: (_info, accept) => accept(ready, 503, 'server is shutting down'),
+  });
   // Open operations per socket, so a completed operation or a closed socket aborts its work.
   interface OpenOperation {
     abort: AbortController;
@@ -216,7 +222,6 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     url: `http://${options.host}:${port}${GRAPHQL_PATH}`,
     async stop(deadline) {
       ready = false;
-      wsServer.close();
       const http = stopAccepting(server);
       if ((await inFlight.whenIdle(deadline)) === 'expired') {
         log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations');

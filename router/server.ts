@@ -123,7 +123,13 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     });
   });
 
-  const wsServer = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: settings.wsMaxPayloadBytes });
+  const wsServer = new WebSocketServer({
+    server,
+    path: GRAPHQL_PATH,
+    maxPayload: settings.wsMaxPayloadBytes,
+    // While draining, refuse new WebSockets (503) so clients reconnect to another replica.
+    verifyClient: (_info, accept) => accept(!draining, 503, 'server is shutting down'),
+  });
   const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
     const extra = ctx.extra as { request?: IncomingMessage; socket?: WebSocket } | undefined;
     return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]) };
@@ -162,7 +168,6 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     async stop(deadline) {
       draining = true;
       log.info({ requests: requests.count, wsOperations: wsOperations.count }, 'router draining: no new connections; in-flight work may finish');
-      wsServer.close();
       const http = stopAccepting(server);
       const outcomes = await Promise.all([requests.whenIdle(deadline), wsOperations.whenIdle(deadline)]);
       if (outcomes.includes('expired')) {

@@ -67,6 +67,13 @@ describe('modelgraph as a process', () => {
     expect(results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
   });
 
+  it('on SIGTERM with nothing in flight stops at once and exits 0', async () => {
+    const { process } = await startAll(0, 10_000);
+    process.child.kill('SIGTERM');
+    expect(await process.exit).toBe(0);
+    expect(process.lines.at(-1)?.msg).toBe('stopped');
+  });
+
   it('on SIGTERM lets an open stream finish, refuses new connections, and exits 0', async () => {
     const { process, url } = await startAll(40, 10_000);
     const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
