@@ -174,6 +174,11 @@ async function readErrorMessage(response: Response): Promise<string | undefined>
   return text.slice(0, 500) || undefined;
 }
 
+/** Upstream messages are logged; some providers echo the key they refused. */
+function redact(message: string | undefined, secret: string | undefined): string | undefined {
+  return message && secret ? message.replaceAll(secret, '[redacted]') : message;
+}
+
 function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
   return new ProviderError(`${provider} sent a malformed response`, {
     code: 'UPSTREAM_BAD_RESPONSE',
@@ -337,7 +342,7 @@ class OpenAICompatibleTransport {
     const headers = { ...this.#headers, 'x-client-request-id': options.requestId };
     const response = await this.#client.postJson(url, body, { headers, signal: options.signal });
     if (response.ok) return response;
-    const message = await readErrorMessage(response);
+    const message = redact(await readErrorMessage(response), this.settings.apiKey);
     throw errorFromStatus(this.settings.name, response.status, response.headers as unknown as Headers, message);
   }
 

@@ -124,6 +124,13 @@ describe('OpenAI-compatible adapter', () => {
     expect(error.message).not.toContain('sk-leaked');
   });
 
+  it('never carries the API key in an error, even when the upstream echoes it', async () => {
+    emulator.script({ kind: 'error', status: 401, body: { error: { message: 'Incorrect API key provided: sk-test-secret.' } } });
+    const error = await generateError(provider.chatModel('gpt-test').generate(hello, options()));
+    expect(error.upstreamMessage).toBe('Incorrect API key provided: [redacted].');
+    expect(JSON.stringify({ ...error, message: error.message })).not.toContain('sk-test-secret');
+  });
+
   it('maps 429 with Retry-After (seconds, and OpenAI retry-after-ms) and without', async () => {
     emulator.script(
       { kind: 'error', status: 429, headers: { 'retry-after': '7' } },

@@ -2,7 +2,8 @@
  * Gives every error the router returns a code from the one enum, and masks the rest.
  * - parse failures → GRAPHQL_PARSE_FAILED; validation failures → GRAPHQL_VALIDATION_FAILED;
  *   variable coercion failures (no path, no data) → BAD_USER_INPUT;
- * - a coded error from a subgraph passes through as it is;
+ * - a coded error from a subgraph passes through as it is; an uncoded failure to reach or read a
+ *   subgraph becomes DOWNSTREAM_SERVICE_ERROR;
  * - anything else becomes "Internal server error" (INTERNAL_SERVER_ERROR), logged with its cause.
  * Every error also carries the request id, so a user can quote it and an operator can find it.
  */
@@ -36,6 +37,16 @@ export function createErrorMasker(log: Logger) {
       const original = error.originalError;
       if (original instanceof GraphQLError && isErrorCode(original.extensions?.code)) {
         return new GraphQLError(original.message, { path: error.path, nodes: error.nodes, extensions: original.extensions });
+      }
+      // The gateway tags what went wrong talking to a subgraph (unreachable, HTTP error, bad body).
+      const serviceName = error.extensions?.serviceName;
+      if (typeof serviceName === 'string') {
+        log.warn({ serviceName, subgraphError: { message: error.message, code: error.extensions?.code } }, 'subgraph request failed');
+        return new GraphQLError(`The ${serviceName} service failed to answer.`, {
+          path: error.path,
+          nodes: error.nodes,
+          extensions: { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR, serviceName },
+        });
       }
       // Variable coercion fails inside graphql-js with a GraphQLError of its own and no path.
       const aboutTheRequest = !original || (original instanceof GraphQLError && !error.path);
