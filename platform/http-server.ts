@@ -7,6 +7,9 @@ import { once } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { WebSocketServer } from 'ws';
+import { ErrorCode } from './errors.ts';
+import type { Logger } from './logger.ts';
 
 export const HEALTH_PATH = '/healthz';
 export const READY_PATH = '/readyz';
@@ -65,6 +68,36 @@ export async function readBody(request: IncomingMessage, limit: number): Promise
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * Answers a request whose handling threw: 413 for an oversized body, else a masked 500 (or a
+ * dropped connection when the response had already started). The error itself goes to the log.
+ */
+export function sendRequestFailure(response: ServerResponse, error: unknown, log: Logger): void {
+  if (error instanceof BodyTooLargeError) {
+    sendJson(response, 413, { errors: [{ message: error.message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }, { connection: 'close' });
+    return;
+  }
+  log.error({ err: error }, 'request failed');
+  if (!response.headersSent) {
+    sendJson(response, 500, { errors: [{ message: 'Internal server error', extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } }] });
+  } else {
+    response.destroy();
+  }
+}
+
+/**
+ * The WebSocket server for GraphQL on `path`, sharing the HTTP server's port. While `accepting()`
+ * is false (draining), new WebSockets are refused with 503 so clients go to another replica.
+ */
+export function createWebSocketServer(server: Server, path: string, maxPayload: number, accepting: () => boolean): WebSocketServer {
+  return new WebSocketServer({
+    server,
+    path,
+    maxPayload,
+    verifyClient: (_info, accept) => accept(accepting(), 503, 'server is shutting down'),
+  });
 }
 
 export async function listen(server: Server, host: string, port: number): Promise<number> {

@@ -11,9 +11,8 @@ import { buildSubgraphSchema } from '@apollo/subgraph';
 import { useServer } from 'graphql-ws/use/ws';
 import type { DocumentNode, GraphQLError, GraphQLFormattedError } from 'graphql';
 import type { Registry } from 'prom-client';
-import { WebSocketServer } from 'ws';
 import { ErrorCode, isErrorCode } from './errors.ts';
-import { BodyTooLargeError, listen, readBody, sendJson, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
+import { createWebSocketServer, listen, readBody, sendJson, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
 import { InFlight } from './in-flight.ts';
 import type { Logger } from './logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
@@ -152,24 +151,10 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         return;
       }
       await handleGraphQL(request, response);
-    })().catch((error: unknown) => {
-      if (error instanceof BodyTooLargeError) {
-        sendJson(response, 413, { errors: [{ message: error.message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }, { connection: 'close' });
-        return;
-      }
-      log.error({ err: error }, 'request failed');
-      if (!response.headersSent) sendJson(response, 500, { errors: [{ message: 'Internal server error', extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } }] });
-      else response.destroy();
-    });
+    })().catch((error: unknown) => sendRequestFailure(response, error, log));
   });
 
-  const wsServer = new WebSocketServer({
-    server,
-    path: GRAPHQL_PATH,
-    maxPayload: options.wsMaxPayloadBytes,
-    // While draining, refuse new WebSockets (503) so the router reconnects to another replica.
-    verifyClient: (_info, accept) => accept(ready, 503, 'server is shutting down'),
-  });
+  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, options.wsMaxPayloadBytes, () => ready);
   // Open operations per socket, so a completed operation or a closed socket aborts its work.
   interface OpenOperation {
     abort: AbortController;

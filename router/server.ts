@@ -13,10 +13,10 @@ import httpTransport from '@graphql-mesh/transport-http';
 import wsTransport from '@graphql-mesh/transport-ws';
 import { parse } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
-import { WebSocketServer, type WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import type { Config, SubgraphName } from '../platform/config.ts';
 import { ErrorCode } from '../platform/errors.ts';
-import { BodyTooLargeError, listen, sendJson, serveOperationalEndpoints, stopAccepting } from '../platform/http-server.ts';
+import { BodyTooLargeError, createWebSocketServer, listen, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from '../platform/http-server.ts';
 import { InFlight } from '../platform/in-flight.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
@@ -112,24 +112,10 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
       request.headers[REQUEST_ID_HEADER] = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
       if (draining) response.setHeader('connection', 'close');
       await runtime(request, response);
-    })().catch((error: unknown) => {
-      if (error instanceof BodyTooLargeError) {
-        sendJson(response, 413, { errors: [{ message: error.message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }, { connection: 'close' });
-        return;
-      }
-      log.error({ err: error }, 'request failed');
-      if (!response.headersSent) sendJson(response, 500, { errors: [{ message: 'Internal server error', extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } }] });
-      else response.destroy();
-    });
+    })().catch((error: unknown) => sendRequestFailure(response, error, log));
   });
 
-  const wsServer = new WebSocketServer({
-    server,
-    path: GRAPHQL_PATH,
-    maxPayload: settings.wsMaxPayloadBytes,
-    // While draining, refuse new WebSockets (503) so clients reconnect to another replica.
-    verifyClient: (_info, accept) => accept(!draining, 503, 'server is shutting down'),
-  });
+  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, settings.wsMaxPayloadBytes, () => !draining);
   const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
     const extra = ctx.extra as { request?: IncomingMessage; socket?: WebSocket } | undefined;
     return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]) };
