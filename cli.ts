@@ -8,6 +8,7 @@
  *
  * SIGTERM or SIGINT stops gracefully: no new connections, in-flight requests and streams finish
  * until router.shutdownGraceMs, then open streams end with SHUTTING_DOWN, and the process exits 0.
+ * A second signal stops at once (exit 1).
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, SUBGRAPH_NAMES, loadConfig, type SubgraphName } from './platform/config.ts';
@@ -42,7 +43,12 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the operator does not want to wait for the grace period.
+      log.warn({ signal }, 'stopping now, without waiting for open requests and streams');
+      log.flush();
+      process.exit(1);
+    }
     stopping = true;
     log.info({ signal, graceMs: config.router.shutdownGraceMs }, 'stopping');
     stack.stop(Date.now() + config.router.shutdownGraceMs).then(

@@ -51,6 +51,8 @@ export type ErrorCode =
   | 'DOWNSTREAM_SERVICE_ERROR'
   /** A chat request without messages. */
   | 'EMPTY_MESSAGES'
+  /** The caller may not do this (for now: a browser origin not in router.allowedOrigins). */
+  | 'FORBIDDEN'
   /** The document is not valid GraphQL syntax. */
   | 'GRAPHQL_PARSE_FAILED'
   /** The document does not validate against the schema. */

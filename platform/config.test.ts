@@ -37,6 +37,11 @@ describe('config', () => {
     expect(() => parseConfig(document)).toThrow(field);
   });
 
+  it('takes a subgraph address alone, as `modelgraph router` deployments configure it', () => {
+    const config = parseConfig({ subgraphs: { inference: { url: 'http://inference.internal:8080/graphql' } } });
+    expect(config.subgraphs.inference).toEqual({ host: '127.0.0.1', port: 4001, url: 'http://inference.internal:8080/graphql' });
+  });
+
   it('reads the file named by --config, then MODELGRAPH_CONFIG, and overrides from REDIS_URL and LOG_LEVEL', () => {
     const file = configFile('router:\n  port: 4100\n');
     expect(loadConfig({ flag: file, env: {} }).router.port).toBe(4100);

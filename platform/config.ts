@@ -26,24 +26,31 @@ const routerSchema = z
     shutdownGraceMs: z.number().int().min(0).default(10_000),
     /** Largest WebSocket frame a client may send, in bytes. */
     wsMaxPayloadBytes: z.number().int().min(1024).default(1_048_576),
-    /** Largest HTTP request body, in bytes. */
+    /** Largest HTTP request body, in bytes (chunked bodies included). */
     maxBodyBytes: z.number().int().min(1024).default(1_048_576),
+    /**
+     * Browser origins (scheme://host[:port]) allowed to call the API cross-origin, over HTTP (CORS)
+     * and WebSocket; `*` allows any. Requests without an Origin header (non-browser clients) and
+     * same-origin requests are always allowed.
+     */
+    allowedOrigins: z.array(z.union([z.literal('*'), z.url()])).default([]),
   })
   .strict()
   .prefault({});
 
-const subgraphSchema = z
-  .object({
-    host: host.default('127.0.0.1'),
-    port: port,
-    /** Where the router reaches this subgraph; defaults to http://host:port/graphql. */
-    url: z.url().optional(),
-  })
-  .strict();
+const subgraphSchema = (defaultPort: number) =>
+  z
+    .object({
+      host: host.default('127.0.0.1'),
+      port: port.default(defaultPort),
+      /** Where the router reaches this subgraph; defaults to http://host:port/graphql. */
+      url: z.url().optional(),
+    })
+    .strict();
 
 const subgraphsSchema = z
   .object({
-    inference: subgraphSchema.prefault({ port: 4001 }),
+    inference: subgraphSchema(4001).prefault({}),
   })
   .strict()
   .prefault({});

@@ -12,6 +12,8 @@ export const ErrorCode = {
   GRAPHQL_PARSE_FAILED: 'GRAPHQL_PARSE_FAILED',
   /** The document does not validate against the schema (unknown field, bad enum value, ...). */
   GRAPHQL_VALIDATION_FAILED: 'GRAPHQL_VALIDATION_FAILED',
+  /** The caller may not do this; for now: a browser origin not in `router.allowedOrigins`. */
+  FORBIDDEN: 'FORBIDDEN',
   /** No model, alias or `id@version` pin matches the requested model. */
   MODEL_NOT_FOUND: 'MODEL_NOT_FOUND',
   /** The model exists but cannot do what was asked (e.g. chat with an embedding model). */

@@ -87,17 +87,41 @@ export function sendRequestFailure(response: ServerResponse, error: unknown, log
   }
 }
 
+export type UpgradeVerdict = { accept: true } | { accept: false; status: number; reason: string };
+
 /**
- * The WebSocket server for GraphQL on `path`, sharing the HTTP server's port. While `accepting()`
- * is false (draining), new WebSockets are refused with 503 so clients go to another replica.
+ * The WebSocket server for GraphQL on `path`, sharing the HTTP server's port. `verify` decides
+ * each upgrade (e.g. 503 while draining, so clients go to another replica).
  */
-export function createWebSocketServer(server: Server, path: string, maxPayload: number, accepting: () => boolean): WebSocketServer {
+export function createWebSocketServer(server: Server, path: string, maxPayload: number, verify: (request: IncomingMessage) => UpgradeVerdict): WebSocketServer {
   return new WebSocketServer({
     server,
     path,
     maxPayload,
-    verifyClient: (_info, accept) => accept(accepting(), 503, 'server is shutting down'),
+    verifyClient: (info, accept) => {
+      const verdict = verify(info.req);
+      if (verdict.accept) accept(true);
+      else accept(false, verdict.status, verdict.reason);
+    },
   });
+}
+
+/**
+ * Closes every WebSocket: `dispose` sends each a close frame (1001); peers that have not closed
+ * within `waitMs` are terminated, so one silent peer cannot hold shutdown for ws' 30 s timeout.
+ */
+export async function closeWebSockets(wsServer: WebSocketServer, dispose: () => void | Promise<void>, waitMs = 1_000): Promise<void> {
+  const disposed = Promise.resolve(dispose());
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), waitMs);
+  });
+  const outcome = await Promise.race([disposed.then(() => 'closed' as const), late]);
+  clearTimeout(timer);
+  if (outcome === 'late') {
+    for (const client of wsServer.clients) client.terminate();
+    await disposed;
+  }
 }
 
 export async function listen(server: Server, host: string, port: number): Promise<number> {

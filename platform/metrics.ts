@@ -11,8 +11,20 @@ export function createRegistry(component: string, withProcessMetrics: boolean): 
   return registry;
 }
 
-/** Operation names become label values; refuse anything that could blow up the label space. */
-export function operationLabel(name: string | null | undefined): string {
-  if (!name) return 'anonymous';
-  return /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(name) ? name : 'invalid';
+/**
+ * Operation names become label values, and clients choose them: the first `max` distinct valid
+ * names get their own series, the rest share `other`, so no client can grow /metrics unbounded.
+ */
+export class OperationLabels {
+  readonly #seen = new Set<string>();
+  constructor(private readonly max = 200) {}
+
+  label(name: string | null | undefined): string {
+    if (!name) return 'anonymous';
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(name)) return 'invalid';
+    if (this.#seen.has(name)) return name;
+    if (this.#seen.size >= this.max) return 'other';
+    this.#seen.add(name);
+    return name;
+  }
 }

@@ -9,10 +9,11 @@ import { ApolloServer, HeaderMap, type ApolloServerPlugin, type BaseContext } fr
 import { ApolloServerPluginInlineTraceDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { useServer } from 'graphql-ws/use/ws';
-import type { DocumentNode, GraphQLError, GraphQLFormattedError } from 'graphql';
+import { GraphQLError, subscribe, type DocumentNode, type GraphQLFormattedError } from 'graphql';
 import type { Registry } from 'prom-client';
-import { ErrorCode, isErrorCode } from './errors.ts';
-import { createWebSocketServer, listen, readBody, sendJson, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
+import { ErrorCode, codeOf } from './errors.ts';
+import { closeWebSockets, createWebSocketServer, listen, readBody, sendJson, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
+import { endOnShutdown, shuttingDownResult } from './end-on-shutdown.ts';
 import { InFlight } from './in-flight.ts';
 import type { Logger } from './logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
@@ -49,14 +50,20 @@ export interface RunningSubgraph {
   stop(deadline: number): Promise<void>;
 }
 
-/** Keeps coded errors as they are and masks everything else, logging the original. */
+/**
+ * Keeps errors that carry one of our codes (set where they were raised, by us, graphql-js or
+ * Apollo's request handling) and masks everything else as INTERNAL_SERVER_ERROR, logging the
+ * original. The decision reads the original error, not the formatted one: Apollo stamps
+ * INTERNAL_SERVER_ERROR on every uncoded error before formatting, message and all.
+ */
 export function maskError(formatted: GraphQLFormattedError, original: unknown, log: Logger): GraphQLFormattedError {
-  const code = formatted.extensions?.code;
-  if (isErrorCode(code)) {
+  const code = codeOf(original);
+  if (code && code !== ErrorCode.INTERNAL_SERVER_ERROR) {
     const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
-    return { ...formatted, extensions };
+    return { ...formatted, extensions: { ...extensions, code } };
   }
-  if (code === 'BAD_REQUEST' || code === 'OPERATION_RESOLUTION_FAILURE') {
+  const requestCode = original instanceof GraphQLError ? original.extensions?.code : undefined;
+  if (requestCode === 'BAD_REQUEST' || requestCode === 'OPERATION_RESOLUTION_FAILURE') {
     return { message: formatted.message, extensions: { code: ErrorCode.BAD_USER_INPUT } };
   }
   log.error({ err: original }, 'unexpected error');
@@ -98,6 +105,8 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
   const apollo = new ApolloServer<TContext>({
     schema,
     includeStacktraceInErrorResponses: false,
+    // We own shutdown (`stop` drains first); Apollo's default would stop it on the first SIGTERM.
+    stopOnTerminationSignals: false,
     // No Apollo Studio here: no inline traces for the router, no landing page.
     plugins: [ApolloServerPluginInlineTraceDisabled(), ApolloServerPluginLandingPageDisabled(), logOperations<TContext>()],
     formatError: (formatted, original) => maskError(formatted, original, log),
@@ -108,7 +117,6 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
   const inFlight = new InFlight();
 
   async function handleGraphQL(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
     const aborter = new AbortController();
     response.on('close', () => aborter.abort());
     let body: unknown;
@@ -121,6 +129,9 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         return;
       }
     }
+    // The router sends the id as a header and, for every transport, as an extension.
+    const extensions = (body as { extensions?: Record<string, unknown> } | undefined)?.extensions;
+    const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER] ?? extensions?.[REQUEST_ID_EXTENSION]);
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: {
         method: request.method ?? 'GET',
@@ -154,7 +165,10 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     })().catch((error: unknown) => sendRequestFailure(response, error, log));
   });
 
-  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, options.wsMaxPayloadBytes, () => ready);
+  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, options.wsMaxPayloadBytes, () =>
+    ready ? { accept: true } : { accept: false, status: 503, reason: 'server is shutting down' },
+  );
+  const shuttingDown = new AbortController();
   // Open operations per socket, so a completed operation or a closed socket aborts its work.
   interface OpenOperation {
     abort: AbortController;
@@ -178,6 +192,13 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
   const wsHandle = useServer(
     {
       schema,
+      // While draining, new operations on open sockets are refused, so they go elsewhere.
+      onSubscribe: () => (ready ? undefined : shuttingDownResult().errors),
+      // Streams still open when the grace period ends get a final SHUTTING_DOWN result.
+      subscribe: async (args) => {
+        const result = await subscribe(args);
+        return Symbol.asyncIterator in result ? endOnShutdown(result, shuttingDown.signal) : result;
+      },
       context: (ctx, id, payload) => {
         const requestId = acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]);
         finish(ctx, id);
@@ -201,20 +222,28 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
   const port = await listen(server, options.host, options.port);
   log.info({ port, path: GRAPHQL_PATH }, `subgraph ${options.name} listening`);
 
+  let stopped: Promise<void> | undefined;
   return {
     name: options.name,
     port,
     url: `http://${options.host}:${port}${GRAPHQL_PATH}`,
-    async stop(deadline) {
+    stop(deadline) {
+      stopped ??= stop(deadline);
+      return stopped;
+    },
+  };
+
+  async function stop(deadline: number): Promise<void> {
       ready = false;
       const http = stopAccepting(server);
       if ((await inFlight.whenIdle(deadline)) === 'expired') {
-        log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations');
+        log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations with SHUTTING_DOWN');
+        shuttingDown.abort();
+        await inFlight.whenIdle(Date.now() + 1_000);
       }
-      await wsHandle.dispose();
+      await closeWebSockets(wsServer, () => wsHandle.dispose());
       await http.closeAll();
       await apollo.stop();
       log.info(`subgraph ${options.name} stopped`);
-    },
-  };
+  }
 }

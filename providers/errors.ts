@@ -84,26 +84,27 @@ export function errorFromStatus(provider: string, status: number, headers: Heade
   });
 }
 
-/** Maps a thrown fetch/socket/abort error to a ProviderError. */
-export function errorFromException(provider: string, error: unknown, phase: 'connect' | 'stream'): ProviderError {
+/**
+ * Maps a thrown fetch/socket/timeout error to a ProviderError. `phase` says how far the call got:
+ * `connect` (no response yet) and `body` (reading a whole, non-streamed answer) have delivered
+ * nothing to the client, so another attempt is safe; `stream` has, so it is not.
+ */
+export function errorFromException(provider: string, error: unknown, phase: 'connect' | 'body' | 'stream'): ProviderError {
   if (error instanceof ProviderError) return error;
-  const name = (error as { name?: string } | null)?.name;
-  const cause = (error as { cause?: { code?: string; name?: string } } | null)?.cause;
-  const timedOut =
-    name === 'TimeoutError' ||
-    cause?.name === 'TimeoutError' ||
-    ['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'].includes(cause?.code ?? '') ||
-    ['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'].includes((error as { code?: string }).code ?? '');
-  if (timedOut) {
-    return new ProviderError(`${provider} timed out`, { code: 'UPSTREAM_TIMEOUT', provider, retryable: phase === 'connect', cause: error });
+  const retryable = phase !== 'stream';
+  if (isTimeout(error)) {
+    return new ProviderError(`${provider} timed out`, { code: 'UPSTREAM_TIMEOUT', provider, retryable, cause: error });
   }
   if (phase === 'stream') {
-    return new ProviderError(`${provider} stream was interrupted`, {
-      code: 'UPSTREAM_STREAM_INTERRUPTED',
-      provider,
-      retryable: false,
-      cause: error,
-    });
+    return new ProviderError(`${provider} stream was interrupted`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider, retryable, cause: error });
   }
-  return new ProviderError(`${provider} could not be reached`, { code: 'UPSTREAM_UNAVAILABLE', provider, retryable: true, cause: error });
+  const message = phase === 'connect' ? `${provider} could not be reached` : `${provider} broke off its answer`;
+  return new ProviderError(message, { code: 'UPSTREAM_UNAVAILABLE', provider, retryable, cause: error });
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+function isTimeout(error: unknown): boolean {
+  const { name, code, cause } = (error ?? {}) as { name?: string; code?: string; cause?: { name?: string; code?: string } };
+  return name === 'TimeoutError' || cause?.name === 'TimeoutError' || TIMEOUT_CODES.has(code ?? '') || TIMEOUT_CODES.has(cause?.code ?? '');
 }

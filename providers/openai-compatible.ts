@@ -174,6 +174,22 @@ async function readErrorMessage(response: Response): Promise<string | undefined>
   return text.slice(0, 500) || undefined;
 }
 
+/** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
+async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
+  let text: string;
+  try {
+    text = await response.text();
+  } catch (error) {
+    if (options.signal.aborted) throw options.signal.reason;
+    throw errorFromException(provider, error, 'body');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw badResponse(provider, 'body is not JSON', error);
+  }
+}
+
 /** Upstream messages are logged; some providers echo the key they refused. */
 function redact(message: string | undefined, secret: string | undefined): string | undefined {
   return message && secret ? message.replaceAll(secret, '[redacted]') : message;
@@ -200,14 +216,7 @@ class OpenAICompatibleChatModel implements ChatModel {
 
   async generate(request: ChatRequest, options: CallOptions): Promise<ChatResult> {
     const response = await this.transport.post('/chat/completions', toWireRequest(this.modelId, request, false), options);
-    let body: unknown;
-    try {
-      body = await response.json();
-    } catch (error) {
-      if (options.signal.aborted) throw options.signal.reason;
-      throw badResponse(this.provider, 'body is not JSON', error);
-    }
-    const parsed = wireCompletion.safeParse(body);
+    const parsed = wireCompletion.safeParse(await readJson(this.provider, response, options));
     if (!parsed.success) throw badResponse(this.provider, parsed.error.message);
     const { choices, usage, id } = parsed.data;
     const message = choices[0]!.message;
@@ -313,7 +322,7 @@ class OpenAICompatibleEmbeddingModel implements EmbeddingModel {
   async embed(inputs: string[], options: CallOptions & { dimensions?: number }): Promise<EmbeddingResult> {
     const body = { model: this.modelId, input: inputs, encoding_format: 'float', ...(options.dimensions && { dimensions: options.dimensions }) };
     const response = await this.transport.post('/embeddings', body, options);
-    const parsed = wireEmbeddings.safeParse(await response.json().catch(() => undefined));
+    const parsed = wireEmbeddings.safeParse(await readJson(this.provider, response, options));
     if (!parsed.success || parsed.data.data.length !== inputs.length) {
       throw badResponse(this.provider, parsed.success ? 'wrong number of embeddings' : parsed.error.message);
     }

@@ -2,6 +2,11 @@
  * Token counting with gpt-tokenizer (o200k_base, the encoding of current OpenAI models). It is the
  * count we use when a provider reports no usage, for the local models, and for context-window
  * checks before a call; for other vendors' models it is a close estimate, not their exact count.
+ *
+ * Two guards make it safe on hostile input: special-token text such as `<|endoftext|>` counts as
+ * plain text (the library throws on it by default), and long runs without whitespace are encoded
+ * in slices, because BPE merging is quadratic in the length of such a run (80 KB of "aaaa…" took
+ * 5 s in one piece). Slicing can shift the count by a token per slice, only in such runs.
  */
 import { countTokens, decode, encode } from 'gpt-tokenizer';
 import type { ChatMessage } from './contract.ts';
@@ -10,9 +15,28 @@ import type { ChatMessage } from './contract.ts';
 const TOKENS_PER_MESSAGE = 3;
 /** Every reply is primed with `<|start|>assistant<|message|>`. */
 const TOKENS_REPLY_PRIMING = 3;
+/** Longest run of non-whitespace characters encoded in one piece. */
+const MAX_RUN = 256;
+
+const PLAIN = { disallowedSpecial: new Set<string>() };
+
+/** Splits text into pieces that encode in linear time and join back to the text. */
+function pieces(text: string): string[] {
+  const out: string[] = [];
+  let start = 0;
+  for (const run of text.matchAll(new RegExp(`\\S{${MAX_RUN + 1},}`, 'g'))) {
+    if (run.index > start) out.push(text.slice(start, run.index));
+    for (let offset = 0; offset < run[0].length; offset += MAX_RUN) out.push(run[0].slice(offset, offset + MAX_RUN));
+    start = run.index + run[0].length;
+  }
+  if (start < text.length) out.push(text.slice(start));
+  return out;
+}
 
 export function countTextTokens(text: string): number {
-  return text.length === 0 ? 0 : countTokens(text);
+  let total = 0;
+  for (const piece of pieces(text)) total += countTokens(piece, PLAIN);
+  return total;
 }
 
 export function countChatTokens(messages: readonly ChatMessage[]): number {
@@ -28,7 +52,7 @@ export function countChatTokens(messages: readonly ChatMessage[]): number {
 
 /** The longest prefix of `text` that is at most `maxTokens` tokens. */
 export function truncateToTokens(text: string, maxTokens: number): { text: string; tokens: number; truncated: boolean } {
-  const tokens = encode(text);
+  const tokens = pieces(text).flatMap((piece) => encode(piece, PLAIN));
   if (tokens.length <= maxTokens) return { text, tokens: tokens.length, truncated: false };
   return { text: decode(tokens.slice(0, maxTokens)), tokens: maxTokens, truncated: true };
 }

@@ -4,29 +4,41 @@
  * /graphql over GraphQL over HTTP (GET and POST), GraphQL over SSE and graphql-ws, subscribes to
  * subgraphs over WebSockets, and answers /healthz, /readyz and /metrics.
  */
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { Logger as HiveLogger } from '@graphql-hive/logger';
 import { PinoLogWriter } from '@graphql-hive/logger/writers/pino';
 import { createGatewayRuntime, getGraphQLWSOptions } from '@graphql-hive/gateway-runtime';
 import httpTransport from '@graphql-mesh/transport-http';
-import wsTransport from '@graphql-mesh/transport-ws';
 import { parse } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { WebSocket } from 'ws';
 import type { Config, SubgraphName } from '../platform/config.ts';
+import { shuttingDownResult } from '../platform/end-on-shutdown.ts';
 import { ErrorCode } from '../platform/errors.ts';
-import { BodyTooLargeError, createWebSocketServer, listen, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from '../platform/http-server.ts';
+import {
+  closeWebSockets,
+  createWebSocketServer,
+  listen,
+  readBody,
+  sendJson,
+  sendRequestFailure,
+  serveOperationalEndpoints,
+  stopAccepting,
+  type UpgradeVerdict,
+} from '../platform/http-server.ts';
 import { InFlight } from '../platform/in-flight.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../platform/redis.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/request-id.ts';
 import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
+import { corsOptions, originAllowed } from './origin-policy.ts';
 import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
 import { createRouterMetrics, useRouterMetrics } from './plugins/metrics.ts';
 import { useSubgraphRequestId } from './plugins/request-id.ts';
 import { useGracefulStreams } from './plugins/shutdown.ts';
+import { createSubgraphWsTransport } from './subgraph-ws-transport.ts';
 
 export const SUPERGRAPH_FILE = new URL('../schema/supergraph.graphql', import.meta.url);
 
@@ -72,11 +84,12 @@ function transportEntries(subgraphUrls: Record<string, string>) {
   );
 }
 
+const FORBIDDEN_ORIGIN = 'this browser origin may not use the API (router.allowedOrigins)';
+
 export async function startRouter({ config, log, subgraphUrls, withProcessMetrics = true }: RouterOptions): Promise<RunningRouter> {
   const settings = config.router;
   const registry = createRegistry('router', withProcessMetrics);
   const metrics = createRouterMetrics(registry);
-  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   let draining = false;
   const shuttingDown = new AbortController();
   /** HTTP responses in progress, SSE streams included. */
@@ -86,12 +99,13 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
 
   const runtime = createGatewayRuntime({
     supergraph: parse(readFileSync(SUPERGRAPH_FILE, 'utf8')),
-    transports: { http: httpTransport, ws: wsTransport },
+    transports: { http: httpTransport, ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' })) },
     transportEntries: transportEntries(subgraphUrls),
     logging: hiveLogger(log.child({ component: 'gateway' })),
     graphqlEndpoint: GRAPHQL_PATH,
     landingPage: false,
     graphiql: false,
+    cors: corsOptions(settings.allowedOrigins),
     maskedErrors: { maskError: createErrorMasker(log) },
     upstreamCancellation: true,
     executionCancellation: true,
@@ -101,21 +115,37 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
   // The WS handler needs the schema loaded before the first subscription arrives.
   await runtime.getSchema();
   detachRuntimeTerminateHandlers();
+  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+
+  async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const isReady = async () => !draining && (!redis || (await redisAnswers(redis)));
+    if (await serveOperationalEndpoints(request, response, { registry, isReady })) return;
+    if (!originAllowed(request, settings.allowedOrigins)) {
+      sendJson(response, 403, { errors: [{ message: FORBIDDEN_ORIGIN, extensions: { code: ErrorCode.FORBIDDEN } }] });
+      return;
+    }
+    request.headers[REQUEST_ID_HEADER] = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
+    if (request.method === 'POST') {
+      // Read (and bound) the body ourselves, chunked or not; the runtime takes it from `body`.
+      const body = await readBody(request, settings.maxBodyBytes);
+      if (body.length > 0) (request as IncomingMessage & { body?: Buffer }).body = body;
+    }
+    if (draining) response.setHeader('connection', 'close');
+    await runtime(request, response);
+  }
 
   const server = createServer((request, response) => {
     const end = requests.begin();
     response.on('close', end);
-    void (async () => {
-      if (await serveOperationalEndpoints(request, response, { registry, isReady: async () => !draining && (!redis || (await redisAnswers(redis))) })) return;
-      const declared = Number(request.headers['content-length'] ?? 0);
-      if (declared > settings.maxBodyBytes) throw new BodyTooLargeError(`request body over ${settings.maxBodyBytes} bytes`);
-      request.headers[REQUEST_ID_HEADER] = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
-      if (draining) response.setHeader('connection', 'close');
-      await runtime(request, response);
-    })().catch((error: unknown) => sendRequestFailure(response, error, log));
+    handle(request, response).catch((error: unknown) => sendRequestFailure(response, error, log));
   });
 
-  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, settings.wsMaxPayloadBytes, () => !draining);
+  const verifyUpgrade = (request: IncomingMessage): UpgradeVerdict => {
+    if (draining) return { accept: false, status: 503, reason: 'server is shutting down' };
+    if (!originAllowed(request, settings.allowedOrigins)) return { accept: false, status: 403, reason: FORBIDDEN_ORIGIN };
+    return { accept: true };
+  };
+  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, settings.wsMaxPayloadBytes, verifyUpgrade);
   const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
     const extra = ctx.extra as { request?: IncomingMessage; socket?: WebSocket } | undefined;
     return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]) };
@@ -133,6 +163,8 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     {
       ...wsOptions,
       onSubscribe: (ctx, id, payload) => {
+        // While draining, new operations on open sockets are refused, so they go elsewhere.
+        if (draining) return shuttingDownResult().errors;
         const open = openOperations.get(ctx) ?? new Map<string, () => void>();
         openOperations.set(ctx, open.set(id, wsOperations.begin()));
         return wsOptions.onSubscribe!(ctx, id, payload);
@@ -148,10 +180,17 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
   const port = await listen(server, settings.host, settings.port);
   log.info({ port, path: GRAPHQL_PATH }, 'router listening');
 
+  let stopped: Promise<void> | undefined;
   return {
     port,
     url: `http://${settings.host}:${port}${GRAPHQL_PATH}`,
-    async stop(deadline) {
+    stop(deadline) {
+      stopped ??= stop(deadline);
+      return stopped;
+    },
+  };
+
+  async function stop(deadline: number): Promise<void> {
       draining = true;
       log.info({ requests: requests.count, wsOperations: wsOperations.count }, 'router draining: no new connections; in-flight work may finish');
       const http = stopAccepting(server);
@@ -162,11 +201,10 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
         const lastWords = Date.now() + 1_000;
         await Promise.all([requests.whenIdle(lastWords), wsOperations.whenIdle(lastWords)]);
       }
-      await wsHandle.dispose();
+      await closeWebSockets(wsServer, () => wsHandle.dispose());
       await http.closeAll();
       await runtime.dispose();
       redis?.disconnect();
       log.info('router stopped');
-    },
-  };
+  }
 }

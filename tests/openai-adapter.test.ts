@@ -173,6 +173,12 @@ describe('OpenAI-compatible adapter', () => {
     expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_TIMEOUT' } });
   });
 
+  it('reports a whole answer that stalls mid-body as a retryable timeout, not a bad response', async () => {
+    emulator.script({ kind: 'chat', content: 'x', stallBody: true });
+    const error = await generateError(provider.chatModel('gpt-test').generate(hello, options()));
+    expect(error).toMatchObject({ code: 'UPSTREAM_TIMEOUT', retryable: true });
+  });
+
   it('reports an unreachable server as unavailable and retryable', async () => {
     const dead = createOpenAICompatibleProvider({ name: 'dead', baseUrl: 'http://127.0.0.1:1/v1', timeouts });
     const error = await generateError(dead.chatModel('x').generate(hello, options()));
@@ -181,17 +187,20 @@ describe('OpenAI-compatible adapter', () => {
   });
 
   it('aborts the upstream request as soon as the caller aborts', async () => {
+    // An idle timeout far beyond the test timeout: only the caller's abort can end this request.
+    const patient = createOpenAICompatibleProvider({ name: 'patient', baseUrl: emulator.baseUrl, timeouts: { ...timeouts, idleMs: 120_000, totalMs: 120_000 } });
     emulator.script({ kind: 'chat', content: 'a b c d', stallAfterChunks: 1 });
     const caller = new AbortController();
     const aborted = emulator.nextAbort();
     const parts: ChatStreamPart[] = [];
-    for await (const part of provider.chatModel('gpt-test').stream(hello, { signal: caller.signal, requestId: 'r' })) {
+    for await (const part of patient.chatModel('gpt-test').stream(hello, { signal: caller.signal, requestId: 'r' })) {
       parts.push(part);
       caller.abort();
     }
     const request = await aborted;
     expect(request.body.stream).toBe(true);
     expect(parts).toEqual([{ type: 'text-delta', text: 'a ' }]);
+    await patient.close();
   });
 
   it('embeds a batch in input order', async () => {

@@ -55,7 +55,7 @@ describe('modelgraph as a process', () => {
   it('runs a subgraph and the router as separate processes', async () => {
     const subgraph = start(['subgraph', 'inference', '--config', writeConfig({ subgraphs: { inference: { port: 0 } } })]);
     const listening = await subgraph.waitForLine((line) => line.msg === 'subgraph inference listening');
-    const routerConfig = writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 1, url: `http://127.0.0.1:${listening.port as number}/graphql` } } });
+    const routerConfig = writeConfig({ router: { port: 0 }, subgraphs: { inference: { url: `http://127.0.0.1:${listening.port as number}/graphql` } } });
     const router = start(['router', '--config', routerConfig]);
     const ready = await router.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
     const { body } = await postGraphQL<{ chat: { content: string } }>(ready.url as string, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "split"}]}) { content } }');
@@ -100,6 +100,50 @@ describe('modelgraph as a process', () => {
     await done;
     expect(events.filter((event) => event.__typename === 'ChatDelta')).toHaveLength(12);
     expect(events.at(-1)?.__typename).toBe('ChatCompleted');
+    expect(await process.exit).toBe(0);
+  });
+
+  it('on a second SIGTERM stops at once with exit code 1', async () => {
+    const { process, url } = await startAll(50, 60_000);
+    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    client.subscribe(
+      { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: words(200) }] } } },
+      {
+        next: () => {
+          process.child.kill('SIGTERM');
+          process.child.kill('SIGTERM');
+        },
+        error: () => undefined,
+        complete: () => undefined,
+      },
+    );
+    expect(await process.exit).toBe(1);
+    expect(process.lines.some((line) => line.msg === 'stopping now, without waiting for open requests and streams')).toBe(true);
+  });
+
+  it('keeps the subgraph serving while the router drains, so a stream in flight completes (NODE_ENV=production)', async () => {
+    const { process, url } = await startAll(40, 10_000);
+    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const streamed = new Promise<void>((resolve) => {
+      let signalled = false;
+      client.subscribe(
+        { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: words(10) }] } } },
+        {
+          next: () => {
+            if (!signalled) {
+              signalled = true;
+              process.child.kill('SIGTERM');
+            }
+          },
+          error: () => resolve(),
+          complete: () => resolve(),
+        },
+      );
+    });
+    await process.waitForLine((line) => line.msg === 'router draining: no new connections; in-flight work may finish');
+    // The stream keeps going through the draining router to the subgraph, and its usage arrives.
+    await streamed;
+    expect(process.lines.some((line) => line.msg === 'unexpected error')).toBe(false);
     expect(await process.exit).toBe(0);
   });
 

@@ -1,28 +1,158 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { createServer, connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { print } from 'graphql';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { startRouter } from '../router/server.ts';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
+import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
+import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
-let stack: TestStack;
-beforeAll(async () => {
-  stack = await startTestStack();
-  // The subgraph goes away; the router stays.
-  await stack.stack.subgraphs[0]!.stop(Date.now());
-});
-afterAll(async () => {
+let stack: TestStack | undefined;
+const extra: { stop(deadline: number): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((cleanup) => cleanup()));
+  await Promise.all(extra.splice(0).map((subgraph) => subgraph.stop(Date.now())));
   await stack?.stack.router?.stop(Date.now());
+  await Promise.all(stack?.stack.subgraphs.map((subgraph) => subgraph.stop(Date.now())) ?? []);
   await stack?.emulator.close();
+  stack = undefined;
 });
+
+const cleanups: (() => Promise<void>)[] = [];
+const CHAT_STREAM = print(ChatStreamDocument);
+
+/** A TCP proxy to `port` whose connections a test can cut at once, as a crash or network fault would. */
+async function startCuttableProxy(port: number) {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as AddressInfo).port,
+    cut: () => sockets.forEach((socket) => socket.destroy()),
+    close: () => new Promise<void>((resolve) => {
+      sockets.forEach((socket) => socket.destroy());
+      server.close(() => resolve());
+    }),
+  };
+}
+const streamInput = (content: string) => ({ input: { model: 'echo', messages: [{ role: 'USER', content }] } });
+
+function errorsOf(outcome: { results: { errors?: readonly { extensions?: Record<string, unknown> }[] }[]; error?: unknown }) {
+  return [...outcome.results.flatMap((result) => result.errors ?? []), ...(Array.isArray(outcome.error) ? outcome.error : [])] as {
+    message: string;
+    extensions?: Record<string, unknown>;
+  }[];
+}
 
 describe('router with its subgraph down', () => {
-  it('answers DOWNSTREAM_SERVICE_ERROR naming the service, without its address', async () => {
+  it('answers queries and mutations with DOWNSTREAM_SERVICE_ERROR naming the service, without its address', async () => {
+    stack = await startTestStack();
+    await stack.stack.subgraphs[0]!.stop(Date.now());
     for (const query of ['{ models { id } }', 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }']) {
       const { status, body } = await postGraphQL(stack.url, query);
       expect(status).toBe(200);
       expect(body.errors?.[0]?.extensions).toMatchObject({ code: 'DOWNSTREAM_SERVICE_ERROR', serviceName: 'inference' });
       expect(JSON.stringify(body)).not.toMatch(/127\.0\.0\.1|ECONNREFUSED/);
     }
+    expect((await fetch(stack.url.replace('/graphql', '/healthz'))).status).toBe(200);
   });
 
-  it('stays alive', async () => {
-    expect((await fetch(stack.url.replace('/graphql', '/healthz'))).status).toBe(200);
+  it('fails subscriptions over WebSocket and SSE with DOWNSTREAM_SERVICE_ERROR, without its address', async () => {
+    stack = await startTestStack();
+    await stack.stack.subgraphs[0]!.stop(Date.now());
+    for (const client of [stack.ws(), stack.sse()]) {
+      const outcome = await collectSubscription(client, { query: CHAT_STREAM, variables: streamInput('x') });
+      const errors = errorsOf(outcome);
+      expect(errors[0]?.extensions).toMatchObject({ code: 'DOWNSTREAM_SERVICE_ERROR', serviceName: 'inference' });
+      expect(JSON.stringify(errors)).not.toMatch(/127\.0\.0\.1|ECONNREFUSED/);
+    }
+  });
+});
+
+describe('a subgraph restarting under an open stream', () => {
+  it('ends the stream with a coded error and never replays it from the start on the new instance', async () => {
+    stack = await startTestStack({}, { localStreamDelayMs: 20 });
+    const old = stack.stack.subgraphs[0]!;
+    const client = stack.ws();
+    const deltas: string[] = [];
+    const errors: { extensions?: Record<string, unknown> }[] = [];
+    let restarted: Promise<void> | undefined;
+    const words = Array.from({ length: 15 }, (_, index) => `w${index}`).join(' ');
+    await new Promise<void>((resolve) => {
+      client.subscribe<ChatStreamSubscription>(
+        { query: CHAT_STREAM, variables: streamInput(words) },
+        {
+          next: (result) => {
+            errors.push(...(result.errors ?? []));
+            const event = result.data?.chatStream;
+            if (event?.__typename === 'ChatDelta') deltas.push(event.content);
+            if (deltas.length === 3 && !restarted) {
+              // Stop the subgraph at once and start a new one on the same port.
+              restarted = old.stop(Date.now()).then(async () => {
+                const config = { ...stack!.config, subgraphs: { inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
+                extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false }));
+              });
+            }
+          },
+          error: () => resolve(),
+          complete: () => resolve(),
+        },
+      );
+    });
+    await restarted;
+    expect(new Set(deltas).size).toBe(deltas.length);
+    expect(deltas.length).toBeLessThan(15);
+    expect(['SHUTTING_DOWN', 'DOWNSTREAM_SERVICE_ERROR']).toContain(errors[0]?.extensions?.code);
+    // The new instance serves new requests.
+    const { body } = await postGraphQL<{ chat: { content: string } }>(stack.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "back"}]}) { content } }');
+    expect(body.data?.chat.content).toBe('back');
+  });
+});
+
+describe('a subgraph connection lost mid-stream', () => {
+  it('ends the stream with DOWNSTREAM_SERVICE_ERROR and never re-subscribes (which would replay the answer)', async () => {
+    stack = await startTestStack({}, { localStreamDelayMs: 20 });
+    const proxy = await startCuttableProxy(stack.stack.subgraphs[0]!.port);
+    const router = await startRouter({
+      config: { ...stack.config, router: { ...stack.config.router, port: 0 } },
+      log: stack.log,
+      subgraphUrls: { inference: `http://127.0.0.1:${proxy.port}/graphql` },
+      withProcessMetrics: false,
+    });
+    cleanups.push(() => router.stop(Date.now()), () => proxy.close());
+    const client = createClient({ url: router.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    cleanups.push(async () => client.dispose());
+    const deltas: string[] = [];
+    const errors: { extensions?: Record<string, unknown> }[] = [];
+    const words = Array.from({ length: 15 }, (_, index) => `w${index}`).join(' ');
+    await new Promise<void>((resolve) => {
+      client.subscribe<ChatStreamSubscription>(
+        { query: CHAT_STREAM, variables: streamInput(words) },
+        {
+          next: (result) => {
+            errors.push(...(result.errors ?? []));
+            const event = result.data?.chatStream;
+            if (event?.__typename === 'ChatDelta' && deltas.push(event.content) === 3) proxy.cut();
+          },
+          error: () => resolve(),
+          complete: () => resolve(),
+        },
+      );
+    });
+    expect(new Set(deltas).size).toBe(deltas.length);
+    expect(deltas.length).toBeLessThan(15);
+    expect(errors[0]?.extensions).toMatchObject({ code: 'DOWNSTREAM_SERVICE_ERROR', serviceName: 'inference' });
   });
 });

@@ -1,111 +1,136 @@
 /**
- * Gives every error the router returns a code from the one enum, and masks the rest.
+ * Gives every error the router returns a code from the one enum and the request id, and masks
+ * the rest. Codes are set where an error is made, not guessed from its shape afterwards:
  * - parse failures → GRAPHQL_PARSE_FAILED; validation failures → GRAPHQL_VALIDATION_FAILED;
- *   variable coercion failures (no path, no data) → BAD_USER_INPUT;
- * - a coded error from a subgraph passes through as it is; an uncoded failure to reach or read a
- *   subgraph becomes DOWNSTREAM_SERVICE_ERROR;
+ *   variables that do not coerce → BAD_USER_INPUT (checked here before execution);
+ * - Yoga's HTTP-level request errors (they carry `extensions.http`) → BAD_USER_INPUT;
+ * - a coded error from a subgraph passes through; an uncoded failure to reach or read one becomes
+ *   DOWNSTREAM_SERVICE_ERROR;
  * - anything else becomes "Internal server error" (INTERNAL_SERVER_ERROR), logged with its cause.
- * Every error also carries the request id, so a user can quote it and an operator can find it.
  */
-import { GraphQLError, type ExecutionResult } from 'graphql';
+import { GraphQLError, getOperationAST, getVariableValues, type ExecutionArgs, type ExecutionResult } from 'graphql';
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import { ErrorCode, isErrorCode } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { REQUEST_ID_HEADER } from '../../platform/request-id.ts';
+import { requestIdOf } from './request-id.ts';
 
-function withCode(error: GraphQLError, code: ErrorCode): GraphQLError {
-  if (isErrorCode(error.extensions?.code)) return error;
-  return new GraphQLError(error.message, {
+function rebuild(error: GraphQLError, message: string, extensions: Record<string, unknown>): GraphQLError {
+  return new GraphQLError(message, {
     nodes: error.nodes,
     source: error.source,
     positions: error.positions,
     path: error.path,
-    originalError: error.originalError,
-    extensions: { ...error.extensions, code },
+    extensions,
   });
 }
 
-/**
- * Yoga's `maskedErrors.maskError`: keep coded errors; keep errors about the request itself (made by
- * Yoga or by graphql-js before execution) with their HTTP status, coded
- * BAD_USER_INPUT; mask everything else.
- */
+function withCode(error: GraphQLError, code: ErrorCode, requestId?: string): GraphQLError {
+  if (isErrorCode(error.extensions?.code) && !requestId) return error;
+  const current = isErrorCode(error.extensions?.code) ? error.extensions.code : code;
+  return rebuild(error, error.message, { ...error.extensions, code: current, ...(requestId && { requestId }) });
+}
+
+const INTERNAL = 'Internal server error';
+
+/** Yoga's `maskedErrors.maskError`. */
 export function createErrorMasker(log: Logger) {
   return (error: unknown): Error => {
     if (error instanceof GraphQLError) {
-      if (isErrorCode(error.extensions?.code)) return error;
+      const code = error.extensions?.code;
+      if (isErrorCode(code)) {
+        return code === ErrorCode.INTERNAL_SERVER_ERROR && error.message !== INTERNAL ? rebuild(error, INTERNAL, { ...error.extensions }) : error;
+      }
       const original = error.originalError;
       if (original instanceof GraphQLError && isErrorCode(original.extensions?.code)) {
-        return new GraphQLError(original.message, { path: error.path, nodes: error.nodes, extensions: original.extensions });
+        return rebuild(error, original.message, { ...original.extensions });
       }
       // The gateway tags what went wrong talking to a subgraph (unreachable, HTTP error, bad body).
       const serviceName = error.extensions?.serviceName;
       if (typeof serviceName === 'string') {
-        log.warn({ serviceName, subgraphError: { message: error.message, code: error.extensions?.code } }, 'subgraph request failed');
-        return new GraphQLError(`The ${serviceName} service failed to answer.`, {
-          path: error.path,
-          nodes: error.nodes,
-          extensions: { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR, serviceName },
-        });
+        log.warn({ serviceName, subgraphError: { message: error.message, code } }, 'subgraph request failed');
+        return rebuild(error, `The ${serviceName} service failed to answer.`, { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR, serviceName });
       }
-      // Variable coercion fails inside graphql-js with a GraphQLError of its own and no path.
-      const aboutTheRequest = !original || (original instanceof GraphQLError && !error.path);
-      if (aboutTheRequest) {
-        const { code: _code, originalError: _original, ...extensions } = error.extensions ?? {};
-        return new GraphQLError(error.message, {
-          nodes: error.nodes,
-          source: error.source,
-          positions: error.positions,
-          path: error.path,
-          extensions: { ...extensions, code: ErrorCode.BAD_USER_INPUT },
-        });
+      // Yoga's own errors about the HTTP request (bad JSON, mutation over GET, …) carry a status.
+      if (error.extensions?.http !== undefined) {
+        const { code: _code, originalError: _original, ...extensions } = error.extensions;
+        return rebuild(error, error.message, { ...extensions, code: ErrorCode.BAD_USER_INPUT });
       }
     }
     log.error({ err: error }, 'unexpected error');
-    return new GraphQLError('Internal server error', {
+    return new GraphQLError(INTERNAL, {
       ...(error instanceof GraphQLError && { path: error.path, nodes: error.nodes }),
       extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR },
     });
   };
 }
 
-function addRequestId(result: ExecutionResult, requestId: string | null): ExecutionResult {
-  if (!result.errors?.length || !requestId) return result;
+function addRequestId(result: ExecutionResult, requestId: string | null | undefined): ExecutionResult {
+  if (!result.errors?.length || !requestId || result.errors.every((error) => error.extensions?.requestId)) return result;
   return {
     ...result,
-    errors: result.errors.map(
-      (error) =>
-        new GraphQLError(error.message, {
-          nodes: error.nodes,
-          source: error.source,
-          positions: error.positions,
-          path: error.path,
-          originalError: error.originalError,
-          extensions: { ...error.extensions, requestId },
-        }),
+    errors: result.errors.map((error) =>
+      error.extensions?.requestId ? error : new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, originalError: error.originalError, extensions: { ...error.extensions, requestId } }),
     ),
   };
 }
 
+/** Variables that do not coerce to the operation's types, as coded errors; undefined if they do. */
+function variableErrors(args: ExecutionArgs, requestId: string | undefined): ExecutionResult | undefined {
+  const operation = getOperationAST(args.document, args.operationName);
+  if (!operation?.variableDefinitions?.length) return undefined;
+  const coerced = getVariableValues(args.schema, operation.variableDefinitions, (args.variableValues ?? {}) as Record<string, unknown>);
+  if (!coerced.errors) return undefined;
+  return { errors: coerced.errors.map((error) => withCode(error, ErrorCode.BAD_USER_INPUT, requestId)) };
+}
+
 export function useErrorCodes(): GatewayPlugin {
   return {
-    onParse() {
+    onParse({ context }) {
       return ({ result, replaceParseResult }) => {
-        if (result instanceof GraphQLError) replaceParseResult(withCode(result, ErrorCode.GRAPHQL_PARSE_FAILED));
+        if (result instanceof GraphQLError) replaceParseResult(withCode(result, ErrorCode.GRAPHQL_PARSE_FAILED, requestIdOf(context)));
       };
     },
-    onValidate() {
+    onValidate({ context }) {
       return ({ result, setResult }) => {
-        if (result.length) setResult(result.map((error) => withCode(error, ErrorCode.GRAPHQL_VALIDATION_FAILED)));
+        if (result.length) setResult(result.map((error) => withCode(error, ErrorCode.GRAPHQL_VALIDATION_FAILED, requestIdOf(context))));
       };
     },
+    onExecute({ args, setResultAndStopExecution }) {
+      const requestId = requestIdOf(args.contextValue);
+      const invalid = variableErrors(args, requestId);
+      if (invalid) {
+        setResultAndStopExecution(invalid);
+        return;
+      }
+      return {
+        onExecuteDone({ result, setResult }) {
+          if (!(Symbol.asyncIterator in result)) setResult(addRequestId(result, requestId));
+        },
+      };
+    },
+    onSubscribe({ args, setResultAndStopExecution }) {
+      const requestId = requestIdOf(args.contextValue);
+      const invalid = variableErrors(args, requestId);
+      if (invalid) {
+        setResultAndStopExecution(invalid);
+        return;
+      }
+      return {
+        onSubscribeResult({ result, setResult }) {
+          if (!(Symbol.asyncIterator in result)) {
+            setResult(addRequestId(result, requestId));
+            return;
+          }
+          return { onNext: ({ result: next, setResult: setNext }) => setNext(addRequestId(next, requestId)) };
+        },
+      };
+    },
+    // Errors made before envelop runs (Yoga's HTTP-level ones) only pass through here.
     onResultProcess({ request, result, setResult }) {
       const requestId = request.headers.get(REQUEST_ID_HEADER);
-      if (Array.isArray(result)) {
-        setResult(result.map((item) => addRequestId(item as ExecutionResult, requestId)));
-      } else if (result && typeof result === 'object' && 'errors' in result) {
-        setResult(addRequestId(result as ExecutionResult, requestId));
-      }
+      if (Array.isArray(result)) setResult(result.map((item) => addRequestId(item as ExecutionResult, requestId)));
+      else if (result && typeof result === 'object' && 'errors' in result) setResult(addRequestId(result as ExecutionResult, requestId));
     },
   };
 }

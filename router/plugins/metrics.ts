@@ -6,7 +6,7 @@
 import { getOperationAST, type DocumentNode, type ExecutionResult } from 'graphql';
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { operationLabel } from '../../platform/metrics.ts';
+import { OperationLabels } from '../../platform/metrics.ts';
 
 export interface RouterMetrics {
   requests: Counter<'operation' | 'type' | 'outcome'>;
@@ -37,24 +37,21 @@ export function createRouterMetrics(registry: Registry): RouterMetrics {
   };
 }
 
-function labels(document: DocumentNode, operationName: string | null | undefined) {
-  const operation = getOperationAST(document, operationName);
-  return { operation: operationLabel(operation?.name?.value ?? operationName), type: operation?.operation ?? 'unknown' };
-}
 
 function outcome(result: ExecutionResult): 'ok' | 'error' {
   return result.errors?.length ? 'error' : 'ok';
 }
 
-export function useRouterMetrics(metrics: RouterMetrics): GatewayPlugin {
+export function useRouterMetrics(metrics: RouterMetrics, names = new OperationLabels()): GatewayPlugin {
+  const labels = (document: DocumentNode, operationName: string | null | undefined) => {
+    const operation = getOperationAST(document, operationName);
+    return { operation: names.label(operation?.name?.value ?? operationName), type: operation?.operation ?? 'unknown' };
+  };
   return {
-    onParse({ params, context }) {
+    onParse() {
       return ({ result }) => {
-        if (result instanceof Error) {
-          const name = (context as { params?: { operationName?: string } }).params?.operationName;
-          metrics.requests.inc({ operation: operationLabel(name), type: 'unknown', outcome: 'rejected' });
-        }
-        void params;
+        // A document that does not parse has no trustworthy operation name.
+        if (result instanceof Error) metrics.requests.inc({ operation: 'unparsed', type: 'unknown', outcome: 'rejected' });
       };
     },
     onValidate({ params }) {

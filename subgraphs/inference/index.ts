@@ -29,11 +29,12 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
     extendContext: (base) => ({ ...base, catalog, metrics }),
   });
+  let stopped: Promise<void> | undefined;
   return {
     ...running,
-    async stop(deadline) {
-      await running.stop(deadline);
-      await catalog.close();
+    stop(deadline) {
+      stopped ??= running.stop(deadline).then(() => catalog.close());
+      return stopped;
     },
   };
 }

@@ -28,6 +28,8 @@ export interface ScriptedChat {
   stallAfterChunks?: number;
   /** Non-streaming: send a body that is not JSON. */
   malformedBody?: boolean;
+  /** Non-streaming: send the headers and half the body, then go silent. */
+  stallBody?: boolean;
 }
 
 export interface ScriptedError {
@@ -88,6 +90,11 @@ function sendCompletion(response: ServerResponse, answer: ScriptedChat, body: Re
   if (answer.malformedBody) {
     response.writeHead(200, { 'content-type': 'application/json' });
     response.end('{"id": "chatcmpl-broken", "choices": [');
+    return;
+  }
+  if (answer.stallBody) {
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.write('{"id": "chatcmpl-slow", ');
     return;
   }
   const toolCalls = answer.toolCalls?.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));

@@ -31,7 +31,8 @@ export function writeConfig(config: Record<string, unknown>): string {
 export function spawnModelgraph(args: string[], env: Record<string, string> = {}): ModelgraphProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...args], {
     cwd: root,
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    // NODE_ENV=production as deployed: libraries behave differently under vitest's NODE_ENV=test.
+    env: { ...process.env, NODE_ENV: 'production', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: Record<string, unknown>[] = [];

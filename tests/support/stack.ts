@@ -8,7 +8,7 @@ import { createClient as createWsClient, type Client as WsClient } from 'graphql
 import { createClient as createSseClient, type Client as SseClient } from 'graphql-sse';
 import WebSocket from 'ws';
 import { parseConfig, type Config } from '../../platform/config.ts';
-import { createLogger } from '../../platform/logger.ts';
+import { createLogger, type Logger } from '../../platform/logger.ts';
 import { startStack, type RunningStack } from '../../platform/stack.ts';
 import { startOpenAIEmulator, type OpenAIEmulator } from '../emulator/openai.ts';
 
@@ -19,19 +19,26 @@ export interface TestStack {
   emulator: OpenAIEmulator;
   logs: Record<string, unknown>[];
   config: Config;
+  /** The logger the stack writes to (its lines land in `logs`). */
+  log: Logger;
   ws(connectionParams?: Record<string, unknown>): WsClient;
   sse(): SseClient;
   stop(): Promise<void>;
 }
 
 /** The models every test stack serves: the local ones and `gpt-test` on the emulator. */
-export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}): Config {
+export interface TestStackOptions {
+  /** Delay between the local echo model's streamed words. */
+  localStreamDelayMs?: number;
+}
+
+export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
   return parseConfig({
     router: { port: 0, shutdownGraceMs: 2_000 },
     subgraphs: { inference: { port: 0 } },
     log: { level: 'info' },
     providers: {
-      local: { type: 'local' },
+      local: { type: 'local', streamDelayMs: options.localStreamDelayMs ?? 0 },
       // Long idle timeout: a test that needs an abort to reach the emulator must not get it from a timeout.
       emulated: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
     },
@@ -54,9 +61,9 @@ export function testConfig(emulatorBaseUrl: string, overrides: Record<string, un
   });
 }
 
-export async function startTestStack(overrides: Record<string, unknown> = {}): Promise<TestStack> {
+export async function startTestStack(overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Promise<TestStack> {
   const emulator = await startOpenAIEmulator();
-  const config = testConfig(emulator.baseUrl, overrides);
+  const config = testConfig(emulator.baseUrl, overrides, options);
   const logs: Record<string, unknown>[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -65,6 +72,7 @@ export async function startTestStack(overrides: Record<string, unknown> = {}): P
     },
   });
   const log = createLogger({ level: config.log.level, name: 'test', destination });
+
   const stack = await startStack(config, log, { kind: 'all' });
   const url = stack.router!.url;
   const wsUrl = url.replace(/^http/, 'ws');
@@ -76,6 +84,7 @@ export async function startTestStack(overrides: Record<string, unknown> = {}): P
     emulator,
     logs,
     config,
+    log,
     ws(connectionParams) {
       const client = createWsClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true, ...(connectionParams && { connectionParams }) });
       clients.push(client);

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import type { ExecutionResult } from 'graphql';
+import { endOnShutdown } from './end-on-shutdown.ts';
+
+/** A source that yields `values` and then waits forever, recording whether it was closed. */
+function source(values: ExecutionResult[]) {
+  const state = { closed: false };
+  const iterable: AsyncIterable<ExecutionResult> = {
+    [Symbol.asyncIterator]: () => {
+      let index = 0;
+      return {
+        next: () => (index < values.length ? Promise.resolve({ done: false, value: values[index++]! }) : new Promise<never>(() => undefined)),
+        return: async () => {
+          state.closed = true;
+          return { done: true, value: undefined };
+        },
+      };
+    },
+  };
+  return { iterable, state };
+}
+
+describe('endOnShutdown', () => {
+  it('passes results through, then ends a waiting stream with SHUTTING_DOWN and closes its source', async () => {
+    const shutdown = new AbortController();
+    const { iterable, state } = source([{ data: { n: 1 } }]);
+    const stream = endOnShutdown(iterable, shutdown.signal);
+    expect(await stream.next()).toEqual({ done: false, value: { data: { n: 1 } } });
+    const pending = stream.next();
+    shutdown.abort();
+    const last = await pending;
+    expect(last.done).toBe(false);
+    expect(last.value?.errors?.[0]?.extensions?.code).toBe('SHUTTING_DOWN');
+    expect(await stream.next()).toEqual({ done: true, value: undefined });
+    expect(state.closed).toBe(true);
+  });
+
+  it('closes its source at once when the consumer returns while a next() is pending', async () => {
+    const { iterable, state } = source([]);
+    const stream = endOnShutdown(iterable, new AbortController().signal);
+    void stream.next();
+    await stream.return(undefined);
+    expect(state.closed).toBe(true);
+  });
+
+  it('leaves no listener on the shared shutdown signal once a stream has ended', async () => {
+    const shutdown = new AbortController();
+    let listeners = 0;
+    const signal = shutdown.signal;
+    const add = signal.addEventListener.bind(signal);
+    signal.addEventListener = ((type: string, listener: EventListener, options?: AddEventListenerOptions) => {
+      listeners++;
+      options?.signal?.addEventListener('abort', () => listeners--);
+      add(type, listener, options);
+    }) as typeof signal.addEventListener;
+    for (let index = 0; index < 20; index++) {
+      const stream = endOnShutdown(source([{ data: {} }]).iterable, signal);
+      await stream.next();
+      await stream.return(undefined);
+    }
+    expect(listeners).toBe(0);
+  });
+});
