@@ -134,11 +134,26 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     await runtime(request, response);
   }
 
+  const openResponses = new Set<ServerResponse>();
   const server = createServer((request, response) => {
     const end = requests.begin();
-    response.on('close', end);
+    openResponses.add(response);
+    response.on('close', () => {
+      openResponses.delete(response);
+      end();
+    });
     handle(request, response).catch((error: unknown) => sendRequestFailure(response, error, log));
   });
+
+  /** At the end of the grace period, answers requests that have not started their response. */
+  function answerUnfinishedWithShutdown(): void {
+    for (const response of openResponses) {
+      if (response.headersSent) continue;
+      // The runtime may still try to write to it; that must not surface as an error.
+      response.on('error', () => undefined);
+      sendJson(response, 503, { errors: shuttingDownResult().errors!.map((error) => error.toJSON()) }, { connection: 'close', 'retry-after': '1' });
+    }
+  }
 
   const verifyUpgrade = (request: IncomingMessage): UpgradeVerdict => {
     if (draining) return { accept: false, status: 503, reason: 'server is shutting down' };
@@ -198,6 +213,7 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
       if (outcomes.includes('expired')) {
         log.warn({ requests: requests.count, wsOperations: wsOperations.count }, 'shutdown deadline passed; ending open streams with SHUTTING_DOWN');
         shuttingDown.abort();
+        answerUnfinishedWithShutdown();
         const lastWords = Date.now() + 1_000;
         await Promise.all([requests.whenIdle(lastWords), wsOperations.whenIdle(lastWords)]);
       }

@@ -5,6 +5,7 @@ import WebSocket from 'ws';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
 import { collectSubscription, postGraphQL } from './support/stack.ts';
 import { spawnModelgraph, writeConfig, type ModelgraphProcess } from './support/process.ts';
+import { startOpenAIEmulator } from './emulator/openai.ts';
 
 const running: ModelgraphProcess[] = [];
 afterEach(() => {
@@ -170,5 +171,32 @@ describe('modelgraph as a process', () => {
     expect(results.at(-1)?.errors?.[0]?.extensions?.code).toBe('SHUTTING_DOWN');
     expect(await process.exit).toBe(0);
     expect(process.lines.some((line) => line.msg === 'shutdown deadline passed; ending open streams with SHUTTING_DOWN')).toBe(true);
+  });
+});
+
+describe('modelgraph as a process, with a slow upstream', () => {
+  it('answers a whole chat still waiting at the end of the grace period with 503 SHUTTING_DOWN', async () => {
+    const emulator = await startOpenAIEmulator();
+    try {
+      emulator.script({ kind: 'chat', content: 'late', stallBody: true });
+      const config = writeConfig({
+        router: { port: 0, shutdownGraceMs: 300 },
+        subgraphs: { inference: { port: 0 } },
+        providers: { slow: { type: 'openai-compatible', baseUrl: emulator.baseUrl } },
+        models: [{ id: 'slow', provider: 'slow', version: '1', capabilities: ['CHAT'], contextWindow: 1000, maxOutputTokens: 100 }],
+      });
+      const process = start(['all', '--config', config]);
+      const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
+      const reachedUpstream = emulator.nextRequest();
+      const pending = postGraphQL(ready.url as string, 'mutation { chat(input: {model: "slow", messages: [{role: USER, content: "hi"}]}) { content } }');
+      await reachedUpstream;
+      process.child.kill('SIGTERM');
+      const { status, body } = await pending;
+      expect(status).toBe(503);
+      expect(body.errors?.[0]?.extensions?.code).toBe('SHUTTING_DOWN');
+      expect(await process.exit).toBe(0);
+    } finally {
+      await emulator.close();
+    }
   });
 });

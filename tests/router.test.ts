@@ -284,7 +284,10 @@ describe('router streaming', () => {
     }
     const client = createClient({ url: stack.wsUrl, webSocketImpl: TracedWebSocket, retryAttempts: 0 });
     await collectSubscription(client, { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: user('hi') } } });
+    // A mutation over the same socket reaches the subgraph over HTTP, with the same id.
+    await collectSubscription(client, { query: CHAT, variables: { input: { model: 'echo', messages: user('hi') } } });
     await client.dispose();
-    expect(stack.logs.some((line) => line.subgraph === 'inference' && line.requestId === 'ws-req-42' && line.msg === 'operation completed')).toBe(true);
+    const traced = stack.logs.filter((line) => line.subgraph === 'inference' && line.requestId === 'ws-req-42' && line.msg === 'operation completed');
+    expect(traced.map((line) => line.transport ?? 'http').sort()).toEqual(['http', 'ws']);
   });
 });

@@ -56,6 +56,8 @@ export interface OpenAIEmulator {
   script(...answers: Scripted[]): void;
   /** Resolves when a client closes its connection before the emulator finished answering. */
   nextAbort(): Promise<RecordedRequest>;
+  /** Resolves with the next request the emulator receives. */
+  nextRequest(): Promise<RecordedRequest>;
   close(): Promise<void>;
 }
 
@@ -168,6 +170,7 @@ export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
   const queue: Scripted[] = [];
   const requests: RecordedRequest[] = [];
   const abortWaiters: ((request: RecordedRequest) => void)[] = [];
+  const requestWaiters: ((request: RecordedRequest) => void)[] = [];
 
   const server: Server = createServer((request, response) => {
     void (async () => {
@@ -176,6 +179,7 @@ export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
       const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
       requests.push(recorded);
+      for (const resolve of requestWaiters.splice(0)) resolve(recorded);
       response.on('close', () => {
         if (!response.writableFinished) for (const resolve of abortWaiters.splice(0)) resolve(recorded);
       });
@@ -198,6 +202,7 @@ export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
     requests,
     script: (...answers) => queue.push(...answers),
     nextAbort: () => new Promise((resolve) => abortWaiters.push(resolve)),
+    nextRequest: () => new Promise((resolve) => requestWaiters.push(resolve)),
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
