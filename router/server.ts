@@ -17,6 +17,7 @@ import type { Config, SubgraphName } from '../platform/config.ts';
 import { shuttingDownResult } from '../platform/end-on-shutdown.ts';
 import { ErrorCode } from '../platform/errors.ts';
 import {
+  BodyTooLargeError,
   closeWebSockets,
   createWebSocketServer,
   listen,
@@ -125,8 +126,13 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
       return;
     }
     request.headers[REQUEST_ID_HEADER] = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
-    if (request.method === 'POST') {
-      // Read (and bound) the body ourselves, chunked or not; the runtime takes it from `body`.
+    const declared = request.headers['content-length'];
+    if (declared !== undefined && Number(declared) > settings.maxBodyBytes) {
+      throw new BodyTooLargeError(`request body over ${settings.maxBodyBytes} bytes`);
+    }
+    if (declared === undefined && request.method === 'POST') {
+      // A chunked body has no declared size: read (and bound) it ourselves; the runtime takes it
+      // from `body`. A declared size within the limit is enforced by Node's parser as it reads.
       const body = await readBody(request, settings.maxBodyBytes);
       if (body.length > 0) (request as IncomingMessage & { body?: Buffer }).body = body;
     }
