@@ -49,6 +49,28 @@ async function startCuttableProxy(port: number) {
 }
 const streamInput = (content: string) => ({ input: { model: 'echo', messages: [{ role: 'USER', content }] } });
 
+/** Streams a 15-word echo answer; calls `afterThird` once the third delta arrived. */
+async function streamFifteenWords(client: { subscribe: ReturnType<typeof createClient>['subscribe'] }, afterThird: () => void) {
+  const deltas: string[] = [];
+  const errors: { extensions?: Record<string, unknown> }[] = [];
+  const words = Array.from({ length: 15 }, (_, index) => `w${index}`).join(' ');
+  await new Promise<void>((resolve) => {
+    client.subscribe<ChatStreamSubscription>(
+      { query: CHAT_STREAM, variables: streamInput(words) },
+      {
+        next: (result) => {
+          errors.push(...(result.errors ?? []));
+          const event = result.data?.chatStream;
+          if (event?.__typename === 'ChatDelta' && deltas.push(event.content) === 3) afterThird();
+        },
+        error: () => resolve(),
+        complete: () => resolve(),
+      },
+    );
+  });
+  return { deltas, errors };
+}
+
 function errorsOf(outcome: { results: { errors?: readonly { extensions?: Record<string, unknown> }[] }[]; error?: unknown }) {
   return [...outcome.results.flatMap((result) => result.errors ?? []), ...(Array.isArray(outcome.error) ? outcome.error : [])] as {
     message: string;
@@ -85,31 +107,13 @@ describe('a subgraph restarting under an open stream', () => {
   it('ends the stream with a coded error and never replays it from the start on the new instance', async () => {
     stack = await startTestStack({}, { localStreamDelayMs: 20 });
     const old = stack.stack.subgraphs[0]!;
-    const client = stack.ws();
-    const deltas: string[] = [];
-    const errors: { extensions?: Record<string, unknown> }[] = [];
     let restarted: Promise<void> | undefined;
-    const words = Array.from({ length: 15 }, (_, index) => `w${index}`).join(' ');
-    await new Promise<void>((resolve) => {
-      client.subscribe<ChatStreamSubscription>(
-        { query: CHAT_STREAM, variables: streamInput(words) },
-        {
-          next: (result) => {
-            errors.push(...(result.errors ?? []));
-            const event = result.data?.chatStream;
-            if (event?.__typename === 'ChatDelta') deltas.push(event.content);
-            if (deltas.length === 3 && !restarted) {
-              // Stop the subgraph at once and start a new one on the same port.
-              restarted = old.stop(Date.now()).then(async () => {
-                const config = { ...stack!.config, subgraphs: { inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
-                extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false }));
-              });
-            }
-          },
-          error: () => resolve(),
-          complete: () => resolve(),
-        },
-      );
+    const { deltas, errors } = await streamFifteenWords(stack.ws(), () => {
+      // Stop the subgraph at once and start a new one on the same port.
+      restarted = old.stop(Date.now()).then(async () => {
+        const config = { ...stack!.config, subgraphs: { inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
+        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false }));
+      });
     });
     await restarted;
     expect(new Set(deltas).size).toBe(deltas.length);
@@ -134,23 +138,7 @@ describe('a subgraph connection lost mid-stream', () => {
     cleanups.push(() => router.stop(Date.now()), () => proxy.close());
     const client = createClient({ url: router.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
     cleanups.push(async () => client.dispose());
-    const deltas: string[] = [];
-    const errors: { extensions?: Record<string, unknown> }[] = [];
-    const words = Array.from({ length: 15 }, (_, index) => `w${index}`).join(' ');
-    await new Promise<void>((resolve) => {
-      client.subscribe<ChatStreamSubscription>(
-        { query: CHAT_STREAM, variables: streamInput(words) },
-        {
-          next: (result) => {
-            errors.push(...(result.errors ?? []));
-            const event = result.data?.chatStream;
-            if (event?.__typename === 'ChatDelta' && deltas.push(event.content) === 3) proxy.cut();
-          },
-          error: () => resolve(),
-          complete: () => resolve(),
-        },
-      );
-    });
+    const { deltas, errors } = await streamFifteenWords(client, () => proxy.cut());
     expect(new Set(deltas).size).toBe(deltas.length);
     expect(deltas.length).toBeLessThan(15);
     expect(errors[0]?.extensions).toMatchObject({ code: 'DOWNSTREAM_SERVICE_ERROR', serviceName: 'inference' });

@@ -84,6 +84,17 @@ function variableErrors(args: ExecutionArgs, requestId: string | undefined): Exe
   return { errors: coerced.errors.map((error) => withCode(error, ErrorCode.BAD_USER_INPUT, requestId)) };
 }
 
+const REFUSED = Symbol('refused');
+
+/** Stops an operation whose variables do not coerce; otherwise returns its request id. */
+function refuseBadVariables(args: ExecutionArgs, stop: (result: ExecutionResult) => void): string | undefined | typeof REFUSED {
+  const requestId = requestIdOf(args.contextValue);
+  const invalid = variableErrors(args, requestId);
+  if (!invalid) return requestId;
+  stop(invalid);
+  return REFUSED;
+}
+
 export function useErrorCodes(): GatewayPlugin {
   return {
     onParse({ context }) {
@@ -97,12 +108,8 @@ export function useErrorCodes(): GatewayPlugin {
       };
     },
     onExecute({ args, setResultAndStopExecution }) {
-      const requestId = requestIdOf(args.contextValue);
-      const invalid = variableErrors(args, requestId);
-      if (invalid) {
-        setResultAndStopExecution(invalid);
-        return;
-      }
+      const requestId = refuseBadVariables(args, setResultAndStopExecution);
+      if (requestId === REFUSED) return;
       return {
         onExecuteDone({ result, setResult }) {
           if (!(Symbol.asyncIterator in result)) setResult(addRequestId(result, requestId));
@@ -110,12 +117,8 @@ export function useErrorCodes(): GatewayPlugin {
       };
     },
     onSubscribe({ args, setResultAndStopExecution }) {
-      const requestId = requestIdOf(args.contextValue);
-      const invalid = variableErrors(args, requestId);
-      if (invalid) {
-        setResultAndStopExecution(invalid);
-        return;
-      }
+      const requestId = refuseBadVariables(args, setResultAndStopExecution);
+      if (requestId === REFUSED) return;
       return {
         onSubscribeResult({ result, setResult }) {
           if (!(Symbol.asyncIterator in result)) {
