@@ -8,72 +8,16 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export interface ScriptedChat {
-  kind: 'chat';
-  content: string;
-  /** Tool calls to answer with (finish_reason becomes tool_calls). */
-  toolCalls?: { id: string; name: string; arguments: string }[];
-  finishReason?: string;
-  /** Reported usage; `null` reports none (as some compatible servers do). */
-  usage?: { prompt: number; completion: number } | null;
-  /** Streaming: split content into chunks of this many characters (default: words). */
-  chunkChars?: number;
-  /** Streaming: wait this long before each chunk. */
-  chunkDelayMs?: number;
-  /** Streaming: destroy the socket after this many content chunks. */
-  cutAfterChunks?: number;
-  /** Streaming: send a chunk that is not JSON after this many content chunks. */
-  malformedAfterChunks?: number;
-  /** Streaming: hold the stream open (no more chunks) after this many content chunks. */
-  stallAfterChunks?: number;
-  /** Non-streaming: send a body that is not JSON. */
-  malformedBody?: boolean;
-  /** Non-streaming: send the headers and half the body, then go silent. */
-  stallBody?: boolean;
-}
+import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError } from './script.ts';
 
-export interface ScriptedError {
-  kind: 'error';
-  status: number;
-  headers?: Record<string, string>;
-  /** Defaults to OpenAI's error object. */
-  body?: unknown;
-}
-
-export type Scripted = ScriptedChat | ScriptedError;
-
-export interface RecordedRequest {
-  path: string;
-  headers: IncomingMessage['headers'];
-  body: Record<string, unknown>;
-}
-
-export interface OpenAIEmulator {
-  /** Base URL, as configured for an openai-compatible provider (…/v1). */
-  baseUrl: string;
-  requests: RecordedRequest[];
-  /** Queues answers for the next requests, in order; once empty, requests are echoed. */
-  script(...answers: Scripted[]): void;
-  /** Resolves when a client closes its connection before the emulator finished answering. */
-  nextAbort(): Promise<RecordedRequest>;
-  /** Resolves with the next request the emulator receives. */
-  nextRequest(): Promise<RecordedRequest>;
-  close(): Promise<void>;
-}
+export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
+export type OpenAIEmulator = ProviderEmulator;
 
 function lastUserMessage(body: Record<string, unknown>): string {
   const messages = (body.messages ?? []) as { role: string; content: string }[];
   return messages.findLast((message) => message.role === 'user')?.content ?? '';
 }
 
-function pieces(content: string, chunkChars?: number): string[] {
-  if (!chunkChars) return content.match(/\s+|\S+\s*/g) ?? [];
-  const out: string[] = [];
-  for (let index = 0; index < content.length; index += chunkChars) out.push(content.slice(index, index + chunkChars));
-  return out;
-}
-
-const wordCount = (text: string) => (text.match(/\S+/g) ?? []).length;
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {
   if (answer.usage === null) return undefined;
@@ -124,7 +68,7 @@ async function streamCompletion(response: ServerResponse, answer: ScriptedChat, 
   response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
   send({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
   let sent = 0;
-  for (const piece of pieces(answer.content, answer.chunkChars)) {
+  for (const piece of contentPieces(answer.content, answer.chunkChars)) {
     if (sent === answer.cutAfterChunks) {
       response.socket?.end(); // flushes what was written, then closes mid-body
       return;
@@ -135,6 +79,11 @@ async function streamCompletion(response: ServerResponse, answer: ScriptedChat, 
       return;
     }
     if (sent === answer.stallAfterChunks) return; // keep the socket open and silent
+    if (sent === answer.errorAfterChunks) {
+      send({ error: { message: 'The server had an error while processing your request.', type: 'server_error' } });
+      response.end();
+      return;
+    }
     if (answer.chunkDelayMs) await new Promise((resolve) => setTimeout(resolve, answer.chunkDelayMs));
     if (response.destroyed) return;
     send({ choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] });

@@ -1,0 +1,17 @@
+import { createOpenAICompatibleProvider } from '../../providers/openai-compatible.ts';
+import { startOpenAIEmulator } from '../emulator/openai.ts';
+import type { ConformanceTarget } from './target.ts';
+
+export const openaiTarget: ConformanceTarget = {
+  name: 'openai-compatible',
+  embeddings: true,
+  async start() {
+    const emulator = await startOpenAIEmulator();
+    return {
+      emulator,
+      provider: (timeouts, apiKey) => createOpenAICompatibleProvider({ name: 'openai-compatible', baseUrl: emulator.baseUrl, apiKey, timeouts }),
+      chatModelId: 'gpt-test',
+      embeddingModelId: 'embed-test',
+    };
+  },
+};

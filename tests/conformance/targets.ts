@@ -1,0 +1,5 @@
+/** Every adapter the conformance suite runs against. */
+import { openaiTarget } from './openai.ts';
+import type { ConformanceTarget } from './target.ts';
+
+export const CONFORMANCE_TARGETS: ConformanceTarget[] = [openaiTarget];
