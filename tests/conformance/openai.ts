@@ -2,7 +2,7 @@ import { createOpenAICompatibleProvider } from '../../providers/openai-compatibl
 import { startOpenAIEmulator } from '../emulator/openai.ts';
 import type { ConformanceTarget } from './target.ts';
 
-export const openaiTarget: ConformanceTarget = {
+export const target: ConformanceTarget = {
   name: 'openai-compatible',
   embeddings: true,
   async start() {
