@@ -1,0 +1,154 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { ChatModel, ChatResult, ChatStreamPart } from './contract.ts';
+import { ProviderError } from './errors.ts';
+import { Router, weightedOrder, type RoutingSettings, type Target } from './routing.ts';
+
+const settings: RoutingSettings = {
+  attemptsPerTarget: 2,
+  initialDelayMs: 1,
+  maxDelayMs: 5,
+  deadlineMs: 5_000,
+  firstTokenMs: 1_000,
+  breakerFailures: 3,
+  breakerHalfOpenAfterMs: 60_000,
+};
+
+type Outcome = 'ok' | ProviderError;
+const rateLimited = (retryAfterMs?: number) =>
+  new ProviderError('429', { code: 'UPSTREAM_RATE_LIMITED', provider: 'p', status: 429, retryable: true, ...(retryAfterMs !== undefined && { retryAfterMs }) });
+const unavailable = () => new ProviderError('503', { code: 'UPSTREAM_UNAVAILABLE', provider: 'p', status: 503, retryable: true });
+const badRequest = () => new ProviderError('400', { code: 'UPSTREAM_BAD_REQUEST', provider: 'p', status: 400, retryable: false });
+
+/** A chat model that answers from a script of outcomes (then 'ok'), counting its calls. */
+function scripted(name: string, outcomes: Outcome[] = []) {
+  const model = {
+    provider: name,
+    modelId: name,
+    calls: 0,
+    async generate(): Promise<ChatResult> {
+      model.calls++;
+      const outcome = outcomes.shift() ?? 'ok';
+      if (outcome !== 'ok') throw outcome;
+      return { content: `from ${name}`, toolCalls: [], finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 2, totalTokens: 3 } };
+    },
+    async *stream(): AsyncGenerator<ChatStreamPart> {
+      model.calls++;
+      const outcome = outcomes.shift() ?? 'ok';
+      if (outcome !== 'ok') {
+        yield { type: 'error', error: outcome };
+        return;
+      }
+      yield { type: 'text-delta', text: `from ${name}` };
+      yield { type: 'finish', finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 2, totalTokens: 3 } };
+    },
+  };
+  return model satisfies ChatModel & { calls: number };
+}
+
+const target = (model: ReturnType<typeof scripted>): Target<string> => ({ key: model.modelId, chat: model, info: model.modelId });
+const options = () => ({ signal: new AbortController().signal, requestId: 'r' });
+const request = { messages: [{ role: 'user' as const, content: 'hi' }] };
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('routing', () => {
+  it('falls back to the next target when the primary keeps answering 429, and says which served', async () => {
+    const primary = scripted('primary', [rateLimited(), rateLimited()]);
+    const fallback = scripted('fallback');
+    const { result, served } = await new Router(settings).generate([target(primary), target(fallback)], request, options());
+    expect(result.content).toBe('from fallback');
+    expect(served).toEqual({ target: 'fallback', attempts: 3 });
+    expect(primary.calls).toBe(2);
+  });
+
+  it('retries the same target after a transient failure, waiting as Retry-After says', async () => {
+    const primary = scripted('primary', [rateLimited(20)]);
+    const fallback = scripted('fallback');
+    const started = Date.now();
+    const { served } = await new Router(settings).generate([target(primary), target(fallback)], request, options());
+    expect(served).toEqual({ target: 'primary', attempts: 2 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(19);
+    expect(fallback.calls).toBe(0);
+  });
+
+  it('moves on at once when Retry-After would pass the deadline', async () => {
+    const primary = scripted('primary', [rateLimited(60_000)]);
+    const fallback = scripted('fallback');
+    const { served } = await new Router(settings).generate([target(primary), target(fallback)], request, options());
+    expect(served).toEqual({ target: 'fallback', attempts: 2 });
+    expect(primary.calls).toBe(1);
+  });
+
+  it('does not retry or fall back on a request the provider refused as bad', async () => {
+    const primary = scripted('primary', [badRequest()]);
+    const fallback = scripted('fallback');
+    await expect(new Router(settings).generate([target(primary), target(fallback)], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_BAD_REQUEST' });
+    expect(primary.calls + fallback.calls).toBe(1);
+  });
+
+  it('fails with the last transient error when every target failed', async () => {
+    const primary = scripted('primary', [unavailable(), unavailable()]);
+    const fallback = scripted('fallback', [rateLimited(), rateLimited()]);
+    await expect(new Router(settings).generate([target(primary), target(fallback)], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_RATE_LIMITED' });
+  });
+
+  it('opens a circuit after N consecutive failures, skips the target while open, and probes it after the pause', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const changes: string[] = [];
+    const router = new Router({ ...settings, attemptsPerTarget: 1 }, (key, status) => changes.push(`${key}:${status}`));
+    const flaky = scripted('flaky', [unavailable(), unavailable(), unavailable()]);
+    const steady = scripted('steady');
+    for (let call = 0; call < 3; call++) await router.generate([target(flaky), target(steady)], request, options());
+    expect(router.circuit('flaky')).toBe('OPEN');
+    expect(changes).toEqual(['flaky:OPEN']);
+    await router.generate([target(flaky), target(steady)], request, options());
+    expect(flaky.calls).toBe(3); // not called while open
+    vi.setSystemTime(Date.now() + settings.breakerHalfOpenAfterMs + 1);
+    const { served } = await router.generate([target(flaky), target(steady)], request, options());
+    expect(served.target).toBe('flaky'); // the probe succeeded
+    expect(router.circuit('flaky')).toBe('CLOSED');
+    expect(changes).toEqual(['flaky:OPEN', 'flaky:HALF_OPEN', 'flaky:CLOSED']);
+  });
+
+  it('falls back before the first token of a stream, and reports the target that served', async () => {
+    const primary = scripted('primary', [unavailable(), unavailable()]);
+    const fallback = scripted('fallback');
+    const parts = [];
+    for await (const part of new Router(settings).stream([target(primary), target(fallback)], request, options())) parts.push(part);
+    expect(parts[0]).toEqual({ type: 'served', served: { target: 'fallback', attempts: 3 } });
+    expect(parts.slice(1).map((part) => part.type)).toEqual(['text-delta', 'finish']);
+  });
+
+  it('never switches targets after the first token: a later failure ends the stream', async () => {
+    const failing: ChatModel = {
+      provider: 'p',
+      modelId: 'midway',
+      generate: () => Promise.reject(new Error('unused')),
+      async *stream() {
+        yield { type: 'text-delta', text: 'partial' };
+        yield { type: 'error', error: new ProviderError('cut', { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: 'p', retryable: false }) };
+      },
+    };
+    const fallback = scripted('fallback');
+    const parts = [];
+    for await (const part of new Router(settings).stream([{ key: 'midway', chat: failing, info: 'midway' }, target(fallback)], request, options())) parts.push(part);
+    expect(parts.map((part) => part.type)).toEqual(['served', 'text-delta', 'error']);
+    expect(fallback.calls).toBe(0);
+  });
+
+  it('honours 90/10 canary weights within a few percent over 1,000 picks', () => {
+    let seed = 42;
+    const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const counts = { stable: 0, canary: 0 };
+    const entries = [
+      { name: 'stable' as const, weight: 90 },
+      { name: 'canary' as const, weight: 10 },
+    ];
+    for (let pick = 0; pick < 1_000; pick++) counts[weightedOrder(entries, random)[0]!.name]++;
+    expect(counts.canary).toBeGreaterThanOrEqual(70);
+    expect(counts.canary).toBeLessThanOrEqual(130);
+    expect(weightedOrder(entries, () => 0.95).map((entry) => entry.name)).toEqual(['canary', 'stable']);
+  });
+});
