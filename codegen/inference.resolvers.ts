@@ -5,6 +5,7 @@ import type { ChatCompletionResult, ChatStreamEventResult } from '../subgraphs/i
 import type { InferenceContext } from '../subgraphs/inference/context.ts';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;
+export type Omit<T, K extends keyof T> = Pick<T, Exclude<keyof T, K>>;
 export type RequireFields<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: NonNullable<T[P]> };
 /** All built-in and custom scalars, mapped to their actual values */
 export type Scalars = {
@@ -20,6 +21,7 @@ export type Scalars = {
 export type ChatCompleted = {
   __typename?: 'ChatCompleted';
   finishReason: FinishReason;
+  servedBy: ServedBy;
   /** Tool calls the model asks for, assembled from the streamed fragments. */
   toolCalls: Array<ToolCall>;
   usage: TokenUsage;
@@ -32,6 +34,7 @@ export type ChatCompletion = {
   /** The provider's response id, or one of ours. */
   id: Scalars['ID']['output'];
   model: Model;
+  servedBy: ServedBy;
   /** Tool calls the model asks for; empty unless `finishReason` is TOOL_CALLS. */
   toolCalls: Array<ToolCall>;
   usage: TokenUsage;
@@ -48,6 +51,10 @@ export type ChatFailed = {
   __typename?: 'ChatFailed';
   code: ErrorCode;
   message: Scalars['String']['output'];
+  /** The version that was streaming (or, if none started, the first one tried). */
+  servedBy: ServedBy;
+  /** The tokens of what was delivered before the failure (counted when the provider did not say). */
+  usage: TokenUsage;
 };
 
 export type ChatInput = {
@@ -90,6 +97,11 @@ export type ChatToolInput = {
   parameters: Scalars['String']['input'];
 };
 
+export type CircuitState =
+  | 'CLOSED'
+  | 'HALF_OPEN'
+  | 'OPEN';
+
 /** Every `extensions.code` an error from modelgraph can carry (also used in `ChatFailed.code`). */
 export type ErrorCode =
   /** The request is malformed or an argument is out of range; `extensions.field` names it. */
@@ -112,6 +124,8 @@ export type ErrorCode =
   | 'MODEL_CAPABILITY_UNSUPPORTED'
   /** No model, alias or `id@version` pin matches. */
   | 'MODEL_NOT_FOUND'
+  /** The version is retired; `extensions.replacement` names what to use instead. */
+  | 'MODEL_RETIRED'
   /** The server is shutting down; retry against another replica. */
   | 'SHUTTING_DOWN'
   /** The provider refused our credentials. */
@@ -144,6 +158,8 @@ export type Model = {
   capabilities: Array<ModelCapability>;
   /** Most tokens of prompt plus output. */
   contextWindow: Scalars['Int']['output'];
+  /** Whether modelgraph currently sends traffic to this version's provider. */
+  health: ModelHealth;
   /** The model id clients use, e.g. `gpt-4o` or `echo`. */
   id: Scalars['ID']['output'];
   /** Most tokens of output per call. */
@@ -151,10 +167,18 @@ export type Model = {
   pricing: ModelPricing;
   /** The configured provider that serves it, e.g. `openai` or `local`. */
   provider: Scalars['String']['output'];
+  /** What to use instead of a deprecated or retired version. */
+  replacement?: Maybe<Scalars['String']['output']>;
+  /** Whether this version is ACTIVE, DEPRECATED (still answers, says so) or RETIRED (refused). */
+  status: ModelStatus;
+  /** ISO date from which a deprecated version is retired. */
+  sunset?: Maybe<Scalars['String']['output']>;
   /** The model name the provider knows. */
   upstream: Scalars['String']['output'];
   /** The configured version; `id@version` pins it. */
   version: Scalars['String']['output'];
+  /** Every configured version of this model id, this one included. */
+  versions: Array<Model>;
 };
 
 /** What a model can do. */
@@ -164,12 +188,24 @@ export type ModelCapability =
   | 'TOOLS'
   | 'VISION';
 
+/** The state of the circuit breaker in front of a model version's provider. */
+export type ModelHealth = {
+  __typename?: 'ModelHealth';
+  /** CLOSED: traffic flows. OPEN: failing, skipped until a probe. HALF_OPEN: one probe is let through. */
+  circuit: CircuitState;
+};
+
 /** Prices in US dollars. */
 export type ModelPricing = {
   __typename?: 'ModelPricing';
   inputPerMillionTokens: Scalars['Float']['output'];
   outputPerMillionTokens: Scalars['Float']['output'];
 };
+
+export type ModelStatus =
+  | 'ACTIVE'
+  | 'DEPRECATED'
+  | 'RETIRED';
 
 export type Mutation = {
   __typename?: 'Mutation';
@@ -195,6 +231,15 @@ export type Query = {
 /** The models modelgraph serves and chat with them, streamed or not. */
 export type QueryModelArgs = {
   id: Scalars['String']['input'];
+};
+
+/** Which model version answered, and how many provider calls it took (retries and fallbacks included). */
+export type ServedBy = {
+  __typename?: 'ServedBy';
+  attempts: Scalars['Int']['output'];
+  model: Model;
+  provider: Scalars['String']['output'];
+  version: Scalars['String']['output'];
 };
 
 export type Subscription = {
@@ -321,12 +366,12 @@ export type FederationReferenceTypes = {
 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
-  ChatCompleted: ResolverTypeWrapper<ChatCompleted>;
+  ChatCompleted: ResolverTypeWrapper<Omit<ChatCompleted, 'servedBy'> & { servedBy: ResolversTypes['ServedBy'] }>;
   ChatCompletion: ResolverTypeWrapper<ChatCompletionResult>;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   ChatDelta: ResolverTypeWrapper<ChatDelta>;
-  ChatFailed: ResolverTypeWrapper<ChatFailed>;
+  ChatFailed: ResolverTypeWrapper<Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversTypes['ServedBy'] }>;
   ChatInput: ChatInput;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
@@ -334,13 +379,17 @@ export type ResolversTypes = {
   ChatRole: ChatRole;
   ChatStreamEvent: ResolverTypeWrapper<ChatStreamEventResult>;
   ChatToolInput: ChatToolInput;
+  CircuitState: CircuitState;
   ErrorCode: ErrorCode;
   FinishReason: FinishReason;
   Model: ResolverTypeWrapper<CatalogModel>;
   ModelCapability: ModelCapability;
+  ModelHealth: ResolverTypeWrapper<ModelHealth>;
   ModelPricing: ResolverTypeWrapper<ModelPricing>;
+  ModelStatus: ModelStatus;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  ServedBy: ResolverTypeWrapper<Omit<ServedBy, 'model'> & { model: ResolversTypes['Model'] }>;
   Subscription: ResolverTypeWrapper<Record<PropertyKey, never>>;
   TokenUsage: ResolverTypeWrapper<TokenUsage>;
   ToolCall: ResolverTypeWrapper<ToolCall>;
@@ -349,12 +398,12 @@ export type ResolversTypes = {
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
-  ChatCompleted: ChatCompleted;
+  ChatCompleted: Omit<ChatCompleted, 'servedBy'> & { servedBy: ResolversParentTypes['ServedBy'] };
   ChatCompletion: ChatCompletionResult;
   String: Scalars['String']['output'];
   ID: Scalars['ID']['output'];
   ChatDelta: ChatDelta;
-  ChatFailed: ChatFailed;
+  ChatFailed: Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversParentTypes['ServedBy'] };
   ChatInput: ChatInput;
   Int: Scalars['Int']['output'];
   Float: Scalars['Float']['output'];
@@ -362,9 +411,11 @@ export type ResolversParentTypes = {
   ChatStreamEvent: ChatStreamEventResult;
   ChatToolInput: ChatToolInput;
   Model: CatalogModel;
+  ModelHealth: ModelHealth;
   ModelPricing: ModelPricing;
   Mutation: Record<PropertyKey, never>;
   Query: Record<PropertyKey, never>;
+  ServedBy: Omit<ServedBy, 'model'> & { model: ResolversParentTypes['Model'] };
   Subscription: Record<PropertyKey, never>;
   TokenUsage: TokenUsage;
   ToolCall: ToolCall;
@@ -373,6 +424,7 @@ export type ResolversParentTypes = {
 
 export type ChatCompletedResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ChatCompleted'] = ResolversParentTypes['ChatCompleted']> = {
   finishReason?: Resolver<ResolversTypes['FinishReason'], ParentType, ContextType>;
+  servedBy?: Resolver<ResolversTypes['ServedBy'], ParentType, ContextType>;
   toolCalls?: Resolver<Array<ResolversTypes['ToolCall']>, ParentType, ContextType>;
   usage?: Resolver<ResolversTypes['TokenUsage'], ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
@@ -383,6 +435,7 @@ export type ChatCompletionResolvers<ContextType = InferenceContext, ParentType e
   finishReason?: Resolver<ResolversTypes['FinishReason'], ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   model?: Resolver<ResolversTypes['Model'], ParentType, ContextType>;
+  servedBy?: Resolver<ResolversTypes['ServedBy'], ParentType, ContextType>;
   toolCalls?: Resolver<Array<ResolversTypes['ToolCall']>, ParentType, ContextType>;
   usage?: Resolver<ResolversTypes['TokenUsage'], ParentType, ContextType>;
 };
@@ -395,6 +448,8 @@ export type ChatDeltaResolvers<ContextType = InferenceContext, ParentType extend
 export type ChatFailedResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ChatFailed'] = ResolversParentTypes['ChatFailed']> = {
   code?: Resolver<ResolversTypes['ErrorCode'], ParentType, ContextType>;
   message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  servedBy?: Resolver<ResolversTypes['ServedBy'], ParentType, ContextType>;
+  usage?: Resolver<ResolversTypes['TokenUsage'], ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
@@ -407,12 +462,21 @@ export type ModelResolvers<ContextType = InferenceContext, ParentType extends Re
   aliases?: Resolver<Array<ResolversTypes['String']>, ParentType, ContextType>;
   capabilities?: Resolver<Array<ResolversTypes['ModelCapability']>, ParentType, ContextType>;
   contextWindow?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  health?: Resolver<ResolversTypes['ModelHealth'], ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   maxOutputTokens?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   pricing?: Resolver<ResolversTypes['ModelPricing'], ParentType, ContextType>;
   provider?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  replacement?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  status?: Resolver<ResolversTypes['ModelStatus'], ParentType, ContextType>;
+  sunset?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   upstream?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   version?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  versions?: Resolver<Array<ResolversTypes['Model']>, ParentType, ContextType>;
+};
+
+export type ModelHealthResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ModelHealth'] = ResolversParentTypes['ModelHealth']> = {
+  circuit?: Resolver<ResolversTypes['CircuitState'], ParentType, ContextType>;
 };
 
 export type ModelPricingResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ModelPricing'] = ResolversParentTypes['ModelPricing']> = {
@@ -427,6 +491,13 @@ export type MutationResolvers<ContextType = InferenceContext, ParentType extends
 export type QueryResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   model?: Resolver<Maybe<ResolversTypes['Model']>, ParentType, ContextType, RequireFields<QueryModelArgs, 'id'>>;
   models?: Resolver<Array<ResolversTypes['Model']>, ParentType, ContextType>;
+};
+
+export type ServedByResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ServedBy'] = ResolversParentTypes['ServedBy']> = {
+  attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['Model'], ParentType, ContextType>;
+  provider?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  version?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
 };
 
 export type SubscriptionResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['Subscription'] = ResolversParentTypes['Subscription']> = {
@@ -452,9 +523,11 @@ export type Resolvers<ContextType = InferenceContext> = {
   ChatFailed?: ChatFailedResolvers<ContextType>;
   ChatStreamEvent?: ChatStreamEventResolvers<ContextType>;
   Model?: ModelResolvers<ContextType>;
+  ModelHealth?: ModelHealthResolvers<ContextType>;
   ModelPricing?: ModelPricingResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
+  ServedBy?: ServedByResolvers<ContextType>;
   Subscription?: SubscriptionResolvers<ContextType>;
   TokenUsage?: TokenUsageResolvers<ContextType>;
   ToolCall?: ToolCallResolvers<ContextType>;

@@ -91,6 +91,9 @@ const providerSchema = z.discriminatedUnion('type', [
 export type ProviderConfig = z.infer<typeof providerSchema>;
 
 export const CAPABILITIES = ['CHAT', 'EMBEDDINGS', 'TOOLS', 'VISION'] as const;
+export const MODEL_STATUSES = ['ACTIVE', 'DEPRECATED', 'RETIRED'] as const;
+
+const modelRef = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*(@[A-Za-z0-9][A-Za-z0-9._-]*)?$/, 'a model id, alias or id@version');
 
 const modelSchema = z
   .object({
@@ -114,9 +117,52 @@ const modelSchema = z
       })
       .strict()
       .default({ inputPerMillionTokens: 0, outputPerMillionTokens: 0 }),
+    /** The version a bare id resolves to; without one, the first configured version of the id. */
+    default: z.boolean().default(false),
+    /** DEPRECATED still answers (and says so); RETIRED is refused, naming the replacement. */
+    status: z.enum(MODEL_STATUSES).default('ACTIVE'),
+    /** ISO date from which a deprecated version is retired. */
+    sunset: z.iso.date().optional(),
+    /** What to use instead: a model id, alias or id@version. */
+    replacement: modelRef.optional(),
   })
   .strict();
 export type ModelConfig = z.infer<typeof modelSchema>;
+
+/**
+ * A route: what a client-facing name (a model id, an alias or a new name) is served by. Targets
+ * share traffic by weight (canary rollouts across versions or providers); fallbacks are tried,
+ * in order, when the targets fail before the first token.
+ */
+const routeSchema = z
+  .object({
+    targets: z.array(z.object({ model: modelRef, weight: z.number().positive().default(1) }).strict()).min(1),
+    fallbacks: z.array(modelRef).default([]),
+  })
+  .strict();
+export type RouteConfig = z.infer<typeof routeSchema>;
+
+const routingSchema = z
+  .object({
+    /** Attempts per target, the first included. */
+    attemptsPerTarget: z.number().int().min(1).max(10).default(2),
+    initialDelayMs: z.number().int().min(0).default(250),
+    maxDelayMs: z.number().int().min(0).default(4_000),
+    /** All attempts, waits and fallbacks, until the whole answer or a stream's first token. */
+    deadlineMs: z.number().int().positive().default(60_000),
+    /** Longest wait for a stream's first token before its target counts as failed. */
+    firstTokenMs: z.number().int().positive().default(30_000),
+    breaker: z
+      .object({
+        /** Consecutive failures that open a target's circuit. */
+        failures: z.number().int().min(1).default(5),
+        halfOpenAfterMs: z.number().int().positive().default(30_000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .prefault({});
 
 const LOCAL_MODELS: z.input<typeof modelSchema>[] = [
   {
@@ -154,6 +200,8 @@ export const configSchema = z
       .prefault({}),
     providers: z.record(z.string().regex(/^[a-z][a-z0-9-]*$/, 'lower-case letters, digits and -'), providerSchema).prefault({ local: { type: 'local' } }),
     models: z.array(modelSchema).prefault(LOCAL_MODELS),
+    routes: z.record(modelRef, routeSchema).default({}),
+    routing: routingSchema,
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -181,6 +229,19 @@ export const configSchema = z
         refs.set(ref, index);
       }
     });
+    // Route targets and fallbacks must name configured, unretired models.
+    const known = (ref: string) => {
+      const [id, version] = ref.split('@');
+      return config.models.find((model) => (version ? model.id === id && model.version === version : model.id === ref || model.aliases.includes(ref)));
+    };
+    for (const [name, route] of Object.entries(config.routes)) {
+      const refsOfRoute = [...route.targets.map((target, index) => ({ ref: target.model, path: ['routes', name, 'targets', index, 'model'] })), ...route.fallbacks.map((ref, index) => ({ ref, path: ['routes', name, 'fallbacks', index] }))];
+      for (const { ref, path } of refsOfRoute) {
+        const model = known(ref);
+        if (!model) ctx.addIssue({ code: 'custom', path, message: `no configured model "${ref}"` });
+        else if (model.status === 'RETIRED') ctx.addIssue({ code: 'custom', path, message: `"${ref}" is retired` });
+      }
+    }
   });
 
 export type Config = z.infer<typeof configSchema>;

@@ -16,6 +16,8 @@ export const ErrorCode = {
   FORBIDDEN: 'FORBIDDEN',
   /** No model, alias or `id@version` pin matches the requested model. */
   MODEL_NOT_FOUND: 'MODEL_NOT_FOUND',
+  /** The version is retired; `extensions.replacement` names what to use instead. */
+  MODEL_RETIRED: 'MODEL_RETIRED',
   /** The model exists but cannot do what was asked (e.g. chat with an embedding model). */
   MODEL_CAPABILITY_UNSUPPORTED: 'MODEL_CAPABILITY_UNSUPPORTED',
   /** A chat request without messages. */

@@ -1,15 +1,28 @@
 /**
- * The model catalog: configured models, how a client's model reference resolves to one, and the
- * adapters that serve them. A reference is an id (`"gpt-4o"`, served by its first configured
- * version), an alias (`"default"`), or a pin (`"gpt-4o@2024-08-06"`).
+ * The model catalog: configured model versions, how a client's model reference resolves, and the
+ * adapters that serve them. A reference is
+ * - a pin (`gpt-4o@2024-08-06`): exactly that version, nothing else;
+ * - a route name (`routes:` in the config): its weighted targets, then its fallbacks;
+ * - an alias (`default`): the version that declares it;
+ * - an id (`gpt-4o`): its default version (`default: true`, else the first configured).
  */
-import type { Config, ModelConfig, ProviderConfig } from '../platform/config.ts';
+import type { Config, ModelConfig, ProviderConfig, RouteConfig } from '../platform/config.ts';
 import { ConfigError } from '../platform/config.ts';
 import type { ChatModel, EmbeddingModel, Provider } from './contract.ts';
 import { createLocalProvider } from './local.ts';
 import { createOpenAICompatibleProvider } from './openai-compatible.ts';
+import { weightedOrder, type Target } from './routing.ts';
 
 export type CatalogModel = ModelConfig & { upstream: string };
+
+/** The models a reference is served by, in the order to try them. */
+export interface ServingPlan {
+  /** The model the reference names (a route's heaviest target): what limits are checked against. */
+  model: CatalogModel;
+  targets: Target<CatalogModel>[];
+}
+
+export const targetKey = (model: CatalogModel) => `${model.id}@${model.version}`;
 
 function buildProvider(name: string, config: ProviderConfig, env: NodeJS.ProcessEnv): Provider {
   switch (config.type) {
@@ -28,20 +41,22 @@ function buildProvider(name: string, config: ProviderConfig, env: NodeJS.Process
 export class ModelCatalog {
   readonly models: readonly CatalogModel[];
   readonly #byRef = new Map<string, CatalogModel>();
+  readonly #routes: Record<string, RouteConfig>;
   readonly #providers = new Map<string, Provider>();
   readonly #chatModels = new Map<CatalogModel, ChatModel>();
   readonly #embeddingModels = new Map<CatalogModel, EmbeddingModel>();
 
-  constructor(config: Pick<Config, 'models' | 'providers'>, env: NodeJS.ProcessEnv = process.env) {
+  constructor(config: Pick<Config, 'models' | 'providers'> & Partial<Pick<Config, 'routes'>>, env: NodeJS.ProcessEnv = process.env) {
+    this.#routes = config.routes ?? {};
     for (const [name, provider] of Object.entries(config.providers)) {
       this.#providers.set(name, buildProvider(name, provider, env));
     }
     this.models = config.models.map((model) => ({ ...model, upstream: model.upstream ?? model.id }));
-    // Pins and aliases are unique (the config schema checks); a bare id names its first version.
+    // Pins and aliases are unique (the config schema checks); a bare id names its default version.
     for (const model of this.models) {
-      this.#byRef.set(`${model.id}@${model.version}`, model);
+      this.#byRef.set(targetKey(model), model);
       for (const alias of model.aliases) this.#byRef.set(alias, model);
-      if (!this.#byRef.has(model.id)) this.#byRef.set(model.id, model);
+      if (!this.#byRef.has(model.id) || model.default) this.#byRef.set(model.id, model);
     }
     // Fail at start, not at the first request, when a model names something its provider lacks.
     this.models.forEach((model, index) => {
@@ -54,9 +69,34 @@ export class ModelCatalog {
     });
   }
 
-  /** The model a client reference names, or undefined. */
+  /** The model a client reference names (for a route: its heaviest target), or undefined. */
   resolve(ref: string): CatalogModel | undefined {
+    const route = ref.includes('@') ? undefined : this.#routes[ref];
+    if (route) {
+      const heaviest = [...route.targets].sort((a, b) => b.weight - a.weight)[0]!;
+      return this.#byRef.get(heaviest.model);
+    }
     return this.#byRef.get(ref);
+  }
+
+  /** Every configured version of a model id, in configuration order. */
+  versions(id: string): CatalogModel[] {
+    return this.models.filter((model) => model.id === id);
+  }
+
+  /**
+   * The targets that serve a reference, in the order to try them; undefined when it names
+   * nothing. A route's weighted pick comes first, then its other targets, then its fallbacks.
+   */
+  plan(ref: string, random = Math.random): ServingPlan | undefined {
+    const model = this.resolve(ref);
+    if (!model) return undefined;
+    const route = ref.includes('@') ? undefined : this.#routes[ref];
+    const refs = route
+      ? [...weightedOrder(route.targets, random).map((target) => target.model), ...route.fallbacks]
+      : [targetKey(model)];
+    const ordered = [...new Set(refs.map((each) => this.#byRef.get(each)!))].filter((each) => each.capabilities.includes('CHAT'));
+    return { model, targets: ordered.map((each) => ({ key: targetKey(each), chat: this.chatModel(each), info: each })) };
   }
 
   chatModel(model: CatalogModel): ChatModel {

@@ -4,6 +4,7 @@ import WebSocket from 'ws';
 import { createClient } from 'graphql-ws';
 import { ChatDocument, ChatStreamDocument, ModelByRefDocument, ModelsDocument, type ChatMutation, type ChatStreamSubscription, type ModelByRefQuery, type ModelsQuery } from '../codegen/operations.ts';
 import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { countTextTokens } from '../providers/tokens.ts';
 
 let stack: TestStack;
 beforeAll(async () => {
@@ -83,6 +84,7 @@ describe('router over GraphQL over HTTP', () => {
       model: { id: 'gpt-test', version: '2024-08-06', provider: 'emulated' },
       usage: { promptTokens: 11, completionTokens: 4, totalTokens: 15 },
       toolCalls: [],
+      servedBy: { provider: 'emulated', version: '2024-08-06', attempts: 1, model: { id: 'gpt-test' } },
     });
     expect(stack.emulator.requests.at(-1)!.body).toMatchObject({
       model: 'gpt-test-upstream',
@@ -218,7 +220,13 @@ describe('router streaming', () => {
       const deltas = events.filter((event) => event.__typename === 'ChatDelta');
       expect(deltas.length).toBe(content.split(' ').length);
       expect(deltas.map((event) => (event.__typename === 'ChatDelta' ? event.content : '')).join('')).toBe(content);
-      expect(events.at(-1)).toEqual({ __typename: 'ChatCompleted', finishReason: 'STOP', toolCalls: [], usage: { promptTokens: 6, completionTokens: 13, totalTokens: 19 } });
+      expect(events.at(-1)).toEqual({
+        __typename: 'ChatCompleted',
+        finishReason: 'STOP',
+        toolCalls: [],
+        usage: { promptTokens: 6, completionTokens: 13, totalTokens: 19 },
+        servedBy: { provider: 'emulated', version: '2024-08-06', attempts: 1 },
+      });
       expect(events.slice(0, -1).every((event) => event.__typename === 'ChatDelta')).toBe(true);
     });
 
@@ -232,7 +240,11 @@ describe('router streaming', () => {
         { __typename: 'ChatDelta', content: 'one ' },
         { __typename: 'ChatDelta', content: 'two ' },
       ]);
-      expect(events[2]).toMatchObject({ __typename: 'ChatFailed', code: 'UPSTREAM_STREAM_INTERRUPTED' });
+      expect(events[2]).toMatchObject({ __typename: 'ChatFailed', code: 'UPSTREAM_STREAM_INTERRUPTED', servedBy: { provider: 'emulated', attempts: 1 } });
+      // The usage of what was delivered ("one two ") is still reported.
+      const failed = events[2] as { usage: { completionTokens: number; promptTokens: number } };
+      expect(failed.usage.completionTokens).toBe(countTextTokens('one two '));
+      expect(failed.usage.promptTokens).toBeGreaterThan(0);
       expect(events).toHaveLength(3);
     });
   }

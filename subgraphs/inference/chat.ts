@@ -6,12 +6,20 @@
 import { randomUUID } from 'node:crypto';
 import type { ChatInput, ChatMessageInput, ErrorCode as SchemaErrorCode, FinishReason as SchemaFinishReason } from '../../codegen/inference.resolvers.ts';
 import type { CatalogModel, ModelCatalog } from '../../providers/catalog.ts';
-import type { ChatMessage, ChatModel, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
+import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
 import { ProviderError } from '../../providers/errors.ts';
-import { countChatTokens } from '../../providers/tokens.ts';
+import type { Served, Target } from '../../providers/routing.ts';
+import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import { abortOnReturn } from '../../platform/abort-on-return.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { InferenceContext } from './context.ts';
+
+export interface ServedByResult {
+  model: CatalogModel;
+  provider: string;
+  version: string;
+  attempts: number;
+}
 
 export interface ChatCompletionResult {
   id: string;
@@ -20,17 +28,24 @@ export interface ChatCompletionResult {
   toolCalls: ToolCall[];
   finishReason: SchemaFinishReason;
   usage: TokenUsage;
+  servedBy: ServedByResult;
 }
 
 export type ChatStreamEventResult =
   | { __typename: 'ChatDelta'; content: string }
-  | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: TokenUsage }
-  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string };
+  | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: TokenUsage; servedBy: ServedByResult }
+  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string; usage: TokenUsage; servedBy: ServedByResult };
 
 export interface PreparedChat {
+  /** The model the client named (a route's heaviest target). */
   model: CatalogModel;
-  chat: ChatModel;
+  /** The versions to try, in order; all able to take this request. */
+  targets: Target<CatalogModel>[];
   request: ChatRequest;
+}
+
+function servedBy({ target, attempts }: Served<CatalogModel>): ServedByResult {
+  return { model: target, provider: target.provider, version: target.version, attempts };
 }
 
 const MAX_STOP_SEQUENCES = 4;
@@ -74,8 +89,15 @@ function checkRange(field: string, value: number | null | undefined, min: number
 
 /** Resolves the model and turns the input into a provider request, or throws a coded error. */
 export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedChat {
-  const model = catalog.resolve(input.model);
-  if (!model) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${input.model}"`, { model: input.model });
+  const plan = catalog.plan(input.model);
+  if (!plan) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${input.model}"`, { model: input.model });
+  const { model } = plan;
+  if (model.status === 'RETIRED') {
+    throw codedError(ErrorCode.MODEL_RETIRED, `model "${model.id}@${model.version}" is retired${model.replacement ? `; use "${model.replacement}"` : ''}`, {
+      model: `${model.id}@${model.version}`,
+      ...(model.replacement && { replacement: model.replacement }),
+    });
+  }
   if (!model.capabilities.includes('CHAT')) {
     throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not chat`, { model: model.id, capability: 'CHAT' });
   }
@@ -106,7 +128,15 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
     ...(input.stop?.length && { stop: input.stop }),
     ...(input.tools?.length && { tools: input.tools.map(toTool) }),
   };
-  return { model, chat: catalog.chatModel(model), request };
+  // Fallbacks that could not take this request (no chat, no tools, too small a window) are skipped.
+  const targets = plan.targets.filter(
+    ({ info }) =>
+      info.status !== 'RETIRED' &&
+      info.capabilities.includes('CHAT') &&
+      (!request.tools || info.capabilities.includes('TOOLS')) &&
+      promptTokens + reservedOutput <= info.contextWindow,
+  );
+  return { model, targets, request };
 }
 
 const FINISH_REASONS: Record<FinishReason, SchemaFinishReason> = {
@@ -154,12 +184,12 @@ function logProviderError(context: InferenceContext, error: ProviderError): void
 }
 
 export async function runChat(prepared: PreparedChat, context: InferenceContext): Promise<ChatCompletionResult> {
-  const { model, chat, request } = prepared;
+  const { model, targets, request } = prepared;
   const labels = { provider: model.provider, model: model.id, mode: 'whole' };
   const stopTimer = context.metrics.duration.startTimer(labels);
   try {
-    const result = await chat.generate(request, { signal: context.signal, requestId: context.requestId });
-    context.metrics.calls.inc({ ...labels, outcome: 'ok' });
+    const { result, served } = await context.router.generate(targets, request, { signal: context.signal, requestId: context.requestId });
+    context.metrics.calls.inc({ ...labels, provider: served.target.provider, outcome: 'ok' });
     return {
       id: result.id ?? `chat-${randomUUID()}`,
       model,
@@ -167,6 +197,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
       toolCalls: result.toolCalls,
       finishReason: FINISH_REASONS[result.finishReason],
       usage: result.usage,
+      servedBy: servedBy(served),
     };
   } catch (error) {
     if (error instanceof ProviderError) {
@@ -207,39 +238,57 @@ export function streamChat(prepared: PreparedChat, context: InferenceContext): A
 }
 
 async function* chatEvents(prepared: PreparedChat, context: InferenceContext, upstream: AbortController): AsyncGenerator<ChatStreamEventResult> {
-  const { model, chat, request } = prepared;
+  const { model, targets, request } = prepared;
   const onCallerGone = () => upstream.abort(new Error('caller went away'));
   context.signal.addEventListener('abort', onCallerGone, { once: true });
   const labels = { provider: model.provider, model: model.id };
   const started = performance.now();
   let firstToken = true;
+  let served: ServedByResult = servedBy({ target: model, attempts: 0 });
+  let delivered = '';
   const toolCalls = new ToolCallAssembler();
+  /** What was delivered before a failure, counted with the tokenizer (the provider never said). */
+  const deliveredUsage = (): TokenUsage => {
+    const promptTokens = countChatTokens(request.messages);
+    const completionTokens = countTextTokens(delivered);
+    return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+  };
   try {
-    for await (const part of chat.stream(request, { signal: upstream.signal, requestId: context.requestId })) {
+    for await (const part of context.router.stream(targets, request, { signal: upstream.signal, requestId: context.requestId })) {
       switch (part.type) {
+        case 'served':
+          served = servedBy(part.served);
+          break;
         case 'text-delta':
           if (firstToken) {
             context.metrics.timeToFirstToken.observe(labels, (performance.now() - started) / 1000);
             firstToken = false;
           }
+          delivered += part.text;
           yield { __typename: 'ChatDelta', content: part.text };
           break;
         case 'tool-call-delta':
           toolCalls.add(part);
           break;
         case 'finish':
-          context.metrics.calls.inc({ ...labels, mode: 'stream', outcome: 'ok' });
-          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: part.usage };
+          context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: 'ok' });
+          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: part.usage, servedBy: served };
           return;
         case 'error':
-          context.metrics.calls.inc({ ...labels, mode: 'stream', outcome: part.error.code });
+          context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: part.error.code });
           logProviderError(context, part.error);
-          yield { __typename: 'ChatFailed', code: part.error.code, message: describe(part.error) };
+          yield { __typename: 'ChatFailed', code: part.error.code, message: describe(part.error), usage: deliveredUsage(), servedBy: served };
           return;
       }
     }
     if (!upstream.signal.aborted) {
-      yield { __typename: 'ChatFailed', code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: `provider ${model.provider} ended the stream without finishing` };
+      yield {
+        __typename: 'ChatFailed',
+        code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED,
+        message: `provider ${served.provider} ended the stream without finishing`,
+        usage: deliveredUsage(),
+        servedBy: served,
+      };
     }
   } finally {
     context.metrics.duration.observe({ ...labels, mode: 'stream' }, (performance.now() - started) / 1000);

@@ -1,8 +1,10 @@
 import type { ModelCatalog } from '../../providers/catalog.ts';
+import type { Router } from '../../providers/routing.ts';
 import type { RequestContext } from '../../platform/subgraph-server.ts';
 import type { ProviderMetrics } from './metrics.ts';
 
 export interface InferenceContext extends RequestContext {
   catalog: ModelCatalog;
   metrics: ProviderMetrics;
+  router: Router;
 }

@@ -1,11 +1,13 @@
 /** Provider-side metrics of the inference subgraph. */
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export interface ProviderMetrics {
   /** Whole provider calls, by provider, model and outcome (ok or an error code). */
   calls: Counter<'provider' | 'model' | 'mode' | 'outcome'>;
   duration: Histogram<'provider' | 'model' | 'mode'>;
   timeToFirstToken: Histogram<'provider' | 'model'>;
+  /** Circuit breaker per target (`id@version`): 0 closed, 1 half-open, 2 open. */
+  circuit: Gauge<'target'>;
 }
 
 export function createProviderMetrics(registry: Registry): ProviderMetrics {
@@ -28,6 +30,12 @@ export function createProviderMetrics(registry: Registry): ProviderMetrics {
       help: 'Time from the start of a streamed model call to its first token.',
       labelNames: ['provider', 'model'],
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers: [registry],
+    }),
+    circuit: new Gauge({
+      name: 'modelgraph_provider_circuit_state',
+      help: 'Circuit breaker state per model version: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['target'],
       registers: [registry],
     }),
   };

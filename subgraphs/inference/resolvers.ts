@@ -1,4 +1,5 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
+import { targetKey } from '../../providers/catalog.ts';
 import { prepareChat, runChat, streamChat, type ChatStreamEventResult } from './chat.ts';
 
 export const resolvers: Resolvers = {
@@ -19,6 +20,10 @@ export const resolvers: Resolvers = {
   Model: {
     __resolveReference: (reference, { catalog }) => catalog.resolve(reference.id) ?? null,
     pricing: (model) => model.pricing,
+    versions: (model, _args, { catalog }) => catalog.versions(model.id),
+    health: (model, _args, { router }) => ({ circuit: router.circuit(targetKey(model)) }),
+    sunset: (model) => model.sunset ?? null,
+    replacement: (model) => model.replacement ?? null,
   },
   ChatStreamEvent: {
     __resolveType: (event) => event.__typename,

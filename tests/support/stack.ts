@@ -37,6 +37,8 @@ export function testConfig(emulatorBaseUrl: string, overrides: Record<string, un
     router: { port: 0, shutdownGraceMs: 2_000 },
     subgraphs: { inference: { port: 0 } },
     log: { level: 'info' },
+    // One attempt per target: these stacks test error mapping; routing tests configure their own.
+    routing: { attemptsPerTarget: 1 },
     providers: {
       local: { type: 'local', streamDelayMs: options.localStreamDelayMs ?? 0 },
       // Long idle timeout: a test that needs an abort to reach the emulator must not get it from a timeout.

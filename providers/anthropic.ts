@@ -1,0 +1,435 @@
+/**
+ * The Anthropic Messages API adapter (JSON and SSE). It translates wire formats and nothing else;
+ * retries, fallbacks and limits live above the contract. Anthropic has no embeddings API.
+ */
+import { z } from 'zod';
+import type { Response } from 'undici';
+import type { CallOptions, ChatMessage, ChatModel, ChatRequest, ChatResult, ChatStreamPart, FinishReason, Provider, TokenUsage, ToolChoice } from './contract.ts';
+import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
+import { HttpClient, type Timeouts } from './http-client.ts';
+import { parseSse } from './sse.ts';
+import { countChatTokens, countTextTokens } from './tokens.ts';
+
+export interface AnthropicSettings {
+  name: string;
+  baseUrl: string;
+  apiKey?: string | undefined;
+  headers?: Record<string, string>;
+  timeouts: Timeouts;
+  /** Sent when a request sets no `maxTokens`; Anthropic requires `max_tokens` on every request. */
+  defaultMaxTokens?: number;
+  /** The `anthropic-version` header. */
+  version?: string;
+}
+
+/** The contract leaves `maxTokens` optional but Anthropic refuses a request without `max_tokens`. */
+const DEFAULT_MAX_TOKENS = 4096;
+const DEFAULT_VERSION = '2023-06-01';
+
+// --- wire format: requests ---------------------------------------------------------------------
+
+type WireBlock =
+  | { type: 'text'; text: string }
+  | { type: 'tool_use'; id: string; name: string; input: unknown }
+  | { type: 'tool_result'; tool_use_id: string; content: string };
+
+interface WireMessage {
+  role: 'user' | 'assistant';
+  content: WireBlock[];
+}
+
+/** Anthropic wants `input` as an object; arguments that do not parse to one are sent as `{}`. */
+function toolInput(args: string): unknown {
+  try {
+    const input: unknown = JSON.parse(args);
+    return input !== null && typeof input === 'object' && !Array.isArray(input) ? input : {};
+  } catch {
+    return {};
+  }
+}
+
+function toWireBlocks(message: Exclude<ChatMessage, { role: 'system' }>): WireBlock[] {
+  // Anthropic rejects empty text blocks, which an assistant turn with only tool calls would carry.
+  const text: WireBlock[] = message.content ? [{ type: 'text', text: message.content }] : [];
+  switch (message.role) {
+    case 'assistant':
+      return [...text, ...(message.toolCalls ?? []).map((call): WireBlock => ({ type: 'tool_use', id: call.id, name: call.name, input: toolInput(call.arguments) }))];
+    case 'tool':
+      return [{ type: 'tool_result', tool_use_id: message.toolCallId, content: message.content }];
+    default:
+      return text;
+  }
+}
+
+/**
+ * System messages become the top-level `system`; tool results are user turns. Adjacent turns of
+ * one role are merged, because every tool_result answering one assistant turn must arrive in the
+ * single user turn right after it.
+ */
+function toWireMessages(messages: readonly ChatMessage[]): { system: string; messages: WireMessage[] } {
+  const system: string[] = [];
+  const out: WireMessage[] = [];
+  for (const message of messages) {
+    if (message.role === 'system') {
+      system.push(message.content);
+      continue;
+    }
+    const role = message.role === 'assistant' ? 'assistant' : 'user';
+    const last = out.at(-1);
+    if (last?.role === role) last.content.push(...toWireBlocks(message));
+    else out.push({ role, content: toWireBlocks(message) });
+  }
+  return { system: system.join('\n\n'), messages: out };
+}
+
+function toWireToolChoice(choice: ToolChoice): Record<string, string> {
+  if (typeof choice === 'object') return { type: 'tool', name: choice.name };
+  return { type: choice === 'required' ? 'any' : choice };
+}
+
+function toWireRequest(modelId: string, request: ChatRequest, defaultMaxTokens: number, stream: boolean): Record<string, unknown> {
+  const { system, messages } = toWireMessages(request.messages);
+  return {
+    model: modelId,
+    max_tokens: request.maxTokens ?? defaultMaxTokens,
+    ...(system && { system }),
+    messages,
+    ...(request.temperature !== undefined && { temperature: request.temperature }),
+    ...(request.topP !== undefined && { top_p: request.topP }),
+    ...(request.stop?.length && { stop_sequences: request.stop }),
+    ...(request.tools?.length && {
+      tools: request.tools.map((tool) => ({ name: tool.name, description: tool.description, input_schema: tool.parameters })),
+    }),
+    ...(request.toolChoice !== undefined && { tool_choice: toWireToolChoice(request.toolChoice) }),
+    ...(stream && { stream: true }),
+  };
+}
+
+// --- wire format: responses --------------------------------------------------------------------
+
+const count = z.number().int().min(0);
+
+/** Every field is optional: message_start and message_delta each carry a part of it. */
+const wireUsage = z.object({
+  input_tokens: count.nullish(),
+  output_tokens: count.nullish(),
+  cache_creation_input_tokens: count.nullish(),
+  cache_read_input_tokens: count.nullish(),
+});
+type WireUsage = z.infer<typeof wireUsage>;
+
+const wireToolUse = z.object({ type: z.literal('tool_use'), id: z.string(), name: z.string(), input: z.unknown() });
+
+/** Other block types (thinking, server tools) carry nothing the contract has; they are skipped. */
+const wireBlock = z.union([
+  z.object({ type: z.literal('text'), text: z.string() }),
+  wireToolUse,
+  z
+    .object({ type: z.string().refine((type) => type !== 'text' && type !== 'tool_use') })
+    .transform(() => ({ type: 'skipped' as const })),
+]);
+
+const wireMessage = z.object({
+  id: z.string().optional(),
+  content: z.array(wireBlock),
+  stop_reason: z.string().nullish(),
+  usage: wireUsage.nullish(),
+});
+
+const wireError = z.object({ type: z.string().optional(), message: z.string().optional() });
+
+const wireEvent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('message_start'), message: z.object({ usage: wireUsage.nullish() }) }),
+  z.object({
+    type: z.literal('content_block_start'),
+    index: count,
+    content_block: z.object({ type: z.string(), text: z.string().optional(), id: z.string().optional(), name: z.string().optional() }),
+  }),
+  z.object({
+    type: z.literal('content_block_delta'),
+    index: count,
+    delta: z.object({ type: z.string(), text: z.string().optional(), partial_json: z.string().optional() }),
+  }),
+  z.object({ type: z.literal('content_block_stop'), index: count }),
+  z.object({ type: z.literal('message_delta'), delta: z.object({ stop_reason: z.string().nullish() }), usage: wireUsage.nullish() }),
+  z.object({ type: z.literal('message_stop') }),
+  z.object({ type: z.literal('ping') }),
+  z.object({ type: z.literal('error'), error: wireError }),
+]);
+type WireEvent = z.infer<typeof wireEvent>;
+
+/** Anthropic may add event types; a client must skip those it does not know. */
+const KNOWN_EVENTS = new Set<string>(wireEvent.options.map((option) => option.shape.type.value));
+
+function toFinishReason(reason: string | null | undefined): FinishReason {
+  switch (reason) {
+    case 'end_turn':
+    case 'stop_sequence':
+      return 'stop';
+    case 'max_tokens':
+    case 'model_context_window_exceeded':
+      return 'length';
+    case 'tool_use':
+      return 'tool_calls';
+    case 'refusal':
+      return 'content_filter';
+    default:
+      return 'other';
+  }
+}
+
+/** Anthropic's `input_tokens` leaves out the prompt tokens written to or read from its cache. */
+function toUsage(usage: WireUsage | null | undefined): TokenUsage | undefined {
+  if (usage?.input_tokens == null || usage.output_tokens == null) return undefined;
+  const promptTokens = usage.input_tokens + (usage.cache_creation_input_tokens ?? 0) + (usage.cache_read_input_tokens ?? 0);
+  return { promptTokens, completionTokens: usage.output_tokens, totalTokens: promptTokens + usage.output_tokens };
+}
+
+/** Counts usage ourselves when the upstream reports none (some Anthropic-compatible servers). */
+function countedUsage(request: ChatRequest, completion: string): TokenUsage {
+  const promptTokens = countChatTokens(request.messages);
+  const completionTokens = countTextTokens(completion);
+  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+}
+
+/** `{type: 'error', error: {type, message}}`, read as "overloaded_error: Overloaded". */
+async function readErrorMessage(response: Response): Promise<string | undefined> {
+  const text = await response.text().catch(() => '');
+  try {
+    const { error } = z.object({ error: wireError }).parse(JSON.parse(text));
+    const message = [error.type, error.message].filter(Boolean).join(': ');
+    if (message) return message.slice(0, 500);
+  } catch {
+    // not Anthropic's error JSON: fall through to the raw text
+  }
+  return text.slice(0, 500) || undefined;
+}
+
+/** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
+async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
+  let text: string;
+  try {
+    text = await response.text();
+  } catch (error) {
+    if (options.signal.aborted) throw options.signal.reason;
+    throw errorFromException(provider, error, 'body');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw badResponse(provider, 'body is not JSON', error);
+  }
+}
+
+function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
+  return new ProviderError(`${provider} sent a malformed response`, { code: 'UPSTREAM_BAD_RESPONSE', provider, retryable: false, upstreamMessage: detail, cause });
+}
+
+// --- the adapter -------------------------------------------------------------------------------
+
+/** What a stream has told so far; the answer is whole only once `message_stop` arrived. */
+interface StreamState {
+  text: string;
+  usage: WireUsage;
+  finishReason: FinishReason | undefined;
+  /** Tool-use blocks by index, and whether any of their input JSON arrived yet. */
+  toolInputSeen: Map<number, boolean>;
+  stopped: boolean;
+}
+
+class AnthropicChatModel implements ChatModel {
+  constructor(
+    readonly provider: string,
+    readonly modelId: string,
+    private readonly transport: AnthropicTransport,
+  ) {}
+
+  async generate(request: ChatRequest, options: CallOptions): Promise<ChatResult> {
+    const response = await this.transport.post(toWireRequest(this.modelId, request, this.transport.defaultMaxTokens, false), options);
+    const parsed = wireMessage.safeParse(await readJson(this.provider, response, options));
+    if (!parsed.success) throw badResponse(this.provider, parsed.error.message);
+    const { id, content: blocks, stop_reason, usage } = parsed.data;
+    const content = blocks.flatMap((block) => (block.type === 'text' ? [block.text] : [])).join('');
+    const toolCalls = blocks.flatMap((block) =>
+      block.type === 'tool_use' ? [{ id: block.id, name: block.name, arguments: JSON.stringify(block.input ?? {}) }] : [],
+    );
+    return {
+      ...(id !== undefined && { id }),
+      content,
+      toolCalls,
+      finishReason: toFinishReason(stop_reason),
+      usage: toUsage(usage) ?? countedUsage(request, content),
+    };
+  }
+
+  async *stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    let response: Response;
+    try {
+      response = await this.transport.post(toWireRequest(this.modelId, request, this.transport.defaultMaxTokens, true), options);
+    } catch (error) {
+      if (options.signal.aborted) return;
+      yield { type: 'error', error: errorFromException(this.provider, error, 'connect') };
+      return;
+    }
+    yield* this.readStream(request, response, options);
+  }
+
+  private async *readStream(request: ChatRequest, response: Response, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    const state: StreamState = { text: '', usage: {}, finishReason: undefined, toolInputSeen: new Map(), stopped: false };
+    try {
+      for await (const message of parseSse(response.body as ReadableStream<Uint8Array>)) {
+        const event = this.parseEvent(message.data);
+        if (event instanceof ProviderError) {
+          yield { type: 'error', error: event };
+          return;
+        }
+        if (event === undefined) continue;
+        if (event.type === 'error') {
+          yield { type: 'error', error: this.streamError(event.error) };
+          return;
+        }
+        yield* partsOf(event, state);
+        if (state.stopped) break;
+      }
+    } catch (error) {
+      if (options.signal.aborted) return;
+      yield { type: 'error', error: errorFromException(this.provider, error, 'stream') };
+      return;
+    }
+    if (!state.stopped) {
+      const error = new ProviderError(`${this.provider} stream ended before the answer finished`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: this.provider, retryable: false });
+      yield { type: 'error', error };
+      return;
+    }
+    yield { type: 'finish', finishReason: state.finishReason ?? 'other', usage: toUsage(state.usage) ?? countedUsage(request, state.text) };
+  }
+
+  /** An event, undefined for one to skip, or the error that the data is not the wire format. */
+  private parseEvent(data: string): WireEvent | ProviderError | undefined {
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch (error) {
+      return badResponse(this.provider, 'stream event is not JSON', error);
+    }
+    const event = wireEvent.safeParse(json);
+    if (event.success) return event.data;
+    const type = z.object({ type: z.string() }).safeParse(json);
+    return type.success && !KNOWN_EVENTS.has(type.data.type) ? undefined : badResponse(this.provider, event.error.message);
+  }
+
+  /** The stream had started, so what was delivered cannot be taken back: not retryable. */
+  private streamError(error: z.infer<typeof wireError>): ProviderError {
+    const upstreamMessage = this.transport.redact([error.type, error.message].filter(Boolean).join(': '));
+    return new ProviderError(`${this.provider} reported an error mid-stream`, {
+      code: 'UPSTREAM_UNAVAILABLE',
+      provider: this.provider,
+      retryable: false,
+      ...(upstreamMessage && { upstreamMessage }),
+    });
+  }
+}
+
+/** The parts one event yields, updating `state`. Tool-call parts are indexed by content block. */
+function* partsOf(event: Exclude<WireEvent, { type: 'error' }>, state: StreamState): Generator<ChatStreamPart> {
+  switch (event.type) {
+    case 'message_start':
+      mergeUsage(state.usage, event.message.usage);
+      return;
+    case 'content_block_start': {
+      const block = event.content_block;
+      if (block.type === 'tool_use' && block.id !== undefined && block.name !== undefined) {
+        state.toolInputSeen.set(event.index, false);
+        yield { type: 'tool-call-delta', index: event.index, id: block.id, name: block.name, argumentsDelta: '' };
+      } else if (block.type === 'text' && block.text) {
+        state.text += block.text;
+        yield { type: 'text-delta', text: block.text };
+      }
+      return;
+    }
+    case 'content_block_delta': {
+      const { delta, index } = event;
+      if (delta.type === 'text_delta' && delta.text) {
+        state.text += delta.text;
+        yield { type: 'text-delta', text: delta.text };
+      }
+      // Only for tool_use blocks we announced: server tools (web search) stream their input JSON too.
+      if (delta.type === 'input_json_delta' && delta.partial_json && state.toolInputSeen.has(index)) {
+        state.toolInputSeen.set(index, true);
+        yield { type: 'tool-call-delta', index, argumentsDelta: delta.partial_json };
+      }
+      return;
+    }
+    case 'content_block_stop':
+      // A tool called without arguments streams no input JSON; its input is the empty object.
+      if (state.toolInputSeen.get(event.index) === false) yield { type: 'tool-call-delta', index: event.index, argumentsDelta: '{}' };
+      return;
+    case 'message_delta':
+      if (event.delta.stop_reason) state.finishReason = toFinishReason(event.delta.stop_reason);
+      mergeUsage(state.usage, event.usage);
+      return;
+    case 'message_stop':
+      state.stopped = true;
+      return;
+    case 'ping':
+      return;
+  }
+}
+
+/** message_delta's counts are cumulative, so later values replace earlier ones. */
+function mergeUsage(into: WireUsage, from: WireUsage | null | undefined): void {
+  for (const [key, value] of Object.entries(from ?? {}) as [keyof WireUsage, number | null | undefined][]) {
+    if (value != null) into[key] = value;
+  }
+}
+
+/** Base URL, auth and version headers, the pooled client. */
+class AnthropicTransport {
+  readonly #client: HttpClient;
+  readonly #headers: Record<string, string>;
+  readonly defaultMaxTokens: number;
+
+  constructor(private readonly settings: AnthropicSettings) {
+    this.#client = new HttpClient(settings.name, settings.timeouts);
+    this.defaultMaxTokens = settings.defaultMaxTokens ?? DEFAULT_MAX_TOKENS;
+    this.#headers = {
+      ...settings.headers,
+      'anthropic-version': settings.version ?? DEFAULT_VERSION,
+      ...(settings.apiKey && { 'x-api-key': settings.apiKey }),
+    };
+  }
+
+  /**
+   * POSTs to /v1/messages and returns a 2xx response; any other status becomes a ProviderError.
+   * Anthropic takes no client request id (it assigns its own `request-id`), so none is sent.
+   */
+  async post(body: unknown, options: CallOptions): Promise<Response> {
+    const url = `${this.settings.baseUrl.replace(/\/+$/, '')}/v1/messages`;
+    const response = await this.#client.postJson(url, body, { headers: this.#headers, signal: options.signal });
+    if (response.ok) return response;
+    const message = this.redact(await readErrorMessage(response));
+    throw errorFromStatus(this.settings.name, response.status, response.headers as unknown as Headers, message);
+  }
+
+  /** Upstream messages are logged; an upstream may echo the key it refused. */
+  redact(message: string | undefined): string | undefined {
+    const secret = this.settings.apiKey;
+    return message && secret ? message.replaceAll(secret, '[redacted]') : message;
+  }
+
+  close(): Promise<void> {
+    return this.#client.close();
+  }
+}
+
+export function createAnthropicProvider(settings: AnthropicSettings): Provider {
+  const transport = new AnthropicTransport(settings);
+  return {
+    name: settings.name,
+    chatModel: (modelId) => new AnthropicChatModel(settings.name, modelId, transport),
+    embeddingModel: (modelId) => {
+      throw new Error(`provider ${settings.name} (Anthropic) has no embeddings API; ${modelId} cannot embed`);
+    },
+    close: () => transport.close(),
+  };
+}
