@@ -66,6 +66,37 @@ describe('config', () => {
     expect(new ModelCatalog(config, { TEST_OPENAI_KEY: 'sk-x' }).resolve('gpt-x@1')?.id).toBe('gpt-x');
   });
 
+  it('builds OpenAI-compatible servers from presets, with their usual key variable', () => {
+    const groq = parseConfig({ providers: { groq: { type: 'openai-compatible', preset: 'groq' } }, models: [{ ...model, provider: 'groq' }] });
+    expect(() => new ModelCatalog(groq, {})).toThrow('providers.groq.apiKeyEnv: environment variable GROQ_API_KEY is not set');
+    expect(new ModelCatalog(groq, { GROQ_API_KEY: 'k' }).resolve('gpt-x')?.provider).toBe('groq');
+    const ollama = parseConfig({ providers: { ollama: { type: 'openai-compatible', preset: 'ollama' } }, models: [{ ...model, provider: 'ollama' }] });
+    expect(new ModelCatalog(ollama, {}).resolve('gpt-x')?.provider).toBe('ollama');
+    expect(() => parseConfig({ providers: { x: { type: 'openai-compatible' } } })).toThrow('providers.x.baseUrl: needs a baseUrl or a preset');
+  });
+
+  it('configures Azure OpenAI with exactly one credential, and Anthropic with its key', () => {
+    expect(() => parseConfig({ providers: { azure: { type: 'azure-openai', endpoint: 'https://r.openai.azure.com' } } })).toThrow('providers.azure.apiKeyEnv: needs exactly one of apiKeyEnv and entraTokenEnv');
+    const config = parseConfig({
+      providers: {
+        azure: { type: 'azure-openai', endpoint: 'https://r.openai.azure.com', entraTokenEnv: 'AZURE_TOKEN' },
+        claude: { type: 'anthropic', apiKeyEnv: 'ANTHROPIC_API_KEY' },
+      },
+      models: [
+        { ...model, provider: 'azure' },
+        { ...model, id: 'claude-x', provider: 'claude' },
+      ],
+    });
+    expect(() => new ModelCatalog(config, { AZURE_TOKEN: 't' })).toThrow('providers.claude.apiKeyEnv: environment variable ANTHROPIC_API_KEY is not set');
+    expect(new ModelCatalog(config, { AZURE_TOKEN: 't', ANTHROPIC_API_KEY: 'k' }).resolve('claude-x')?.provider).toBe('claude');
+  });
+
+  it('refuses routes to unknown or retired models, naming the route field', () => {
+    const models = [model, { ...model, version: '0', status: 'RETIRED' }];
+    expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'nope@1' }] } } })).toThrow('routes.smart.targets[0].model: no configured model "nope@1"');
+    expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'gpt-x@1' }], fallbacks: ['gpt-x@0'] } } })).toThrow('routes.smart.fallbacks[0]: "gpt-x@0" is retired');
+  });
+
   it('refuses a local model the local provider does not have, naming the model', () => {
     const config = parseConfig({ models: [{ ...model, id: 'gpt-4o' }] });
     expect(() => new ModelCatalog(config)).toThrow('models[0].upstream: the local provider has no chat model "gpt-4o"');

@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { PRESET_NAMES } from '../providers/presets.ts';
 
 export const DEFAULT_CONFIG_FILE = 'modelgraph.yaml';
 export const SUBGRAPH_NAMES = ['inference'] as const;
@@ -69,6 +70,13 @@ const timeoutsSchema = z
 
 const envVarName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'must be an environment variable name such as OPENAI_API_KEY');
 
+const remote = {
+  /** Name of the environment variable that holds the API key; omit for servers without auth. */
+  apiKeyEnv: envVarName.optional(),
+  headers: z.record(z.string(), z.string()).default({}),
+  timeouts: timeoutsSchema,
+};
+
 const providerSchema = z.discriminatedUnion('type', [
   z
     .object({
@@ -80,11 +88,33 @@ const providerSchema = z.discriminatedUnion('type', [
   z
     .object({
       type: z.literal('openai-compatible'),
-      baseUrl: z.url(),
-      /** Name of the environment variable that holds the API key; omit for servers without auth. */
-      apiKeyEnv: envVarName.optional(),
-      headers: z.record(z.string(), z.string()).default({}),
-      timeouts: timeoutsSchema,
+      /** OpenAI, vLLM, Ollama, TGI, LM Studio, Groq, Mistral, DeepSeek: fills baseUrl and apiKeyEnv. */
+      preset: z.enum(PRESET_NAMES).optional(),
+      baseUrl: z.url().optional(),
+      ...remote,
+    })
+    .strict()
+    .refine((provider) => provider.baseUrl !== undefined || provider.preset !== undefined, { message: 'needs a baseUrl or a preset', path: ['baseUrl'] }),
+  z
+    .object({
+      type: z.literal('azure-openai'),
+      /** https://<resource>.openai.azure.com; models name their deployment as `upstream`. */
+      endpoint: z.url(),
+      apiVersion: z.string().min(1).default('2024-10-21'),
+      /** Or, instead of an API key: the variable holding a Microsoft Entra ID bearer token. */
+      entraTokenEnv: envVarName.optional(),
+      ...remote,
+    })
+    .strict()
+    .refine((provider) => (provider.apiKeyEnv === undefined) !== (provider.entraTokenEnv === undefined), { message: 'needs exactly one of apiKeyEnv and entraTokenEnv', path: ['apiKeyEnv'] }),
+  z
+    .object({
+      type: z.literal('anthropic'),
+      baseUrl: z.url().default('https://api.anthropic.com'),
+      /** Sent when a request sets no maxTokens (Anthropic requires one). */
+      defaultMaxTokens: z.number().int().positive().default(4096),
+      version: z.string().default('2023-06-01'),
+      ...remote,
     })
     .strict(),
 ]);

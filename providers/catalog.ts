@@ -10,7 +10,10 @@ import type { Config, ModelConfig, ProviderConfig, RouteConfig } from '../platfo
 import { ConfigError } from '../platform/config.ts';
 import type { ChatModel, EmbeddingModel, Provider } from './contract.ts';
 import { createLocalProvider } from './local.ts';
+import { createAnthropicProvider } from './anthropic.ts';
+import { createAzureOpenAIProvider } from './azure-openai.ts';
 import { createOpenAICompatibleProvider } from './openai-compatible.ts';
+import { OPENAI_COMPATIBLE_PRESETS } from './presets.ts';
 import { weightedOrder, type Target } from './routing.ts';
 
 export type CatalogModel = ModelConfig & { upstream: string };
@@ -24,17 +27,51 @@ export interface ServingPlan {
 
 export const targetKey = (model: CatalogModel) => `${model.id}@${model.version}`;
 
+/** Reads a secret named by an env-var field, or fails the start naming the field. */
+function secret(env: NodeJS.ProcessEnv, provider: string, field: string, variable: string | undefined): string | undefined {
+  if (variable === undefined) return undefined;
+  const value = env[variable];
+  if (!value) throw new ConfigError(`providers.${provider}.${field}: environment variable ${variable} is not set`);
+  return value;
+}
+
 function buildProvider(name: string, config: ProviderConfig, env: NodeJS.ProcessEnv): Provider {
   switch (config.type) {
     case 'local':
       return createLocalProvider(name, config);
     case 'openai-compatible': {
-      const apiKey = config.apiKeyEnv === undefined ? undefined : env[config.apiKeyEnv];
-      if (config.apiKeyEnv !== undefined && !apiKey) {
-        throw new ConfigError(`providers.${name}.apiKeyEnv: environment variable ${config.apiKeyEnv} is not set`);
-      }
-      return createOpenAICompatibleProvider({ name, baseUrl: config.baseUrl, apiKey, headers: config.headers, timeouts: config.timeouts });
+      const preset = config.preset ? OPENAI_COMPATIBLE_PRESETS[config.preset] : undefined;
+      const apiKeyEnv = config.apiKeyEnv ?? preset?.apiKeyEnv;
+      return createOpenAICompatibleProvider({
+        name,
+        baseUrl: (config.baseUrl ?? preset?.baseUrl)!,
+        apiKey: secret(env, name, 'apiKeyEnv', apiKeyEnv),
+        headers: config.headers,
+        timeouts: config.timeouts,
+      });
     }
+    case 'azure-openai': {
+      const key = secret(env, name, 'apiKeyEnv', config.apiKeyEnv);
+      const token = secret(env, name, 'entraTokenEnv', config.entraTokenEnv);
+      return createAzureOpenAIProvider({
+        name,
+        endpoint: config.endpoint,
+        apiVersion: config.apiVersion,
+        credential: key ? { kind: 'api-key', key } : { kind: 'entra', token: token! },
+        headers: config.headers,
+        timeouts: config.timeouts,
+      });
+    }
+    case 'anthropic':
+      return createAnthropicProvider({
+        name,
+        baseUrl: config.baseUrl,
+        apiKey: secret(env, name, 'apiKeyEnv', config.apiKeyEnv),
+        headers: config.headers,
+        timeouts: config.timeouts,
+        defaultMaxTokens: config.defaultMaxTokens,
+        version: config.version,
+      });
   }
 }
 

@@ -29,6 +29,13 @@ export interface OpenAICompatibleSettings {
   apiKey?: string | undefined;
   headers?: Record<string, string>;
   timeouts: Timeouts;
+  /**
+   * Where a call for `modelId` goes; default `baseUrl + path`. Azure OpenAI puts the deployment in
+   * the path and the API version in the query.
+   */
+  url?: (path: string, modelId: string) => string;
+  /** How the key is sent; default `authorization: Bearer <key>`. */
+  authHeaders?: Record<string, string>;
 }
 
 // --- wire format: requests ---------------------------------------------------------------------
@@ -215,7 +222,7 @@ class OpenAICompatibleChatModel implements ChatModel {
   ) {}
 
   async generate(request: ChatRequest, options: CallOptions): Promise<ChatResult> {
-    const response = await this.transport.post('/chat/completions', toWireRequest(this.modelId, request, false), options);
+    const response = await this.transport.post('/chat/completions', this.modelId, toWireRequest(this.modelId, request, false), options);
     const parsed = wireCompletion.safeParse(await readJson(this.provider, response, options));
     if (!parsed.success) throw badResponse(this.provider, parsed.error.message);
     const { choices, usage, id } = parsed.data;
@@ -233,7 +240,7 @@ class OpenAICompatibleChatModel implements ChatModel {
   async *stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
     let response: Response;
     try {
-      response = await this.transport.post('/chat/completions', toWireRequest(this.modelId, request, true), options);
+      response = await this.transport.post('/chat/completions', this.modelId, toWireRequest(this.modelId, request, true), options);
     } catch (error) {
       if (options.signal.aborted) return;
       yield { type: 'error', error: errorFromException(this.provider, error, 'connect') };
@@ -321,7 +328,7 @@ class OpenAICompatibleEmbeddingModel implements EmbeddingModel {
 
   async embed(inputs: string[], options: CallOptions & { dimensions?: number }): Promise<EmbeddingResult> {
     const body = { model: this.modelId, input: inputs, encoding_format: 'float', ...(options.dimensions && { dimensions: options.dimensions }) };
-    const response = await this.transport.post('/embeddings', body, options);
+    const response = await this.transport.post('/embeddings', this.modelId, body, options);
     const parsed = wireEmbeddings.safeParse(await readJson(this.provider, response, options));
     if (!parsed.success || parsed.data.data.length !== inputs.length) {
       throw badResponse(this.provider, parsed.success ? 'wrong number of embeddings' : parsed.error.message);
@@ -341,13 +348,13 @@ class OpenAICompatibleTransport {
     this.#client = new HttpClient(settings.name, settings.timeouts);
     this.#headers = {
       ...settings.headers,
-      ...(settings.apiKey && { authorization: `Bearer ${settings.apiKey}` }),
+      ...(settings.authHeaders ?? (settings.apiKey && { authorization: `Bearer ${settings.apiKey}` })),
     };
   }
 
   /** POSTs and returns a 2xx response; any other status becomes a ProviderError. */
-  async post(path: string, body: unknown, options: CallOptions): Promise<Response> {
-    const url = `${this.settings.baseUrl.replace(/\/+$/, '')}${path}`;
+  async post(path: string, modelId: string, body: unknown, options: CallOptions): Promise<Response> {
+    const url = this.settings.url?.(path, modelId) ?? `${this.settings.baseUrl.replace(/\/+$/, '')}${path}`;
     const headers = { ...this.#headers, 'x-client-request-id': options.requestId };
     const response = await this.#client.postJson(url, body, { headers, signal: options.signal });
     if (response.ok) return response;

@@ -127,6 +127,7 @@ export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
       for await (const chunk of request) chunks.push(chunk as Buffer);
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
       const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
+      const pathname = new URL(recorded.path, 'http://emulator').pathname;
       requests.push(recorded);
       for (const resolve of requestWaiters.splice(0)) resolve(recorded);
       response.on('close', () => {
@@ -134,8 +135,8 @@ export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
       });
       const answer: Scripted = queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
       if (answer.kind === 'error') return sendError(response, answer);
-      if (recorded.path.endsWith('/embeddings')) return sendEmbeddings(response, body);
-      if (!recorded.path.endsWith('/chat/completions')) {
+      if (pathname.endsWith('/embeddings')) return sendEmbeddings(response, body);
+      if (!pathname.endsWith('/chat/completions')) {
         return sendError(response, { kind: 'error', status: 404, body: { error: { message: 'not found' } } });
       }
       if (body.stream === true) return streamCompletion(response, answer, body);
