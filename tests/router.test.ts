@@ -35,7 +35,7 @@ describe('router over GraphQL over HTTP', () => {
   it('lists the configured models through the supergraph', async () => {
     const { status, body } = await postGraphQL<ModelsQuery>(stack.url, print(ModelsDocument));
     expect(status).toBe(200);
-    expect(body.data?.models.map((model) => model.id)).toEqual(['echo', 'gpt-test', 'hashing-embed']);
+    expect(body.data?.models.map((model) => model.id)).toEqual(['echo', 'gpt-test', 'hashing-embed', 'backup']);
     expect(body.data?.models[1]).toEqual({
       id: 'gpt-test',
       provider: 'emulated',
@@ -52,7 +52,7 @@ describe('router over GraphQL over HTTP', () => {
   it('serves queries over GET and refuses mutations over GET', async () => {
     const query = await fetch(`${stack.url}?query=${encodeURIComponent('{ models { id } }')}`, { headers: { accept: 'application/graphql-response+json' } });
     expect(query.status).toBe(200);
-    expect(((await query.json()) as { data: ModelsQuery }).data.models).toHaveLength(3);
+    expect(((await query.json()) as { data: ModelsQuery }).data.models).toHaveLength(4);
     const mutation = await fetch(`${stack.url}?query=${encodeURIComponent('mutation { chat(input: {model: "echo", messages: []}) { id } }')}`);
     expect(mutation.status).toBe(405);
   });

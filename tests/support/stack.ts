@@ -43,6 +43,8 @@ export function testConfig(emulatorBaseUrl: string, overrides: Record<string, un
       local: { type: 'local', streamDelayMs: options.localStreamDelayMs ?? 0 },
       // Long idle timeout: a test that needs an abort to reach the emulator must not get it from a timeout.
       emulated: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
+      // A second provider on the same emulator, told apart by its upstream model name.
+      backup: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
     },
     models: [
       { id: 'echo', provider: 'local', version: '1', aliases: ['default'], capabilities: ['CHAT'], contextWindow: 64, maxOutputTokens: 32 },
@@ -58,6 +60,7 @@ export function testConfig(emulatorBaseUrl: string, overrides: Record<string, un
         pricing: { inputPerMillionTokens: 2.5, outputPerMillionTokens: 10 },
       },
       { id: 'hashing-embed', provider: 'local', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 8192, maxOutputTokens: 1, dimensions: 32 },
+      { id: 'backup', provider: 'backup', upstream: 'backup-upstream', version: '1', capabilities: ['CHAT', 'TOOLS'], contextWindow: 4096, maxOutputTokens: 256 },
     ],
     ...overrides,
   });

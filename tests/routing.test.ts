@@ -1,0 +1,110 @@
+/**
+ * Routing through the whole stack, against the provider emulator: fallbacks that name who served,
+ * circuit breakers visible in Model.health, canary weights, version pins and retired versions.
+ */
+import { print } from 'graphql';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ChatDocument, ChatStreamDocument, type ChatMutation, type ChatStreamSubscription } from '../codegen/operations.ts';
+import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+
+let stack: TestStack | undefined;
+afterEach(async () => {
+  vi.useRealTimers();
+  await stack?.stop();
+  stack = undefined;
+});
+
+const chat = (model: string) => postGraphQL<ChatMutation>(stack!.url, print(ChatDocument), { input: { model, messages: [{ role: 'USER', content: 'route me' }] } });
+const upstreamModels = () => stack!.emulator.requests.map((request) => request.body.model);
+const health = async (ref: string) =>
+  (await postGraphQL<{ model: { health: { circuit: string } } }>(stack!.url, 'query($id: String!) { model(id: $id) { health { circuit } } }', { id: ref })).body.data?.model.health.circuit;
+
+const resilient = {
+  routes: { resilient: { targets: [{ model: 'gpt-test@2024-08-06' }], fallbacks: ['backup@1'] } },
+  routing: { attemptsPerTarget: 2, initialDelayMs: 1, maxDelayMs: 2, breaker: { failures: 2, halfOpenAfterMs: 60_000 } },
+};
+
+describe('routing through the stack', () => {
+  it('falls back when the primary answers 429, and the response names the fallback and the attempts', async () => {
+    stack = await startTestStack(resilient);
+    stack.emulator.script({ kind: 'error', status: 429 }, { kind: 'error', status: 429 });
+    const { body } = await chat('resilient');
+    expect(body.errors).toBeUndefined();
+    expect(body.data?.chat.content).toBe('route me');
+    expect(body.data?.chat.servedBy).toEqual({ provider: 'backup', version: '1', attempts: 3, model: { id: 'backup' } });
+    expect(upstreamModels()).toEqual(['gpt-test-upstream', 'gpt-test-upstream', 'backup-upstream']);
+  });
+
+  it('falls back before the first token of a stream', async () => {
+    stack = await startTestStack(resilient);
+    stack.emulator.script({ kind: 'error', status: 503 }, { kind: 'error', status: 503 });
+    const { results } = await collectSubscription<ChatStreamSubscription>(stack.ws(), {
+      query: print(ChatStreamDocument),
+      variables: { input: { model: 'resilient', messages: [{ role: 'USER', content: 'stream me' }] } },
+    });
+    const last = results.at(-1)?.data?.chatStream;
+    expect(last).toMatchObject({ __typename: 'ChatCompleted', servedBy: { provider: 'backup', attempts: 3 } });
+  });
+
+  it('opens the circuit after N failures, stops calling the target, shows it in Model.health, and probes after the pause', async () => {
+    stack = await startTestStack({ ...resilient, routing: { ...resilient.routing, attemptsPerTarget: 1 } });
+    vi.useFakeTimers({ toFake: ['Date'] });
+    // One emulator serves both providers, in request order: primary fails, backup answers, twice.
+    const backupAnswers = { kind: 'chat' as const, content: 'route me' };
+    stack.emulator.script({ kind: 'error', status: 500 }, backupAnswers, { kind: 'error', status: 500 }, backupAnswers);
+    await chat('resilient');
+    await chat('resilient');
+    expect(await health('gpt-test@2024-08-06')).toBe('OPEN');
+    const before = upstreamModels().filter((model) => model === 'gpt-test-upstream').length;
+    const { body } = await chat('resilient');
+    expect(body.data?.chat.servedBy.provider).toBe('backup');
+    expect(upstreamModels().filter((model) => model === 'gpt-test-upstream').length).toBe(before);
+    const metrics = await (await fetch(`http://127.0.0.1:${stack.stack.subgraphs[0]!.port}/metrics`)).text();
+    expect(metrics).toMatch(/modelgraph_provider_circuit_state\{target="gpt-test@2024-08-06",component="inference"\} 2/);
+    vi.setSystemTime(Date.now() + 60_001);
+    const probe = await chat('resilient');
+    expect(probe.body.data?.chat.servedBy.provider).toBe('emulated');
+    expect(await health('gpt-test@2024-08-06')).toBe('CLOSED');
+  });
+
+  it('does not fall back on a request the provider refused as bad', async () => {
+    stack = await startTestStack(resilient);
+    stack.emulator.script({ kind: 'error', status: 400 });
+    const { body } = await chat('resilient');
+    expect(body.errors?.[0]?.extensions?.code).toBe('UPSTREAM_BAD_REQUEST');
+    expect(upstreamModels()).toEqual(['gpt-test-upstream']);
+  });
+
+  it('splits traffic by canary weight', async () => {
+    stack = await startTestStack({ routes: { canary: { targets: [{ model: 'gpt-test@2024-08-06', weight: 90 }, { model: 'backup@1', weight: 10 }] } } });
+    const calls = 300;
+    for (let index = 0; index < calls; index++) await chat('canary');
+    const canary = upstreamModels().filter((model) => model === 'backup-upstream').length;
+    // 10 % of 300 = 30; binomial spread (sd ≈ 5.2) stays well inside 10..55.
+    expect(canary).toBeGreaterThanOrEqual(10);
+    expect(canary).toBeLessThanOrEqual(55);
+  });
+
+  it('serves a bare id by its default version and a pin by exactly that version, and refuses a retired one by name', async () => {
+    stack = await startTestStack({
+      models: [
+        { id: 'echo', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'RETIRED', replacement: 'echo@2' },
+        { id: 'echo', provider: 'local', version: '2', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, default: true },
+        { id: 'echo', provider: 'local', version: '3', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'DEPRECATED', sunset: '2027-01-31', replacement: 'echo@2' },
+      ],
+    });
+    expect((await chat('echo')).body.data?.chat.servedBy.version).toBe('2');
+    expect((await chat('echo@3')).body.data?.chat.servedBy.version).toBe('3');
+    const retired = await chat('echo@1');
+    expect(retired.body.errors?.[0]?.extensions).toMatchObject({ code: 'MODEL_RETIRED', replacement: 'echo@2' });
+    const { body } = await postGraphQL<{ model: { versions: { version: string; status: string; sunset: string | null }[] } }>(
+      stack.url,
+      '{ model(id: "echo") { versions { version status sunset } } }',
+    );
+    expect(body.data?.model.versions).toEqual([
+      { version: '1', status: 'RETIRED', sunset: null },
+      { version: '2', status: 'ACTIVE', sunset: null },
+      { version: '3', status: 'DEPRECATED', sunset: '2027-01-31' },
+    ]);
+  });
+});
