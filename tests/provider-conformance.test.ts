@@ -33,7 +33,7 @@ async function thrown(promise: Promise<unknown>): Promise<ProviderError> {
 const text = (parts: ChatStreamPart[]) => parts.flatMap((part) => (part.type === 'text-delta' ? [part.text] : [])).join('');
 
 it('runs against every adapter', () => {
-  expect(CONFORMANCE_TARGETS.map((target) => target.name)).toEqual(expect.arrayContaining(['anthropic', 'azure-openai', 'openai-compatible']));
+  expect(CONFORMANCE_TARGETS.map((target) => target.name)).toEqual(['anthropic', 'azure-openai', 'bedrock', 'gemini', 'openai-compatible']);
 });
 
 describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const))('%s adapter conformance', (_name, target) => {

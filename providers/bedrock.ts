@@ -1,0 +1,577 @@
+/**
+ * The AWS Bedrock adapter: the Converse and ConverseStream operations of bedrock-runtime, which give
+ * every Bedrock chat model (Claude, Nova, Llama, Mistral, …) one request and response shape.
+ * Requests are signed with SigV4 (service `bedrock`); streamed answers arrive as binary AWS
+ * event-stream frames, not SSE. It translates wire formats and nothing else; retries, fallbacks
+ * and limits live above the contract.
+ */
+import { Sha256 } from '@aws-crypto/sha256-js';
+import { EventStreamCodec, type Message } from '@smithy/eventstream-codec';
+import { HttpRequest } from '@smithy/protocol-http';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { fromUtf8, toUtf8 } from '@smithy/util-utf8';
+import type { Response } from 'undici';
+import { z } from 'zod';
+import type {
+  CallOptions,
+  ChatMessage,
+  ChatModel,
+  ChatRequest,
+  ChatResult,
+  ChatStreamPart,
+  FinishReason,
+  Provider,
+  TokenUsage,
+  ToolChoice,
+} from './contract.ts';
+import { ProviderError, errorFromException, errorFromStatus, type ProviderErrorCode } from './errors.ts';
+import { HttpClient, type Timeouts } from './http-client.ts';
+import { countChatTokens, countTextTokens } from './tokens.ts';
+
+export interface BedrockCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Set for temporary credentials (STS, SSO, instance roles); sent as x-amz-security-token. */
+  sessionToken?: string;
+}
+
+export interface BedrockSettings {
+  name: string;
+  /** The bedrock-runtime endpoint, e.g. https://bedrock-runtime.us-east-1.amazonaws.com. */
+  endpoint: string;
+  /** The region the signature is scoped to; it must be the endpoint's region. */
+  region: string;
+  credentials: BedrockCredentials;
+  timeouts: Timeouts;
+}
+
+// --- wire format: requests ---------------------------------------------------------------------
+
+type WireContentBlock =
+  | { text: string }
+  | { toolUse: { toolUseId: string; name: string; input: unknown } }
+  | { toolResult: { toolUseId: string; content: ({ json: unknown } | { text: string })[] } };
+
+interface WireMessage {
+  role: 'user' | 'assistant';
+  content: WireContentBlock[];
+}
+
+interface WireRequest {
+  messages: WireMessage[];
+  system?: { text: string }[];
+  inferenceConfig?: { maxTokens?: number; temperature?: number; topP?: number; stopSequences?: string[] };
+  toolConfig?: {
+    tools: { toolSpec: { name: string; description?: string; inputSchema: { json: Record<string, unknown> } } }[];
+    toolChoice?: { auto: Record<string, never> } | { any: Record<string, never> } | { tool: { name: string } };
+  };
+}
+
+function parseJson(text: string): { ok: true; value: unknown } | { ok: false } {
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+/**
+ * Bedrock wants tool input as a JSON document, where the contract keeps the model's text. Text
+ * that does not parse goes back as a JSON string rather than being dropped: the model sees what
+ * it wrote, and a model that insists on an object answers with a ValidationException.
+ */
+function toolInput(text: string): unknown {
+  if (text.trim() === '') return {};
+  const parsed = parseJson(text);
+  return parsed.ok ? parsed.value : text;
+}
+
+/** A JSON object result travels as structured data; anything else as the text it is. */
+function toolResultContent(content: string): { json: unknown } | { text: string } {
+  const parsed = parseJson(content);
+  const isObject = parsed.ok && typeof parsed.value === 'object' && parsed.value !== null && !Array.isArray(parsed.value);
+  return isObject ? { json: parsed.value } : { text: content };
+}
+
+function toWireContent(message: Exclude<ChatMessage, { role: 'system' }>): WireContentBlock[] {
+  switch (message.role) {
+    case 'assistant': {
+      const calls = message.toolCalls ?? [];
+      // Bedrock rejects blank text blocks, so a pure tool-call turn carries only its toolUse blocks.
+      const text: WireContentBlock[] = message.content !== '' || calls.length === 0 ? [{ text: message.content }] : [];
+      return [...text, ...calls.map((call) => ({ toolUse: { toolUseId: call.id, name: call.name, input: toolInput(call.arguments) } }))];
+    }
+    case 'tool':
+      return [{ toolResult: { toolUseId: message.toolCallId, content: [toolResultContent(message.content)] } }];
+    default:
+      return [{ text: message.content }];
+  }
+}
+
+/**
+ * System messages move to the top-level `system` field, wherever they were. Tool results travel in
+ * user turns, and Converse requires turns to alternate, so consecutive turns of one role (several
+ * tool results, or tool results followed by user text) merge into one message.
+ */
+function toWireMessages(messages: readonly ChatMessage[]): Pick<WireRequest, 'messages' | 'system'> {
+  const system: { text: string }[] = [];
+  const wire: WireMessage[] = [];
+  for (const message of messages) {
+    if (message.role === 'system') {
+      system.push({ text: message.content });
+      continue;
+    }
+    const role = message.role === 'assistant' ? 'assistant' : 'user';
+    const content = toWireContent(message);
+    const last = wire.at(-1);
+    if (last?.role === role) last.content.push(...content);
+    else wire.push({ role, content });
+  }
+  return { messages: wire, ...(system.length > 0 && { system }) };
+}
+
+/**
+ * Converse has no "none" tool choice: for 'none' we still send the tools (Bedrock refuses a
+ * conversation holding toolUse blocks without a toolConfig) and omit toolChoice, so the model is
+ * not forced to call one but may still do so.
+ */
+function toWireToolChoice(choice: ToolChoice | undefined): NonNullable<WireRequest['toolConfig']>['toolChoice'] {
+  if (choice === undefined || choice === 'none') return undefined;
+  if (choice === 'auto') return { auto: {} };
+  if (choice === 'required') return { any: {} };
+  return { tool: { name: choice.name } };
+}
+
+function toWireRequest(request: ChatRequest): WireRequest {
+  const inferenceConfig = {
+    ...(request.maxTokens !== undefined && { maxTokens: request.maxTokens }),
+    ...(request.temperature !== undefined && { temperature: request.temperature }),
+    ...(request.topP !== undefined && { topP: request.topP }),
+    ...(request.stop?.length && { stopSequences: request.stop }),
+  };
+  const toolChoice = toWireToolChoice(request.toolChoice);
+  return {
+    ...toWireMessages(request.messages),
+    ...(Object.keys(inferenceConfig).length > 0 && { inferenceConfig }),
+    ...(request.tools?.length && {
+      toolConfig: {
+        tools: request.tools.map((tool) => ({
+          toolSpec: {
+            name: tool.name,
+            ...(tool.description !== undefined && { description: tool.description }),
+            inputSchema: { json: tool.parameters },
+          },
+        })),
+        ...(toolChoice && { toolChoice }),
+      },
+    }),
+  };
+}
+
+// --- wire format: responses --------------------------------------------------------------------
+
+const wireUsage = z.object({
+  inputTokens: z.number().int().min(0),
+  outputTokens: z.number().int().min(0),
+  totalTokens: z.number().int().min(0).optional(),
+});
+
+/** Other block kinds (reasoningContent, citations, images) carry neither field and are skipped. */
+const wireContentBlock = z.object({
+  text: z.string().optional(),
+  toolUse: z.object({ toolUseId: z.string(), name: z.string(), input: z.unknown() }).optional(),
+});
+
+const wireConverse = z.object({
+  output: z.object({ message: z.object({ content: z.array(wireContentBlock) }) }),
+  stopReason: z.string(),
+  usage: wireUsage.optional(),
+});
+
+const blockIndex = z.number().int().min(0);
+
+/** Payloads of the stream events we read; each also carries a random `p` padding field. */
+const wireStreamEvents = {
+  contentBlockStart: z.object({
+    contentBlockIndex: blockIndex,
+    start: z.object({ toolUse: z.object({ toolUseId: z.string(), name: z.string() }).optional() }),
+  }),
+  contentBlockDelta: z.object({
+    contentBlockIndex: blockIndex,
+    delta: z.object({ text: z.string().optional(), toolUse: z.object({ input: z.string() }).optional() }),
+  }),
+  messageStop: z.object({ stopReason: z.string() }),
+  metadata: z.object({ usage: wireUsage.optional() }),
+};
+
+type WireStreamEvent = {
+  [K in keyof typeof wireStreamEvents]: { type: K; payload: z.infer<(typeof wireStreamEvents)[K]> };
+}[keyof typeof wireStreamEvents];
+
+const isReadEvent = (type: string): type is keyof typeof wireStreamEvents => Object.hasOwn(wireStreamEvents, type);
+
+function toFinishReason(reason: string): FinishReason {
+  switch (reason) {
+    case 'end_turn':
+    case 'stop_sequence':
+      return 'stop';
+    case 'max_tokens':
+    case 'model_context_window_exceeded':
+      return 'length';
+    case 'tool_use':
+      return 'tool_calls';
+    case 'guardrail_intervened':
+    case 'content_filtered':
+      return 'content_filter';
+    default:
+      return 'other';
+  }
+}
+
+function toUsage(usage: z.infer<typeof wireUsage>): TokenUsage {
+  return {
+    promptTokens: usage.inputTokens,
+    completionTokens: usage.outputTokens,
+    totalTokens: usage.totalTokens ?? usage.inputTokens + usage.outputTokens,
+  };
+}
+
+/** Counts usage ourselves when Bedrock reports none (the answer's text and tool arguments). */
+function countedUsage(request: ChatRequest, completion: string): TokenUsage {
+  const promptTokens = countChatTokens(request.messages);
+  const completionTokens = countTextTokens(completion);
+  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+}
+
+function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
+  return new ProviderError(`${provider} sent a malformed response`, {
+    code: 'UPSTREAM_BAD_RESPONSE',
+    provider,
+    retryable: false,
+    upstreamMessage: detail,
+    cause,
+  });
+}
+
+function interrupted(provider: string, detail: string): ProviderError {
+  return new ProviderError(`${provider} stream ended before the answer finished`, {
+    code: 'UPSTREAM_STREAM_INTERRUPTED',
+    provider,
+    retryable: false,
+    upstreamMessage: detail,
+  });
+}
+
+/** Upstream messages are logged; an AWS error may quote what it was sent. */
+function redact(message: string | undefined, secrets: readonly (string | undefined)[]): string | undefined {
+  let out = message;
+  for (const secret of secrets) if (out && secret) out = out.replaceAll(secret, '[redacted]');
+  return out;
+}
+
+/** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
+async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
+  let text: string;
+  try {
+    text = await response.text();
+  } catch (error) {
+    if (options.signal.aborted) throw options.signal.reason;
+    throw errorFromException(provider, error, 'body');
+  }
+  const parsed = parseJson(text);
+  if (!parsed.ok) throw badResponse(provider, 'body is not JSON');
+  return parsed.value;
+}
+
+/** AWS names the error in x-amzn-ErrorType ("ThrottlingException:http://internal…") and says why in {message}. */
+async function readError(response: Response): Promise<{ type: string | undefined; message: string | undefined }> {
+  const type = response.headers.get('x-amzn-errortype')?.split(':')[0]?.trim() || undefined;
+  const text = await response.text().catch(() => '');
+  const parsed = parseJson(text);
+  const body = parsed.ok && typeof parsed.value === 'object' && parsed.value !== null ? (parsed.value as { message?: unknown; Message?: unknown }) : {};
+  const said = body.message ?? body.Message;
+  const message = (typeof said === 'string' ? said : text).slice(0, 500) || undefined;
+  return { type, message: type && message ? `${type}: ${message}` : (message ?? type) };
+}
+
+/**
+ * ModelNotReadyException (a model still loading, answered as 429) is an unavailable model, not a
+ * quota: the router should try elsewhere rather than back off the account.
+ */
+function errorFromResponse(provider: string, response: Response, type: string | undefined, message: string | undefined): ProviderError {
+  const error = errorFromStatus(provider, response.status, response.headers as unknown as Headers, message);
+  if (type !== 'ModelNotReadyException' || error.code === 'UPSTREAM_UNAVAILABLE') return error;
+  return new ProviderError(`${provider} model is not ready`, {
+    code: 'UPSTREAM_UNAVAILABLE',
+    provider,
+    status: error.status,
+    retryable: true,
+    ...(error.retryAfterMs !== undefined && { retryAfterMs: error.retryAfterMs }),
+    ...(message !== undefined && { upstreamMessage: message }),
+  });
+}
+
+// --- wire format: the event stream -------------------------------------------------------------
+
+const codec = new EventStreamCodec(toUtf8, fromUtf8);
+/** AWS caps an event-stream message at 16 MiB; a larger prelude length is garbage, not a frame. */
+const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/** Prelude (length, header length, CRC) plus the trailing message CRC. */
+const MIN_FRAME_BYTES = 16;
+
+function append(buffered: Uint8Array, chunk: Uint8Array): Uint8Array {
+  if (buffered.byteLength === 0) return chunk;
+  const joined = new Uint8Array(buffered.byteLength + chunk.byteLength);
+  joined.set(buffered);
+  joined.set(chunk, buffered.byteLength);
+  return joined;
+}
+
+/**
+ * Cuts a body into event-stream messages wherever its chunks happen to end: a frame's first four
+ * bytes are its total length, and EventStreamCodec checks both CRCs and parses the headers. A
+ * corrupt frame throws a bad-response ProviderError; a body that ends inside a frame throws an
+ * interrupted one; transport errors pass through as thrown. Exported for its framing tests; it
+ * belongs next to sse.ts once a second AWS adapter needs it.
+ */
+export async function* decodeEventStream(body: AsyncIterable<Uint8Array>, provider: string): AsyncGenerator<Message> {
+  let buffered: Uint8Array = new Uint8Array(0);
+  for await (const chunk of body) {
+    buffered = append(buffered, chunk);
+    while (buffered.byteLength >= 4) {
+      const length = new DataView(buffered.buffer, buffered.byteOffset, 4).getUint32(0);
+      if (length < MIN_FRAME_BYTES || length > MAX_FRAME_BYTES) throw badResponse(provider, `event-stream frame length ${length} is impossible`);
+      if (buffered.byteLength < length) break;
+      let message: Message;
+      try {
+        message = codec.decode(buffered.subarray(0, length));
+      } catch (error) {
+        throw badResponse(provider, 'event-stream frame is corrupt', error);
+      }
+      buffered = buffered.subarray(length);
+      yield message;
+    }
+  }
+  if (buffered.byteLength > 0) throw interrupted(provider, `body ended inside an event-stream frame (${buffered.byteLength} bytes)`);
+}
+
+function stringHeader(message: Message, name: string): string | undefined {
+  const header = message.headers[name];
+  return header?.type === 'string' ? header.value : undefined;
+}
+
+/** Bedrock's in-stream exceptions, by their `:exception-type` (camel-cased, unlike HTTP errors). */
+function codeForStreamException(type: string): ProviderErrorCode {
+  if (type === 'throttlingException') return 'UPSTREAM_RATE_LIMITED';
+  if (type === 'validationException') return 'UPSTREAM_BAD_REQUEST';
+  return 'UPSTREAM_UNAVAILABLE';
+}
+
+// --- the adapter -------------------------------------------------------------------------------
+
+interface StreamState {
+  /** Text and tool arguments so far, to count usage when Bedrock reports none. */
+  completion: string;
+  finishReason?: FinishReason;
+  usage?: TokenUsage;
+}
+
+class BedrockChatModel implements ChatModel {
+  constructor(
+    readonly provider: string,
+    readonly modelId: string,
+    private readonly transport: BedrockTransport,
+  ) {}
+
+  async generate(request: ChatRequest, options: CallOptions): Promise<ChatResult> {
+    const response = await this.transport.post(this.modelId, 'converse', toWireRequest(request), options);
+    const parsed = wireConverse.safeParse(await readJson(this.provider, response, options));
+    if (!parsed.success) throw badResponse(this.provider, parsed.error.message);
+    const { output, stopReason, usage } = parsed.data;
+    const content = output.message.content.flatMap((block) => (block.text !== undefined ? [block.text] : [])).join('');
+    const toolCalls = output.message.content.flatMap((block) =>
+      block.toolUse ? [{ id: block.toolUse.toolUseId, name: block.toolUse.name, arguments: JSON.stringify(block.toolUse.input ?? {}) }] : [],
+    );
+    const id = response.headers.get('x-amzn-requestid');
+    return {
+      ...(id && { id }),
+      content,
+      toolCalls,
+      finishReason: toFinishReason(stopReason),
+      usage: usage ? toUsage(usage) : countedUsage(request, content + toolCalls.map((call) => call.arguments).join('')),
+    };
+  }
+
+  async *stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    let response: Response;
+    try {
+      response = await this.transport.post(this.modelId, 'converse-stream', toWireRequest(request), options);
+    } catch (error) {
+      if (options.signal.aborted) return;
+      yield { type: 'error', error: errorFromException(this.provider, error, 'connect') };
+      return;
+    }
+    yield* this.readStream(request, response, options);
+  }
+
+  /** Complete once messageStop has arrived and the body ends; metadata (usage) may follow the stop. */
+  private async *readStream(request: ChatRequest, response: Response, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    const contentType = response.headers.get('content-type') ?? '';
+    if (!contentType.includes('application/vnd.amazon.eventstream') || !response.body) {
+      await response.body?.cancel().catch(() => undefined);
+      yield { type: 'error', error: badResponse(this.provider, `expected an event stream, got ${contentType || 'no body'}`) };
+      return;
+    }
+    const state: StreamState = { completion: '' };
+    try {
+      for await (const message of decodeEventStream(response.body as ReadableStream<Uint8Array>, this.provider)) {
+        for (const part of this.partsOf(message, state)) {
+          yield part;
+          if (part.type === 'error') return;
+        }
+      }
+    } catch (error) {
+      if (options.signal.aborted) return;
+      yield { type: 'error', error: errorFromException(this.provider, error, 'stream') };
+      return;
+    }
+    if (state.finishReason === undefined) {
+      yield { type: 'error', error: interrupted(this.provider, 'body ended before messageStop') };
+      return;
+    }
+    yield { type: 'finish', finishReason: state.finishReason, usage: state.usage ?? countedUsage(request, state.completion) };
+  }
+
+  /** One frame → the parts it yields: events by `:event-type`; exceptions and errors end the stream. */
+  private partsOf(message: Message, state: StreamState): ChatStreamPart[] {
+    const messageType = stringHeader(message, ':message-type');
+    if (messageType === 'exception' || messageType === 'error') return [{ type: 'error', error: this.streamError(message, messageType) }];
+    const eventType = stringHeader(message, ':event-type');
+    // messageStart and contentBlockStop carry nothing the contract needs; unknown events are newer than us.
+    if (messageType !== 'event' || eventType === undefined || !isReadEvent(eventType)) return [];
+    const payload = parseJson(toUtf8(message.body));
+    if (!payload.ok) return [{ type: 'error', error: badResponse(this.provider, `${eventType} payload is not JSON`) }];
+    const parsed = wireStreamEvents[eventType].safeParse(payload.value);
+    if (!parsed.success) return [{ type: 'error', error: badResponse(this.provider, `${eventType}: ${parsed.error.message}`) }];
+    // TypeScript cannot tie parsed.data to eventType; the schema picked by eventType parsed it.
+    return partsOfEvent({ type: eventType, payload: parsed.data } as WireStreamEvent, state);
+  }
+
+  private streamError(message: Message, messageType: 'exception' | 'error'): ProviderError {
+    const type = (messageType === 'exception' ? stringHeader(message, ':exception-type') : stringHeader(message, ':error-code')) ?? 'unknownException';
+    const payload = parseJson(toUtf8(message.body));
+    const said = payload.ok ? (payload.value as { message?: unknown } | null)?.message : undefined;
+    const detail = typeof said === 'string' ? said : stringHeader(message, ':error-message');
+    // Once deltas may have reached the client, a retry would repeat them: never retryable here.
+    return new ProviderError(`${this.provider} reported ${type} mid-stream`, {
+      code: codeForStreamException(type),
+      provider: this.provider,
+      retryable: false,
+      upstreamMessage: redact(detail ? `${type}: ${detail.slice(0, 500)}` : type, this.transport.secrets),
+    });
+  }
+}
+
+/** Tool-call fragments are indexed by contentBlockIndex; the id and name come with the block's start. */
+function partsOfEvent(event: WireStreamEvent, state: StreamState): ChatStreamPart[] {
+  switch (event.type) {
+    case 'contentBlockStart': {
+      const toolUse = event.payload.start.toolUse;
+      if (!toolUse) return [];
+      return [{ type: 'tool-call-delta', index: event.payload.contentBlockIndex, id: toolUse.toolUseId, name: toolUse.name, argumentsDelta: '' }];
+    }
+    case 'contentBlockDelta': {
+      const { delta, contentBlockIndex } = event.payload;
+      if (delta.text) {
+        state.completion += delta.text;
+        return [{ type: 'text-delta', text: delta.text }];
+      }
+      if (delta.toolUse) {
+        state.completion += delta.toolUse.input;
+        return [{ type: 'tool-call-delta', index: contentBlockIndex, argumentsDelta: delta.toolUse.input }];
+      }
+      return []; // reasoning and citation deltas have no place in the contract yet
+    }
+    case 'messageStop':
+      state.finishReason = toFinishReason(event.payload.stopReason);
+      return [];
+    case 'metadata':
+      if (event.payload.usage) state.usage = toUsage(event.payload.usage);
+      return [];
+  }
+}
+
+type Operation = 'converse' | 'converse-stream';
+
+/** Shared by a provider's models: endpoint, the SigV4 signer, the pooled client. */
+class BedrockTransport {
+  readonly #client: HttpClient;
+  readonly #signer: SignatureV4;
+  readonly #endpoint: string;
+
+  constructor(private readonly settings: BedrockSettings) {
+    this.#client = new HttpClient(settings.name, settings.timeouts);
+    this.#endpoint = settings.endpoint.replace(/\/+$/, '');
+    this.#signer = new SignatureV4({ service: 'bedrock', region: settings.region, credentials: settings.credentials, sha256: Sha256 });
+  }
+
+  /** What upstream messages must never repeat into our logs. */
+  get secrets(): readonly (string | undefined)[] {
+    return [this.settings.credentials.secretAccessKey, this.settings.credentials.sessionToken];
+  }
+
+  /**
+   * Signs and POSTs, returning a 2xx response; any other status becomes a ProviderError. The model
+   * id is one path segment (ids hold ':' and ARNs hold '/'), escaped once in the URL; the signer
+   * escapes it again for the canonical request, as AWS expects.
+   */
+  async post(modelId: string, operation: Operation, body: WireRequest, options: CallOptions): Promise<Response> {
+    const url = new URL(`${this.#endpoint}/model/${encodeURIComponent(modelId)}/${operation}`);
+    const headers = await this.sign(url, operation, body);
+    // Bedrock takes no client request id header, so options.requestId stays in our own logs.
+    const response = await this.#client.postJson(url.href, body, { headers, signal: options.signal });
+    if (response.ok) return response;
+    const { type, message } = await readError(response);
+    throw errorFromResponse(this.settings.name, response, type, redact(message, this.secrets));
+  }
+
+  /**
+   * The signature covers the body, so we sign JSON.stringify(body) — exactly what postJson sends —
+   * and every header we send ourselves. Host is signed but not passed on: undici derives the same
+   * value from the URL.
+   */
+  private async sign(url: URL, operation: Operation, body: WireRequest): Promise<Record<string, string>> {
+    const request = new HttpRequest({
+      method: 'POST',
+      protocol: url.protocol,
+      hostname: url.hostname,
+      ...(url.port && { port: Number(url.port) }),
+      path: url.pathname,
+      headers: {
+        host: url.host,
+        'content-type': 'application/json',
+        accept: operation === 'converse-stream' ? 'application/vnd.amazon.eventstream' : 'application/json',
+      },
+      body: JSON.stringify(body),
+    });
+    const signed = await this.#signer.sign(request);
+    return Object.fromEntries(Object.entries(signed.headers).filter(([name]) => name !== 'host'));
+  }
+
+  close(): Promise<void> {
+    return this.#client.close();
+  }
+}
+
+export function createBedrockProvider(settings: BedrockSettings): Provider {
+  const transport = new BedrockTransport(settings);
+  return {
+    name: settings.name,
+    chatModel: (modelId) => new BedrockChatModel(settings.name, modelId, transport),
+    // Titan and Cohere embeddings use InvokeModel with per-model bodies, not Converse; they come later.
+    embeddingModel: (modelId) => {
+      throw new Error(`${settings.name}: Bedrock embedding models are not supported yet (asked for ${modelId})`);
+    },
+    close: () => transport.close(),
+  };
+}
