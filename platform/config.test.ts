@@ -91,6 +91,20 @@ describe('config', () => {
     expect(new ModelCatalog(config, { AZURE_TOKEN: 't', ANTHROPIC_API_KEY: 'k' }).resolve('claude-x')?.provider).toBe('claude');
   });
 
+  it('configures Gemini with its key and Bedrock with AWS credentials from the environment', () => {
+    const config = parseConfig({
+      providers: { google: { type: 'gemini', apiKeyEnv: 'GEMINI_API_KEY' }, aws: { type: 'bedrock', region: 'eu-west-1' } },
+      models: [
+        { ...model, id: 'gemini-x', provider: 'google' },
+        { ...model, id: 'claude-on-bedrock', provider: 'aws', upstream: 'anthropic.claude-3-5-sonnet-20241022-v2:0' },
+      ],
+    });
+    expect(() => new ModelCatalog(config, { GEMINI_API_KEY: 'k' })).toThrow('providers.aws.accessKeyIdEnv: environment variable AWS_ACCESS_KEY_ID is not set');
+    const catalog = new ModelCatalog(config, { GEMINI_API_KEY: 'k', AWS_ACCESS_KEY_ID: 'AKIA', AWS_SECRET_ACCESS_KEY: 's' });
+    expect(catalog.resolve('claude-on-bedrock')?.upstream).toBe('anthropic.claude-3-5-sonnet-20241022-v2:0');
+    expect(() => parseConfig({ providers: { aws: { type: 'bedrock', region: 'moon' } } })).toThrow('providers.aws.region');
+  });
+
   it('refuses routes to unknown or retired models, naming the route field', () => {
     const models = [model, { ...model, version: '0', status: 'RETIRED' }];
     expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'nope@1' }] } } })).toThrow('routes.smart.targets[0].model: no configured model "nope@1"');

@@ -109,6 +109,26 @@ const providerSchema = z.discriminatedUnion('type', [
     .refine((provider) => (provider.apiKeyEnv === undefined) !== (provider.entraTokenEnv === undefined), { message: 'needs exactly one of apiKeyEnv and entraTokenEnv', path: ['apiKeyEnv'] }),
   z
     .object({
+      type: z.literal('gemini'),
+      baseUrl: z.url().default('https://generativelanguage.googleapis.com/v1beta'),
+      ...remote,
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('bedrock'),
+      region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'an AWS region such as us-east-1'),
+      /** Defaults to https://bedrock-runtime.<region>.amazonaws.com. */
+      endpoint: z.url().optional(),
+      /** Names of the environment variables holding the credentials (AWS's usual ones by default). */
+      accessKeyIdEnv: envVarName.default('AWS_ACCESS_KEY_ID'),
+      secretAccessKeyEnv: envVarName.default('AWS_SECRET_ACCESS_KEY'),
+      sessionTokenEnv: envVarName.optional(),
+      timeouts: timeoutsSchema,
+    })
+    .strict(),
+  z
+    .object({
       type: z.literal('anthropic'),
       baseUrl: z.url().default('https://api.anthropic.com'),
       /** Sent when a request sets no maxTokens (Anthropic requires one). */

@@ -12,6 +12,8 @@ import type { ChatModel, EmbeddingModel, Provider } from './contract.ts';
 import { createLocalProvider } from './local.ts';
 import { createAnthropicProvider } from './anthropic.ts';
 import { createAzureOpenAIProvider } from './azure-openai.ts';
+import { createBedrockProvider } from './bedrock.ts';
+import { createGeminiProvider } from './gemini.ts';
 import { createOpenAICompatibleProvider } from './openai-compatible.ts';
 import { OPENAI_COMPATIBLE_PRESETS } from './presets.ts';
 import { weightedOrder, type Target } from './routing.ts';
@@ -59,6 +61,22 @@ function buildProvider(name: string, config: ProviderConfig, env: NodeJS.Process
         apiVersion: config.apiVersion,
         credential: key ? { kind: 'api-key', key } : { kind: 'entra', token: token! },
         headers: config.headers,
+        timeouts: config.timeouts,
+      });
+    }
+    case 'gemini':
+      return createGeminiProvider({ name, baseUrl: config.baseUrl, apiKey: secret(env, name, 'apiKeyEnv', config.apiKeyEnv), headers: config.headers, timeouts: config.timeouts });
+    case 'bedrock': {
+      const sessionToken = secret(env, name, 'sessionTokenEnv', config.sessionTokenEnv);
+      return createBedrockProvider({
+        name,
+        region: config.region,
+        endpoint: config.endpoint ?? `https://bedrock-runtime.${config.region}.amazonaws.com`,
+        credentials: {
+          accessKeyId: secret(env, name, 'accessKeyIdEnv', config.accessKeyIdEnv)!,
+          secretAccessKey: secret(env, name, 'secretAccessKeyEnv', config.secretAccessKeyEnv)!,
+          ...(sessionToken && { sessionToken }),
+        },
         timeouts: config.timeouts,
       });
     }
