@@ -6,9 +6,9 @@ import { z } from 'zod';
 import type { Response } from 'undici';
 import type { CallOptions, ChatMessage, ChatModel, ChatRequest, ChatResult, ChatStreamPart, FinishReason, Provider, TokenUsage, ToolChoice } from './contract.ts';
 import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
+import { badResponse, countedUsage, readJson } from './wire.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
 import { parseSse } from './sse.ts';
-import { countChatTokens, countTextTokens } from './tokens.ts';
 
 export interface AnthropicSettings {
   name: string;
@@ -185,13 +185,6 @@ function toUsage(usage: WireUsage | null | undefined): TokenUsage | undefined {
   return { promptTokens, completionTokens: usage.output_tokens, totalTokens: promptTokens + usage.output_tokens };
 }
 
-/** Counts usage ourselves when the upstream reports none (some Anthropic-compatible servers). */
-function countedUsage(request: ChatRequest, completion: string): TokenUsage {
-  const promptTokens = countChatTokens(request.messages);
-  const completionTokens = countTextTokens(completion);
-  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
-}
-
 /** `{type: 'error', error: {type, message}}`, read as "overloaded_error: Overloaded". */
 async function readErrorMessage(response: Response): Promise<string | undefined> {
   const text = await response.text().catch(() => '');
@@ -203,26 +196,6 @@ async function readErrorMessage(response: Response): Promise<string | undefined>
     // not Anthropic's error JSON: fall through to the raw text
   }
   return text.slice(0, 500) || undefined;
-}
-
-/** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
-async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
-  let text: string;
-  try {
-    text = await response.text();
-  } catch (error) {
-    if (options.signal.aborted) throw options.signal.reason;
-    throw errorFromException(provider, error, 'body');
-  }
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw badResponse(provider, 'body is not JSON', error);
-  }
-}
-
-function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
-  return new ProviderError(`${provider} sent a malformed response`, { code: 'UPSTREAM_BAD_RESPONSE', provider, retryable: false, upstreamMessage: detail, cause });
 }
 
 // --- the adapter -------------------------------------------------------------------------------

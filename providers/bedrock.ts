@@ -25,8 +25,8 @@ import type {
   ToolChoice,
 } from './contract.ts';
 import { ProviderError, errorFromException, errorFromStatus, type ProviderErrorCode } from './errors.ts';
+import { badResponse, countedUsage } from './wire.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
-import { countChatTokens, countTextTokens } from './tokens.ts';
 
 export interface BedrockCredentials {
   accessKeyId: string;
@@ -234,23 +234,6 @@ function toUsage(usage: z.infer<typeof wireUsage>): TokenUsage {
     completionTokens: usage.outputTokens,
     totalTokens: usage.totalTokens ?? usage.inputTokens + usage.outputTokens,
   };
-}
-
-/** Counts usage ourselves when Bedrock reports none (the answer's text and tool arguments). */
-function countedUsage(request: ChatRequest, completion: string): TokenUsage {
-  const promptTokens = countChatTokens(request.messages);
-  const completionTokens = countTextTokens(completion);
-  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
-}
-
-function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
-  return new ProviderError(`${provider} sent a malformed response`, {
-    code: 'UPSTREAM_BAD_RESPONSE',
-    provider,
-    retryable: false,
-    upstreamMessage: detail,
-    cause,
-  });
 }
 
 function interrupted(provider: string, detail: string): ProviderError {

@@ -22,9 +22,10 @@ import type {
   ToolDefinition,
 } from './contract.ts';
 import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
+import { badResponse, countedUsage, readJson, redact } from './wire.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
 import { parseSse } from './sse.ts';
-import { countChatTokens, countTextTokens } from './tokens.ts';
+import { countTextTokens } from './tokens.ts';
 
 export interface GeminiSettings {
   name: string;
@@ -262,13 +263,6 @@ function toToolCall(part: WireResponsePart, index: number): ToolCall | undefined
   return { id: toolCallId(index, part.thoughtSignature), name: part.functionCall.name, arguments: JSON.stringify(part.functionCall.args ?? {}) };
 }
 
-/** Counts usage ourselves when Gemini reports none. */
-function countedUsage(request: ChatRequest, completion: string): TokenUsage {
-  const promptTokens = countChatTokens(request.messages);
-  const completionTokens = countTextTokens(completion);
-  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
-}
-
 interface UpstreamFailure {
   message?: string;
   /** google.rpc.ErrorInfo reasons, e.g. API_KEY_INVALID. */
@@ -296,37 +290,6 @@ async function readFailure(response: Response): Promise<UpstreamFailure> {
     ...(message && { message: message.slice(0, 500) }),
     ...(retryDelayMs !== undefined && { retryDelayMs }),
   };
-}
-
-/** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
-async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
-  let text: string;
-  try {
-    text = await response.text();
-  } catch (error) {
-    if (options.signal.aborted) throw options.signal.reason;
-    throw errorFromException(provider, error, 'body');
-  }
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw badResponse(provider, 'body is not JSON', error);
-  }
-}
-
-/** Upstream messages are logged; Google's can echo the key it refused. */
-function redact(message: string | undefined, secret: string | undefined): string | undefined {
-  return message && secret ? message.replaceAll(secret, '[redacted]') : message;
-}
-
-function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
-  return new ProviderError(`${provider} sent a malformed response`, {
-    code: 'UPSTREAM_BAD_RESPONSE',
-    provider,
-    retryable: false,
-    upstreamMessage: detail,
-    cause,
-  });
 }
 
 // --- the adapter -------------------------------------------------------------------------------

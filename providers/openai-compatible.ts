@@ -19,9 +19,10 @@ import type {
   TokenUsage,
 } from './contract.ts';
 import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
+import { badResponse, countedUsage, readJson, redact } from './wire.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
 import { parseSse } from './sse.ts';
-import { countChatTokens, countTextTokens } from './tokens.ts';
+import { countTextTokens } from './tokens.ts';
 
 export interface OpenAICompatibleSettings {
   name: string;
@@ -162,13 +163,6 @@ function toUsage(usage: z.infer<typeof wireUsage>): TokenUsage {
   };
 }
 
-/** Counts usage ourselves for servers that report none. */
-function countedUsage(request: ChatRequest, completion: string): TokenUsage {
-  const promptTokens = countChatTokens(request.messages);
-  const completionTokens = countTextTokens(completion);
-  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
-}
-
 async function readErrorMessage(response: Response): Promise<string | undefined> {
   const text = await response.text().catch(() => '');
   try {
@@ -179,37 +173,6 @@ async function readErrorMessage(response: Response): Promise<string | undefined>
     // not JSON: fall through to the raw text
   }
   return text.slice(0, 500) || undefined;
-}
-
-/** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
-async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
-  let text: string;
-  try {
-    text = await response.text();
-  } catch (error) {
-    if (options.signal.aborted) throw options.signal.reason;
-    throw errorFromException(provider, error, 'body');
-  }
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw badResponse(provider, 'body is not JSON', error);
-  }
-}
-
-/** Upstream messages are logged; some providers echo the key they refused. */
-function redact(message: string | undefined, secret: string | undefined): string | undefined {
-  return message && secret ? message.replaceAll(secret, '[redacted]') : message;
-}
-
-function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
-  return new ProviderError(`${provider} sent a malformed response`, {
-    code: 'UPSTREAM_BAD_RESPONSE',
-    provider,
-    retryable: false,
-    upstreamMessage: detail,
-    cause,
-  });
 }
 
 // --- the adapter -------------------------------------------------------------------------------
