@@ -17,6 +17,7 @@ import { endOnShutdown, shuttingDownResult } from './end-on-shutdown.ts';
 import { InFlight } from './in-flight.ts';
 import type { Logger } from './logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
+import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
 
 export const GRAPHQL_PATH = '/graphql';
 
@@ -26,6 +27,8 @@ export interface RequestContext extends BaseContext {
   log: Logger;
   /** Aborted when the caller goes away (HTTP connection closed, WS operation completed). */
   signal: AbortSignal;
+  /** Added to the response's `extensions.warnings` (for a stream: its next result). */
+  warnings: Warning[];
 }
 
 export interface SubgraphServerOptions<TContext extends RequestContext> {
@@ -80,7 +83,10 @@ function logOperations<TContext extends RequestContext>(): ApolloServerPlugin<TC
     async requestDidStart() {
       const started = performance.now();
       return {
-        async willSendResponse({ contextValue, operationName, errors }) {
+        async willSendResponse({ contextValue, operationName, errors, response }) {
+          if (contextValue.warnings.length && response.body.kind === 'single') {
+            response.body.singleResult.extensions = { ...response.body.singleResult.extensions, [WARNINGS_EXTENSION]: contextValue.warnings };
+          }
           contextValue.log.info(
             { operation: operationName ?? 'anonymous', durationMs: Math.round(performance.now() - started), errors: errors?.length ?? 0 },
             'operation completed',
@@ -139,7 +145,7 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         search: new URL(request.url ?? '/', 'http://subgraph').search,
         body,
       },
-      context: async () => options.extendContext({ requestId, log: log.child({ requestId }), signal: aborter.signal }),
+      context: async () => options.extendContext({ requestId, log: log.child({ requestId }), signal: aborter.signal, warnings: [] }),
     });
     const headers: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
     for (const [name, value] of result.headers) headers[name] = value;
@@ -207,9 +213,18 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         const open = operations.get(ctx) ?? new Map<string, OpenOperation>();
         const name = payload.operationName ?? 'anonymous';
         operations.set(ctx, open.set(id, { abort, end: inFlight.begin(), log: requestLog, name, started: performance.now() }));
-        return options.extendContext({ requestId, log: requestLog, signal: abort.signal });
+        return options.extendContext({ requestId, log: requestLog, signal: abort.signal, warnings: [] });
       },
-      onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: formatErrors(result.errors) } : undefined),
+      onNext: (_ctx, _id, _payload, args, result) => {
+        // Warnings go out once, with the first result after they were raised.
+        const warnings = (args.contextValue as RequestContext).warnings.splice(0);
+        if (!result.errors && !warnings.length) return undefined;
+        return {
+          ...result,
+          ...(result.errors && { errors: formatErrors(result.errors) }),
+          ...(warnings.length && { extensions: { ...result.extensions, [WARNINGS_EXTENSION]: warnings } }),
+        };
+      },
       onError: (_ctx, _id, _payload, errors) => formatErrors(errors),
       onComplete: (ctx, id) => finish(ctx, id),
       onClose: (ctx) => {

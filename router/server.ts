@@ -39,6 +39,7 @@ import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
 import { createRouterMetrics, useRouterMetrics } from './plugins/metrics.ts';
 import { useSubgraphRequestId } from './plugins/request-id.ts';
 import { useGracefulStreams } from './plugins/shutdown.ts';
+import { useSubgraphWarnings } from './plugins/warnings.ts';
 import { createSubgraphWsTransport } from './subgraph-ws-transport.ts';
 
 export const SUPERGRAPH_FILE = new URL('../schema/supergraph.graphql', import.meta.url);
@@ -111,7 +112,7 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     upstreamCancellation: true,
     executionCancellation: true,
     subgraphErrors: { errorCode: ErrorCode.DOWNSTREAM_SERVICE_ERROR },
-    plugins: () => [useErrorCodes(), useRouterMetrics(metrics), useSubgraphRequestId(), useGracefulStreams(shuttingDown.signal)],
+    plugins: () => [useErrorCodes(), useRouterMetrics(metrics), useSubgraphRequestId(), useSubgraphWarnings(), useGracefulStreams(shuttingDown.signal)],
   });
   // The WS handler needs the schema loaded before the first subscription arrives.
   await runtime.getSchema();

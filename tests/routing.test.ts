@@ -85,7 +85,7 @@ describe('routing through the stack', () => {
     expect(canary).toBeLessThanOrEqual(55);
   });
 
-  it('serves a bare id by its default version and a pin by exactly that version, and refuses a retired one by name', async () => {
+  it('serves a bare id by its default version and a pin by exactly that version, warns about a deprecated one, and refuses a retired one by name', async () => {
     stack = await startTestStack({
       models: [
         { id: 'echo', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'RETIRED', replacement: 'echo@2' },
@@ -97,6 +97,18 @@ describe('routing through the stack', () => {
     expect((await chat('echo@3')).body.data?.chat.servedBy.version).toBe('3');
     const retired = await chat('echo@1');
     expect(retired.body.errors?.[0]?.extensions).toMatchObject({ code: 'MODEL_RETIRED', replacement: 'echo@2' });
+    const deprecated = await chat('echo@3');
+    expect(deprecated.body.data?.chat.content).toBe('route me');
+    expect((deprecated.body as { extensions?: { warnings?: unknown[] } }).extensions?.warnings).toEqual([
+      expect.objectContaining({ code: 'MODEL_DEPRECATED', model: 'echo@3', sunset: '2027-01-31', replacement: 'echo@2' }),
+    ]);
+    expect((((await chat('echo')).body as { extensions?: { warnings?: unknown[] } }).extensions?.warnings)).toBeUndefined();
+    const streamed = await collectSubscription<ChatStreamSubscription>(stack.ws(), {
+      query: print(ChatStreamDocument),
+      variables: { input: { model: 'echo@3', messages: [{ role: 'USER', content: 'hi' }] } },
+    });
+    const streamedWarnings = streamed.results.flatMap((result) => ((result as { extensions?: { warnings?: unknown[] } }).extensions?.warnings ?? []));
+    expect(streamedWarnings).toEqual([expect.objectContaining({ code: 'MODEL_DEPRECATED', model: 'echo@3' })]);
     const { body } = await postGraphQL<{ model: { versions: { version: string; status: string; sunset: string | null }[] } }>(
       stack.url,
       '{ model(id: "echo") { versions { version status sunset } } }',

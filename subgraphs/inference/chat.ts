@@ -12,6 +12,7 @@ import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import { abortOnReturn } from '../../platform/abort-on-return.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
+import type { Warning } from '../../platform/warnings.ts';
 import type { InferenceContext } from './context.ts';
 
 export interface ServedByResult {
@@ -88,6 +89,19 @@ function checkRange(field: string, value: number | null | undefined, min: number
 }
 
 /** Resolves the model and turns the input into a provider request, or throws a coded error. */
+/** A deprecated version still answers; the caller hears about it in `extensions.warnings`. */
+export function deprecationWarning(model: CatalogModel): Warning | undefined {
+  if (model.status !== 'DEPRECATED') return undefined;
+  const pinned = `${model.id}@${model.version}`;
+  return {
+    code: 'MODEL_DEPRECATED',
+    message: `model "${pinned}" is deprecated${model.sunset ? ` and retires on ${model.sunset}` : ''}${model.replacement ? `; use "${model.replacement}"` : ''}`,
+    model: pinned,
+    ...(model.sunset && { sunset: model.sunset }),
+    ...(model.replacement && { replacement: model.replacement }),
+  };
+}
+
 export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedChat {
   const plan = catalog.plan(input.model);
   if (!plan) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${input.model}"`, { model: input.model });

@@ -1,6 +1,15 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
 import { targetKey } from '../../providers/catalog.ts';
-import { prepareChat, runChat, streamChat, type ChatStreamEventResult } from './chat.ts';
+import { deprecationWarning, prepareChat, runChat, streamChat, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
+import type { InferenceContext } from './context.ts';
+
+/** Prepares a chat and raises a warning when the version it names is deprecated. */
+function prepare(input: Parameters<typeof prepareChat>[1], context: InferenceContext): PreparedChat {
+  const prepared = prepareChat(context.catalog, input);
+  const warning = deprecationWarning(prepared.model);
+  if (warning) context.warnings.push(warning);
+  return prepared;
+}
 
 export const resolvers: Resolvers = {
   Query: {
@@ -8,12 +17,12 @@ export const resolvers: Resolvers = {
     model: (_parent, { id }, { catalog }) => catalog.resolve(id) ?? null,
   },
   Mutation: {
-    chat: (_parent, { input }, context) => runChat(prepareChat(context.catalog, input), context),
+    chat: (_parent, { input }, context) => runChat(prepare(input, context), context),
   },
   Subscription: {
     chatStream: {
       // Validation throws before the first event, so a bad input fails the subscription itself.
-      subscribe: (_parent, { input }, context) => streamChat(prepareChat(context.catalog, input), context),
+      subscribe: (_parent, { input }, context) => streamChat(prepare(input, context), context),
       resolve: (event: ChatStreamEventResult) => event,
     },
   },

@@ -111,7 +111,7 @@ export async function startTestStack(overrides: Record<string, unknown> = {}, op
 export interface GraphQLResponse<T = Record<string, unknown>> {
   status: number;
   headers: Headers;
-  body: { data?: T | null; errors?: { message: string; path?: string[]; extensions?: Record<string, unknown> }[] };
+  body: { data?: T | null; errors?: { message: string; path?: string[]; extensions?: Record<string, unknown> }[]; extensions?: Record<string, unknown> };
 }
 
 export async function postGraphQL<T = Record<string, unknown>>(
