@@ -17,6 +17,20 @@ export type Scalars = {
   _FieldSet: { input: unknown; output: unknown; }
 };
 
+export type CachePolicy =
+  /** Use the cache even when sampling (the caller accepts a repeated answer). */
+  | 'ALWAYS'
+  /** Use the cache when the request is deterministic (temperature 0). */
+  | 'AUTO'
+  /** Neither read nor write the cache. */
+  | 'BYPASS';
+
+export type ChatCacheInput = {
+  policy?: CachePolicy;
+  /** How long a stored answer lives; default from the server config. */
+  ttlSeconds?: InputMaybe<Scalars['Int']['input']>;
+};
+
 /** The answer finished; the last event of a successful stream. */
 export type ChatCompleted = {
   __typename?: 'ChatCompleted';
@@ -29,6 +43,8 @@ export type ChatCompleted = {
 
 export type ChatCompletion = {
   __typename?: 'ChatCompletion';
+  /** True when this answer came from the response cache (no provider was called; servedBy.attempts is 0). */
+  cached: Scalars['Boolean']['output'];
   content: Scalars['String']['output'];
   finishReason: FinishReason;
   /** The provider's response id, or one of ours. */
@@ -58,6 +74,8 @@ export type ChatFailed = {
 };
 
 export type ChatInput = {
+  /** Response cache control (whole chats only; streams are never cached). */
+  cache?: InputMaybe<ChatCacheInput>;
   /** Most tokens to generate; at most the model's `maxOutputTokens`. */
   maxTokens?: InputMaybe<Scalars['Int']['input']>;
   /** The conversation so far; at least one message. */
@@ -366,14 +384,17 @@ export type FederationReferenceTypes = {
 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
+  CachePolicy: CachePolicy;
+  ChatCacheInput: ChatCacheInput;
+  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   ChatCompleted: ResolverTypeWrapper<Omit<ChatCompleted, 'servedBy'> & { servedBy: ResolversTypes['ServedBy'] }>;
   ChatCompletion: ResolverTypeWrapper<ChatCompletionResult>;
+  Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   ChatDelta: ResolverTypeWrapper<ChatDelta>;
   ChatFailed: ResolverTypeWrapper<Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversTypes['ServedBy'] }>;
   ChatInput: ChatInput;
-  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   ChatMessageInput: ChatMessageInput;
   ChatRole: ChatRole;
@@ -393,19 +414,20 @@ export type ResolversTypes = {
   Subscription: ResolverTypeWrapper<Record<PropertyKey, never>>;
   TokenUsage: ResolverTypeWrapper<TokenUsage>;
   ToolCall: ResolverTypeWrapper<ToolCall>;
-  Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
 };
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
+  ChatCacheInput: ChatCacheInput;
+  Int: Scalars['Int']['output'];
   ChatCompleted: Omit<ChatCompleted, 'servedBy'> & { servedBy: ResolversParentTypes['ServedBy'] };
   ChatCompletion: ChatCompletionResult;
+  Boolean: Scalars['Boolean']['output'];
   String: Scalars['String']['output'];
   ID: Scalars['ID']['output'];
   ChatDelta: ChatDelta;
   ChatFailed: Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversParentTypes['ServedBy'] };
   ChatInput: ChatInput;
-  Int: Scalars['Int']['output'];
   Float: Scalars['Float']['output'];
   ChatMessageInput: ChatMessageInput;
   ChatStreamEvent: ChatStreamEventResult;
@@ -419,7 +441,6 @@ export type ResolversParentTypes = {
   Subscription: Record<PropertyKey, never>;
   TokenUsage: TokenUsage;
   ToolCall: ToolCall;
-  Boolean: Scalars['Boolean']['output'];
 };
 
 export type ChatCompletedResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ChatCompleted'] = ResolversParentTypes['ChatCompleted']> = {
@@ -431,6 +452,7 @@ export type ChatCompletedResolvers<ContextType = InferenceContext, ParentType ex
 };
 
 export type ChatCompletionResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ChatCompletion'] = ResolversParentTypes['ChatCompletion']> = {
+  cached?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   content?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   finishReason?: Resolver<ResolversTypes['FinishReason'], ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;

@@ -241,7 +241,25 @@ export const configSchema = z
     router: routerSchema,
     subgraphs: subgraphsSchema,
     redis: z
-      .object({ url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional() })
+      .object({
+        url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+        /** Prepended to every key modelgraph writes, so deployments can share one Redis. */
+        keyPrefix: z.string().regex(/^[A-Za-z0-9:_-]*$/).default('modelgraph:'),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Whole (non-streamed) chat answers, cached when the request is deterministic (temperature 0)
+     * or opts in, keyed on the normalised request and the model version. In Redis when
+     * configured, else in process memory.
+     */
+    cache: z
+      .object({
+        enabled: z.boolean().default(true),
+        ttlSeconds: z.number().int().positive().default(3_600),
+        /** In-memory cache only: most entries kept. */
+        maxEntries: z.number().int().positive().default(10_000),
+      })
       .strict()
       .prefault({}),
     log: z

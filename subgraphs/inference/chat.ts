@@ -5,7 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ChatInput, ChatMessageInput, ErrorCode as SchemaErrorCode, FinishReason as SchemaFinishReason } from '../../codegen/inference.resolvers.ts';
-import type { CatalogModel, ModelCatalog } from '../../providers/catalog.ts';
+import { targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
+import { cacheKey, cacheable, type CachedChat } from './chat-cache.ts';
 import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
 import { ProviderError } from '../../providers/errors.ts';
 import type { Served, Target } from '../../providers/routing.ts';
@@ -30,6 +31,7 @@ export interface ChatCompletionResult {
   finishReason: SchemaFinishReason;
   usage: TokenUsage;
   servedBy: ServedByResult;
+  cached: boolean;
 }
 
 export type ChatStreamEventResult =
@@ -43,6 +45,8 @@ export interface PreparedChat {
   /** The versions to try, in order; all able to take this request. */
   targets: Target<CatalogModel>[];
   request: ChatRequest;
+  /** Set when the answer may come from, and go to, the response cache. */
+  cache?: { key: string; ttlMs: number };
 }
 
 function servedBy({ target, attempts }: Served<CatalogModel>): ServedByResult {
@@ -153,6 +157,38 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   return { model, targets, request };
 }
 
+/** Marks a prepared chat as cacheable under its key, per the request's cache control. */
+export function withCache(prepared: PreparedChat, input: ChatInput, defaultTtlMs: number): PreparedChat {
+  if (!cacheable(prepared.request, input.cache)) return prepared;
+  const ttlSeconds = input.cache?.ttlSeconds;
+  if (ttlSeconds !== null && ttlSeconds !== undefined && !(ttlSeconds >= 1 && ttlSeconds <= 86_400)) {
+    throw badInput('cache.ttlSeconds', 'cache.ttlSeconds must be between 1 and 86400');
+  }
+  // One scope for the whole deployment until tenants exist; then the caller's tenant.
+  return { ...prepared, cache: { key: cacheKey('shared', prepared.model, prepared.request), ttlMs: ttlSeconds ? ttlSeconds * 1000 : defaultTtlMs } };
+}
+
+async function fromCache(prepared: PreparedChat, context: InferenceContext): Promise<ChatCompletionResult | undefined> {
+  if (!prepared.cache || !context.cache) return undefined;
+  const stored = await context.cache.get(prepared.cache.key).catch((error: unknown) => {
+    context.log.warn({ err: error }, 'response cache unavailable; calling the provider');
+    return undefined;
+  });
+  if (!stored) return undefined;
+  const hit = JSON.parse(stored) as CachedChat;
+  const servedModel = context.catalog.resolve(hit.servedBy) ?? prepared.model;
+  return {
+    id: hit.id ?? `chat-${randomUUID()}`,
+    model: prepared.model,
+    content: hit.content,
+    toolCalls: hit.toolCalls,
+    finishReason: FINISH_REASONS[hit.finishReason],
+    usage: hit.usage,
+    servedBy: { model: servedModel, provider: servedModel.provider, version: servedModel.version, attempts: 0 },
+    cached: true,
+  };
+}
+
 const FINISH_REASONS: Record<FinishReason, SchemaFinishReason> = {
   stop: 'STOP',
   length: 'LENGTH',
@@ -200,10 +236,21 @@ function logProviderError(context: InferenceContext, error: ProviderError): void
 export async function runChat(prepared: PreparedChat, context: InferenceContext): Promise<ChatCompletionResult> {
   const { model, targets, request } = prepared;
   const labels = { provider: model.provider, model: model.id, mode: 'whole' };
+  const cached = await fromCache(prepared, context);
+  if (cached) {
+    context.metrics.calls.inc({ ...labels, outcome: 'cached' });
+    return cached;
+  }
   const stopTimer = context.metrics.duration.startTimer(labels);
   try {
     const { result, served } = await context.router.generate(targets, request, { signal: context.signal, requestId: context.requestId });
     context.metrics.calls.inc({ ...labels, provider: served.target.provider, outcome: 'ok' });
+    if (prepared.cache && context.cache) {
+      const entry: CachedChat = { ...(result.id && { id: result.id }), content: result.content, toolCalls: result.toolCalls, finishReason: result.finishReason, usage: result.usage, servedBy: targetKey(served.target) };
+      await context.cache.set(prepared.cache.key, JSON.stringify(entry), prepared.cache.ttlMs).catch((error: unknown) => {
+        context.log.warn({ err: error }, 'response cache unavailable; answer not stored');
+      });
+    }
     return {
       id: result.id ?? `chat-${randomUUID()}`,
       model,
@@ -212,6 +259,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
       finishReason: FINISH_REASONS[result.finishReason],
       usage: result.usage,
       servedBy: servedBy(served),
+      cached: false,
     };
   } catch (error) {
     if (error instanceof ProviderError) {

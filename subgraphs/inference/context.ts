@@ -1,5 +1,6 @@
 import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { Router } from '../../providers/routing.ts';
+import type { ResponseCache } from '../../platform/response-cache.ts';
 import type { RequestContext } from '../../platform/subgraph-server.ts';
 import type { ProviderMetrics } from './metrics.ts';
 
@@ -7,4 +8,7 @@ export interface InferenceContext extends RequestContext {
   catalog: ModelCatalog;
   metrics: ProviderMetrics;
   router: Router;
+  /** Absent when caching is disabled. */
+  cache: ResponseCache | undefined;
+  cacheTtlMs: number;
 }

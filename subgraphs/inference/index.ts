@@ -4,6 +4,8 @@ import { parse } from 'graphql';
 import type { Config } from '../../platform/config.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
+import { createRedis, redisAnswers } from '../../platform/redis.ts';
+import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
 import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import { ModelCatalog } from '../../providers/catalog.ts';
 import { Router } from '../../providers/routing.ts';
@@ -34,6 +36,11 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     },
   );
   const settings = config.subgraphs.inference;
+  const redis = config.cache.enabled && config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+  // Give Redis a moment to connect so the first requests can use the cache; never block the start.
+  if (redis) await redisAnswers(redis, 1_000);
+  const cache = !config.cache.enabled ? undefined : redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(config.cache.maxEntries);
+  const cacheTtlMs = config.cache.ttlSeconds * 1000;
   const running = await startSubgraphServer<InferenceContext>({
     name: 'inference',
     typeDefs: parse(readFileSync(INFERENCE_SCHEMA_FILE, 'utf8')),
@@ -44,13 +51,13 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     registry,
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, catalog, metrics, router }),
+    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs }),
   });
   let stopped: Promise<void> | undefined;
   return {
     ...running,
     stop(deadline) {
-      stopped ??= running.stop(deadline).then(() => catalog.close());
+      stopped ??= running.stop(deadline).then(() => Promise.all([catalog.close(), cache?.close()])).then(() => undefined);
       return stopped;
     },
   };

@@ -1,6 +1,6 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
 import { targetKey } from '../../providers/catalog.ts';
-import { deprecationWarning, prepareChat, runChat, streamChat, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
+import { deprecationWarning, prepareChat, runChat, streamChat, withCache, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
 
 /** Prepares a chat and raises a warning when the version it names is deprecated. */
@@ -17,7 +17,7 @@ export const resolvers: Resolvers = {
     model: (_parent, { id }, { catalog }) => catalog.resolve(id) ?? null,
   },
   Mutation: {
-    chat: (_parent, { input }, context) => runChat(prepare(input, context), context),
+    chat: (_parent, { input }, context) => runChat(withCache(prepare(input, context), input, context.cacheTtlMs), context),
   },
   Subscription: {
     chatStream: {
