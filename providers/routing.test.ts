@@ -121,6 +121,61 @@ describe('routing', () => {
     expect(parts.slice(1).map((part) => part.type)).toEqual(['text-delta', 'finish']);
   });
 
+  it('gives up on a target whose stream sends no first token in time, and falls back', async () => {
+    const silent: ChatModel = {
+      provider: 'p',
+      modelId: 'silent',
+      generate: () => Promise.reject(new Error('unused')),
+      async *stream(_request, { signal }) {
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      },
+    };
+    const fallback = scripted('fallback');
+    const parts = [];
+    const router = new Router({ ...settings, attemptsPerTarget: 1, firstTokenMs: 20 });
+    for await (const part of router.stream([{ key: 'silent', chat: silent, info: 'silent' }, target(fallback)], request, options())) parts.push(part);
+    expect(parts[0]).toEqual({ type: 'served', served: { target: 'fallback', attempts: 2 } });
+    expect(parts.at(-1)?.type).toBe('finish');
+  });
+
+  it('aborts the silent target upstream when it gives up on it', async () => {
+    let aborted = false;
+    const silent: ChatModel = {
+      provider: 'p',
+      modelId: 'silent',
+      generate: () => Promise.reject(new Error('unused')),
+      async *stream(_request, { signal }) {
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        aborted = true;
+      },
+    };
+    const router = new Router({ ...settings, attemptsPerTarget: 1, firstTokenMs: 20 });
+    for await (const _part of router.stream([{ key: 'silent', chat: silent, info: 'silent' }, target(scripted('fallback'))], request, options())) void _part;
+    expect(aborted).toBe(true);
+  });
+
+  it('lets a committed stream run past the first-token deadline', async () => {
+    const slow: ChatModel = {
+      provider: 'p',
+      modelId: 'slow',
+      generate: () => Promise.reject(new Error('unused')),
+      async *stream(_request, { signal }) {
+        yield { type: 'text-delta', text: 'first' };
+        // Like an adapter: a slow provider, cancelled if our signal aborts.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 80);
+          signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+        });
+        if (signal.aborted) return;
+        yield { type: 'finish', finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 } };
+      },
+    };
+    const router = new Router({ ...settings, deadlineMs: 20 });
+    const parts = [];
+    for await (const part of router.stream([{ key: 'slow', chat: slow, info: 'slow' }], request, options())) parts.push(part.type);
+    expect(parts).toEqual(['served', 'text-delta', 'finish']);
+  });
+
   it('never switches targets after the first token: a later failure ends the stream', async () => {
     const failing: ChatModel = {
       provider: 'p',

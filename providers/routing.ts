@@ -101,11 +101,22 @@ export class Router {
     let attempts = 0;
     let opened: { first: ChatStreamPart; rest: AsyncIterator<ChatStreamPart>; target: Target<T> };
     try {
-      opened = await this.#firstSuccess(targets, options, async (target, signal) => {
+      opened = await this.#firstSuccess(targets, options, async (target, deadline) => {
         attempts++;
-        const rest = target.chat.stream(request, { ...options, signal })[Symbol.asyncIterator]();
-        const first = await this.#firstPart(rest, target, signal);
-        return { first, rest, target };
+        // The deadline covers the wait for the first token only; a committed stream runs on the
+        // caller's signal alone. An attempt that fails (or times out) is aborted upstream at once.
+        const own = new AbortController();
+        const onDeadline = () => own.abort(deadline.reason);
+        deadline.addEventListener('abort', onDeadline, { once: true });
+        const rest = target.chat.stream(request, { ...options, signal: AbortSignal.any([options.signal, own.signal]) })[Symbol.asyncIterator]();
+        try {
+          return { first: await this.#firstPart(rest, target), rest, target };
+        } catch (error) {
+          own.abort(error);
+          throw error;
+        } finally {
+          deadline.removeEventListener('abort', onDeadline);
+        }
       });
     } catch (error) {
       if (options.signal.aborted) return;
@@ -127,22 +138,17 @@ export class Router {
   }
 
   /** Waits for a stream's first part; an error part or no part in time fails the attempt. */
-  async #firstPart<T>(rest: AsyncIterator<ChatStreamPart>, target: Target<T>, signal: AbortSignal): Promise<ChatStreamPart> {
+  async #firstPart<T>(rest: AsyncIterator<ChatStreamPart>, target: Target<T>): Promise<ChatStreamPart> {
+    const provider = target.chat.provider;
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => {
-        void rest.return?.();
-        reject(new ProviderError(`${target.chat.provider} sent no token in time`, { code: 'UPSTREAM_TIMEOUT', provider: target.chat.provider, retryable: true }));
-      }, this.settings.firstTokenMs);
+      timer = setTimeout(() => reject(new ProviderError(`${provider} sent no token in time`, { code: 'UPSTREAM_TIMEOUT', provider, retryable: true })), this.settings.firstTokenMs);
     });
     try {
       const next = await Promise.race([rest.next(), timedOut]);
-      if (next.done) throw new ProviderError(`${target.chat.provider} ended the stream before any token`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: target.chat.provider, retryable: true });
+      if (next.done) throw new ProviderError(`${provider} ended the stream before any token`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider, retryable: true });
       if (next.value.type === 'error') throw next.value.error;
       return next.value;
-    } catch (error) {
-      if (signal.aborted) void rest.return?.();
-      throw error;
     } finally {
       clearTimeout(timer);
     }
