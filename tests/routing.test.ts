@@ -33,6 +33,9 @@ describe('routing through the stack', () => {
     expect(body.data?.chat.content).toBe('route me');
     expect(body.data?.chat.servedBy).toEqual({ provider: 'backup', version: '1', attempts: 3, model: { id: 'backup' } });
     expect(upstreamModels()).toEqual(['gpt-test-upstream', 'gpt-test-upstream', 'backup-upstream']);
+    const metrics = await (await fetch(`http://127.0.0.1:${stack.stack.subgraphs[0]!.port}/metrics`)).text();
+    expect(metrics).toMatch(/modelgraph_provider_fallbacks_total\{from="gpt-test@2024-08-06",to="backup@1",component="inference"\} 1/);
+    expect(metrics).toMatch(/modelgraph_provider_extra_attempts_total\{model="gpt-test",component="inference"\} 2/);
   });
 
   it('falls back before the first token of a stream', async () => {

@@ -53,6 +53,13 @@ function servedBy({ target, attempts }: Served<CatalogModel>): ServedByResult {
   return { model: target, provider: target.provider, version: target.version, attempts };
 }
 
+/** Counts retries and fallbacks of one request. */
+function recordRouting(context: InferenceContext, prepared: PreparedChat, served: Served<CatalogModel>): void {
+  if (served.attempts > 1) context.metrics.extraAttempts.inc({ model: prepared.model.id }, served.attempts - 1);
+  const first = prepared.targets[0]?.info;
+  if (first && first !== served.target) context.metrics.fallbacks.inc({ from: targetKey(first), to: targetKey(served.target) });
+}
+
 const MAX_STOP_SEQUENCES = 4;
 
 function badInput(field: string, message: string) {
@@ -245,6 +252,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
   try {
     const { result, served } = await context.router.generate(targets, request, { signal: context.signal, requestId: context.requestId });
     context.metrics.calls.inc({ ...labels, provider: served.target.provider, outcome: 'ok' });
+    recordRouting(context, prepared, served);
     if (prepared.cache && context.cache) {
       const entry: CachedChat = { ...(result.id && { id: result.id }), content: result.content, toolCalls: result.toolCalls, finishReason: result.finishReason, usage: result.usage, servedBy: targetKey(served.target) };
       await context.cache.set(prepared.cache.key, JSON.stringify(entry), prepared.cache.ttlMs).catch((error: unknown) => {
@@ -320,6 +328,7 @@ async function* chatEvents(prepared: PreparedChat, context: InferenceContext, up
       switch (part.type) {
         case 'served':
           served = servedBy(part.served);
+          recordRouting(context, prepared, part.served);
           break;
         case 'text-delta':
           if (firstToken) {

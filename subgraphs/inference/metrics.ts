@@ -8,6 +8,10 @@ export interface ProviderMetrics {
   timeToFirstToken: Histogram<'provider' | 'model'>;
   /** Circuit breaker per target (`id@version`): 0 closed, 1 half-open, 2 open. */
   circuit: Gauge<'target'>;
+  /** Provider calls beyond the first for one request (retries and fallbacks). */
+  extraAttempts: Counter<'model'>;
+  /** Requests served by another target than the first one tried. */
+  fallbacks: Counter<'from' | 'to'>;
 }
 
 export function createProviderMetrics(registry: Registry): ProviderMetrics {
@@ -30,6 +34,18 @@ export function createProviderMetrics(registry: Registry): ProviderMetrics {
       help: 'Time from the start of a streamed model call to its first token.',
       labelNames: ['provider', 'model'],
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers: [registry],
+    }),
+    extraAttempts: new Counter({
+      name: 'modelgraph_provider_extra_attempts_total',
+      help: 'Provider calls beyond the first for one request: retries and fallbacks.',
+      labelNames: ['model'],
+      registers: [registry],
+    }),
+    fallbacks: new Counter({
+      name: 'modelgraph_provider_fallbacks_total',
+      help: 'Requests served by another target (id@version) than the first one tried.',
+      labelNames: ['from', 'to'],
       registers: [registry],
     }),
     circuit: new Gauge({
