@@ -241,7 +241,7 @@ export type Query = {
   __typename?: 'Query';
   /** A model by id, alias or `id@version` pin; null when nothing matches. */
   model?: Maybe<Model>;
-  /** Every configured model, in configuration order. */
+  /** Every configured model id, as its default version, in configuration order (other versions: `Model.versions`). */
   models: Array<Model>;
 };
 

@@ -134,6 +134,11 @@ export class ModelCatalog {
     return this.#byRef.get(ref);
   }
 
+  /** One model per id, its default version, in configuration order. */
+  defaults(): CatalogModel[] {
+    return [...new Set(this.models.map((model) => model.id))].map((id) => this.#byRef.get(id)!);
+  }
+
   /** Every configured version of a model id, in configuration order. */
   versions(id: string): CatalogModel[] {
     return this.models.filter((model) => model.id === id);

@@ -112,6 +112,8 @@ describe('routing through the stack', () => {
     });
     const streamedWarnings = streamed.results.flatMap((result) => ((result as { extensions?: { warnings?: unknown[] } }).extensions?.warnings ?? []));
     expect(streamedWarnings).toEqual([expect.objectContaining({ code: 'MODEL_DEPRECATED', model: 'echo@3' })]);
+    const listed = await postGraphQL<{ models: { id: string; version: string }[] }>(stack.url, '{ models { id version } }');
+    expect(listed.body.data?.models).toEqual([{ id: 'echo', version: '2' }]);
     const { body } = await postGraphQL<{ model: { versions: { version: string; status: string; sunset: string | null }[] } }>(
       stack.url,
       '{ model(id: "echo") { versions { version status sunset } } }',

@@ -13,7 +13,7 @@ function prepare(input: Parameters<typeof prepareChat>[1], context: InferenceCon
 
 export const resolvers: Resolvers = {
   Query: {
-    models: (_parent, _args, { catalog }) => [...catalog.models],
+    models: (_parent, _args, { catalog }) => catalog.defaults(),
     model: (_parent, { id }, { catalog }) => catalog.resolve(id) ?? null,
   },
   Mutation: {
