@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError } from './script.ts';
+import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 export type AnthropicEmulator = ProviderEmulator;
@@ -139,10 +139,8 @@ async function streamMessage(response: ServerResponse, answer: ScriptedChat, bod
 }
 
 export async function startAnthropicEmulator(): Promise<AnthropicEmulator> {
-  const queue: Scripted[] = [];
-  const requests: RecordedRequest[] = [];
-  const abortWaiters: ((request: RecordedRequest) => void)[] = [];
-  const requestWaiters: ((request: RecordedRequest) => void)[] = [];
+  const log = new EmulatorLog<Scripted, RecordedRequest>();
+  const { queue, requests } = log;
 
   const server: Server = createServer((request, response) => {
     void (async () => {
@@ -150,11 +148,7 @@ export async function startAnthropicEmulator(): Promise<AnthropicEmulator> {
       for await (const chunk of request) chunks.push(chunk as Buffer);
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
       const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
-      requests.push(recorded);
-      for (const resolve of requestWaiters.splice(0)) resolve(recorded);
-      response.on('close', () => {
-        if (!response.writableFinished) for (const resolve of abortWaiters.splice(0)) resolve(recorded);
-      });
+      log.record(recorded, response);
       if (recorded.path !== '/v1/messages') {
         return sendError(response, { kind: 'error', status: 404, body: { type: 'error', error: { type: 'not_found_error', message: 'Not Found' } } });
       }
@@ -173,9 +167,9 @@ export async function startAnthropicEmulator(): Promise<AnthropicEmulator> {
   return {
     baseUrl: `http://127.0.0.1:${port}`,
     requests,
-    script: (...answers) => queue.push(...answers),
-    nextAbort: () => new Promise((resolve) => abortWaiters.push(resolve)),
-    nextRequest: () => new Promise((resolve) => requestWaiters.push(resolve)),
+    script: log.script,
+    nextAbort: log.nextAbort,
+    nextRequest: log.nextRequest,
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

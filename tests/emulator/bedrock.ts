@@ -16,7 +16,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError } from './script.ts';
+import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 
@@ -251,10 +251,8 @@ const ROUTE = /^\/model\/([^/?]+)\/(converse|converse-stream)(\?|$)/;
 export async function startBedrockEmulator(options: { region?: string; credentials?: EmulatedCredentials[] } = {}): Promise<BedrockEmulator> {
   const region = options.region ?? 'us-east-1';
   const trusted = new Map((options.credentials ?? []).map((credentials) => [credentials.accessKeyId, credentials]));
-  const queue: Scripted[] = [];
-  const requests: BedrockRecordedRequest[] = [];
-  const abortWaiters: ((request: RecordedRequest) => void)[] = [];
-  const requestWaiters: ((request: RecordedRequest) => void)[] = [];
+  const log = new EmulatorLog<Scripted, BedrockRecordedRequest>();
+  const { queue, requests } = log;
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
@@ -268,11 +266,7 @@ export async function startBedrockEmulator(options: { region?: string; credentia
       parsed = false;
     }
     const recorded: BedrockRecordedRequest = { path: request.url ?? '/', headers: request.headers, body, rawBody: raw.toString('utf8') };
-    requests.push(recorded);
-    for (const resolve of requestWaiters.splice(0)) resolve(recorded);
-    response.on('close', () => {
-      if (!response.writableFinished) for (const resolve of abortWaiters.splice(0)) resolve(recorded);
-    });
+    log.record(recorded, response);
     // Refused requests never reach the model, so they leave the script alone.
     const denial = await checkSignature(request, raw, region, trusted);
     if (denial) return sendError(response, { kind: 'error', status: 403 }, denial);
@@ -295,9 +289,9 @@ export async function startBedrockEmulator(options: { region?: string; credentia
     region,
     requests,
     trust: (credentials) => void trusted.set(credentials.accessKeyId, credentials),
-    script: (...answers) => queue.push(...answers),
-    nextAbort: () => new Promise((resolve) => abortWaiters.push(resolve)),
-    nextRequest: () => new Promise((resolve) => requestWaiters.push(resolve)),
+    script: log.script,
+    nextAbort: log.nextAbort,
+    nextRequest: log.nextRequest,
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

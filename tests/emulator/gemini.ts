@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError } from './script.ts';
+import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 
@@ -191,10 +191,8 @@ function sendEmbeddings(response: ServerResponse, method: string, body: Record<s
 type Answer = Scripted | ScriptedNative;
 
 export async function startGeminiEmulator(): Promise<GeminiEmulator> {
-  const queue: Answer[] = [];
-  const requests: RecordedRequest[] = [];
-  const abortWaiters: ((request: RecordedRequest) => void)[] = [];
-  const requestWaiters: ((request: RecordedRequest) => void)[] = [];
+  const log = new EmulatorLog<Answer, RecordedRequest>();
+  const { queue, requests } = log;
 
   const server: Server = createServer((request, response) => {
     void (async () => {
@@ -202,11 +200,7 @@ export async function startGeminiEmulator(): Promise<GeminiEmulator> {
       for await (const chunk of request) chunks.push(chunk as Buffer);
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
       const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
-      requests.push(recorded);
-      for (const resolve of requestWaiters.splice(0)) resolve(recorded);
-      response.on('close', () => {
-        if (!response.writableFinished) for (const resolve of abortWaiters.splice(0)) resolve(recorded);
-      });
+      log.record(recorded, response);
       const answer: Answer = queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
       if (answer.kind === 'error') return sendError(response, answer);
       const url = new URL(recorded.path, 'http://emulator');
@@ -229,10 +223,10 @@ export async function startGeminiEmulator(): Promise<GeminiEmulator> {
   return {
     baseUrl: `http://127.0.0.1:${port}/v1beta`,
     requests,
-    script: (...answers) => queue.push(...answers),
+    script: log.script,
     scriptNative: (...answers) => queue.push(...answers.map((responses): ScriptedNative => ({ kind: 'native', responses }))),
-    nextAbort: () => new Promise((resolve) => abortWaiters.push(resolve)),
-    nextRequest: () => new Promise((resolve) => requestWaiters.push(resolve)),
+    nextAbort: log.nextAbort,
+    nextRequest: log.nextRequest,
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

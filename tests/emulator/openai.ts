@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError } from './script.ts';
+import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 export type OpenAIEmulator = ProviderEmulator;
@@ -116,10 +116,8 @@ function sendEmbeddings(response: ServerResponse, body: Record<string, unknown>)
 }
 
 export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
-  const queue: Scripted[] = [];
-  const requests: RecordedRequest[] = [];
-  const abortWaiters: ((request: RecordedRequest) => void)[] = [];
-  const requestWaiters: ((request: RecordedRequest) => void)[] = [];
+  const log = new EmulatorLog<Scripted, RecordedRequest>();
+  const { queue, requests } = log;
 
   const server: Server = createServer((request, response) => {
     void (async () => {
@@ -128,11 +126,7 @@ export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
       const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
       const pathname = new URL(recorded.path, 'http://emulator').pathname;
-      requests.push(recorded);
-      for (const resolve of requestWaiters.splice(0)) resolve(recorded);
-      response.on('close', () => {
-        if (!response.writableFinished) for (const resolve of abortWaiters.splice(0)) resolve(recorded);
-      });
+      log.record(recorded, response);
       const answer: Scripted = queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
       if (answer.kind === 'error') return sendError(response, answer);
       if (pathname.endsWith('/embeddings')) return sendEmbeddings(response, body);
@@ -150,9 +144,9 @@ export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
   return {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     requests,
-    script: (...answers) => queue.push(...answers),
-    nextAbort: () => new Promise((resolve) => abortWaiters.push(resolve)),
-    nextRequest: () => new Promise((resolve) => requestWaiters.push(resolve)),
+    script: log.script,
+    nextAbort: log.nextAbort,
+    nextRequest: log.nextRequest,
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -70,3 +70,31 @@ export function contentPieces(content: string, chunkChars?: number): string[] {
 }
 
 export const wordCount = (text: string) => (text.match(/\S+/g) ?? []).length;
+
+/**
+ * What every emulator keeps the same way: the queue of scripted answers, the recorded requests,
+ * and the waiters for the next request and the next client that goes away mid-answer.
+ */
+export class EmulatorLog<A, R extends RecordedRequest = RecordedRequest> {
+  readonly queue: A[] = [];
+  readonly requests: R[] = [];
+  readonly #abortWaiters: ((request: RecordedRequest) => void)[] = [];
+  readonly #requestWaiters: ((request: RecordedRequest) => void)[] = [];
+
+  /** Records a request and watches its response for a client that leaves before the end. */
+  record(recorded: R, response: import('node:http').ServerResponse): R {
+    this.requests.push(recorded);
+    for (const resolve of this.#requestWaiters.splice(0)) resolve(recorded);
+    response.on('close', () => {
+      if (!response.writableFinished) for (const resolve of this.#abortWaiters.splice(0)) resolve(recorded);
+    });
+    return recorded;
+  }
+
+  script = (...answers: A[]): void => {
+    this.queue.push(...answers);
+  };
+
+  nextAbort = (): Promise<RecordedRequest> => new Promise((resolve) => this.#abortWaiters.push(resolve));
+  nextRequest = (): Promise<RecordedRequest> => new Promise((resolve) => this.#requestWaiters.push(resolve));
+}
