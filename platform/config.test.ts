@@ -109,6 +109,9 @@ describe('config', () => {
     const models = [model, { ...model, version: '0', status: 'RETIRED' }];
     expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'nope@1' }] } } })).toThrow('routes.smart.targets[0].model: no configured model "nope@1"');
     expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'gpt-x@1' }], fallbacks: ['gpt-x@0'] } } })).toThrow('routes.smart.fallbacks[0]: "gpt-x@0" is retired');
+    // A bare id names its default version, as in the catalog: the retired first version does not matter.
+    const retiredFirst = [{ ...model, version: '0', status: 'RETIRED' }, { ...model, default: true }];
+    expect(parseConfig({ models: retiredFirst, routes: { smart: { targets: [{ model: 'gpt-x' }] } } }).routes.smart?.targets[0]?.model).toBe('gpt-x');
   });
 
   it('refuses a local model the local provider does not have, naming the model', () => {

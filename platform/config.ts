@@ -298,9 +298,13 @@ export const configSchema = z
       }
     });
     // Route targets and fallbacks must name configured, unretired models.
+    // Resolve as the catalog does: a pin exactly, an alias, else a bare id's default version.
     const known = (ref: string) => {
       const [id, version] = ref.split('@');
-      return config.models.find((model) => (version ? model.id === id && model.version === version : model.id === ref || model.aliases.includes(ref)));
+      if (version) return config.models.find((model) => model.id === id && model.version === version);
+      const aliased = config.models.find((model) => model.aliases.includes(ref));
+      const versions = config.models.filter((model) => model.id === ref);
+      return aliased ?? versions.find((model) => model.default) ?? versions[0];
     };
     for (const [name, route] of Object.entries(config.routes)) {
       const refsOfRoute = [...route.targets.map((target, index) => ({ ref: target.model, path: ['routes', name, 'targets', index, 'model'] })), ...route.fallbacks.map((ref, index) => ({ ref, path: ['routes', name, 'fallbacks', index] }))];

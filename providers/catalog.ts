@@ -29,6 +29,11 @@ export interface ServingPlan {
 
 export const targetKey = (model: CatalogModel) => `${model.id}@${model.version}`;
 
+/** Retired by status, or by a sunset date that has come (ISO dates compare as strings). */
+export function isRetired(model: CatalogModel, now = new Date()): boolean {
+  return model.status === 'RETIRED' || (model.sunset !== undefined && model.sunset <= now.toISOString().slice(0, 10));
+}
+
 /** Reads a secret named by an env-var field, or fails the start naming the field. */
 function secret(env: NodeJS.ProcessEnv, provider: string, field: string, variable: string | undefined): string | undefined {
   if (variable === undefined) return undefined;

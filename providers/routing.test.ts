@@ -67,10 +67,79 @@ describe('routing', () => {
     const primary = scripted('primary', [rateLimited(20)]);
     const fallback = scripted('fallback');
     const started = Date.now();
-    const { served } = await new Router(settings).generate([target(primary), target(fallback)], request, options());
+    const { served } = await new Router({ ...settings, maxDelayMs: 50 }).generate([target(primary), target(fallback)], request, options());
     expect(served).toEqual({ target: 'primary', attempts: 2 });
     expect(Date.now() - started).toBeGreaterThanOrEqual(19);
     expect(fallback.calls).toBe(0);
+  });
+
+  it('prefers the next target to a Retry-After longer than the longest backoff', async () => {
+    const primary = scripted('primary', [rateLimited(1_000)]);
+    const fallback = scripted('fallback');
+    const { served } = await new Router(settings).generate([target(primary), target(fallback)], request, options());
+    expect(served).toEqual({ target: 'fallback', attempts: 2 });
+  });
+
+  it('stops waiting to retry the moment the caller aborts', async () => {
+    const primary = scripted('primary', [rateLimited(60_000)]);
+    const caller = new AbortController();
+    const pending = new Router({ ...settings, deadlineMs: 120_000, maxDelayMs: 120_000 }).generate([target(primary)], request, { signal: caller.signal, requestId: 'r' });
+    await Promise.resolve();
+    caller.abort(new Error('gone'));
+    await expect(pending).rejects.toThrow('gone');
+  });
+
+  it('fails with a coded, retryable timeout when the deadline passes during a call, and counts it against the target', async () => {
+    const hanging: ChatModel = {
+      provider: 'p',
+      modelId: 'hanging',
+      generate: (_request, { signal }) => new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true })),
+      stream: () => {
+        throw new Error('unused');
+      },
+    };
+    const router = new Router({ ...settings, attemptsPerTarget: 1, deadlineMs: 30, breakerFailures: 1 });
+    await expect(router.generate([{ key: 'hanging', chat: hanging, info: 'hanging' }], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT', retryable: true });
+    expect(router.circuit('hanging')).toBe('OPEN');
+  });
+
+  it('falls back when a target fails a stream before its first token, even with a non-retryable error part', async () => {
+    const cut: ChatModel = {
+      provider: 'p',
+      modelId: 'cut',
+      generate: () => Promise.reject(new Error('unused')),
+      async *stream() {
+        yield { type: 'error', error: new ProviderError('cut', { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: 'p', retryable: false }) };
+      },
+    };
+    const fallback = scripted('fallback');
+    const parts = [];
+    for await (const part of new Router({ ...settings, attemptsPerTarget: 1 }).stream([{ key: 'cut', chat: cut, info: 'cut' }, target(fallback)], request, options())) parts.push(part);
+    expect(parts[0]).toEqual({ type: 'served', served: { target: 'fallback', attempts: 2 } });
+  });
+
+  it('falls back on a target-specific refusal (401, 404) but not on a malformed request (400)', async () => {
+    const unauthorized = new ProviderError('401', { code: 'UPSTREAM_AUTH_FAILED', provider: 'p', status: 401, retryable: false });
+    const notFound = new ProviderError('404', { code: 'UPSTREAM_BAD_REQUEST', provider: 'p', status: 404, retryable: false });
+    for (const error of [unauthorized, notFound]) {
+      const { served } = await new Router(settings).generate([target(scripted('primary', [error])), target(scripted('fallback'))], request, options());
+      expect(served.target).toBe('fallback');
+    }
+  });
+
+  it('counts failures after the first token against the target, so a target that always cuts streams opens', async () => {
+    const cutter: ChatModel = {
+      provider: 'p',
+      modelId: 'cutter',
+      generate: () => Promise.reject(new Error('unused')),
+      async *stream() {
+        yield { type: 'text-delta', text: 'partial' };
+        yield { type: 'error', error: new ProviderError('cut', { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: 'p', retryable: false }) };
+      },
+    };
+    const router = new Router({ ...settings, breakerFailures: 2 });
+    for (let call = 0; call < 2; call++) for await (const _part of router.stream([{ key: 'cutter', chat: cutter, info: 'cutter' }], request, options())) void _part;
+    expect(router.circuit('cutter')).toBe('OPEN');
   });
 
   it('moves on at once when Retry-After would pass the deadline', async () => {

@@ -6,20 +6,13 @@
  * The rule for streams: a target may be retried or replaced only until it has produced its first
  * token. After that nothing switches silently; a failure ends the stream as it is.
  *
- * cockatiel supplies the circuit breakers and the retry loop; what is ours is the policy: which
- * errors count, how long to wait, and when to give up on a target and move to the next.
+ * cockatiel supplies the circuit breakers. The retry loop is ours, because its waits must end the
+ * moment the caller aborts (cockatiel 3's retry sleep cannot be interrupted) and because the
+ * policy is ours: which errors are worth another attempt here, which only at another target, how
+ * long to wait, and when to move on.
  */
-import {
-  BrokenCircuitError,
-  CircuitBreakerPolicy,
-  CircuitState,
-  ConsecutiveBreaker,
-  DelegateBackoff,
-  TaskCancelledError,
-  circuitBreaker,
-  handleWhen,
-  retry,
-} from 'cockatiel';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BrokenCircuitError, CircuitBreakerPolicy, CircuitState, CountBreaker, circuitBreaker, handleWhen } from 'cockatiel';
 import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamPart } from './contract.ts';
 import { ProviderError } from './errors.ts';
 
@@ -32,7 +25,11 @@ export interface RoutingSettings {
   deadlineMs: number;
   /** Longest wait for a stream's first token before the target counts as failed. */
   firstTokenMs: number;
-  /** Consecutive failures that open a target's circuit. */
+  /**
+   * Failures that open a target's circuit: it opens when at least half of its last
+   * 2 × `breakerFailures` calls failed, once it has seen `breakerFailures` calls (so N failures in a
+   * row open it, and so does a target whose streams keep breaking after their first token).
+   */
   breakerFailures: number;
   /** How long an open circuit waits before it lets one probe through. */
   breakerHalfOpenAfterMs: number;
@@ -54,12 +51,39 @@ export interface Served<T> {
 
 export type CircuitStatus = 'CLOSED' | 'OPEN' | 'HALF_OPEN';
 
-/** A provider failure that another attempt (here or at another target) may not repeat. */
-function isTransient(error: unknown): error is ProviderError {
+/** Worth another attempt at the same target: rate limits, 5xx, timeouts, broken connections. */
+function retrySame(error: unknown): error is ProviderError {
   return error instanceof ProviderError && error.retryable;
 }
 
+/**
+ * Worth trying at another target: everything but a request the provider refused as malformed
+ * (400, 413, 422), which every target would refuse. A bad key, an unknown model (404) or a
+ * malformed answer is specific to one target.
+ */
+function tryNext(error: unknown): error is ProviderError {
+  return error instanceof ProviderError && !(error.code === 'UPSTREAM_BAD_REQUEST' && error.status !== 404);
+}
+
+/** Before the first token nothing was delivered, so a failed stream may be tried again. */
+const FAILED_BEFORE_DELIVERY = new Set(['UPSTREAM_STREAM_INTERRUPTED', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'UPSTREAM_RATE_LIMITED']);
+
+function retryableBeforeDelivery(error: ProviderError): ProviderError {
+  if (error.retryable || !FAILED_BEFORE_DELIVERY.has(error.code)) return error;
+  return new ProviderError(error.message, {
+    code: error.code,
+    provider: error.provider,
+    retryable: true,
+    ...(error.status !== undefined && { status: error.status }),
+    ...(error.retryAfterMs !== undefined && { retryAfterMs: error.retryAfterMs }),
+    ...(error.upstreamMessage !== undefined && { upstreamMessage: error.upstreamMessage }),
+    cause: error,
+  });
+}
+
 class NoTargetAvailableError extends ProviderError {}
+
+const deadlinePassed = () => new ProviderError('no answer within the routing deadline', { code: 'UPSTREAM_TIMEOUT', provider: 'modelgraph', retryable: true });
 
 /** Weighted random order: the first pick by weight, the rest by descending weight. */
 export function weightedOrder<T extends { weight: number }>(entries: readonly T[], random = Math.random): T[] {
@@ -130,6 +154,7 @@ export class Router {
       while (true) {
         const next = await opened.rest.next();
         if (next.done) return;
+        if (next.value.type === 'error' && !options.signal.aborted) await this.recordStreamFailure(opened.target.key, next.value.error);
         yield next.value;
       }
     } finally {
@@ -147,7 +172,7 @@ export class Router {
     try {
       const next = await Promise.race([rest.next(), timedOut]);
       if (next.done) throw new ProviderError(`${provider} ended the stream before any token`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider, retryable: true });
-      if (next.value.type === 'error') throw next.value.error;
+      if (next.value.type === 'error') throw retryableBeforeDelivery(next.value.error);
       return next.value;
     } finally {
       clearTimeout(timer);
@@ -155,31 +180,71 @@ export class Router {
   }
 
   /**
-   * Tries targets in order; each target gets up to `attemptsPerTarget` attempts through its
-   * circuit breaker. Returns the first success; rethrows the last transient failure when every
-   * target failed, and any other failure at once (a bad request fails everywhere).
+   * Tries targets in order. Each target gets up to `attemptsPerTarget` attempts through its
+   * circuit breaker, waiting between them (Retry-After or backoff) unless the wait would pass the
+   * deadline, or would exceed `maxDelayMs` while another target is waiting. Returns the first
+   * success; a request-intrinsic failure (400) is thrown at once, anything else moves on.
    */
   async #firstSuccess<T, R>(targets: readonly Target<T>[], options: CallOptions, attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>): Promise<R> {
     const deadline = Date.now() + this.settings.deadlineMs;
-    const signal = AbortSignal.any([options.signal, AbortSignal.timeout(this.settings.deadlineMs)]);
+    const expiry = AbortSignal.timeout(this.settings.deadlineMs);
+    const signal = AbortSignal.any([options.signal, expiry]);
     let lastError: unknown = new NoTargetAvailableError('no target could serve the request', { code: 'UPSTREAM_UNAVAILABLE', provider: 'modelgraph', retryable: true });
-    for (const target of targets) {
+    for (const [index, target] of targets.entries()) {
+      const hasNext = index < targets.length - 1;
       const breaker = this.#breaker(target.key);
-      const retries = retry(
-        handleWhen((error) => isTransient(error) && (error.retryAfterMs ?? 0) < deadline - Date.now()),
-        { maxAttempts: this.settings.attemptsPerTarget - 1, backoff: new DelegateBackoff((context) => this.#delay(context.attempt, 'error' in context.result ? context.result.error : undefined)) },
-      );
+      // While one probe tests a half-open target, others go elsewhere instead of queueing behind it.
+      if (breaker.state === CircuitState.HalfOpen && hasNext) continue;
       try {
-        return await retries.execute(({ signal: attemptSignal }) => breaker.execute(() => attempt(target, attemptSignal)), signal);
+        return await this.#attempts(target, breaker, { signal, expiry, deadline }, hasNext, attempt);
       } catch (error) {
         if (options.signal.aborted) throw options.signal.reason;
-        if (error instanceof BrokenCircuitError || error instanceof TaskCancelledError) continue;
-        if (!isTransient(error)) throw error;
+        if (error instanceof BrokenCircuitError) continue;
+        if (!tryNext(error)) throw error;
         lastError = error;
       }
       if (signal.aborted) break;
     }
     throw lastError;
+  }
+
+  async #attempts<T, R>(
+    target: Target<T>,
+    breaker: CircuitBreakerPolicy,
+    { signal, expiry, deadline }: { signal: AbortSignal; expiry: AbortSignal; deadline: number },
+    hasNext: boolean,
+    attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>,
+  ): Promise<R> {
+    for (let number = 1; ; number++) {
+      try {
+        return await breaker.execute(async () => {
+          try {
+            return await attempt(target, signal);
+          } catch (error) {
+            // The deadline aborted the call: a timeout of this target, not the caller leaving.
+            if (expiry.aborted && !(error instanceof ProviderError)) throw deadlinePassed();
+            throw error;
+          }
+        });
+      } catch (error) {
+        if (!retrySame(error) || number >= this.settings.attemptsPerTarget) throw error;
+        const wait = this.#delay(number, error);
+        if (Date.now() + wait >= deadline || (hasNext && wait > this.settings.maxDelayMs)) throw error;
+        try {
+          await sleep(wait, undefined, { signal });
+        } catch {
+          throw expiry.aborted ? deadlinePassed() : error;
+        }
+      }
+    }
+  }
+
+  /** Counts a failure that happened after a stream was committed (the call itself succeeded). */
+  async recordStreamFailure(key: string, error: ProviderError): Promise<void> {
+    if (!tryNext(error)) return;
+    await this.#breaker(key)
+      .execute(() => Promise.reject(error))
+      .catch(() => undefined);
   }
 
   /** Retry-After when the provider gave one, else exponential backoff with full jitter. */
@@ -192,9 +257,10 @@ export class Router {
   #breaker(key: string): CircuitBreakerPolicy {
     let breaker = this.#breakers.get(key);
     if (!breaker) {
-      breaker = circuitBreaker(handleWhen(isTransient), {
+      breaker = circuitBreaker(handleWhen(tryNext), {
         halfOpenAfter: this.settings.breakerHalfOpenAfterMs,
-        breaker: new ConsecutiveBreaker(this.settings.breakerFailures),
+        // cockatiel opens when failures > threshold × calls; 0.49 makes "at least half" open it.
+        breaker: new CountBreaker({ threshold: 0.49, size: 2 * this.settings.breakerFailures, minimumNumberOfCalls: this.settings.breakerFailures }),
       });
       breaker.onStateChange((state) => this.onCircuitChange(key, toStatus(state)));
       this.#breakers.set(key, breaker);

@@ -63,7 +63,9 @@ describe.each([
 
   it('refuses a cache ttl out of range with BAD_USER_INPUT', async () => {
     stack = await startTestStack(overrides());
-    const { body } = await chat({ temperature: 0, cache: { policy: 'AUTO', ttlSeconds: 0 } });
-    expect(body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'cache.ttlSeconds' });
+    for (const temperature of [0, 0.7]) {
+      const { body } = await chat({ temperature, cache: { policy: 'AUTO', ttlSeconds: 0 } });
+      expect(body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'cache.ttlSeconds' });
+    }
   });
 });

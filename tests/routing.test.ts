@@ -49,6 +49,31 @@ describe('routing through the stack', () => {
     expect(last).toMatchObject({ __typename: 'ChatCompleted', servedBy: { provider: 'backup', attempts: 3 } });
   });
 
+  it.each([
+    ['an error event', { errorAfterChunks: 0 }],
+    ['a cut connection', { cutAfterChunks: 0 }],
+  ])('falls back when the primary stream fails with %s before its first token', async (_name, failure) => {
+    stack = await startTestStack({ ...resilient, routing: { ...resilient.routing, attemptsPerTarget: 1 } });
+    stack.emulator.script({ kind: 'chat', content: 'never delivered', ...failure });
+    const { results } = await collectSubscription<ChatStreamSubscription>(stack.ws(), {
+      query: print(ChatStreamDocument),
+      variables: { input: { model: 'resilient', messages: [{ role: 'USER', content: 'stream me' }] } },
+    });
+    expect(results.at(-1)?.data?.chatStream).toMatchObject({ __typename: 'ChatCompleted', servedBy: { provider: 'backup', attempts: 2 } });
+    expect(upstreamModels()).toEqual(['gpt-test-upstream', 'backup-upstream']);
+  });
+
+  it('never serves a pinned version from a cache entry a fallback produced', async () => {
+    stack = await startTestStack({ ...resilient, routing: { ...resilient.routing, breaker: { failures: 10, halfOpenAfterMs: 60_000 } } });
+    stack.emulator.script({ kind: 'error', status: 503 }, { kind: 'error', status: 503 }, { kind: 'chat', content: 'from backup' });
+    const routed = await postGraphQL<ChatMutation>(stack.url, print(ChatDocument), { input: { model: 'resilient', temperature: 0, messages: [{ role: 'USER', content: 'same' }] } });
+    expect(routed.body.data?.chat.servedBy.provider).toBe('backup');
+    for (const model of ['resilient', 'gpt-test@2024-08-06', 'gpt-test']) {
+      const { body } = await postGraphQL<ChatMutation>(stack.url, print(ChatDocument), { input: { model, temperature: 0, messages: [{ role: 'USER', content: 'same' }] } });
+      expect(body.data?.chat.cached).toBe(false);
+    }
+  });
+
   it('opens the circuit after N failures, stops calling the target, shows it in Model.health, and probes after the pause', async () => {
     stack = await startTestStack({ ...resilient, routing: { ...resilient.routing, attemptsPerTarget: 1 } });
     vi.useFakeTimers({ toFake: ['Date'] });
@@ -78,14 +103,32 @@ describe('routing through the stack', () => {
     expect(upstreamModels()).toEqual(['gpt-test-upstream']);
   });
 
-  it('splits traffic by canary weight', async () => {
+  it('splits traffic 90/10 by canary weight within a few percent over 1,000 calls', async () => {
     stack = await startTestStack({ routes: { canary: { targets: [{ model: 'gpt-test@2024-08-06', weight: 90 }, { model: 'backup@1', weight: 10 }] } } });
-    const calls = 300;
-    for (let index = 0; index < calls; index++) await chat('canary');
+    for (let batch = 0; batch < 10; batch++) await Promise.all(Array.from({ length: 100 }, () => chat('canary')));
     const canary = upstreamModels().filter((model) => model === 'backup-upstream').length;
-    // 10 % of 300 = 30; binomial spread (sd ≈ 5.2) stays well inside 10..55.
-    expect(canary).toBeGreaterThanOrEqual(10);
-    expect(canary).toBeLessThanOrEqual(55);
+    expect(upstreamModels()).toHaveLength(1_000);
+    // 10 % of 1,000 = 100; the binomial sd is 9.5, so ±30 (3 %) is a 3-sigma band.
+    expect(canary).toBeGreaterThanOrEqual(70);
+    expect(canary).toBeLessThanOrEqual(130);
+  });
+
+  it('refuses a deprecated version once its sunset date has come, and warns when a deprecated fallback answers', async () => {
+    stack = await startTestStack({
+      models: [
+        { id: 'echo', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'DEPRECATED', sunset: '2000-01-01', replacement: 'echo@2' },
+        { id: 'echo', provider: 'local', version: '2', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, default: true },
+        { id: 'old', provider: 'local', upstream: 'echo', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'DEPRECATED', sunset: '2999-01-01' },
+        { id: 'gpt-test', provider: 'emulated', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32 },
+      ],
+      routes: { guarded: { targets: [{ model: 'gpt-test@1' }], fallbacks: ['old@1'] } },
+      routing: { attemptsPerTarget: 1 },
+    });
+    expect((await chat('echo@1')).body.errors?.[0]?.extensions).toMatchObject({ code: 'MODEL_RETIRED', replacement: 'echo@2' });
+    stack.emulator.script({ kind: 'error', status: 503 });
+    const { body } = await chat('guarded');
+    expect(body.data?.chat.servedBy.model.id).toBe('old');
+    expect(body.extensions?.warnings).toEqual([expect.objectContaining({ code: 'MODEL_DEPRECATED', model: 'old@1' })]);
   });
 
   it('serves a bare id by its default version and a pin by exactly that version, warns about a deprecated one, and refuses a retired one by name', async () => {

@@ -39,7 +39,12 @@ export function cacheable(request: ChatRequest, control: ChatCacheInput | null |
   return policy === 'ALWAYS' || request.temperature === 0;
 }
 
-export function cacheKey(scope: string, model: CatalogModel, request: ChatRequest): string {
-  const digest = createHash('sha256').update(canonicalJson({ v: 1, model: targetKey(model), request })).digest('hex');
+/**
+ * `ref` is what the client asked for (a route, alias, id or pin) and `model` the version it names:
+ * answers are only ever stored when that version produced them, so a pin never gets a fallback's
+ * answer and a route never gets another route's.
+ */
+export function cacheKey(scope: string, ref: string, model: CatalogModel, request: ChatRequest): string {
+  const digest = createHash('sha256').update(canonicalJson({ v: 2, ref, model: targetKey(model), request })).digest('hex');
   return `chat:${scope}:${digest}`;
 }

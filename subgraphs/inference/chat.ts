@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ChatInput, ChatMessageInput, ErrorCode as SchemaErrorCode, FinishReason as SchemaFinishReason } from '../../codegen/inference.resolvers.ts';
-import { targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
+import { isRetired, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { cacheKey, cacheable, type CachedChat } from './chat-cache.ts';
 import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
 import { ProviderError } from '../../providers/errors.ts';
@@ -100,6 +100,12 @@ function checkRange(field: string, value: number | null | undefined, min: number
 }
 
 /** Resolves the model and turns the input into a provider request, or throws a coded error. */
+/** Warns, once per version and request, when a deprecated version is named or answers. */
+export function warnIfDeprecated(context: InferenceContext, model: CatalogModel): void {
+  const warning = deprecationWarning(model);
+  if (warning && !context.warnings.some((existing) => existing.model === warning.model)) context.warnings.push(warning);
+}
+
 /** A deprecated version still answers; the caller hears about it in `extensions.warnings`. */
 export function deprecationWarning(model: CatalogModel): Warning | undefined {
   if (model.status !== 'DEPRECATED') return undefined;
@@ -117,7 +123,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   const plan = catalog.plan(input.model);
   if (!plan) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${input.model}"`, { model: input.model });
   const { model } = plan;
-  if (model.status === 'RETIRED') {
+  if (isRetired(model)) {
     throw codedError(ErrorCode.MODEL_RETIRED, `model "${model.id}@${model.version}" is retired${model.replacement ? `; use "${model.replacement}"` : ''}`, {
       model: `${model.id}@${model.version}`,
       ...(model.replacement && { replacement: model.replacement }),
@@ -156,7 +162,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   // Fallbacks that could not take this request (no chat, no tools, too small a window) are skipped.
   const targets = plan.targets.filter(
     ({ info }) =>
-      info.status !== 'RETIRED' &&
+      !isRetired(info) &&
       info.capabilities.includes('CHAT') &&
       (!request.tools || info.capabilities.includes('TOOLS')) &&
       promptTokens + reservedOutput <= info.contextWindow,
@@ -166,13 +172,14 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
 
 /** Marks a prepared chat as cacheable under its key, per the request's cache control. */
 export function withCache(prepared: PreparedChat, input: ChatInput, defaultTtlMs: number): PreparedChat {
-  if (!cacheable(prepared.request, input.cache)) return prepared;
   const ttlSeconds = input.cache?.ttlSeconds;
   if (ttlSeconds !== null && ttlSeconds !== undefined && !(ttlSeconds >= 1 && ttlSeconds <= 86_400)) {
     throw badInput('cache.ttlSeconds', 'cache.ttlSeconds must be between 1 and 86400');
   }
+  if (!cacheable(prepared.request, input.cache)) return prepared;
   // One scope for the whole deployment until tenants exist; then the caller's tenant.
-  return { ...prepared, cache: { key: cacheKey('shared', prepared.model, prepared.request), ttlMs: ttlSeconds ? ttlSeconds * 1000 : defaultTtlMs } };
+  const key = cacheKey('shared', input.model, prepared.model, prepared.request);
+  return { ...prepared, cache: { key, ttlMs: ttlSeconds ? ttlSeconds * 1000 : defaultTtlMs } };
 }
 
 async function fromCache(prepared: PreparedChat, context: InferenceContext): Promise<ChatCompletionResult | undefined> {
@@ -184,6 +191,7 @@ async function fromCache(prepared: PreparedChat, context: InferenceContext): Pro
   if (!stored) return undefined;
   const hit = JSON.parse(stored) as CachedChat;
   const servedModel = context.catalog.resolve(hit.servedBy) ?? prepared.model;
+  warnIfDeprecated(context, servedModel);
   return {
     id: hit.id ?? `chat-${randomUUID()}`,
     model: prepared.model,
@@ -253,7 +261,9 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     const { result, served } = await context.router.generate(targets, request, { signal: context.signal, requestId: context.requestId });
     context.metrics.calls.inc({ ...labels, provider: served.target.provider, outcome: 'ok' });
     recordRouting(context, prepared, served);
-    if (prepared.cache && context.cache) {
+    warnIfDeprecated(context, served.target);
+    // Stored only when the version the request names answered (not a canary or a fallback).
+    if (prepared.cache && context.cache && served.target === prepared.model) {
       const entry: CachedChat = { ...(result.id && { id: result.id }), content: result.content, toolCalls: result.toolCalls, finishReason: result.finishReason, usage: result.usage, servedBy: targetKey(served.target) };
       await context.cache.set(prepared.cache.key, JSON.stringify(entry), prepared.cache.ttlMs).catch((error: unknown) => {
         context.log.warn({ err: error }, 'response cache unavailable; answer not stored');
@@ -329,6 +339,7 @@ async function* chatEvents(prepared: PreparedChat, context: InferenceContext, up
         case 'served':
           served = servedBy(part.served);
           recordRouting(context, prepared, part.served);
+          warnIfDeprecated(context, part.served.target);
           break;
         case 'text-delta':
           if (firstToken) {

@@ -1,13 +1,12 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
 import { targetKey } from '../../providers/catalog.ts';
-import { deprecationWarning, prepareChat, runChat, streamChat, withCache, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
+import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
 
-/** Prepares a chat and raises a warning when the version it names is deprecated. */
+/** Prepares a chat and warns when the version it names is deprecated (the one that answers warns too). */
 function prepare(input: Parameters<typeof prepareChat>[1], context: InferenceContext): PreparedChat {
   const prepared = prepareChat(context.catalog, input);
-  const warning = deprecationWarning(prepared.model);
-  if (warning) context.warnings.push(warning);
+  warnIfDeprecated(context, prepared.model);
   return prepared;
 }
 
