@@ -204,7 +204,7 @@ const routingSchema = z
     firstTokenMs: z.number().int().positive().default(30_000),
     breaker: z
       .object({
-        /** Consecutive failures that open a target's circuit. */
+        /** N: a target's circuit opens when at least half of its last 2N calls failed. */
         failures: z.number().int().min(1).default(5),
         halfOpenAfterMs: z.number().int().positive().default(30_000),
       })
