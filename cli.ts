@@ -36,11 +36,8 @@ async function main(): Promise<void> {
   const role = parseRole(positionals);
   const config = loadConfig({ flag: values.config });
   const log = createLogger({ level: config.log.level, name: 'modelgraph' });
-  const stack = await startStack(config, log, role);
-  if (stack.router) {
-    log.info({ url: stack.router.url }, `modelgraph is ready at ${stack.router.url}`);
-  }
-
+  // Signal handlers come first: a SIGTERM during start-up waits for the start, then stops.
+  let stack: Awaited<ReturnType<typeof startStack>> | undefined;
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -51,7 +48,7 @@ async function main(): Promise<void> {
     }
     stopping = true;
     log.info({ signal, graceMs: config.router.shutdownGraceMs }, 'stopping');
-    stack.stop(Date.now() + config.router.shutdownGraceMs).then(
+    void started.then(() => stack!.stop(Date.now() + config.router.shutdownGraceMs)).then(
       () => {
         log.info('stopped');
         log.flush();
@@ -65,6 +62,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  const started = startStack(config, log, role).then((running) => {
+    stack = running;
+  });
+  await started;
+  if (stack?.router) {
+    log.info({ url: stack.router.url }, `modelgraph is ready at ${stack.router.url}`);
+  }
 }
 
 main().catch((error: unknown) => {

@@ -35,5 +35,6 @@ export function createLogger({ level, name, destination }: LoggerSettings): Logg
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return destination ? pino(options, destination) : pino(options);
+  // Synchronous writes to standard output: every line, the last ones before exit included, lands.
+  return pino(options, destination ?? pino.destination({ dest: 1, sync: true }));
 }

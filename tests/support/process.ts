@@ -54,7 +54,8 @@ export function spawnModelgraph(args: string[], env: Record<string, string> = {}
       }
     }
   });
-  const exit = once(child, 'exit').then(([code]) => code as number | null);
+  // 'close' (not 'exit'): it fires once the output pipes are drained, so `lines` is complete.
+  const exit = once(child, 'close').then(([code]) => code as number | null);
   return {
     child,
     lines,
