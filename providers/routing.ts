@@ -241,7 +241,8 @@ export class Router {
 
   /** Counts a failure that happened after a stream was committed (the call itself succeeded). */
   async recordStreamFailure(key: string, error: ProviderError): Promise<void> {
-    if (!tryNext(error)) return;
+    // Only a closed breaker samples; a half-open one would make us wait for its probe.
+    if (!tryNext(error) || this.#breaker(key).state !== CircuitState.Closed) return;
     await this.#breaker(key)
       .execute(() => Promise.reject(error))
       .catch(() => undefined);
