@@ -311,7 +311,9 @@ export const configSchema = z
       for (const { ref, path } of refsOfRoute) {
         const model = known(ref);
         if (!model) ctx.addIssue({ code: 'custom', path, message: `no configured model "${ref}"` });
-        else if (model.status === 'RETIRED') ctx.addIssue({ code: 'custom', path, message: `"${ref}" is retired` });
+        else if (model.status === 'RETIRED' || (model.sunset !== undefined && model.sunset <= new Date().toISOString().slice(0, 10))) {
+          ctx.addIssue({ code: 'custom', path, message: `"${ref}" is retired` });
+        }
       }
     }
   });

@@ -144,6 +144,11 @@ export class ModelCatalog {
     return [...new Set(this.models.map((model) => model.id))].map((id) => this.#byRef.get(id)!);
   }
 
+  /** Whether a reference names a route (served by its targets) rather than one version. */
+  isRoute(ref: string): boolean {
+    return !ref.includes('@') && ref in this.#routes;
+  }
+
   /** Every configured version of a model id, in configuration order. */
   versions(id: string): CatalogModel[] {
     return this.models.filter((model) => model.id === id);

@@ -245,6 +245,40 @@ describe('routing', () => {
     expect(parts).toEqual(['served', 'text-delta', 'finish']);
   });
 
+  /** A stream that sends nothing until its signal aborts, then ends as adapters do. */
+  const silentModel = (modelId: string): ChatModel => ({
+    provider: 'p',
+    modelId,
+    generate: () => Promise.reject(new Error('unused')),
+    async *stream(_request, { signal }) {
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+    },
+  });
+
+  it('does not count a caller who leaves before the first token against the target', async () => {
+    const router = new Router({ ...settings, attemptsPerTarget: 1, breakerFailures: 1 });
+    const caller = new AbortController();
+    const parts = router.stream([{ key: 'slow', chat: silentModel('slow'), info: 'slow' }], request, { signal: caller.signal, requestId: 'r' });
+    const first = parts.next();
+    setImmediate(() => caller.abort(new Error('gone')));
+    await first;
+    expect(router.circuit('slow')).toBe('CLOSED');
+  });
+
+  it('ends a stream whose first token misses the routing deadline with UPSTREAM_TIMEOUT', async () => {
+    const router = new Router({ ...settings, attemptsPerTarget: 1, deadlineMs: 30 });
+    const parts = [];
+    for await (const part of router.stream([{ key: 'slow', chat: silentModel('slow'), info: 'slow' }], request, options())) parts.push(part);
+    expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_TIMEOUT' } });
+  });
+
+  it('answers with the real error at once when a failure opens the circuit, instead of waiting to retry into it', async () => {
+    const router = new Router({ ...settings, breakerFailures: 1, maxDelayMs: 60_000 });
+    const started = Date.now();
+    await expect(router.generate([target(scripted('primary', [rateLimited(30_000)]))], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_RATE_LIMITED' });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it('never switches targets after the first token: a later failure ends the stream', async () => {
     const failing: ChatModel = {
       provider: 'p',

@@ -83,6 +83,9 @@ function retryableBeforeDelivery(error: ProviderError): ProviderError {
 
 class NoTargetAvailableError extends ProviderError {}
 
+const probeAbandoned = (provider: string) =>
+  new ProviderError('the caller left during a circuit probe', { code: 'UPSTREAM_UNAVAILABLE', provider, retryable: true });
+
 const deadlinePassed = () => new ProviderError('no answer within the routing deadline', { code: 'UPSTREAM_TIMEOUT', provider: 'modelgraph', retryable: true });
 
 /** Weighted random order: the first pick by weight, the rest by descending weight. */
@@ -191,27 +194,28 @@ export class Router {
     const signal = AbortSignal.any([options.signal, expiry]);
     let lastError: unknown = new NoTargetAvailableError('no target could serve the request', { code: 'UPSTREAM_UNAVAILABLE', provider: 'modelgraph', retryable: true });
     for (const [index, target] of targets.entries()) {
+      if (signal.aborted) break;
       const hasNext = index < targets.length - 1;
       const breaker = this.#breaker(target.key);
-      // While one probe tests a half-open target, others go elsewhere instead of queueing behind it.
-      if (breaker.state === CircuitState.HalfOpen && hasNext) continue;
+      // A half-open target is being probed by another request: go elsewhere, never queue behind it.
+      if (breaker.state === CircuitState.HalfOpen) continue;
       try {
-        return await this.#attempts(target, breaker, { signal, expiry, deadline }, hasNext, attempt);
+        return await this.#attempts(target, breaker, { signal, expiry, caller: options.signal, deadline }, hasNext, attempt);
       } catch (error) {
         if (options.signal.aborted) throw options.signal.reason;
         if (error instanceof BrokenCircuitError) continue;
         if (!tryNext(error)) throw error;
         lastError = error;
       }
-      if (signal.aborted) break;
     }
+    if (expiry.aborted && !options.signal.aborted && lastError instanceof NoTargetAvailableError) throw deadlinePassed();
     throw lastError;
   }
 
   async #attempts<T, R>(
     target: Target<T>,
     breaker: CircuitBreakerPolicy,
-    { signal, expiry, deadline }: { signal: AbortSignal; expiry: AbortSignal; deadline: number },
+    { signal, expiry, caller, deadline }: { signal: AbortSignal; expiry: AbortSignal; caller: AbortSignal; deadline: number },
     hasNext: boolean,
     attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>,
   ): Promise<R> {
@@ -221,13 +225,20 @@ export class Router {
           try {
             return await attempt(target, signal);
           } catch (error) {
-            // The deadline aborted the call: a timeout of this target, not the caller leaving.
-            if (expiry.aborted && !(error instanceof ProviderError)) throw deadlinePassed();
+            if (caller.aborted) {
+              // The caller left: no verdict on the target. A probe stays open (cockatiel would
+              // close the circuit on an error it does not count); otherwise nothing is counted.
+              if (breaker.state === CircuitState.HalfOpen) throw probeAbandoned(target.chat.provider);
+              throw caller.reason;
+            }
+            // The deadline aborted the call: a timeout of this target, whatever the adapter threw.
+            if (expiry.aborted) throw deadlinePassed();
             throw error;
           }
         });
       } catch (error) {
-        if (!retrySame(error) || number >= this.settings.attemptsPerTarget) throw error;
+        // Another attempt here only while the circuit is still closed (this failure may have opened it).
+        if (!retrySame(error) || number >= this.settings.attemptsPerTarget || breaker.state !== CircuitState.Closed) throw error;
         const wait = this.#delay(number, error);
         if (Date.now() + wait >= deadline || (hasNext && wait > this.settings.maxDelayMs)) throw error;
         try {

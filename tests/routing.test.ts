@@ -125,6 +125,8 @@ describe('routing through the stack', () => {
       routing: { attemptsPerTarget: 1 },
     });
     expect((await chat('echo@1')).body.errors?.[0]?.extensions).toMatchObject({ code: 'MODEL_RETIRED', replacement: 'echo@2' });
+    const status = await postGraphQL<{ model: { status: string } }>(stack.url, '{ model(id: "echo@1") { status } }');
+    expect(status.body.data?.model.status).toBe('RETIRED');
     stack.emulator.script({ kind: 'error', status: 503 });
     const { body } = await chat('guarded');
     expect(body.data?.chat.servedBy.model.id).toBe('old');

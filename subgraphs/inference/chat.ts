@@ -123,7 +123,8 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   const plan = catalog.plan(input.model);
   if (!plan) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${input.model}"`, { model: input.model });
   const { model } = plan;
-  if (isRetired(model)) {
+  // A retired version named directly is refused; a route simply skips its retired targets.
+  if (!catalog.isRoute(input.model) && isRetired(model)) {
     throw codedError(ErrorCode.MODEL_RETIRED, `model "${model.id}@${model.version}" is retired${model.replacement ? `; use "${model.replacement}"` : ''}`, {
       model: `${model.id}@${model.version}`,
       ...(model.replacement && { replacement: model.replacement }),

@@ -1,5 +1,5 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
-import { targetKey } from '../../providers/catalog.ts';
+import { isRetired, targetKey } from '../../providers/catalog.ts';
 import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
 
@@ -30,6 +30,7 @@ export const resolvers: Resolvers = {
     pricing: (model) => model.pricing,
     versions: (model, _args, { catalog }) => catalog.versions(model.id),
     health: (model, _args, { router }) => ({ circuit: router.circuit(targetKey(model)) }),
+    status: (model) => (isRetired(model) ? 'RETIRED' : model.status),
     sunset: (model) => model.sunset ?? null,
     replacement: (model) => model.replacement ?? null,
   },
