@@ -1,16 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import type { ChatStreamPart } from './contract.ts';
 import { createLocalProvider, hashingEmbedding, wordPieces } from './local.ts';
 import { countChatTokens, countTextTokens } from './tokens.ts';
+import { callOptions, collect } from '../tests/support/provider-calls.ts';
 
 const provider = createLocalProvider('local', { streamDelayMs: 0 });
-const options = () => ({ signal: new AbortController().signal, requestId: 'test' });
+const options = () => callOptions('test');
 
-async function collect(stream: AsyncIterable<ChatStreamPart>): Promise<ChatStreamPart[]> {
-  const parts: ChatStreamPart[] = [];
-  for await (const part of stream) parts.push(part);
-  return parts;
-}
 
 describe('local echo model', () => {
   const text = '  Hello,\tworld!  How are\nyou?  ';

@@ -3,9 +3,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAnthropicProvider } from '../providers/anthropic.ts';
-import type { ChatRequest, ChatStreamPart, Provider } from '../providers/contract.ts';
-import { ProviderError } from '../providers/errors.ts';
+import type { ChatRequest, Provider } from '../providers/contract.ts';
 import { startAnthropicEmulator, type AnthropicEmulator } from './emulator/anthropic.ts';
+import { callOptions, collect, providerError } from './support/provider-calls.ts';
 
 let emulator: AnthropicEmulator;
 let provider: Provider;
@@ -20,24 +20,11 @@ afterAll(async () => {
   await emulator.close();
 });
 
-const options = () => ({ signal: new AbortController().signal, requestId: 'req-1' });
+const options = () => callOptions('req-1');
 const hello: ChatRequest = { messages: [{ role: 'user', content: 'Hello there' }] };
 const model = () => provider.chatModel('claude-test');
 
-async function collect(stream: AsyncIterable<ChatStreamPart>): Promise<ChatStreamPart[]> {
-  const parts: ChatStreamPart[] = [];
-  for await (const part of stream) parts.push(part);
-  return parts;
-}
 
-async function generateError(promise: Promise<unknown>): Promise<ProviderError> {
-  const error = await promise.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ProviderError);
-  return error as ProviderError;
-}
 
 /** Serves one fixed body for every request, for wire details the emulator's script cannot express. */
 async function withRawServer<T>(contentType: string, body: string, use: (raw: Provider) => Promise<T>): Promise<T> {
@@ -255,13 +242,13 @@ describe('Anthropic adapter: wire format', () => {
       { kind: 'error', status: 529 },
       { kind: 'error', status: 401, body: { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key: sk-ant-test-secret' } } },
     );
-    expect(await generateError(model().generate(hello, options()))).toMatchObject({
+    expect(await providerError(model().generate(hello, options()))).toMatchObject({
       code: 'UPSTREAM_UNAVAILABLE',
       status: 529,
       retryable: true,
       upstreamMessage: 'overloaded_error: emulated error 529',
     });
-    const refused = await generateError(model().generate(hello, options()));
+    const refused = await providerError(model().generate(hello, options()));
     expect(refused.upstreamMessage).toBe('authentication_error: invalid x-api-key: [redacted]');
     expect(JSON.stringify({ ...refused, message: refused.message })).not.toContain('sk-ant-test-secret');
   });

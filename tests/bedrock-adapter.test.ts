@@ -13,6 +13,7 @@ import type { ChatStreamPart, Provider } from '../providers/contract.ts';
 import { ProviderError } from '../providers/errors.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 import { corruptFrame, eventFrame, exceptionFrame, startBedrockEmulator, type BedrockEmulator, type BedrockRecordedRequest } from './emulator/bedrock.ts';
+import { callOptions, collect, providerError } from './support/provider-calls.ts';
 
 const REGION = 'us-east-1';
 const credentials: BedrockCredentials = { accessKeyId: 'AKIAWIREFORMAT000001', secretAccessKey: 'wire/format+Secret/Key0000000000000000000' };
@@ -35,23 +36,10 @@ afterAll(async () => {
   await emulator.close();
 });
 
-const options = () => ({ signal: new AbortController().signal, requestId: 'req-1' });
+const options = () => callOptions('req-1');
 const hello = { messages: [{ role: 'user' as const, content: 'Hello there' }] };
 
-async function collect(stream: AsyncIterable<ChatStreamPart>): Promise<ChatStreamPart[]> {
-  const parts: ChatStreamPart[] = [];
-  for await (const part of stream) parts.push(part);
-  return parts;
-}
 
-async function thrown(promise: Promise<unknown>): Promise<ProviderError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(ProviderError);
-  return error as ProviderError;
-}
 
 const header = (request: BedrockRecordedRequest, name: string) => String(request.headers[name] ?? '');
 
@@ -114,7 +102,7 @@ describe('Bedrock adapter: SigV4 signing', () => {
 
   it('is refused (403, auth failed) when signed with the wrong secret, without leaking either secret', async () => {
     const wrong = bedrock({ credentials: { ...credentials, secretAccessKey: 'not-the-secret-access-key' } });
-    const error = await thrown(wrong.chatModel(MODEL).generate(hello, options()));
+    const error = await providerError(wrong.chatModel(MODEL).generate(hello, options()));
     expect(error).toMatchObject({ status: 403, code: 'UPSTREAM_AUTH_FAILED', retryable: false });
     expect(error.upstreamMessage).toMatch(/^InvalidSignatureException: The request signature we calculated does not match/);
     const parts = await collect(wrong.chatModel(MODEL).stream(hello, options()));
@@ -125,7 +113,7 @@ describe('Bedrock adapter: SigV4 signing', () => {
 
   it('is refused when the signature is scoped to another region', async () => {
     const elsewhere = bedrock({ region: 'eu-west-1' });
-    expect(await thrown(elsewhere.chatModel(MODEL).generate(hello, options()))).toMatchObject({ status: 403, upstreamMessage: expect.stringMatching(/^InvalidSignatureException: .*region/) });
+    expect(await providerError(elsewhere.chatModel(MODEL).generate(hello, options()))).toMatchObject({ status: 403, upstreamMessage: expect.stringMatching(/^InvalidSignatureException: .*region/) });
     await elsewhere.close();
   });
 
@@ -253,16 +241,16 @@ describe('Bedrock adapter: Converse wire format', () => {
 
   it('names the AWS error type in the upstream message, and treats ModelNotReadyException as unavailable', async () => {
     emulator.script({ kind: 'error', status: 400 }, { kind: 'error', status: 429, headers: { 'x-amzn-errortype': 'ModelNotReadyException:http://internal.amazon.com/coral/com.amazon.bedrock/' } });
-    expect(await thrown(provider.chatModel(MODEL).generate(hello, options()))).toMatchObject({
+    expect(await providerError(provider.chatModel(MODEL).generate(hello, options()))).toMatchObject({
       code: 'UPSTREAM_BAD_REQUEST',
       upstreamMessage: 'ValidationException: Malformed input request, please reformat your input and try again.',
     });
-    expect(await thrown(provider.chatModel(MODEL).generate(hello, options()))).toMatchObject({ status: 429, code: 'UPSTREAM_UNAVAILABLE', retryable: true });
+    expect(await providerError(provider.chatModel(MODEL).generate(hello, options()))).toMatchObject({ status: 429, code: 'UPSTREAM_UNAVAILABLE', retryable: true });
   });
 
   it('redacts the secret key if an upstream error quotes it', async () => {
     emulator.script({ kind: 'error', status: 403, body: { message: `Key ${credentials.secretAccessKey} is not allowed` } });
-    const error = await thrown(provider.chatModel(MODEL).generate(hello, options()));
+    const error = await providerError(provider.chatModel(MODEL).generate(hello, options()));
     expect(error.upstreamMessage).toBe('AccessDeniedException: Key [redacted] is not allowed');
   });
 
@@ -299,7 +287,7 @@ async function eventTypes(body: AsyncIterable<Uint8Array>): Promise<string[]> {
 }
 
 async function decodeError(body: AsyncIterable<Uint8Array>): Promise<ProviderError> {
-  return thrown(eventTypes(body));
+  return providerError(eventTypes(body));
 }
 
 /** A bare server answering every request with these bytes, written in the given slices. */

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChatRequest, ChatStreamPart, Provider } from '../providers/contract.ts';
-import { ProviderError } from '../providers/errors.ts';
+import type { ChatRequest, Provider } from '../providers/contract.ts';
 import { createGeminiProvider } from '../providers/gemini.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 import { startGeminiEmulator, type GeminiEmulator } from './emulator/gemini.ts';
+import { callOptions, collect, providerError } from './support/provider-calls.ts';
 
 let emulator: GeminiEmulator;
 let provider: Provider;
@@ -18,25 +18,12 @@ afterAll(async () => {
   await emulator.close();
 });
 
-const options = () => ({ signal: new AbortController().signal, requestId: 'req-1' });
+const options = () => callOptions('req-1');
 const hello: ChatRequest = { messages: [{ role: 'user', content: 'Hello there' }] };
 const chat = () => provider.chatModel('gemini-test');
 const weather = { name: 'weather', description: 'Current weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
 
-async function collect(stream: AsyncIterable<ChatStreamPart>): Promise<ChatStreamPart[]> {
-  const parts: ChatStreamPart[] = [];
-  for await (const part of stream) parts.push(part);
-  return parts;
-}
 
-async function generateError(promise: Promise<unknown>): Promise<ProviderError> {
-  const error = await promise.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ProviderError);
-  return error as ProviderError;
-}
 
 /** The Gemini wire format itself; behaviour shared by every adapter is in provider-conformance.test.ts. */
 describe('Gemini adapter: wire format', () => {
@@ -171,7 +158,7 @@ describe('Gemini adapter: wire format', () => {
   it('refuses, without calling Gemini, a tool result that answers no earlier call', async () => {
     const before = emulator.requests.length;
     const request: ChatRequest = { messages: [hello.messages[0]!, { role: 'tool', content: 'x', toolCallId: 'call_9' }] };
-    expect(await generateError(chat().generate(request, options()))).toMatchObject({ code: 'UPSTREAM_BAD_REQUEST', retryable: false });
+    expect(await providerError(chat().generate(request, options()))).toMatchObject({ code: 'UPSTREAM_BAD_REQUEST', retryable: false });
     const parts = await collect(chat().stream(request, options()));
     expect(parts).toMatchObject([{ type: 'error', error: { code: 'UPSTREAM_BAD_REQUEST' } }]);
     expect(emulator.requests.length).toBe(before);
@@ -247,7 +234,7 @@ describe('Gemini adapter: wire format', () => {
 
   it('reports an answer with neither candidates nor a block reason as malformed', async () => {
     emulator.scriptNative([{ usageMetadata: { promptTokenCount: 5 } }]);
-    expect(await generateError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_RESPONSE' });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_RESPONSE' });
   });
 
   it('reports Gemini’s in-stream error object with its message', async () => {
@@ -269,10 +256,10 @@ describe('Gemini adapter: wire format', () => {
       },
     };
     emulator.script({ kind: 'error', status: 400, body }, { kind: 'error', status: 400 });
-    const error = await generateError(chat().generate(hello, options()));
+    const error = await providerError(chat().generate(hello, options()));
     expect(error).toMatchObject({ code: 'UPSTREAM_AUTH_FAILED', status: 400, retryable: false, upstreamMessage: 'API key not valid: [redacted]. Please pass a valid API key.' });
     expect(JSON.stringify({ ...error, message: error.message })).not.toContain('AIza-test-secret');
-    expect(await generateError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_REQUEST', upstreamMessage: 'Request contains an invalid argument.' });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_REQUEST', upstreamMessage: 'Request contains an invalid argument.' });
   });
 
   it('reads the wait of a 429 from RetryInfo in the body, and prefers a Retry-After header', async () => {
@@ -285,13 +272,13 @@ describe('Gemini adapter: wire format', () => {
       },
     };
     emulator.script({ kind: 'error', status: 429, body }, { kind: 'error', status: 429, body, headers: { 'retry-after': '3' } });
-    expect(await generateError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryable: true, retryAfterMs: 22_500 });
-    expect(await generateError(chat().generate(hello, options()))).toMatchObject({ retryAfterMs: 3_000 });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryable: true, retryAfterMs: 22_500 });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ retryAfterMs: 3_000 });
   });
 
   it('reports an unreachable server as unavailable and retryable', async () => {
     const dead = createGeminiProvider({ name: 'dead', baseUrl: 'http://127.0.0.1:1/v1beta', timeouts });
-    expect(await generateError(dead.chatModel('x').generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE', retryable: true });
+    expect(await providerError(dead.chatModel('x').generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE', retryable: true });
     await dead.close();
   });
 

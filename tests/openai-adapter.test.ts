@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChatStreamPart, Provider } from '../providers/contract.ts';
-import { ProviderError } from '../providers/errors.ts';
+import type { Provider } from '../providers/contract.ts';
 import { createOpenAICompatibleProvider } from '../providers/openai-compatible.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 import { startOpenAIEmulator, type OpenAIEmulator } from './emulator/openai.ts';
+import { callOptions, collect, providerError } from './support/provider-calls.ts';
 
 let emulator: OpenAIEmulator;
 let provider: Provider;
@@ -18,23 +18,10 @@ afterAll(async () => {
   await emulator.close();
 });
 
-const options = () => ({ signal: new AbortController().signal, requestId: 'req-1' });
+const options = () => callOptions('req-1');
 const hello = { messages: [{ role: 'user' as const, content: 'Hello there' }] };
 
-async function collect(stream: AsyncIterable<ChatStreamPart>): Promise<ChatStreamPart[]> {
-  const parts: ChatStreamPart[] = [];
-  for await (const part of stream) parts.push(part);
-  return parts;
-}
 
-async function generateError(promise: Promise<unknown>): Promise<ProviderError> {
-  const error = await promise.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ProviderError);
-  return error as ProviderError;
-}
 
 /** The OpenAI wire format itself; behaviour shared by every adapter is in provider-conformance.test.ts. */
 describe('OpenAI-compatible adapter: wire format', () => {
@@ -89,7 +76,7 @@ describe('OpenAI-compatible adapter: wire format', () => {
 
   it('never carries the API key in an error, even when the upstream echoes it', async () => {
     emulator.script({ kind: 'error', status: 401, body: { error: { message: 'Incorrect API key provided: sk-test-secret.' } } });
-    const error = await generateError(provider.chatModel('gpt-test').generate(hello, options()));
+    const error = await providerError(provider.chatModel('gpt-test').generate(hello, options()));
     expect(error.upstreamMessage).toBe('Incorrect API key provided: [redacted].');
     expect(JSON.stringify({ ...error, message: error.message })).not.toContain('sk-test-secret');
   });
@@ -101,16 +88,16 @@ describe('OpenAI-compatible adapter: wire format', () => {
       { kind: 'error', status: 429 },
     );
     const model = provider.chatModel('gpt-test');
-    expect(await generateError(model.generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryable: true, retryAfterMs: 7000 });
-    expect(await generateError(model.generate(hello, options()))).toMatchObject({ retryAfterMs: 1500 });
-    const bare = await generateError(model.generate(hello, options()));
+    expect(await providerError(model.generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryable: true, retryAfterMs: 7000 });
+    expect(await providerError(model.generate(hello, options()))).toMatchObject({ retryAfterMs: 1500 });
+    const bare = await providerError(model.generate(hello, options()));
     expect(bare.code).toBe('UPSTREAM_RATE_LIMITED');
     expect(bare.retryAfterMs).toBeUndefined();
   });
 
   it('reports an unreachable server as unavailable and retryable', async () => {
     const dead = createOpenAICompatibleProvider({ name: 'dead', baseUrl: 'http://127.0.0.1:1/v1', timeouts });
-    const error = await generateError(dead.chatModel('x').generate(hello, options()));
+    const error = await providerError(dead.chatModel('x').generate(hello, options()));
     expect(error).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE', retryable: true });
     await dead.close();
   });

@@ -5,30 +5,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatRequest, ChatStreamPart, Provider } from '../providers/contract.ts';
-import { ProviderError } from '../providers/errors.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 import { CONFORMANCE_TARGETS } from './conformance/targets.ts';
 import type { ConformanceSubject } from './conformance/target.ts';
+import { callOptions, collect, providerError } from './support/provider-calls.ts';
 
 const API_KEY = 'sk-conformance-secret';
 const timeouts = { connectMs: 2_000, firstByteMs: 5_000, idleMs: 400, totalMs: 10_000 };
 const hello: ChatRequest = { messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello there' }] };
-const options = () => ({ signal: new AbortController().signal, requestId: 'req-conformance' });
+const options = () => callOptions('req-conformance');
 
-async function collect(stream: AsyncIterable<ChatStreamPart>): Promise<ChatStreamPart[]> {
-  const parts: ChatStreamPart[] = [];
-  for await (const part of stream) parts.push(part);
-  return parts;
-}
 
-async function thrown(promise: Promise<unknown>): Promise<ProviderError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(ProviderError);
-  return error as ProviderError;
-}
 
 const text = (parts: ChatStreamPart[]) => parts.flatMap((part) => (part.type === 'text-delta' ? [part.text] : [])).join('');
 
@@ -113,7 +100,7 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
     [529, 'UPSTREAM_UNAVAILABLE', true],
   ])('maps HTTP %i to %s (retryable %s), whole and streamed, without the API key', async (status, code, retryable) => {
     subject.emulator.script({ kind: 'error', status }, { kind: 'error', status });
-    const error = await thrown(chat().generate(hello, options()));
+    const error = await providerError(chat().generate(hello, options()));
     expect(error).toMatchObject({ status, code, retryable });
     expect(JSON.stringify({ message: error.message, upstream: error.upstreamMessage })).not.toContain(API_KEY);
     const parts = await collect(chat().stream(hello, options()));
@@ -123,8 +110,8 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
 
   it('reads Retry-After on 429, in seconds, and leaves it unset when absent', async () => {
     subject.emulator.script({ kind: 'error', status: 429, headers: { 'retry-after': '7' } }, { kind: 'error', status: 429 });
-    expect(await thrown(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryAfterMs: 7000 });
-    expect((await thrown(chat().generate(hello, options()))).retryAfterMs).toBeUndefined();
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryAfterMs: 7000 });
+    expect((await providerError(chat().generate(hello, options()))).retryAfterMs).toBeUndefined();
   });
 
   it('reports a stream cut mid-way as interrupted, after the deltas that arrived', async () => {
@@ -145,7 +132,7 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
     subject.emulator.script({ kind: 'chat', content: 'a b c', malformedAfterChunks: 1 }, { kind: 'chat', content: 'x', malformedBody: true });
     const parts = await collect(chat().stream(hello, options()));
     expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_BAD_RESPONSE' } });
-    expect(await thrown(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_RESPONSE' });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_RESPONSE' });
   });
 
   it('times out a stream that goes silent, and a whole answer that stalls, as UPSTREAM_TIMEOUT', async () => {
@@ -153,7 +140,7 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
     const parts = await collect(chat().stream(hello, options()));
     expect(text(parts)).toBe('a ');
     expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_TIMEOUT', retryable: false } });
-    expect(await thrown(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_TIMEOUT', retryable: true });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_TIMEOUT', retryable: true });
   });
 
   it('aborts the upstream request as soon as the caller aborts', async () => {
