@@ -4,7 +4,7 @@
  *
  *   all (default)      every subgraph and the router in this process (`npm start`)
  *   router             the router alone; subgraph addresses come from the config
- *   subgraph <name>    one subgraph alone (names: inference)
+ *   subgraph <name>    one subgraph alone (names: inference, access)
  *
  * SIGTERM or SIGINT stops gracefully: no new connections, in-flight requests and streams finish
  * until router.shutdownGraceMs, then open streams end with SHUTTING_DOWN, and the process exits 0.
@@ -22,6 +22,25 @@ function parseRole(positionals: string[]): Role {
   if (command === 'all' || command === 'router') return { kind: command };
   if (command === 'subgraph' && SUBGRAPH_NAMES.includes(name as SubgraphName)) return { kind: 'subgraph', name: name as SubgraphName };
   throw new ConfigError(USAGE);
+}
+
+/**
+ * The one time a generated admin key is shown: on the terminal, not in the JSON log. With Redis it
+ * persists, so later starts print nothing; without Redis every start makes (and prints) a new one.
+ */
+function printBootstrapKey(key: string, envName: string): void {
+  process.stdout.write(
+    [
+      '',
+      '  modelgraph made a platform-admin API key. It is shown this once; keep it somewhere safe:',
+      '',
+      `      ${key}`,
+      '',
+      `  Send it as "Authorization: Bearer <key>". To choose your own, set ${envName}.`,
+      '',
+      '',
+    ].join('\n'),
+  );
 }
 
 async function main(): Promise<void> {
@@ -66,6 +85,7 @@ async function main(): Promise<void> {
     stack = running;
   });
   await started;
+  if (stack?.bootstrapKey) printBootstrapKey(stack.bootstrapKey, config.access.bootstrapKeyEnv);
   if (stack?.router) {
     log.info({ url: stack.router.url }, `modelgraph is ready at ${stack.router.url}`);
   }

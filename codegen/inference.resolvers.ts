@@ -130,7 +130,7 @@ export type ErrorCode =
   | 'DOWNSTREAM_SERVICE_ERROR'
   /** A chat request without messages. */
   | 'EMPTY_MESSAGES'
-  /** The caller may not do this (for now: a browser origin not in router.allowedOrigins). */
+  /** The caller may not do this: a missing scope, another tenant's data, a model outside the key's allow-list, or a browser origin not allowed. */
   | 'FORBIDDEN'
   /** The document is not valid GraphQL syntax. */
   | 'GRAPHQL_PARSE_FAILED'
@@ -144,8 +144,16 @@ export type ErrorCode =
   | 'MODEL_NOT_FOUND'
   /** The version is retired; `extensions.replacement` names what to use instead. */
   | 'MODEL_RETIRED'
+  /** The tenant, key or other object named by id does not exist (or is not the caller's to see). */
+  | 'NOT_FOUND'
+  /** The operation breaks an edge limit (depth, aliases, tokens, directives, open subscriptions); `extensions.limit` names it. */
+  | 'OPERATION_LIMIT_EXCEEDED'
+  /** A dependency the request needs (the key store) is unreachable; retry shortly. */
+  | 'SERVICE_UNAVAILABLE'
   /** The server is shutting down; retry against another replica. */
   | 'SHUTTING_DOWN'
+  /** No credential, or one that is unknown, malformed, expired or revoked. */
+  | 'UNAUTHENTICATED'
   /** The provider refused our credentials. */
   | 'UPSTREAM_AUTH_FAILED'
   /** The provider refused the request as malformed. */

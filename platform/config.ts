@@ -11,13 +11,41 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { PRESET_NAMES } from '../providers/presets.ts';
+import { SCOPES } from './principal.ts';
 
 export const DEFAULT_CONFIG_FILE = 'modelgraph.yaml';
-export const SUBGRAPH_NAMES = ['inference'] as const;
+export const SUBGRAPH_NAMES = ['inference', 'access'] as const;
 export type SubgraphName = (typeof SUBGRAPH_NAMES)[number];
 
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
+
+/** What one operation may ask of the router; each refused with OPERATION_LIMIT_EXCEEDED (or as named). */
+const edgeLimitsSchema = z
+  .object({
+    maxDepth: z.number().int().positive().default(12),
+    maxAliases: z.number().int().min(0).default(30),
+    /** Lexical tokens in the document (refused while parsing, before any work). */
+    maxTokens: z.number().int().positive().default(2_000),
+    maxDirectives: z.number().int().min(0).default(20),
+    /** GraphQL-over-HTTP batched arrays: refused (BAD_USER_INPUT) unless this is above 1. */
+    maxBatchSize: z.number().int().min(1).default(1),
+    /** Schema introspection (`__schema`, `__type`); off unless enabled, as are "Did you mean" suggestions. */
+    introspection: z.boolean().default(false),
+    fieldSuggestions: z.boolean().default(false),
+    /**
+     * CSRF prevention: requests a browser could send without a preflight (GET, or POST with a
+     * simple content type) must carry one of these headers.
+     */
+    csrfRequestHeaders: z.array(z.string().min(1)).default(['x-apollo-operation-name', 'apollo-require-preflight', 'graphql-require-preflight']),
+    /** Open subscriptions per WebSocket connection, and per principal (key or JWT subject) on this replica. */
+    maxSubscriptionsPerConnection: z.number().int().positive().default(20),
+    maxSubscriptionsPerPrincipal: z.number().int().positive().default(100),
+    /** A WebSocket that sends no `connection_init` within this time is closed (4408). */
+    connectionInitTimeoutMs: z.number().int().positive().default(3_000),
+  })
+  .strict()
+  .prefault({});
 
 const routerSchema = z
   .object({
@@ -35,6 +63,7 @@ const routerSchema = z
      * same-origin requests are always allowed.
      */
     allowedOrigins: z.array(z.union([z.literal('*'), z.url()])).default([]),
+    limits: edgeLimitsSchema,
   })
   .strict()
   .prefault({});
@@ -52,6 +81,7 @@ const subgraphSchema = (defaultPort: number) =>
 const subgraphsSchema = z
   .object({
     inference: subgraphSchema(4001).prefault({}),
+    access: subgraphSchema(4005).prefault({}),
   })
   .strict()
   .prefault({});
@@ -69,6 +99,48 @@ const timeoutsSchema = z
   .prefault({});
 
 const envVarName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'must be an environment variable name such as OPENAI_API_KEY');
+
+const jwtSchema = z
+  .object({
+    /** Where the identity provider publishes its signing keys. */
+    jwksUrl: z.url(),
+    issuer: z.string().min(1),
+    audience: z.string().min(1),
+    algorithms: z.array(z.string().min(1)).default(['RS256', 'ES256']),
+    /** Claim names: the tenant id (required in every token), scopes (a space-separated string or an array), allowed models (optional array). */
+    claims: z
+      .object({ tenant: z.string().default('tenant'), scopes: z.string().default('scope'), models: z.string().default('models') })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+const accessSchema = z
+  .object({
+    /**
+     * Anonymous callers (no credential) are refused unless this names what they get; then every
+     * start logs a warning. A bad credential is refused either way.
+     */
+    anonymous: z
+      .object({ tenant: z.string().min(1).default('anonymous'), scopes: z.array(z.enum(SCOPES)).default(['models:read', 'chat:invoke', 'embeddings:invoke']) })
+      .strict()
+      .optional(),
+    /** The variable holding the first platform-admin key; without it, the first start makes one and prints it once. */
+    bootstrapKeyEnv: envVarName.default('MODELGRAPH_BOOTSTRAP_KEY'),
+    /**
+     * The variable holding the secret (32+ characters) that signs the router's identity tokens to
+     * subgraphs. Required when the router and subgraphs run as separate processes; a single
+     * process (`modelgraph all`) makes a random one.
+     */
+    identitySecretEnv: envVarName.default('MODELGRAPH_IDENTITY_SECRET'),
+    /** How long the router trusts a looked-up API key before reading it again (revocation clears it at once). */
+    keyCacheSeconds: z.number().int().min(0).default(30),
+    jwt: jwtSchema.optional(),
+    /** Audit events kept (approximately; the oldest are trimmed). */
+    auditMaxEvents: z.number().int().positive().default(1_000_000),
+  })
+  .strict()
+  .prefault({});
 
 const remote = {
   /** Name of the environment variable that holds the API key; omit for servers without auth. */
@@ -257,11 +329,14 @@ export const configSchema = z
       .object({
         enabled: z.boolean().default(true),
         ttlSeconds: z.number().int().positive().default(3_600),
+        /** Answers are cached per tenant; true shares them across tenants (only for non-sensitive prompts). */
+        shareAcrossTenants: z.boolean().default(false),
         /** In-memory cache only: most entries kept. */
         maxEntries: z.number().int().positive().default(10_000),
       })
       .strict()
       .prefault({}),
+    access: accessSchema,
     log: z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') })
       .strict()

@@ -12,8 +12,20 @@ export const ErrorCode = {
   GRAPHQL_PARSE_FAILED: 'GRAPHQL_PARSE_FAILED',
   /** The document does not validate against the schema (unknown field, bad enum value, ...). */
   GRAPHQL_VALIDATION_FAILED: 'GRAPHQL_VALIDATION_FAILED',
-  /** The caller may not do this; for now: a browser origin not in `router.allowedOrigins`. */
+  /** No credential, or one that is unknown, malformed, expired or revoked (HTTP 401, WS close 4403). */
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  /**
+   * The caller is authenticated but may not do this: a missing scope, another tenant's data, a
+   * model outside the key's allow-list, or a browser origin not in `router.allowedOrigins`.
+   */
   FORBIDDEN: 'FORBIDDEN',
+  /**
+   * The operation breaks an edge limit (depth, aliases, tokens, directives, open subscriptions);
+   * `extensions.limit` names it and `extensions.max` gives the configured maximum.
+   */
+  OPERATION_LIMIT_EXCEEDED: 'OPERATION_LIMIT_EXCEEDED',
+  /** The tenant, key or other object named by id does not exist (or is not the caller's to see). */
+  NOT_FOUND: 'NOT_FOUND',
   /** No model, alias or `id@version` pin matches the requested model. */
   MODEL_NOT_FOUND: 'MODEL_NOT_FOUND',
   /** The version is retired; `extensions.replacement` names what to use instead. */
@@ -38,6 +50,8 @@ export const ErrorCode = {
   UPSTREAM_BAD_RESPONSE: 'UPSTREAM_BAD_RESPONSE',
   /** The provider's stream ended before it finished the answer. */
   UPSTREAM_STREAM_INTERRUPTED: 'UPSTREAM_STREAM_INTERRUPTED',
+  /** A dependency the request needs (the key store in Redis) is unreachable; retry shortly (HTTP 503). */
+  SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
   /** The server is shutting down; retry against another replica. */
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   /** A subgraph could not be reached or failed; the router masks its details. */

@@ -17,6 +17,14 @@ export const REDACTED_PATHS = [
   'headers.authorization',
   'headers["x-api-key"]',
   'headers.cookie',
+  // The router's identity tokens to subgraphs (a header over HTTP, an extension over WebSockets).
+  '*.headers["x-modelgraph-identity"]',
+  'headers["x-modelgraph-identity"]',
+  'extensions.identity',
+  '*.extensions.identity',
+  '*.*.extensions.identity',
+  'connectionParams',
+  '*.connectionParams',
 ];
 
 export interface LoggerSettings {

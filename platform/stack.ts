@@ -3,10 +3,14 @@
  * `npm start` runs), the router alone, or one subgraph alone. Stopping drains the router first so
  * its streams can still reach the subgraphs behind it.
  */
+import { createAccessServices, createIdentityTokens, type AccessServices } from './access-services.ts';
 import type { Config, SubgraphName } from './config.ts';
 import { SUBGRAPH_NAMES, subgraphUrl } from './config.ts';
+import type { IdentityTokens } from './identity-token.ts';
 import type { Logger } from './logger.ts';
 import type { RunningSubgraph } from './subgraph-server.ts';
+import { bootstrapAccess } from '../subgraphs/access/bootstrap.ts';
+import { startAccessSubgraph } from '../subgraphs/access/index.ts';
 import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
 import { startRouter, type RunningRouter } from '../router/server.ts';
 
@@ -15,36 +19,67 @@ export type Role = { kind: 'all' } | { kind: 'router' } | { kind: 'subgraph'; na
 export interface RunningStack {
   router?: RunningRouter;
   subgraphs: RunningSubgraph[];
+  /** A platform-admin key made by this start (none was configured or stored): print it once. */
+  bootstrapKey?: string;
+  /** What this process signs or verifies identity tokens with (for starting more pieces beside it). */
+  identity: IdentityTokens;
+  /** The access store and audit log, when a piece of this process uses them. */
+  access?: AccessServices;
   stop(deadline: number): Promise<void>;
 }
 
-const SUBGRAPH_STARTERS: Record<SubgraphName, typeof startInferenceSubgraph> = {
-  inference: startInferenceSubgraph,
+interface Shared {
+  withProcessMetrics: boolean;
+  identity: IdentityTokens;
+  access: () => Promise<AccessServices>;
+}
+
+const SUBGRAPH_STARTERS: Record<SubgraphName, (config: Config, log: Logger, shared: Shared) => Promise<RunningSubgraph>> = {
+  inference: (config, log, { withProcessMetrics, identity }) => startInferenceSubgraph(config, log, { withProcessMetrics, identity }),
+  access: async (config, log, { withProcessMetrics, identity, access }) => startAccessSubgraph(config, log, { withProcessMetrics, identity, access: await access() }),
 };
 
-export async function startStack(config: Config, log: Logger, role: Role): Promise<RunningStack> {
+export async function startStack(config: Config, log: Logger, role: Role, env: NodeJS.ProcessEnv = process.env): Promise<RunningStack> {
+  const singleProcess = role.kind === 'all';
+  const identity = createIdentityTokens(config, env, singleProcess);
+  let access: AccessServices | undefined;
+  let accessStarting: Promise<AccessServices> | undefined;
+  const shared: Shared = {
+    // In one process, process metrics are registered once (by the router, or the lone subgraph).
+    withProcessMetrics: role.kind === 'subgraph',
+    identity,
+    access: () =>
+      (accessStarting ??= createAccessServices(config, log, singleProcess).then((services) => {
+        access = services;
+        return services;
+      })),
+  };
   const subgraphs: RunningSubgraph[] = [];
   let router: RunningRouter | undefined;
+  let bootstrapKey: string | undefined;
   const stop = async (deadline: number) => {
     await router?.stop(deadline);
     await Promise.all(subgraphs.map((subgraph) => subgraph.stop(deadline)));
+    await access?.close();
   };
   try {
     const names = role.kind === 'all' ? SUBGRAPH_NAMES : role.kind === 'subgraph' ? [role.name] : [];
-    // In one process, processes metrics are registered once (by the router, or the lone subgraph).
-    const withProcessMetrics = role.kind === 'subgraph';
+    if (names.includes('access')) {
+      const envName = config.access.bootstrapKeyEnv;
+      bootstrapKey = await bootstrapAccess((await shared.access()).store, env[envName], envName);
+    }
     for (const name of names) {
-      subgraphs.push(await SUBGRAPH_STARTERS[name](config, log.child({ subgraph: name }), { withProcessMetrics }));
+      subgraphs.push(await SUBGRAPH_STARTERS[name](config, log.child({ subgraph: name }), shared));
     }
     if (role.kind !== 'subgraph') {
       const urls = Object.fromEntries(
         SUBGRAPH_NAMES.map((name) => [name, subgraphs.find((subgraph) => subgraph.name === name)?.url ?? subgraphUrl(config, name)]),
       ) as Record<SubgraphName, string>;
-      router = await startRouter({ config, log: log.child({ component: 'router' }), subgraphUrls: urls });
+      router = await startRouter({ config, log: log.child({ component: 'router' }), subgraphUrls: urls, identity, access: await shared.access() });
     }
   } catch (error) {
     await stop(Date.now());
     throw error;
   }
-  return { ...(router && { router }), subgraphs, stop };
+  return { ...(router && { router }), subgraphs, ...(bootstrapKey && { bootstrapKey }), identity, ...(access && { access }), stop };
 }

@@ -3,6 +3,11 @@
  * integration API on node:http) and over graphql-ws for subscriptions, on one port, with
  * /healthz, /readyz and /metrics. The request id arrives in the `x-request-id` header (HTTP) or the
  * `requestId` extension of the subscribe message (WS) and tags every log line.
+ *
+ * Nothing is served without the router's identity token (platform/identity-token.ts): an HTTP
+ * request without a valid one gets 401 and no data; a WebSocket must present the router's service
+ * token in `connection_init` (else closed with 4403) and every operation its caller's token. The
+ * verified principal is in every resolver's context, and graphql-shield rules read it.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { ApolloServer, HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
@@ -10,8 +15,12 @@ import { ApolloServerPluginInlineTraceDisabled, ApolloServerPluginLandingPageDis
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { useServer } from 'graphql-ws/use/ws';
 import { GraphQLError, subscribe, type DocumentNode, type GraphQLFormattedError } from 'graphql';
+import { applyMiddleware } from 'graphql-middleware';
+import type { IMiddlewareGenerator } from 'graphql-middleware';
 import type { Registry } from 'prom-client';
-import { ErrorCode, codeOf } from './errors.ts';
+import { ErrorCode, codeOf, codedError } from './errors.ts';
+import { CLIENT_ADDRESS_HEADER, IDENTITY_CONNECTION_PARAM, IDENTITY_EXTENSION, IDENTITY_HEADER, type IdentityTokens } from './identity-token.ts';
+import type { Principal } from './principal.ts';
 import { closeWebSockets, createWebSocketServer, listen, readBody, sendJson, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
 import { endOnShutdown, shuttingDownResult } from './end-on-shutdown.ts';
 import { InFlight } from './in-flight.ts';
@@ -29,6 +38,10 @@ export interface RequestContext extends BaseContext {
   signal: AbortSignal;
   /** Added to the response's `extensions.warnings` (for a stream: its next result). */
   warnings: Warning[];
+  /** Who is calling, verified from the router's identity token. */
+  principal: Principal;
+  /** The caller's address as the router saw it, when it said. */
+  clientAddress: string | null;
 }
 
 export interface SubgraphServerOptions<TContext extends RequestContext> {
@@ -42,6 +55,10 @@ export interface SubgraphServerOptions<TContext extends RequestContext> {
   registry: Registry;
   maxBodyBytes: number;
   wsMaxPayloadBytes: number;
+  /** Verifies the router's identity tokens, addressed to this subgraph by `name`. */
+  identity: IdentityTokens;
+  /** The subgraph's graphql-shield rules. */
+  permissions: IMiddlewareGenerator<unknown, TContext, unknown>;
   extendContext(base: RequestContext): TContext;
 }
 
@@ -105,9 +122,20 @@ function headerMap(request: IncomingMessage): HeaderMap {
   return headers;
 }
 
+const unauthenticated = (message: string) => codedError(ErrorCode.UNAUTHENTICATED, message);
+
 export async function startSubgraphServer<TContext extends RequestContext>(options: SubgraphServerOptions<TContext>): Promise<RunningSubgraph> {
-  const { log, registry } = options;
-  const schema = buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never });
+  const { log, registry, identity, name: audience } = options;
+  const schema = applyMiddleware(buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never }), options.permissions);
+  /** The caller of a request, or undefined (after logging why) when its token is refused. */
+  const verify = async (token: unknown, requestLog: Logger): Promise<Principal | undefined> => {
+    try {
+      return await identity.verify(token, audience);
+    } catch (error) {
+      requestLog.warn({ reason: (error as Error).message }, 'request refused: no valid identity token');
+      return undefined;
+    }
+  };
   const apollo = new ApolloServer<TContext>({
     schema,
     includeStacktraceInErrorResponses: false,
@@ -138,6 +166,12 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     // The router sends the id as a header and, for every transport, as an extension.
     const extensions = (body as { extensions?: Record<string, unknown> } | undefined)?.extensions;
     const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER] ?? extensions?.[REQUEST_ID_EXTENSION]);
+    const requestLog = log.child({ requestId });
+    const principal = await verify(request.headers[IDENTITY_HEADER], requestLog);
+    if (!principal) {
+      sendJson(response, 401, { errors: [unauthenticated('this service answers only the modelgraph router').toJSON()] });
+      return;
+    }
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: {
         method: request.method ?? 'GET',
@@ -145,7 +179,11 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         search: new URL(request.url ?? '/', 'http://subgraph').search,
         body,
       },
-      context: async () => options.extendContext({ requestId, log: log.child({ requestId }), signal: aborter.signal, warnings: [] }),
+      context: async () => {
+        const address = request.headers[CLIENT_ADDRESS_HEADER];
+        const clientAddress = typeof address === 'string' ? address : null;
+        return options.extendContext({ requestId, log: requestLog, signal: aborter.signal, warnings: [], principal, clientAddress });
+      },
     });
     const headers: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
     for (const [name, value] of result.headers) headers[name] = value;
@@ -184,6 +222,8 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     started: number;
   }
   const operations = new WeakMap<object, Map<string, OpenOperation>>();
+  /** Principals verified in onSubscribe, picked up by `context` for the same operation. */
+  const verified = new WeakMap<object, Map<string, Principal>>();
   const finish = (socketContext: object, id: string) => {
     const operation = operations.get(socketContext)?.get(id);
     if (!operation) return;
@@ -198,8 +238,25 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
   const wsHandle = useServer(
     {
       schema,
-      // While draining, new operations on open sockets are refused, so they go elsewhere.
-      onSubscribe: () => (ready ? undefined : shuttingDownResult().errors),
+      // Only the router may open a socket: its service token comes in connection_init (else 4403).
+      onConnect: async (ctx) => {
+        try {
+          await identity.verifyService(ctx.connectionParams?.[IDENTITY_CONNECTION_PARAM], audience);
+          return true;
+        } catch (error) {
+          log.warn({ reason: (error as Error).message }, 'websocket refused: no valid router token');
+          return false;
+        }
+      },
+      onSubscribe: async (ctx, id, payload) => {
+        // While draining, new operations on open sockets are refused, so they go elsewhere.
+        if (!ready) return shuttingDownResult().errors;
+        const requestLog = log.child({ requestId: acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]) });
+        const principal = await verify(payload.extensions?.[IDENTITY_EXTENSION], requestLog);
+        if (!principal) return [unauthenticated('operation without a valid identity token')];
+        verified.set(ctx, (verified.get(ctx) ?? new Map<string, Principal>()).set(id, principal));
+        return undefined;
+      },
       // Streams still open when the grace period ends get a final SHUTTING_DOWN result.
       subscribe: async (args) => {
         const result = await subscribe(args);
@@ -213,7 +270,11 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         const open = operations.get(ctx) ?? new Map<string, OpenOperation>();
         const name = payload.operationName ?? 'anonymous';
         operations.set(ctx, open.set(id, { abort, end: inFlight.begin(), log: requestLog, name, started: performance.now() }));
-        return options.extendContext({ requestId, log: requestLog, signal: abort.signal, warnings: [] });
+        const principal = verified.get(ctx)?.get(id);
+        verified.get(ctx)?.delete(id);
+        // onSubscribe verified it; graphql-ws calls context only after onSubscribe accepted.
+        if (!principal) throw unauthenticated('operation without a valid identity token');
+        return options.extendContext({ requestId, log: requestLog, signal: abort.signal, warnings: [], principal, clientAddress: null });
       },
       onNext: (_ctx, _id, _payload, args, result) => {
         // Warnings go out once, with the first result after they were raised.

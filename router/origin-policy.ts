@@ -18,13 +18,14 @@ export function originAllowed(request: IncomingMessage, allowedOrigins: readonly
 }
 
 /** The gateway runtime's CORS setting: none unless origins are configured. */
-export function corsOptions(allowedOrigins: readonly string[]) {
+export function corsOptions(allowedOrigins: readonly string[], csrfHeaders: readonly string[] = []) {
   if (allowedOrigins.length === 0) return false as const;
   return {
     origin: allowedOrigins.includes('*') ? '*' : [...allowedOrigins],
     credentials: !allowedOrigins.includes('*'),
     methods: ['GET', 'POST'],
-    allowedHeaders: ['content-type', 'authorization', 'x-api-key', 'x-request-id', 'accept'],
+    // The CSRF-prevention headers too: a browser app sends one with every GET.
+    allowedHeaders: ['content-type', 'authorization', 'x-api-key', 'x-request-id', 'accept', ...csrfHeaders],
     exposedHeaders: ['x-request-id'],
   };
 }

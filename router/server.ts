@@ -3,6 +3,10 @@
  * it and we own the edge. It serves the composed supergraph (schema/supergraph.graphql) on
  * /graphql over GraphQL over HTTP (GET and POST), GraphQL over SSE and graphql-ws, subscribes to
  * subgraphs over WebSockets, and answers /healthz, /readyz and /metrics.
+ *
+ * Every request is authenticated here before the runtime sees it (router/authenticate.ts): over
+ * HTTP a refusal is a 401; a WebSocket authenticates in `connection_init` and is closed with 4403
+ * on a bad credential, and later when its key is revoked or its credential expires.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -13,9 +17,12 @@ import httpTransport from '@graphql-mesh/transport-http';
 import { parse } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { WebSocket } from 'ws';
+import type { AccessServices } from '../platform/access-services.ts';
 import type { Config, SubgraphName } from '../platform/config.ts';
 import { shuttingDownResult } from '../platform/end-on-shutdown.ts';
 import { ErrorCode } from '../platform/errors.ts';
+import type { IdentityTokens } from '../platform/identity-token.ts';
+import type { Principal } from '../platform/principal.ts';
 import {
   BodyTooLargeError,
   closeWebSockets,
@@ -34,7 +41,11 @@ import { createRegistry } from '../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../platform/redis.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/request-id.ts';
 import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
+import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, type AuthOutcome } from './authenticate.ts';
 import { corsOptions, originAllowed } from './origin-policy.ts';
+import { useEdgeLimits } from './plugins/edge-limits.ts';
+import { usePropagatedIdentity, type CallerContext } from './plugins/identity.ts';
+import { tooManySubscriptions, useSubscriptionCaps } from './plugins/subscription-caps.ts';
 import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
 import { createRouterMetrics, useRouterMetrics } from './plugins/metrics.ts';
 import { useSubgraphRequestId } from './plugins/request-id.ts';
@@ -49,6 +60,10 @@ export interface RouterOptions {
   log: Logger;
   /** Where each subgraph listens. */
   subgraphUrls: Record<SubgraphName, string>;
+  /** Signs the identity tokens subgraphs require. */
+  identity: IdentityTokens;
+  /** Where API keys are looked up and authentication failures audited. */
+  access: AccessServices;
   withProcessMetrics?: boolean;
 }
 
@@ -88,10 +103,25 @@ function transportEntries(subgraphUrls: Record<string, string>) {
 
 const FORBIDDEN_ORIGIN = 'this browser origin may not use the API (router.allowedOrigins)';
 
-export async function startRouter({ config, log, subgraphUrls, withProcessMetrics = true }: RouterOptions): Promise<RunningRouter> {
+/** WebSocket close code for a refused or withdrawn credential (graphql-ws CloseCode.Forbidden). */
+const CLOSE_FORBIDDEN = 4403;
+
+function unauthenticatedBody(message: string, requestId: string | undefined) {
+  return { errors: [{ message, extensions: { code: ErrorCode.UNAUTHENTICATED, ...(requestId && { requestId }) } }] };
+}
+
+export async function startRouter({ config, log, subgraphUrls, identity, access, withProcessMetrics = true }: RouterOptions): Promise<RunningRouter> {
   const settings = config.router;
+  const { limits } = settings;
   const registry = createRegistry('router', withProcessMetrics);
   const metrics = createRouterMetrics(registry);
+  const auth = new Authenticator(config.access, access.store, access.audit, log.child({ component: 'auth' }), (reason) => metrics.authFailures.inc({ reason }));
+  if (config.access.anonymous) {
+    log.warn(
+      { tenant: config.access.anonymous.tenant, scopes: config.access.anonymous.scopes },
+      'ANONYMOUS ACCESS IS ON: requests without a credential are served (access.anonymous in the config). Never expose this router beyond a trusted network.',
+    );
+  }
   let draining = false;
   const shuttingDown = new AbortController();
   /** HTTP responses in progress, SSE streams included. */
@@ -101,18 +131,30 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
 
   const runtime = createGatewayRuntime({
     supergraph: parse(readFileSync(SUPERGRAPH_FILE, 'utf8')),
-    transports: { http: httpTransport, ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' })) },
+    transports: { http: httpTransport, ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' }), identity) },
     transportEntries: transportEntries(subgraphUrls),
     logging: hiveLogger(log.child({ component: 'gateway' })),
     graphqlEndpoint: GRAPHQL_PATH,
     landingPage: false,
     graphiql: false,
-    cors: corsOptions(settings.allowedOrigins),
+    cors: corsOptions(settings.allowedOrigins, limits.csrfRequestHeaders),
     maskedErrors: { maskError: createErrorMasker(log) },
     upstreamCancellation: true,
     executionCancellation: true,
+    ...(limits.maxBatchSize > 1 && { batching: { limit: limits.maxBatchSize } }),
+    ...(!limits.introspection && { disableIntrospection: { disableIf: () => true } }),
+    csrfPrevention: { requestHeaders: limits.csrfRequestHeaders },
     subgraphErrors: { errorCode: ErrorCode.DOWNSTREAM_SERVICE_ERROR },
-    plugins: () => [useErrorCodes(), useRouterMetrics(metrics), useSubgraphRequestId(), useSubgraphWarnings(), useGracefulStreams(shuttingDown.signal)],
+    plugins: () => [
+      ...useEdgeLimits(limits),
+      useErrorCodes(),
+      useRouterMetrics(metrics),
+      useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
+      usePropagatedIdentity(identity),
+      useSubgraphRequestId(),
+      useSubgraphWarnings(),
+      useGracefulStreams(shuttingDown.signal),
+    ],
   });
   // The WS handler needs the schema loaded before the first subscription arrives.
   await runtime.getSchema();
@@ -126,10 +168,31 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
       sendJson(response, 403, { errors: [{ message: FORBIDDEN_ORIGIN, extensions: { code: ErrorCode.FORBIDDEN } }] });
       return;
     }
-    request.headers[REQUEST_ID_HEADER] = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
+    const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
+    request.headers[REQUEST_ID_HEADER] = requestId;
     const declared = request.headers['content-length'];
     if (declared !== undefined && Number(declared) > settings.maxBodyBytes) {
       throw new BodyTooLargeError(`request body over ${settings.maxBodyBytes} bytes`);
+    }
+    const clientAddress = request.socket.remoteAddress ?? null;
+    // CORS preflights carry no credential; the runtime answers them and runs nothing.
+    let caller: CallerContext = { clientAddress };
+    if (request.method !== 'OPTIONS') {
+      const outcome = await auth.authenticate(credentialFromHeaders(request.headers), { sourceAddress: clientAddress }).catch((error: unknown) => {
+        // The key store is unreachable: neither let the caller in nor call its credential bad.
+        log.error({ err: error }, 'cannot check credentials: the access store is unreachable');
+        return undefined;
+      });
+      if (!outcome) {
+        sendJson(response, 503, { errors: [{ message: 'credentials cannot be checked right now; retry', extensions: { code: ErrorCode.SERVICE_UNAVAILABLE, requestId } }] }, { 'retry-after': '1' });
+        return;
+      }
+      if (!outcome.ok) {
+        sendJson(response, 401, unauthenticatedBody(outcome.message, requestId), { 'www-authenticate': 'Bearer realm="modelgraph"' });
+        return;
+      }
+      caller = { principal: outcome.principal, clientAddress };
+      trackHolder(outcome.principal, response);
     }
     if (declared === undefined && request.method === 'POST') {
       // A chunked body has no declared size: read (and bound) it ourselves; the runtime takes it
@@ -138,8 +201,30 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
       if (body.length > 0) (request as IncomingMessage & { body?: Buffer }).body = body;
     }
     if (draining) response.setHeader('connection', 'close');
-    await runtime(request, response);
+    await runtime(request, response, caller);
   }
+
+  /** Open HTTP responses and sockets per API key, so revoking the key ends them. */
+  const held = new Map<string, Set<{ end(): void }>>();
+  function trackHolder(principal: Principal, connection: { once(event: 'close', listener: () => void): unknown }, end?: () => void): void {
+    if (!principal.keyId) return;
+    const keyId = principal.keyId;
+    const entry = { end: end ?? (() => (connection as unknown as ServerResponse).destroy()) };
+    const set = held.get(keyId) ?? new Set();
+    held.set(keyId, set.add(entry));
+    connection.once('close', () => {
+      set.delete(entry);
+      if (set.size === 0 && held.get(keyId) === set) held.delete(keyId);
+    });
+  }
+  const stopWatchingKeys = auth.onKeyChanged((keyId) => {
+    if (!held.has(keyId)) return;
+    void auth.recheckKey(keyId).then((outcome) => {
+      if (outcome.ok) return;
+      log.info({ keyId, reason: outcome.reason }, 'credential withdrawn: closing its open connections');
+      for (const holder of held.get(keyId) ?? []) holder.end();
+    }, (error: unknown) => log.error({ err: error, keyId }, 'could not recheck a changed key'));
+  });
 
   const openResponses = new Set<ServerResponse>();
   const server = createServer((request, response) => {
@@ -168,10 +253,41 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
     return { accept: true };
   };
   const wsServer = createWebSocketServer(server, GRAPHQL_PATH, settings.wsMaxPayloadBytes, verifyUpgrade);
+  interface SocketExtra {
+    request?: IncomingMessage;
+    socket?: WebSocket;
+    principal?: Principal;
+    expiryTimer?: NodeJS.Timeout;
+  }
   const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
-    const extra = ctx.extra as { request?: IncomingMessage; socket?: WebSocket } | undefined;
-    return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]) };
+    const extra = ctx.extra as SocketExtra | undefined;
+    const caller: CallerContext = { principal: extra?.principal, clientAddress: extra?.request?.socket.remoteAddress ?? null };
+    return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]), ...caller };
   });
+  /** Authenticates a socket from its connection_init payload (or, for non-browser clients, its upgrade headers). */
+  async function authenticateSocket(extra: SocketExtra, params: Readonly<Record<string, unknown>> | undefined): Promise<boolean> {
+    const credential = credentialFromConnectionParams(params) ?? (extra.request ? credentialFromHeaders(extra.request.headers) : undefined);
+    let outcome: AuthOutcome;
+    try {
+      outcome = await auth.authenticate(credential, { sourceAddress: extra.request?.socket.remoteAddress ?? null });
+    } catch (error) {
+      // The key store is unreachable: "try again later", not "forbidden".
+      log.error({ err: error }, 'cannot check credentials: the access store is unreachable');
+      extra.socket?.close(1013, 'credentials cannot be checked right now; retry');
+      return false;
+    }
+    if (!outcome.ok || !extra.socket) return false;
+    const socket = extra.socket;
+    extra.principal = outcome.principal;
+    const close = () => socket.close(CLOSE_FORBIDDEN, 'Forbidden: credential withdrawn');
+    trackHolder(outcome.principal, socket, close);
+    // A credential that expires while the socket is open ends it then.
+    if (outcome.expiresAt !== null) {
+      extra.expiryTimer = setTimeout(close, Math.max(outcome.expiresAt - Date.now(), 0));
+      socket.once('close', () => clearTimeout(extra.expiryTimer));
+    }
+    return true;
+  }
   // Count operations per socket until graphql-ws has sent their `complete`, so that shutdown
   // closes a socket only after its last message went out.
   const openOperations = new WeakMap<object, Map<string, () => void>>();
@@ -184,10 +300,13 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
   const wsHandle = useServer(
     {
       ...wsOptions,
+      connectionInitWaitTimeout: limits.connectionInitTimeoutMs,
+      onConnect: (ctx) => authenticateSocket(ctx.extra as SocketExtra, ctx.connectionParams),
       onSubscribe: (ctx, id, payload) => {
         // While draining, new operations on open sockets are refused, so they go elsewhere.
         if (draining) return shuttingDownResult().errors;
         const open = openOperations.get(ctx) ?? new Map<string, () => void>();
+        if (open.size >= limits.maxSubscriptionsPerConnection) return [tooManySubscriptions('connection', limits.maxSubscriptionsPerConnection)];
         openOperations.set(ctx, open.set(id, wsOperations.begin()));
         return wsOptions.onSubscribe!(ctx, id, payload);
       },
@@ -227,6 +346,8 @@ export async function startRouter({ config, log, subgraphUrls, withProcessMetric
       await closeWebSockets(wsServer, () => wsHandle.dispose());
       await http.closeAll();
       await runtime.dispose();
+      stopWatchingKeys();
+      auth.close();
       redis?.disconnect();
       log.info('router stopped');
   }

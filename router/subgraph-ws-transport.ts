@@ -5,6 +5,10 @@
  * its start to the same client; a stream that loses its subgraph must end, coded, instead. Any
  * transport failure (unreachable, socket closed mid-stream) becomes one final result with a
  * DOWNSTREAM_SERVICE_ERROR naming the subgraph, never the raw socket error or address.
+ *
+ * The socket authenticates as the router (a service token in `connection_init`); each operation
+ * carries its caller's identity token in its extensions, moved there from the headers the identity
+ * plugin sets (a shared socket has no per-operation headers).
  */
 import type { Transport } from '@graphql-mesh/transport-common';
 import { buildGraphQLWSExecutor } from '@graphql-tools/executor-graphql-ws';
@@ -13,6 +17,7 @@ import { GraphQLError } from 'graphql';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { ErrorCode } from '../platform/errors.ts';
+import { IDENTITY_CONNECTION_PARAM, IDENTITY_EXTENSION, IDENTITY_HEADER, type IdentityTokens } from '../platform/identity-token.ts';
 import type { Logger } from '../platform/logger.ts';
 
 export function downstreamFailure(serviceName: string): ExecutionResult {
@@ -54,15 +59,32 @@ function endCodedOnFailure(source: AsyncIterable<ExecutionResult>, serviceName: 
   return wrapped;
 }
 
-export function createSubgraphWsTransport(log: Logger): Transport {
+type ExecutionRequest = Parameters<ReturnType<typeof buildGraphQLWSExecutor>>[0];
+
+/** Headers are not sent over the socket; the identity token travels as an extension instead. */
+function identityInExtensions(request: ExecutionRequest): ExecutionRequest {
+  const { headers, ...extensions } = (request.extensions ?? {}) as { headers?: Record<string, string> };
+  const token = headers?.[IDENTITY_HEADER];
+  return { ...request, extensions: { ...extensions, ...(token && { [IDENTITY_EXTENSION]: token }) } };
+}
+
+export function createSubgraphWsTransport(log: Logger, tokens: IdentityTokens): Transport {
   return {
     getSubgraphExecutor({ transportEntry }) {
       const url = (transportEntry.location ?? '').replace(/^http/, 'ws');
-      const client = createClient({ url, webSocketImpl: WebSocket, lazy: true, lazyCloseTimeout: 3_000, retryAttempts: 0 });
-      const executor = buildGraphQLWSExecutor(client);
       const serviceName = transportEntry.subgraph;
-      const coded = ((request: Parameters<typeof executor>[0]) => {
-        const result = executor(request) as unknown;
+      const client = createClient({
+        url,
+        webSocketImpl: WebSocket,
+        lazy: true,
+        lazyCloseTimeout: 3_000,
+        retryAttempts: 0,
+        // Called for every new socket, so a reconnect presents a fresh token.
+        connectionParams: async () => ({ [IDENTITY_CONNECTION_PARAM]: await tokens.signService(serviceName) }),
+      });
+      const executor = buildGraphQLWSExecutor(client);
+      const coded = ((request: ExecutionRequest) => {
+        const result = executor(identityInExtensions(request)) as unknown;
         if (result && typeof result === 'object' && Symbol.asyncIterator in result) {
           return endCodedOnFailure(result as AsyncIterable<ExecutionResult>, serviceName, log);
         }

@@ -5,7 +5,7 @@ import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ChatDocument, ChatStreamDocument, type ChatMutation, type ChatStreamSubscription } from '../codegen/operations.ts';
-import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { adminHeaders, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
 let stack: TestStack;
 beforeAll(async () => {
@@ -22,11 +22,15 @@ async function stillServes() {
   expect(body.data?.chat.content).toBe('ping');
 }
 
-/** Sends a body with `transfer-encoding: chunked` (no content-length), in many chunks. */
+/**
+ * Sends a body with `transfer-encoding: chunked` (no content-length), in many chunks, with the
+ * stack's admin key: the router reads a chunked body only once the caller is authenticated.
+ */
 function postChunked(url: string, totalBytes: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
-    const request = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers: { 'content-type': 'application/json' } }, (response) => {
+    const headers = { ...adminHeaders(url), 'content-type': 'application/json' };
+    const request = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers }, (response) => {
       response.resume();
       resolve(response.statusCode ?? 0);
     });
@@ -56,9 +60,10 @@ describe('the router edge', () => {
   });
 
   it('refuses a request from a browser origin that is not allowed, with FORBIDDEN', async () => {
+    // Even with a valid credential: the origin decides first.
     const response = await fetch(stack.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', origin: 'https://evil.example' },
+      headers: { ...adminHeaders(stack.url), 'content-type': 'application/json', origin: 'https://evil.example' },
       body: JSON.stringify({ query: '{ models { id } }' }),
     });
     expect(response.status).toBe(403);
@@ -70,12 +75,13 @@ describe('the router edge', () => {
   it('grants CORS to an allowed origin', async () => {
     const preflight = await fetch(stack.url, {
       method: 'OPTIONS',
-      headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+      headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, authorization' },
     });
     expect(preflight.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+    expect(preflight.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('authorization');
     const response = await fetch(stack.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', origin: 'https://app.example.com' },
+      headers: { ...adminHeaders(stack.url), 'content-type': 'application/json', origin: 'https://app.example.com' },
       body: JSON.stringify({ query: '{ models { id } }' }),
     });
     expect(response.status).toBe(200);
@@ -88,11 +94,16 @@ describe('the router edge', () => {
       socket.on('open', () => resolve(101));
     });
     expect(refused).toBe(403);
-    const allowed = createClient({ url: stack.wsUrl, retryAttempts: 0, webSocketImpl: class extends WebSocket {
-      constructor(address: string, protocols?: string | string[]) {
-        super(address, protocols, { origin: 'https://app.example.com' });
-      }
-    } });
+    const allowed = createClient({
+      url: stack.wsUrl,
+      retryAttempts: 0,
+      connectionParams: { authorization: `Bearer ${stack.adminKey}` },
+      webSocketImpl: class extends WebSocket {
+        constructor(address: string, protocols?: string | string[]) {
+          super(address, protocols, { origin: 'https://app.example.com' });
+        }
+      },
+    });
     const { results } = await collectSubscription<ChatStreamSubscription>(allowed, {
       query: print(ChatStreamDocument),
       variables: { input: { model: 'echo', messages: [{ role: 'USER', content: 'hello' }] } },

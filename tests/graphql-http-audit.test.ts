@@ -4,17 +4,25 @@
  */
 import { serverAudits } from 'graphql-http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestStack, type TestStack } from './support/stack.ts';
+import { adminHeaders, startTestStack, type TestStack } from './support/stack.ts';
 
 let stack: TestStack;
 beforeAll(async () => {
-  stack = await startTestStack();
+  // The audits' documents query `__type`, so this stack enables introspection (off by default).
+  stack = await startTestStack({ router: { port: 0, shutdownGraceMs: 2_000, limits: { introspection: true } } });
 });
 afterAll(async () => {
   await stack?.stop();
 });
 
-const audits = serverAudits({ url: () => stack.url, fetchFn: fetch });
+/** The audits' requests, with the stack's admin key (the router refuses unauthenticated ones). */
+const authenticatedFetch: typeof fetch = (input, init) => {
+  const headers = new Headers(init?.headers);
+  for (const [name, value] of Object.entries(adminHeaders(stack.url))) headers.set(name, value);
+  return fetch(input, { ...init, headers });
+};
+
+const audits = serverAudits({ url: () => stack.url, fetchFn: authenticatedFetch });
 
 describe('GraphQL over HTTP audits against the router', () => {
   it('has MUST audits to run', () => {

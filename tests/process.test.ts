@@ -1,11 +1,23 @@
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createClient } from 'graphql-ws';
 import { print } from 'graphql';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
+import { newKeySecret } from '../platform/access-store.ts';
 import { collectSubscription, postGraphQL } from './support/stack.ts';
 import { spawnModelgraph, writeConfig, type ModelgraphProcess } from './support/process.ts';
 import { startOpenAIEmulator } from './emulator/openai.ts';
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** The platform-admin key the processes start with (MODELGRAPH_BOOTSTRAP_KEY), sent on every request. */
+const BOOTSTRAP_KEY = newKeySecret('process-test').secret;
+const AUTH = { authorization: `Bearer ${BOOTSTRAP_KEY}` };
+
+/** A graphql-ws client of the router at `url` (http), authenticated with `key`. */
+const wsClient = (url: string, key = BOOTSTRAP_KEY) =>
+  createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${key}` } });
 
 const running: ModelgraphProcess[] = [];
 afterEach(() => {
@@ -22,10 +34,10 @@ function start(args: string[], env?: Record<string, string>): ModelgraphProcess 
 async function startAll(delayMs: number, shutdownGraceMs: number) {
   const config = writeConfig({
     router: { port: 0, shutdownGraceMs },
-    subgraphs: { inference: { port: 0 } },
+    subgraphs: { inference: { port: 0 }, access: { port: 0 } },
     providers: { local: { type: 'local', streamDelayMs: delayMs } },
   });
-  const process = start(['all', '--config', config]);
+  const process = start(['all', '--config', config], { MODELGRAPH_BOOTSTRAP_KEY: BOOTSTRAP_KEY });
   const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
   return { process, url: ready.url as string };
 }
@@ -36,8 +48,25 @@ const words = (count: number) => Array.from({ length: count }, (_, index) => `w$
 describe('modelgraph as a process', () => {
   it('starts with a config file and answers a chat through the router', async () => {
     const { url } = await startAll(0, 1_000);
-    const { body } = await postGraphQL<{ chat: { content: string } }>(url, 'mutation { chat(input: {model: "default", messages: [{role: USER, content: "hi there"}]}) { content } }');
+    const { body } = await postGraphQL<{ chat: { content: string } }>(url, 'mutation { chat(input: {model: "default", messages: [{role: USER, content: "hi there"}]}) { content } }', undefined, AUTH);
     expect(body.data?.chat.content).toBe('hi there');
+  });
+
+  it('started as `npm start` does, with no key and no Redis, prints a new admin key once and accepts it', async () => {
+    const config = writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 0 }, access: { port: 0 } } });
+    const process = start(['all', '--config', config]);
+    const printed = await process.waitForLine((line) => typeof line.raw === 'string' && /\bmg_bootstrap_\S+/.test(line.raw));
+    const key = /\bmg_bootstrap_\S+/.exec(printed.raw as string)![0];
+    const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
+    const url = ready.url as string;
+    // Shown on the terminal once, never in the JSON log.
+    expect(process.lines.filter((line) => typeof line.raw === 'string' && line.raw.includes(key))).toHaveLength(1);
+    expect(JSON.stringify(process.lines.filter((line) => line.raw === undefined))).not.toContain(key);
+    const { status, body } = await postGraphQL<{ models: { id: string }[] }>(url, '{ models { id } }', undefined, { authorization: `Bearer ${key}` });
+    expect(status).toBe(200);
+    expect(body.data?.models.length).toBeGreaterThan(0);
+    // Without it the router refuses.
+    expect((await postGraphQL(url, '{ models { id } }')).status).toBe(401);
   });
 
   it('refuses to start on a bad config, naming the field, and exits 1', async () => {
@@ -53,16 +82,25 @@ describe('modelgraph as a process', () => {
     expect(process.stderr()).toContain('usage: modelgraph');
   });
 
-  it('runs a subgraph and the router as separate processes', async () => {
-    const subgraph = start(['subgraph', 'inference', '--config', writeConfig({ subgraphs: { inference: { port: 0 } } })]);
-    const listening = await subgraph.waitForLine((line) => line.msg === 'subgraph inference listening');
-    const routerConfig = writeConfig({ router: { port: 0 }, subgraphs: { inference: { url: `http://127.0.0.1:${listening.port as number}/graphql` } } });
-    const router = start(['router', '--config', routerConfig]);
+  it('runs each subgraph and the router as separate processes', async () => {
+    // Split processes share keys through Redis (a prefix of this test's own) and trust each other
+    // through one identity secret; the access subgraph stores the bootstrap key at its start.
+    const env = { MODELGRAPH_IDENTITY_SECRET: randomBytes(32).toString('hex'), REDIS_URL };
+    const redis = { keyPrefix: `mg-test:${randomUUID()}:` };
+    const inference = start(['subgraph', 'inference', '--config', writeConfig({ redis, subgraphs: { inference: { port: 0 } } })], env);
+    const access = start(['subgraph', 'access', '--config', writeConfig({ redis, subgraphs: { access: { port: 0 } } })], { ...env, MODELGRAPH_BOOTSTRAP_KEY: BOOTSTRAP_KEY });
+    const [inferenceListening, accessListening] = await Promise.all([
+      inference.waitForLine((line) => line.msg === 'subgraph inference listening'),
+      access.waitForLine((line) => line.msg === 'subgraph access listening'),
+    ]);
+    const at = (listening: Record<string, unknown>) => `http://127.0.0.1:${listening.port as number}/graphql`;
+    const routerConfig = writeConfig({ redis, router: { port: 0 }, subgraphs: { inference: { url: at(inferenceListening) }, access: { url: at(accessListening) } } });
+    const router = start(['router', '--config', routerConfig], env);
     const ready = await router.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
-    const { body } = await postGraphQL<{ chat: { content: string } }>(ready.url as string, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "split"}]}) { content } }');
+    const { body } = await postGraphQL<{ chat: { content: string } }>(ready.url as string, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "split"}]}) { content } }', undefined, AUTH);
     expect(body.data?.chat.content).toBe('split');
     const { results } = await collectSubscription<ChatStreamSubscription>(
-      createClient({ url: (ready.url as string).replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 }),
+      wsClient(ready.url as string),
       { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: 'over ws' }] } } },
     );
     expect(results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
@@ -77,7 +115,7 @@ describe('modelgraph as a process', () => {
 
   it('on SIGTERM lets an open stream finish, refuses new connections, and exits 0', async () => {
     const { process, url } = await startAll(40, 10_000);
-    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const client = wsClient(url);
     const events: ChatStreamSubscription['chatStream'][] = [];
     let completed!: () => void;
     const done = new Promise<void>((resolve) => (completed = resolve));
@@ -106,7 +144,7 @@ describe('modelgraph as a process', () => {
 
   it('on a second SIGTERM stops at once with exit code 1', async () => {
     const { process, url } = await startAll(50, 60_000);
-    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const client = wsClient(url);
     client.subscribe(
       { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: words(200) }] } } },
       {
@@ -124,7 +162,7 @@ describe('modelgraph as a process', () => {
 
   it('keeps the subgraph serving while the router drains, so a stream in flight completes (NODE_ENV=production)', async () => {
     const { process, url } = await startAll(40, 10_000);
-    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const client = wsClient(url);
     const streamed = new Promise<void>((resolve) => {
       let signalled = false;
       client.subscribe(
@@ -150,7 +188,7 @@ describe('modelgraph as a process', () => {
 
   it('on SIGTERM ends a stream that outlives the grace period with SHUTTING_DOWN, then exits 0', async () => {
     const { process, url } = await startAll(50, 300);
-    const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const client = wsClient(url);
     const results: { data?: ChatStreamSubscription | null; errors?: readonly { extensions?: Record<string, unknown> }[] }[] = [];
     let completed!: () => void;
     const done = new Promise<void>((resolve) => (completed = resolve));
@@ -181,14 +219,14 @@ describe('modelgraph as a process, with a slow upstream', () => {
       emulator.script({ kind: 'chat', content: 'late', stallBody: true });
       const config = writeConfig({
         router: { port: 0, shutdownGraceMs: 300 },
-        subgraphs: { inference: { port: 0 } },
+        subgraphs: { inference: { port: 0 }, access: { port: 0 } },
         providers: { slow: { type: 'openai-compatible', baseUrl: emulator.baseUrl } },
         models: [{ id: 'slow', provider: 'slow', version: '1', capabilities: ['CHAT'], contextWindow: 1000, maxOutputTokens: 100 }],
       });
-      const process = start(['all', '--config', config]);
+      const process = start(['all', '--config', config], { MODELGRAPH_BOOTSTRAP_KEY: BOOTSTRAP_KEY });
       const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
       const reachedUpstream = emulator.nextRequest();
-      const pending = postGraphQL(ready.url as string, 'mutation { chat(input: {model: "slow", messages: [{role: USER, content: "hi"}]}) { content } }');
+      const pending = postGraphQL(ready.url as string, 'mutation { chat(input: {model: "slow", messages: [{role: USER, content: "hi"}]}) { content } }', undefined, AUTH);
       await reachedUpstream;
       process.child.kill('SIGTERM');
       const { status, body } = await pending;

@@ -111,8 +111,8 @@ describe('a subgraph restarting under an open stream', () => {
     const { deltas, errors } = await streamFifteenWords(stack.ws(), () => {
       // Stop the subgraph at once and start a new one on the same port.
       restarted = old.stop(Date.now()).then(async () => {
-        const config = { ...stack!.config, subgraphs: { inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
-        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false }));
+        const config = { ...stack!.config, subgraphs: { ...stack!.config.subgraphs, inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
+        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false, identity: stack!.stack.identity }));
       });
     });
     await restarted;
@@ -132,11 +132,13 @@ describe('a subgraph connection lost mid-stream', () => {
     const router = await startRouter({
       config: { ...stack.config, router: { ...stack.config.router, port: 0 } },
       log: stack.log,
-      subgraphUrls: { inference: `http://127.0.0.1:${proxy.port}/graphql` },
+      subgraphUrls: { inference: `http://127.0.0.1:${proxy.port}/graphql`, access: stack.stack.subgraphs[1]!.url },
+      identity: stack.stack.identity,
+      access: stack.stack.access!,
       withProcessMetrics: false,
     });
     cleanups.push(() => router.stop(Date.now()), () => proxy.close());
-    const client = createClient({ url: router.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const client = createClient({ url: router.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${stack.adminKey}` } });
     cleanups.push(async () => client.dispose());
     const { deltas, errors } = await streamFifteenWords(client, () => proxy.cut());
     expect(new Set(deltas).size).toBe(deltas.length);

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient } from 'graphql-ws';
 import { ChatDocument, ChatStreamDocument, ModelByRefDocument, ModelsDocument, type ChatMutation, type ChatStreamSubscription, type ModelByRefQuery, type ModelsQuery } from '../codegen/operations.ts';
-import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { adminHeaders, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 
 let stack: TestStack;
@@ -50,10 +50,11 @@ describe('router over GraphQL over HTTP', () => {
   });
 
   it('serves queries over GET and refuses mutations over GET', async () => {
-    const query = await fetch(`${stack.url}?query=${encodeURIComponent('{ models { id } }')}`, { headers: { accept: 'application/graphql-response+json' } });
+    const headers = { ...adminHeaders(stack.url), 'apollo-require-preflight': 'true' };
+    const query = await fetch(`${stack.url}?query=${encodeURIComponent('{ models { id } }')}`, { headers: { ...headers, accept: 'application/graphql-response+json' } });
     expect(query.status).toBe(200);
     expect(((await query.json()) as { data: ModelsQuery }).data.models).toHaveLength(4);
-    const mutation = await fetch(`${stack.url}?query=${encodeURIComponent('mutation { chat(input: {model: "echo", messages: []}) { id } }')}`);
+    const mutation = await fetch(`${stack.url}?query=${encodeURIComponent('mutation { chat(input: {model: "echo", messages: []}) { id } }')}`, { headers });
     expect(mutation.status).toBe(405);
   });
 
@@ -157,7 +158,7 @@ describe('router over GraphQL over HTTP', () => {
     it('a body that is not JSON → 400 with a code', async () => {
       const response = await fetch(stack.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
+        headers: { ...adminHeaders(stack.url), 'content-type': 'application/json', accept: 'application/graphql-response+json' },
         body: '{"query": ',
       });
       expect(response.status).toBe(400);
@@ -294,7 +295,7 @@ describe('router streaming', () => {
         super(address, protocols, { headers: { 'x-request-id': 'ws-req-42' } });
       }
     }
-    const client = createClient({ url: stack.wsUrl, webSocketImpl: TracedWebSocket, retryAttempts: 0 });
+    const client = createClient({ url: stack.wsUrl, webSocketImpl: TracedWebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${stack.adminKey}` } });
     await collectSubscription(client, { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: user('hi') } } });
     // A mutation over the same socket reaches the subgraph over HTTP, with the same id.
     await collectSubscription(client, { query: CHAT, variables: { input: { model: 'echo', messages: user('hi') } } });

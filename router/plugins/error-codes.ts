@@ -1,9 +1,11 @@
 /**
  * Gives every error the router returns a code from the one enum and the request id, and masks
  * the rest. Codes are set where an error is made, not guessed from its shape afterwards:
+ * - edge limits (router/plugins/edge-limits.ts) → OPERATION_LIMIT_EXCEEDED with `limit` and `max`;
  * - parse failures → GRAPHQL_PARSE_FAILED; validation failures → GRAPHQL_VALIDATION_FAILED;
  *   variables that do not coerce → BAD_USER_INPUT (checked here before execution);
- * - Yoga's HTTP-level request errors (they carry `extensions.http`) → BAD_USER_INPUT;
+ * - Yoga's HTTP-level request errors (they carry `extensions.http`) → BAD_USER_INPUT, or
+ *   FORBIDDEN for a 403 (CSRF prevention);
  * - a coded error from a subgraph passes through; an uncoded failure to reach or read one becomes
  *   DOWNSTREAM_SERVICE_ERROR;
  * - anything else becomes "Internal server error" (INTERNAL_SERVER_ERROR), logged with its cause.
@@ -13,6 +15,7 @@ import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import { ErrorCode, isErrorCode } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { REQUEST_ID_HEADER } from '../../platform/request-id.ts';
+import { brokenLimitOf } from './edge-limits.ts';
 import { requestIdOf } from './request-id.ts';
 
 function rebuild(error: GraphQLError, message: string, extensions: Record<string, unknown>): GraphQLError {
@@ -26,6 +29,8 @@ function rebuild(error: GraphQLError, message: string, extensions: Record<string
 }
 
 function withCode(error: GraphQLError, code: ErrorCode, requestId?: string): GraphQLError {
+  const limit = brokenLimitOf(error);
+  if (limit) return rebuild(error, error.message.replace(/^Syntax Error: /, ''), { code: ErrorCode.OPERATION_LIMIT_EXCEEDED, ...limit, ...(requestId && { requestId }) });
   if (isErrorCode(error.extensions?.code) && !requestId) return error;
   const current = isErrorCode(error.extensions?.code) ? error.extensions.code : code;
   return rebuild(error, error.message, { ...error.extensions, code: current, ...(requestId && { requestId }) });
@@ -54,7 +59,8 @@ export function createErrorMasker(log: Logger) {
       // Yoga's own errors about the HTTP request (bad JSON, mutation over GET, …) carry a status.
       if (error.extensions?.http !== undefined) {
         const { code: _code, originalError: _original, ...extensions } = error.extensions;
-        return rebuild(error, error.message, { ...extensions, code: ErrorCode.BAD_USER_INPUT });
+        const status = (extensions.http as { status?: number } | undefined)?.status;
+        return rebuild(error, error.message, { ...extensions, code: status === 403 ? ErrorCode.FORBIDDEN : ErrorCode.BAD_USER_INPUT });
       }
     }
     log.error({ err: error }, 'unexpected error');

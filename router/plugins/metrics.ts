@@ -12,6 +12,8 @@ export interface RouterMetrics {
   requests: Counter<'operation' | 'type' | 'outcome'>;
   duration: Histogram<'operation' | 'type'>;
   openSubscriptions: Gauge;
+  /** Refused credentials by reason (a small fixed set: missing, unknown, revoked, expired, jwt_*). */
+  authFailures: Counter<'reason'>;
 }
 
 export function createRouterMetrics(registry: Registry): RouterMetrics {
@@ -32,6 +34,12 @@ export function createRouterMetrics(registry: Registry): RouterMetrics {
     openSubscriptions: new Gauge({
       name: 'modelgraph_router_open_subscriptions',
       help: 'Subscriptions currently streaming through the router (WebSocket and SSE).',
+      registers: [registry],
+    }),
+    authFailures: new Counter({
+      name: 'modelgraph_router_authentication_failures_total',
+      help: 'Requests and WebSocket connections refused because of their credential, by reason.',
+      labelNames: ['reason'],
       registers: [registry],
     }),
   };

@@ -1,8 +1,8 @@
 /**
  * The response cache for whole chats: when a request may be answered from it, under which key,
  * and what is stored. The key is a SHA-256 of the normalised request and the model version that
- * names it, within a scope: the tenant, once tenants exist, so that one tenant never reads
- * another's answers; until then the whole deployment is one scope.
+ * names it, within a scope: the caller's tenant, so that one tenant never reads another's answers
+ * (or, when `cache.shareAcrossTenants` says so, one scope for the whole deployment).
  */
 import { createHash } from 'node:crypto';
 import type { ChatCacheInput } from '../../codegen/inference.resolvers.ts';

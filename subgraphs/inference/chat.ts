@@ -172,14 +172,13 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
 }
 
 /** Marks a prepared chat as cacheable under its key, per the request's cache control. */
-export function withCache(prepared: PreparedChat, input: ChatInput, defaultTtlMs: number): PreparedChat {
+export function withCache(prepared: PreparedChat, input: ChatInput, defaultTtlMs: number, scope: string): PreparedChat {
   const ttlSeconds = input.cache?.ttlSeconds;
   if (ttlSeconds !== null && ttlSeconds !== undefined && !(ttlSeconds >= 1 && ttlSeconds <= 86_400)) {
     throw badInput('cache.ttlSeconds', 'cache.ttlSeconds must be between 1 and 86400');
   }
   if (!cacheable(prepared.request, input.cache)) return prepared;
-  // One scope for the whole deployment until tenants exist; then the caller's tenant.
-  const key = cacheKey('shared', input.model, prepared.model, prepared.request);
+  const key = cacheKey(scope, input.model, prepared.model, prepared.request);
   return { ...prepared, cache: { key, ttlMs: ttlSeconds ? ttlSeconds * 1000 : defaultTtlMs } };
 }
 

@@ -11,4 +11,6 @@ export interface InferenceContext extends RequestContext {
   /** Absent when caching is disabled. */
   cache: ResponseCache | undefined;
   cacheTtlMs: number;
+  /** One cache scope for every tenant (`cache.shareAcrossTenants`). */
+  cacheShared: boolean;
 }

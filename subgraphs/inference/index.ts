@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'graphql';
 import type { Config } from '../../platform/config.ts';
+import type { IdentityTokens } from '../../platform/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
@@ -11,11 +12,17 @@ import { ModelCatalog } from '../../providers/catalog.ts';
 import { Router } from '../../providers/routing.ts';
 import type { InferenceContext } from './context.ts';
 import { createProviderMetrics } from './metrics.ts';
+import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';
 
 export const INFERENCE_SCHEMA_FILE = new URL('../../schema/inference.graphql', import.meta.url);
 
-export async function startInferenceSubgraph(config: Config, log: Logger, { withProcessMetrics = true } = {}): Promise<RunningSubgraph> {
+export interface InferenceSubgraphOptions {
+  withProcessMetrics: boolean;
+  identity: IdentityTokens;
+}
+
+export async function startInferenceSubgraph(config: Config, log: Logger, { withProcessMetrics, identity }: InferenceSubgraphOptions): Promise<RunningSubgraph> {
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('inference', withProcessMetrics);
   const metrics = createProviderMetrics(registry);
@@ -45,13 +52,15 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     name: 'inference',
     typeDefs: parse(readFileSync(INFERENCE_SCHEMA_FILE, 'utf8')),
     resolvers,
+    permissions,
+    identity,
     host: settings.host,
     port: settings.port,
     log,
     registry,
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs }),
+    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs, cacheShared: config.cache.shareAcrossTenants }),
   });
   let stopped: Promise<void> | undefined;
   return {

@@ -1,7 +1,11 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
+import { mayUseModel } from '../../platform/principal.ts';
 import { isRetired, targetKey } from '../../providers/catalog.ts';
 import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
+
+/** Whose cached answers a caller may read: its tenant's, unless the deployment shares one cache. */
+const cacheScope = (context: InferenceContext) => (context.cacheShared ? 'shared' : `tenant:${context.principal.tenantId}`);
 
 /** Prepares a chat and warns when the version it names is deprecated (the one that answers warns too). */
 function prepare(input: Parameters<typeof prepareChat>[1], context: InferenceContext): PreparedChat {
@@ -12,11 +16,12 @@ function prepare(input: Parameters<typeof prepareChat>[1], context: InferenceCon
 
 export const resolvers: Resolvers = {
   Query: {
-    models: (_parent, _args, { catalog }) => catalog.defaults(),
+    // Only the models this caller may use (its key's allow-list).
+    models: (_parent, _args, { catalog, principal }) => catalog.defaults().filter((model) => mayUseModel(principal, [model.id])),
     model: (_parent, { id }, { catalog }) => catalog.resolve(id) ?? null,
   },
   Mutation: {
-    chat: (_parent, { input }, context) => runChat(withCache(prepare(input, context), input, context.cacheTtlMs), context),
+    chat: (_parent, { input }, context) => runChat(withCache(prepare(input, context), input, context.cacheTtlMs, cacheScope(context)), context),
   },
   Subscription: {
     chatStream: {

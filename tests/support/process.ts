@@ -1,6 +1,11 @@
 /**
  * Runs modelgraph as a real process (`node --import tsx cli.ts …`), as an operator would, with a
- * config file written for the test, and reads its JSON log lines as they arrive.
+ * config file written for the test, and reads its JSON log lines as they arrive (other output,
+ * such as a printed bootstrap key, arrives as `{ raw: <text> }`).
+ *
+ * The child gets this process's environment minus the variables that choose Redis and the
+ * credentials (REDIS_URL, MODELGRAPH_BOOTSTRAP_KEY, MODELGRAPH_IDENTITY_SECRET): a test passes
+ * those itself, so a developer's shell or CI cannot change what it checks.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -11,6 +16,9 @@ import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 
 const root = resolve(import.meta.dirname, '../..');
+
+/** Inherited variables a test must set explicitly when it wants them. */
+const NOT_INHERITED = ['REDIS_URL', 'MODELGRAPH_BOOTSTRAP_KEY', 'MODELGRAPH_IDENTITY_SECRET'];
 
 export interface ModelgraphProcess {
   child: ChildProcess;
@@ -29,10 +37,11 @@ export function writeConfig(config: Record<string, unknown>): string {
 }
 
 export function spawnModelgraph(args: string[], env: Record<string, string> = {}): ModelgraphProcess {
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !NOT_INHERITED.includes(name)));
   const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...args], {
     cwd: root,
     // NODE_ENV=production as deployed: libraries behave differently under vitest's NODE_ENV=test.
-    env: { ...process.env, NODE_ENV: 'production', LOG_LEVEL: 'info', ...env },
+    env: { ...inherited, NODE_ENV: 'production', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: Record<string, unknown>[] = [];

@@ -1,12 +1,17 @@
 /**
- * Boots a real modelgraph stack for a test: the inference subgraph and the router on free loopback
- * ports, backed by the local provider and an OpenAI wire-format emulator. Log lines are captured
- * as parsed JSON so tests can assert on them.
+ * Boots a real modelgraph stack for a test: every subgraph and the router on free loopback ports,
+ * backed by the local provider and an OpenAI wire-format emulator. Log lines are captured as parsed
+ * JSON so tests can assert on them.
+ *
+ * Each stack starts with its own platform-admin key (`adminKey`, set through the bootstrap
+ * variable). Its clients (`ws()`, `sse()`) and `postGraphQL(stack.url, ...)` send it unless told
+ * otherwise, so tests that are not about authentication read as before.
  */
 import { Writable } from 'node:stream';
 import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
 import { createClient as createSseClient, type Client as SseClient } from 'graphql-sse';
 import WebSocket from 'ws';
+import { newKeySecret } from '../../platform/access-store.ts';
 import { parseConfig, type Config } from '../../platform/config.ts';
 import { createLogger, type Logger } from '../../platform/logger.ts';
 import { startStack, type RunningStack } from '../../platform/stack.ts';
@@ -19,10 +24,13 @@ export interface TestStack {
   emulator: OpenAIEmulator;
   logs: Record<string, unknown>[];
   config: Config;
+  /** A platform-admin API key (every scope, every tenant). */
+  adminKey: string;
   /** The logger the stack writes to (its lines land in `logs`). */
   log: Logger;
+  /** A graphql-ws client; `connectionParams` replace the admin credential when given. */
   ws(connectionParams?: Record<string, unknown>): WsClient;
-  sse(): SseClient;
+  sse(headers?: Record<string, string>): SseClient;
   stop(): Promise<void>;
 }
 
@@ -35,7 +43,7 @@ export interface TestStackOptions {
 export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
   return parseConfig({
     router: { port: 0, shutdownGraceMs: 2_000 },
-    subgraphs: { inference: { port: 0 } },
+    subgraphs: { inference: { port: 0 }, access: { port: 0 } },
     log: { level: 'info' },
     // One attempt per target: these stacks test error mapping; routing tests configure their own.
     routing: { attemptsPerTarget: 1 },
@@ -78,8 +86,10 @@ export async function startTestStack(overrides: Record<string, unknown> = {}, op
   });
   const log = createLogger({ level: config.log.level, name: 'test', destination });
 
-  const stack = await startStack(config, log, { kind: 'all' });
+  const adminKey = newKeySecret('test-admin').secret;
+  const stack = await startStack(config, log, { kind: 'all' }, { MODELGRAPH_BOOTSTRAP_KEY: adminKey });
   const url = stack.router!.url;
+  stackCredentials.set(url, adminKey);
   const wsUrl = url.replace(/^http/, 'ws');
   const clients: { dispose(): unknown }[] = [];
   return {
@@ -89,18 +99,20 @@ export async function startTestStack(overrides: Record<string, unknown> = {}, op
     emulator,
     logs,
     config,
+    adminKey,
     log,
-    ws(connectionParams) {
-      const client = createWsClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true, ...(connectionParams && { connectionParams }) });
+    ws(connectionParams = { authorization: `Bearer ${adminKey}` }) {
+      const client = createWsClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true, connectionParams });
       clients.push(client);
       return client;
     },
-    sse() {
-      const client = createSseClient({ url, singleConnection: false, retryAttempts: 0 });
+    sse(headers = { authorization: `Bearer ${adminKey}` }) {
+      const client = createSseClient({ url, singleConnection: false, retryAttempts: 0, headers });
       clients.push(client);
       return client;
     },
     async stop() {
+      stackCredentials.delete(url);
       await Promise.all(clients.map((client) => client.dispose()));
       await stack.stop(Date.now() + 1_000);
       await emulator.close();
@@ -114,15 +126,30 @@ export interface GraphQLResponse<T = Record<string, unknown>> {
   body: { data?: T | null; errors?: { message: string; path?: string[]; extensions?: Record<string, unknown> }[]; extensions?: Record<string, unknown> };
 }
 
+/** The admin key of each running test stack, by its URL. */
+const stackCredentials = new Map<string, string>();
+
+/** Authorization for a test stack's admin, or nothing for other URLs. */
+export function adminHeaders(url: string): Record<string, string> {
+  const key = stackCredentials.get(url);
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+/**
+ * POSTs an operation. To a test stack it sends the stack's admin key unless `headers` has its own
+ * `authorization` (an empty one sends none).
+ */
 export async function postGraphQL<T = Record<string, unknown>>(
   url: string,
   query: string,
   variables?: Record<string, unknown>,
   headers: Record<string, string> = {},
 ): Promise<GraphQLResponse<T>> {
+  const merged: Record<string, string> = { 'content-type': 'application/json', accept: 'application/graphql-response+json, application/json', ...adminHeaders(url), ...headers };
+  if (merged.authorization === '') delete merged.authorization;
   const response = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json, application/json', ...headers },
+    headers: merged,
     body: JSON.stringify({ query, variables }),
   });
   return { status: response.status, headers: response.headers, body: (await response.json()) as GraphQLResponse<T>['body'] };

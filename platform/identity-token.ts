@@ -1,0 +1,117 @@
+/**
+ * The internal identity token: how the router tells a subgraph who is calling. A short-lived JWT
+ * (HS256, jose) signed with a secret the router and subgraphs share, addressed to one subgraph
+ * (`aud`), carrying the principal. Subgraphs accept nothing without a valid one, so a subgraph
+ * reached directly, or with a forged, expired or re-addressed token, serves nothing.
+ *
+ * Over HTTP it travels in the `x-modelgraph-identity` header. Subscriptions share one WebSocket
+ * per subgraph, so the connection itself carries a service token (`connectionParams`) and every
+ * operation its caller's token (subscribe `extensions`).
+ */
+import { randomBytes } from 'node:crypto';
+import { SignJWT, jwtVerify } from 'jose';
+import { LRUCache } from 'lru-cache';
+import { isScope, type Principal, type PrincipalKind } from './principal.ts';
+
+export const IDENTITY_HEADER = 'x-modelgraph-identity';
+export const IDENTITY_EXTENSION = 'identity';
+export const IDENTITY_CONNECTION_PARAM = 'identity';
+/** The caller's network address, as the router saw it (for audit events); sent beside the token. */
+export const CLIENT_ADDRESS_HEADER = 'x-modelgraph-client-address';
+
+const ISSUER = 'modelgraph-router';
+const ALGORITHM = 'HS256';
+/** The service principal that opens the router's WebSockets to subgraphs. */
+const ROUTER_SUBJECT = 'modelgraph-router';
+
+export class IdentityTokenError extends Error {}
+
+/** A fresh random secret, for a single process that signs and verifies its own tokens. */
+export const randomIdentitySecret = () => randomBytes(32).toString('base64url');
+
+interface Claims {
+  tid?: unknown;
+  kid?: unknown;
+  knd?: unknown;
+  scp?: unknown;
+  mdl?: unknown;
+  svc?: unknown;
+}
+
+const KINDS: readonly PrincipalKind[] = ['API_KEY', 'JWT', 'ANONYMOUS'];
+
+function principalFrom(subject: string | undefined, claims: Claims): Principal {
+  const { tid, kid, knd, scp, mdl } = claims;
+  const valid =
+    typeof subject === 'string' &&
+    typeof tid === 'string' &&
+    (kid === null || typeof kid === 'string') &&
+    KINDS.includes(knd as PrincipalKind) &&
+    Array.isArray(scp) &&
+    scp.every(isScope) &&
+    (mdl === null || (Array.isArray(mdl) && mdl.every((id) => typeof id === 'string')));
+  if (!valid) throw new IdentityTokenError('identity token carries no valid principal');
+  return { kind: knd as PrincipalKind, subject, tenantId: tid, keyId: kid, scopes: scp, allowedModels: mdl as string[] | null };
+}
+
+export class IdentityTokens {
+  readonly #secret: Uint8Array;
+  readonly #ttlSeconds: number;
+  /** Signed tokens reused for half their life: signing per subgraph call would cost more than the call. */
+  readonly #signed: LRUCache<string, { token: string; expiresAt: number }>;
+
+  constructor(secret: string, ttlSeconds = 60) {
+    this.#secret = new TextEncoder().encode(secret);
+    this.#ttlSeconds = ttlSeconds;
+    this.#signed = new LRUCache({ max: 10_000 });
+  }
+
+  async sign(principal: Principal, audience: string): Promise<string> {
+    const cacheKey = `${audience}\n${JSON.stringify(principal)}`;
+    const cached = this.#signed.get(cacheKey);
+    // Reused while more than half its life is left, judged by the same clock that verifies it.
+    if (cached && cached.expiresAt - Date.now() > (this.#ttlSeconds * 1000) / 2) return cached.token;
+    const claims = { tid: principal.tenantId, kid: principal.keyId, knd: principal.kind, scp: principal.scopes, mdl: principal.allowedModels };
+    const expiresAt = Math.floor(Date.now() / 1000) * 1000 + this.#ttlSeconds * 1000;
+    const token = await this.#jwt(claims, principal.subject, audience);
+    this.#signed.set(cacheKey, { token, expiresAt });
+    return token;
+  }
+
+  /** The router's own token, for opening a WebSocket to a subgraph. */
+  async signService(audience: string): Promise<string> {
+    return this.#jwt({ svc: true }, ROUTER_SUBJECT, audience);
+  }
+
+  async verify(token: unknown, audience: string): Promise<Principal> {
+    const { sub, ...claims } = await this.#verify(token, audience);
+    if (claims.svc) throw new IdentityTokenError('a service token does not identify a caller');
+    return principalFrom(sub, claims);
+  }
+
+  async verifyService(token: unknown, audience: string): Promise<void> {
+    const { sub, svc } = await this.#verify(token, audience);
+    if (svc !== true || sub !== ROUTER_SUBJECT) throw new IdentityTokenError('not a router service token');
+  }
+
+  #jwt(claims: Record<string, unknown>, subject: string, audience: string): Promise<string> {
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: ALGORITHM })
+      .setSubject(subject)
+      .setIssuer(ISSUER)
+      .setAudience(audience)
+      .setIssuedAt()
+      .setExpirationTime(`${this.#ttlSeconds}s`)
+      .sign(this.#secret);
+  }
+
+  async #verify(token: unknown, audience: string): Promise<Claims & { sub?: string }> {
+    if (typeof token !== 'string' || token.length === 0) throw new IdentityTokenError('no identity token');
+    try {
+      const { payload } = await jwtVerify(token, this.#secret, { issuer: ISSUER, audience, algorithms: [ALGORITHM] });
+      return payload as Claims & { sub?: string };
+    } catch (error) {
+      throw new IdentityTokenError(`identity token refused: ${(error as { code?: string }).code ?? 'invalid'}`);
+    }
+  }
+}

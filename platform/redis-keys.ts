@@ -1,0 +1,22 @@
+/**
+ * Every Redis key and channel modelgraph uses, built here and nowhere else. Keys start with the
+ * deployment's prefix (`redis.keyPrefix`). Keys that one command or transaction updates together
+ * share a hash tag (`{access}`), so they live in one Redis Cluster slot.
+ */
+
+/** Access data: tenants, API keys and the hash → key index, updated together in MULTI blocks. */
+export const accessKeys = (prefix: string) => ({
+  tenant: (tenantId: string) => `${prefix}{access}:tenant:${tenantId}`,
+  /** Sorted set of tenant ids by creation time. */
+  tenants: () => `${prefix}{access}:tenants`,
+  apiKey: (keyId: string) => `${prefix}{access}:key:${keyId}`,
+  /** SHA-256 of a presented secret → key id. */
+  apiKeyByHash: (hash: string) => `${prefix}{access}:key-hash:${hash}`,
+  /** Sorted set of a tenant's key ids by creation time. */
+  tenantKeys: (tenantId: string) => `${prefix}{access}:tenant-keys:${tenantId}`,
+  /** Pub/sub: the id of every key that was updated or revoked, so replicas drop cached copies. */
+  changes: () => `${prefix}access:changes`,
+});
+
+/** The audit log: one Redis Stream per deployment. */
+export const auditStreamKey = (prefix: string) => `${prefix}audit`;

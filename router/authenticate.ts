@@ -1,0 +1,181 @@
+/**
+ * Authentication at the router: a presented credential becomes a principal, or a refusal with a
+ * reason that goes to the audit log (never the credential itself).
+ *
+ * - API keys (`mg_<id>_<secret>`) are looked up by SHA-256 in the access store, with a short
+ *   in-process cache. Any replica's update or revocation reaches every router through the store's
+ *   change feed (Redis pub/sub), which drops the cached entry at once and lets the server close
+ *   that key's open connections.
+ * - JWTs are verified against the configured JWKS, issuer and audience (jose), and their claims
+ *   mapped to tenant, scopes and allowed models.
+ * - No credential: refused, unless the config grants anonymous callers a tenant and scopes.
+ */
+import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { LRUCache } from 'lru-cache';
+import { hashSecret, keyIdOf, looksLikeApiKey, type AccessStore, type ApiKeyRecord } from '../platform/access-store.ts';
+import type { AuditLog } from '../platform/audit-log.ts';
+import type { Config } from '../platform/config.ts';
+import type { Logger } from '../platform/logger.ts';
+import { isScope, type Principal } from '../platform/principal.ts';
+
+export type AuthOutcome =
+  | { ok: true; principal: Principal; /** When the credential stops working (epoch ms). */ expiresAt: number | null }
+  | { ok: false; reason: string; message: string };
+
+/** Who asks, for the audit event of a refusal. */
+export interface Presenter {
+  sourceAddress: string | null;
+}
+
+const TOUCH_EVERY_MS = 60_000;
+const MAX_CACHED = 10_000;
+
+function keyPrincipal(key: ApiKeyRecord): Principal {
+  return { kind: 'API_KEY', subject: key.id, tenantId: key.tenantId, keyId: key.id, scopes: key.scopes, allowedModels: key.allowedModels };
+}
+
+const refusal = (reason: string, message: string): AuthOutcome => ({ ok: false, reason, message });
+
+/** The credential in an HTTP request: `Authorization: Bearer <credential>` or `x-api-key`. */
+export function credentialFromHeaders(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const authorization = headers.authorization;
+  if (typeof authorization === 'string') return /^bearer\s+(.+)$/i.exec(authorization.trim())?.[1] ?? authorization;
+  const apiKey = headers['x-api-key'];
+  return typeof apiKey === 'string' ? apiKey : undefined;
+}
+
+/** The credential in a graphql-ws `connection_init` payload: `authorization` (Bearer or bare) or `apiKey`. */
+export function credentialFromConnectionParams(params: Readonly<Record<string, unknown>> | undefined): string | undefined {
+  const value = params?.authorization ?? params?.Authorization ?? params?.apiKey ?? params?.['x-api-key'];
+  if (typeof value !== 'string') return undefined;
+  return /^bearer\s+(.+)$/i.exec(value.trim())?.[1] ?? value;
+}
+
+export class Authenticator {
+  readonly #store: AccessStore;
+  readonly #audit: AuditLog;
+  readonly #log: Logger;
+  readonly #settings: Config['access'];
+  /** hash of a presented key → its record, or null for an unknown one. */
+  readonly #keys: LRUCache<string, { record: ApiKeyRecord | null }>;
+  readonly #touched = new Map<string, number>();
+  readonly #jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
+  readonly #stopFeed: () => void;
+  readonly #changeListeners = new Set<(keyId: string) => void>();
+
+  readonly #onRefused: (reason: string) => void;
+
+  constructor(settings: Config['access'], store: AccessStore, audit: AuditLog, log: Logger, onRefused: (reason: string) => void = () => undefined) {
+    this.#onRefused = onRefused;
+    this.#settings = settings;
+    this.#store = store;
+    this.#audit = audit;
+    this.#log = log;
+    this.#keys = new LRUCache({ max: MAX_CACHED, ttl: Math.max(settings.keyCacheSeconds, 0) * 1000 || 1 });
+    this.#jwks = settings.jwt ? createRemoteJWKSet(new URL(settings.jwt.jwksUrl)) : undefined;
+    this.#stopFeed = store.onKeyChanged((keyId) => {
+      for (const [hash, entry] of this.#keys.entries()) if (entry.record?.id === keyId) this.#keys.delete(hash);
+      for (const listener of this.#changeListeners) listener(keyId);
+    });
+  }
+
+  /** Resolves once other replicas' key changes reach this router. */
+  listening(): Promise<void> {
+    return this.#store.listening();
+  }
+
+  /** Calls `listener` with every changed key id, after the cache has dropped it. */
+  onKeyChanged(listener: (keyId: string) => void): () => void {
+    this.#changeListeners.add(listener);
+    return () => void this.#changeListeners.delete(listener);
+  }
+
+  async authenticate(credential: string | undefined, presenter: Presenter): Promise<AuthOutcome> {
+    const outcome = await this.#judge(credential);
+    if (!outcome.ok) await this.#recordFailure(credential, outcome.reason, presenter);
+    return outcome;
+  }
+
+  /** The current standing of a key (after a change): its principal, or a refusal. */
+  async recheckKey(keyId: string): Promise<AuthOutcome> {
+    const record = await this.#store.key(keyId);
+    return record ? this.#judgeKey(record) : refusal('unknown_key', 'the API key no longer exists');
+  }
+
+  close(): void {
+    this.#stopFeed();
+    this.#changeListeners.clear();
+  }
+
+  async #judge(credential: string | undefined): Promise<AuthOutcome> {
+    if (credential === undefined || credential === '') {
+      const anonymous = this.#settings.anonymous;
+      if (!anonymous) return refusal('missing_credential', 'send an API key (Authorization: Bearer <key>) or a JWT');
+      return { ok: true, expiresAt: null, principal: { kind: 'ANONYMOUS', subject: 'anonymous', tenantId: anonymous.tenant, keyId: null, scopes: anonymous.scopes, allowedModels: null } };
+    }
+    // API keys never contain dots (ours are base64url; a bootstrap key may be any string without one).
+    if (this.#jwks && !looksLikeApiKey(credential) && credential.split('.').length === 3) return this.#judgeJwt(credential);
+    return this.#judgeApiKey(credential);
+  }
+
+  async #judgeApiKey(secret: string): Promise<AuthOutcome> {
+    const hash = hashSecret(secret);
+    let cached = this.#keys.get(hash);
+    if (!cached) {
+      cached = { record: (await this.#store.keyBySecret(secret)) ?? null };
+      this.#keys.set(hash, cached);
+    }
+    if (!cached.record) return refusal('unknown_key', 'unknown API key (or a JWT this deployment does not accept)');
+    const outcome = this.#judgeKey(cached.record);
+    if (outcome.ok) this.#touch(cached.record.id);
+    return outcome;
+  }
+
+  #judgeKey(record: ApiKeyRecord): AuthOutcome {
+    if (record.revokedAt) return refusal('revoked', 'the API key was revoked');
+    const expiresAt = record.expiresAt ? Date.parse(record.expiresAt) : null;
+    if (expiresAt !== null && expiresAt <= Date.now()) return refusal('expired', 'the API key has expired');
+    return { ok: true, principal: keyPrincipal(record), expiresAt };
+  }
+
+  async #judgeJwt(token: string): Promise<AuthOutcome> {
+    const jwt = this.#settings.jwt!;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.#jwks!, { issuer: jwt.issuer, audience: jwt.audience, algorithms: jwt.algorithms }));
+    } catch (error) {
+      const code = String((error as { code?: string }).code ?? 'ERR_JWT_INVALID');
+      return refusal(code.replace(/^ERR_/, '').toLowerCase(), 'the JWT was refused (signature, issuer, audience or expiry)');
+    }
+    const tenant = payload[jwt.claims.tenant];
+    if (typeof payload.sub !== 'string' || typeof tenant !== 'string' || tenant === '') {
+      return refusal('jwt_claims_missing', `the JWT needs "sub" and "${jwt.claims.tenant}" claims`);
+    }
+    const rawScopes = payload[jwt.claims.scopes];
+    const scopes = (typeof rawScopes === 'string' ? rawScopes.split(/\s+/) : Array.isArray(rawScopes) ? rawScopes : []).filter(isScope);
+    const models = payload[jwt.claims.models];
+    const allowedModels = Array.isArray(models) ? models.filter((model): model is string => typeof model === 'string') : null;
+    return {
+      ok: true,
+      expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null,
+      principal: { kind: 'JWT', subject: payload.sub, tenantId: tenant, keyId: null, scopes: [...new Set(scopes)], allowedModels },
+    };
+  }
+
+  #touch(keyId: string): void {
+    const now = Date.now();
+    if (now - (this.#touched.get(keyId) ?? 0) < TOUCH_EVERY_MS) return;
+    this.#touched.set(keyId, now);
+    this.#store.touchKey(keyId, new Date(now)).catch((error: unknown) => this.#log.warn({ err: error, keyId }, 'could not record key use'));
+  }
+
+  async #recordFailure(credential: string | undefined, reason: string, { sourceAddress }: Presenter): Promise<void> {
+    // A key's id is public (it names the key in logs); the rest of the credential never leaves here.
+    const target = credential ? (keyIdOf(credential) ?? null) : null;
+    this.#onRefused(reason);
+    this.#log.warn({ reason, keyId: target, sourceAddress }, 'authentication refused');
+    await this.#audit
+      .record({ actor: 'anonymous', actorTenant: null, action: 'auth.failure', target, tenant: null, sourceAddress, outcome: 'FAILED', reason })
+      .catch((error: unknown) => this.#log.error({ err: error }, 'audit event lost'));
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Who may do what in the inference subgraph. Reading models needs `models:read`, chatting needs
+ * `chat:invoke`, and a key with a model allow-list reaches only those models (by id, alias or
+ * pin; a route only when the route itself is listed) — on root fields and on `Model` itself,
+ * which other subgraphs reach through `_entities`.
+ */
+import { allow, and, forbidden, requireScope, rule, subgraphShield } from '../../platform/authorization.ts';
+import { mayUseModel, type Principal } from '../../platform/principal.ts';
+import type { ModelCatalog } from '../../providers/catalog.ts';
+import type { InferenceContext } from './context.ts';
+
+/** True when the principal may use what `ref` names (a model id, alias, pin or route). */
+export function allowsRef(principal: Principal, catalog: ModelCatalog, ref: string): boolean {
+  if (principal.allowedModels === null) return true;
+  if (catalog.isRoute(ref)) return mayUseModel(principal, [ref]);
+  const model = catalog.resolve(ref);
+  return model !== undefined && mayUseModel(principal, [model.id]);
+}
+
+const notAllowed = (ref: string) => forbidden(`this key may not use model "${ref}"`);
+
+const modelArgument = rule('model-argument', { cache: 'strict' })((_parent, args: { id: string }, { principal, catalog }: InferenceContext) =>
+  allowsRef(principal, catalog, args.id) ? true : notAllowed(args.id),
+);
+
+const chatInputModel = rule('chat-input-model', { cache: 'strict' })((_parent, args: { input: { model: string } }, { principal, catalog }: InferenceContext) =>
+  allowsRef(principal, catalog, args.input.model) ? true : notAllowed(args.input.model),
+);
+
+/** The model being read is one the principal may use (whoever reached it, `_entities` included). */
+const modelVisible = rule('model-visible', { cache: 'no_cache' })((model: { id: string }, _args, { principal }: InferenceContext) =>
+  mayUseModel(principal, [model.id]) ? true : notAllowed(model.id),
+);
+
+const readModels = requireScope('models:read');
+const invokeChat = requireScope('chat:invoke');
+
+export const permissions = subgraphShield({
+  Query: { models: readModels, model: and(readModels, modelArgument) },
+  Mutation: { chat: and(invokeChat, chatInputModel) },
+  Subscription: { chatStream: and(invokeChat, chatInputModel) },
+  Model: { '*': and(readModels, modelVisible) },
+  // Values inside answers the root rules already allowed.
+  ModelHealth: allow,
+  ModelPricing: allow,
+  ServedBy: allow,
+  ChatCompletion: allow,
+  ToolCall: allow,
+  TokenUsage: allow,
+  ChatDelta: allow,
+  ChatCompleted: allow,
+  ChatFailed: allow,
+});
