@@ -6,13 +6,17 @@
  *   npx tsx bench/router-chat.ts [--connections 50] [--seconds 10] [--streams 200]
  *
  * modelgraph runs as its own process (`cli.ts all`), the load comes from this one; both on
- * loopback. Results go to standard output as Markdown; record them in bench/results.md.
+ * loopback. Calls through the router carry an API key (authenticated, from the router's key
+ * cache after the first); direct calls carry an identity token, as the router would send.
+ * Results go to standard output as Markdown; record them in bench/results.md.
  */
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { newKeySecret } from '../platform/access-store.ts';
+import { IDENTITY_HEADER, IdentityTokens, randomIdentitySecret } from '../platform/identity-token.ts';
 import { spawnModelgraph, writeConfig } from '../tests/support/process.ts';
 
 const { values } = parseArgs({
@@ -30,8 +34,11 @@ const CHAT = JSON.stringify({
   variables: { input: { model: 'echo', messages: [{ role: 'USER', content: 'The quick brown fox jumps over the lazy dog.' }] } },
 });
 
-async function load(url: string) {
-  const result = await autocannon({ url, connections, duration, method: 'POST', headers: { 'content-type': 'application/json' }, body: CHAT });
+const ADMIN_KEY = newKeySecret('bench').secret;
+const IDENTITY_SECRET = randomIdentitySecret();
+
+async function load(url: string, headers: Record<string, string>) {
+  const result = await autocannon({ url, connections, duration, method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: CHAT });
   return {
     rps: Math.round(result.requests.average),
     p50: result.latency.p50,
@@ -45,7 +52,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function timeToFirstDelta(wsUrl: string, count: number) {
-  const client = createClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0 });
+  const client = createClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${ADMIN_KEY}` } });
   const query = 'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "one two three four five"}]}) { __typename } }';
   const samples: number[] = [];
   for (let index = 0; index < count; index++) {
@@ -59,15 +66,19 @@ async function timeToFirstDelta(wsUrl: string, count: number) {
   return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
 }
 
-const process_ = spawnModelgraph(['all', '--config', writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 0 } }, log: { level: 'warn' } })], { LOG_LEVEL: 'info' });
+const config = writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 0 }, access: { port: 0 } }, log: { level: 'warn' } });
+const process_ = spawnModelgraph(['all', '--config', config], { LOG_LEVEL: 'info', MODELGRAPH_BOOTSTRAP_KEY: ADMIN_KEY, MODELGRAPH_IDENTITY_SECRET: IDENTITY_SECRET });
 const subgraphLine = await process_.waitForLine((line) => line.msg === 'subgraph inference listening');
 const ready = await process_.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
 const routerUrl = ready.url as string;
 const subgraphUrl = `http://127.0.0.1:${subgraphLine.port as number}/graphql`;
 
-await load(routerUrl); // warm-up
-const direct = await load(subgraphUrl);
-const routed = await load(routerUrl);
+const viaRouter = { authorization: `Bearer ${ADMIN_KEY}` };
+const principal = { kind: 'API_KEY' as const, subject: 'bootstrap', tenantId: 'platform', keyId: 'bootstrap', scopes: ['chat:invoke' as const], allowedModels: null };
+const identity = { [IDENTITY_HEADER]: await new IdentityTokens(IDENTITY_SECRET).sign(principal, 'inference') };
+await load(routerUrl, viaRouter); // warm-up
+const direct = await load(subgraphUrl, identity);
+const routed = await load(routerUrl, viaRouter);
 const stream = await timeToFirstDelta(routerUrl.replace('http', 'ws'), Number(values.streams));
 process_.child.kill('SIGTERM');
 await process_.exit;

@@ -28,6 +28,11 @@ const edgeLimitsSchema = z
     /** Lexical tokens in the document (refused while parsing, before any work). */
     maxTokens: z.number().int().positive().default(2_000),
     maxDirectives: z.number().int().min(0).default(20),
+    /**
+     * GraphQL Armor's estimated cost of the document (objects 2, scalars 1, × 1.5 per level of
+     * depth, × `first`/`last`); what stops fragment explosions. Demand control per field is separate.
+     */
+    maxCost: z.number().int().positive().default(50_000),
     /** GraphQL-over-HTTP batched arrays: refused (BAD_USER_INPUT) unless this is above 1. */
     maxBatchSize: z.number().int().min(1).default(1),
     /** Schema introspection (`__schema`, `__type`); off unless enabled, as are "Did you mean" suggestions. */

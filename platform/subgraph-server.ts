@@ -14,7 +14,7 @@ import { ApolloServer, HeaderMap, type ApolloServerPlugin, type BaseContext } fr
 import { ApolloServerPluginInlineTraceDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { useServer } from 'graphql-ws/use/ws';
-import { GraphQLError, subscribe, type DocumentNode, type GraphQLFormattedError } from 'graphql';
+import { GraphQLError, defaultFieldResolver, subscribe, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
 import { applyMiddleware } from 'graphql-middleware';
 import type { IMiddlewareGenerator } from 'graphql-middleware';
 import type { Registry } from 'prom-client';
@@ -122,11 +122,24 @@ function headerMap(request: IncomingMessage): HeaderMap {
   return headers;
 }
 
+/**
+ * Refuses subscription fields with their own `resolve`: graphql-middleware would then guard only
+ * `resolve` (per event, after the stream started), never `subscribe` (see subscription-payloads.ts).
+ */
+function guardableSubscriptions(schema: GraphQLSchema): GraphQLSchema {
+  for (const field of Object.values(schema.getSubscriptionType()?.getFields() ?? {})) {
+    if (field.resolve && field.resolve !== defaultFieldResolver) {
+      throw new Error(`Subscription.${field.name} has its own resolve; yield { ${field.name}: event } payloads instead, so its permission rule guards subscribe`);
+    }
+  }
+  return schema;
+}
+
 const unauthenticated = (message: string) => codedError(ErrorCode.UNAUTHENTICATED, message);
 
 export async function startSubgraphServer<TContext extends RequestContext>(options: SubgraphServerOptions<TContext>): Promise<RunningSubgraph> {
   const { log, registry, identity, name: audience } = options;
-  const schema = applyMiddleware(buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never }), options.permissions);
+  const schema = applyMiddleware(guardableSubscriptions(buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never })), options.permissions);
   /** The caller of a request, or undefined (after logging why) when its token is refused. */
   const verify = async (token: unknown, requestLog: Logger): Promise<Principal | undefined> => {
     try {

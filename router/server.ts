@@ -147,7 +147,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
     subgraphErrors: { errorCode: ErrorCode.DOWNSTREAM_SERVICE_ERROR },
     plugins: () => [
       ...useEdgeLimits(limits),
-      useErrorCodes(),
+      useErrorCodes({ suggestions: limits.fieldSuggestions }),
       useRouterMetrics(metrics),
       useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
       usePropagatedIdentity(identity),

@@ -9,7 +9,7 @@ import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createAccessServices } from '../platform/access-services.ts';
 import { startRouter, type RunningRouter } from '../router/server.ts';
-import { postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -72,6 +72,21 @@ describe('administering tenants and keys', () => {
       expect(refused.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     }
     expect(stack.emulator.requests).toHaveLength(0);
+  });
+
+  it.each([
+    ['without the chat:invoke scope', { scopes: ['MODELS_READ'] }],
+    ['outside its allowed models', { scopes: ['CHAT_INVOKE'], allowedModels: ['echo'] }],
+  ])('refuses a stream %s before any provider is called', async (_name, grant) => {
+    const { secret } = await createKey(stack, { tenantId: 'acme', name: 'streamer', ...grant });
+    const before = stack.emulator.requests.length;
+    const { results, error } = await collectSubscription<{ chatStream: unknown }>(stack.ws({ authorization: `Bearer ${secret}` }), {
+      query: 'subscription { chatStream(input: {model: "gpt-test", messages: [{role: USER, content: "x"}]}) { __typename } }',
+    });
+    const errors = [...(results.flatMap((result) => result.errors ?? [])), ...((error as { extensions?: unknown }[] | undefined) ?? [])];
+    expect(results.every((result) => !result.data?.chatStream)).toBe(true);
+    expect(JSON.stringify(errors)).toContain('FORBIDDEN');
+    expect(stack.emulator.requests.length).toBe(before);
   });
 
   it('applies an update to the very next request, though the router had cached the key', async () => {

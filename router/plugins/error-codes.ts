@@ -28,12 +28,16 @@ function rebuild(error: GraphQLError, message: string, extensions: Record<string
   });
 }
 
-function withCode(error: GraphQLError, code: ErrorCode, requestId?: string): GraphQLError {
+/** graphql-js's "Did you mean ...?" hints (fields, enum values, input fields, types). */
+const SUGGESTION = /\s*Did you mean [^?]*\?/g;
+
+function withCode(error: GraphQLError, code: ErrorCode, requestId?: string, suggestions = true): GraphQLError {
   const limit = brokenLimitOf(error);
   if (limit) return rebuild(error, error.message.replace(/^Syntax Error: /, ''), { code: ErrorCode.OPERATION_LIMIT_EXCEEDED, ...limit, ...(requestId && { requestId }) });
-  if (isErrorCode(error.extensions?.code) && !requestId) return error;
+  const message = suggestions ? error.message : error.message.replace(SUGGESTION, '');
+  if (isErrorCode(error.extensions?.code) && !requestId && message === error.message) return error;
   const current = isErrorCode(error.extensions?.code) ? error.extensions.code : code;
-  return rebuild(error, error.message, { ...error.extensions, code: current, ...(requestId && { requestId }) });
+  return rebuild(error, message, { ...error.extensions, code: current, ...(requestId && { requestId }) });
 }
 
 const INTERNAL = 'Internal server error';
@@ -82,39 +86,40 @@ function addRequestId(result: ExecutionResult, requestId: string | null | undefi
 }
 
 /** Variables that do not coerce to the operation's types, as coded errors; undefined if they do. */
-function variableErrors(args: ExecutionArgs, requestId: string | undefined): ExecutionResult | undefined {
+function variableErrors(args: ExecutionArgs, requestId: string | undefined, suggestions: boolean): ExecutionResult | undefined {
   const operation = getOperationAST(args.document, args.operationName);
   if (!operation?.variableDefinitions?.length) return undefined;
   const coerced = getVariableValues(args.schema, operation.variableDefinitions, (args.variableValues ?? {}) as Record<string, unknown>);
   if (!coerced.errors) return undefined;
-  return { errors: coerced.errors.map((error) => withCode(error, ErrorCode.BAD_USER_INPUT, requestId)) };
+  return { errors: coerced.errors.map((error) => withCode(error, ErrorCode.BAD_USER_INPUT, requestId, suggestions)) };
 }
 
 const REFUSED = Symbol('refused');
 
 /** Stops an operation whose variables do not coerce; otherwise returns its request id. */
-function refuseBadVariables(args: ExecutionArgs, stop: (result: ExecutionResult) => void): string | undefined | typeof REFUSED {
+function refuseBadVariables(args: ExecutionArgs, stop: (result: ExecutionResult) => void, suggestions: boolean): string | undefined | typeof REFUSED {
   const requestId = requestIdOf(args.contextValue);
-  const invalid = variableErrors(args, requestId);
+  const invalid = variableErrors(args, requestId, suggestions);
   if (!invalid) return requestId;
   stop(invalid);
   return REFUSED;
 }
 
-export function useErrorCodes(): GatewayPlugin {
+/** `suggestions: false` strips "Did you mean ...?" from every message (they map the schema for a caller). */
+export function useErrorCodes({ suggestions = true }: { suggestions?: boolean } = {}): GatewayPlugin {
   return {
     onParse({ context }) {
       return ({ result, replaceParseResult }) => {
-        if (result instanceof GraphQLError) replaceParseResult(withCode(result, ErrorCode.GRAPHQL_PARSE_FAILED, requestIdOf(context)));
+        if (result instanceof GraphQLError) replaceParseResult(withCode(result, ErrorCode.GRAPHQL_PARSE_FAILED, requestIdOf(context), suggestions));
       };
     },
     onValidate({ context }) {
       return ({ result, setResult }) => {
-        if (result.length) setResult(result.map((error) => withCode(error, ErrorCode.GRAPHQL_VALIDATION_FAILED, requestIdOf(context))));
+        if (result.length) setResult(result.map((error) => withCode(error, ErrorCode.GRAPHQL_VALIDATION_FAILED, requestIdOf(context), suggestions)));
       };
     },
     onExecute({ args, setResultAndStopExecution }) {
-      const requestId = refuseBadVariables(args, setResultAndStopExecution);
+      const requestId = refuseBadVariables(args, setResultAndStopExecution, suggestions);
       if (requestId === REFUSED) return;
       return {
         onExecuteDone({ result, setResult }) {
@@ -123,7 +128,7 @@ export function useErrorCodes(): GatewayPlugin {
       };
     },
     onSubscribe({ args, setResultAndStopExecution }) {
-      const requestId = refuseBadVariables(args, setResultAndStopExecution);
+      const requestId = refuseBadVariables(args, setResultAndStopExecution, suggestions);
       if (requestId === REFUSED) return;
       return {
         onSubscribeResult({ result, setResult }) {

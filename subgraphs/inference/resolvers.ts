@@ -1,7 +1,8 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
 import { mayUseModel } from '../../platform/principal.ts';
 import { isRetired, targetKey } from '../../providers/catalog.ts';
-import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type ChatStreamEventResult, type PreparedChat } from './chat.ts';
+import { asPayloads } from '../../platform/subscription-payloads.ts';
+import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
 
 /** Whose cached answers a caller may read: its tenant's, unless the deployment shares one cache. */
@@ -26,8 +27,9 @@ export const resolvers: Resolvers = {
   Subscription: {
     chatStream: {
       // Validation throws before the first event, so a bad input fails the subscription itself.
-      subscribe: (_parent, { input }, context) => streamChat(prepare(input, context), context),
-      resolve: (event: ChatStreamEventResult) => event,
+      // No `resolve`: events travel as `{ chatStream }` payloads, so the shield rule guards
+      // `subscribe` itself, before any provider is called (see subgraph-server.ts).
+      subscribe: (_parent, { input }, context) => asPayloads('chatStream', streamChat(prepare(input, context), context)),
     },
   },
   Model: {
