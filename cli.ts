@@ -25,11 +25,12 @@ function parseRole(positionals: string[]): Role {
 }
 
 /**
- * The one time a generated admin key is shown: on the terminal, not in the JSON log. With Redis it
- * persists, so later starts print nothing; without Redis every start makes (and prints) a new one.
+ * The one time a generated admin key is shown: on standard error, apart from the JSON log on
+ * standard output (log shippers usually take stdout). With Redis it persists, so later starts print
+ * nothing; without Redis every start makes (and prints) a new one. Deployments set the variable.
  */
 function printBootstrapKey(key: string, envName: string): void {
-  process.stdout.write(
+  process.stderr.write(
     [
       '',
       '  modelgraph made a platform-admin API key. It is shown this once; keep it somewhere safe:',

@@ -69,7 +69,7 @@ export interface AccessStore {
   revokeKey(id: string, at: Date): Promise<ApiKeyRecord | undefined>;
   /** Records a use; callers throttle it. */
   touchKey(id: string, at: Date): Promise<void>;
-  /** Calls `listener` with the id of every key updated or revoked, by any replica. */
+  /** Calls `listener` with the id of every key updated or revoked, by any replica (or EVERY_KEY). */
   onKeyChanged(listener: (keyId: string) => void): () => void;
   /** Resolves once changes made by other replicas reach this store's listeners. */
   listening(): Promise<void>;
@@ -77,6 +77,12 @@ export interface AccessStore {
 }
 
 const KEY_PREFIX = 'mg_';
+
+/**
+ * What `onKeyChanged` reports when changes may have been missed (the change feed reconnected):
+ * every key may have changed.
+ */
+export const EVERY_KEY = '*';
 
 export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
@@ -196,18 +202,20 @@ if redis.call('HGET', KEYS[1], 'revokedAt') == 'null' then redis.call('HSET', KE
 return 1`;
 
 /**
- * KEYS: record, new hash index, tenant keys, hash index prefix (the old hash is read from the
- * record; same hash tag). ARGV: onlyIfAbsent, id, created ms, hash (raw), fields...
+ * KEYS: record, new hash index, tenant keys, old hash index (read before, so every key is
+ * declared). ARGV: onlyIfAbsent, id, created ms, new hash, old hash ('' for none), fields...
+ * Returns -1 when the record's hash is no longer the one read (the caller reads again).
  */
 const PUT_KEY = `
-local old = redis.call('HGET', KEYS[1], 'hash')
-if old and ARGV[1] == '1' then return 0 end
-if old then redis.call('DEL', KEYS[4] .. old) end
+local old = redis.call('HGET', KEYS[1], 'hash') or ''
+if old ~= ARGV[5] then return -1 end
+if old ~= '' and ARGV[1] == '1' then return 0 end
+if old ~= '' then redis.call('DEL', KEYS[4]) end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'hash', ARGV[4], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], 'hash', ARGV[4], unpack(ARGV, 6))
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-if old then return 2 end
+if old ~= '' then return 2 end
 return 1`;
 
 /** ARGV: id (JSON), created ms, id, fields... */
@@ -260,21 +268,27 @@ export class RedisAccessStore implements AccessStore {
     const hash = hashSecret(secret);
     const { id, tenantId } = record;
     const k = this.#keys;
-    const outcome = await this.#redis.eval(
-      PUT_KEY,
-      4,
-      k.apiKey(id),
-      k.apiKeyByHash(hash),
-      k.tenantKeys(tenantId),
-      k.apiKeyByHash(''),
-      onlyIfAbsent ? '1' : '0',
-      id,
-      Date.parse(record.createdAt),
-      hash,
-      ...toFields(record),
-    );
-    if (outcome === 2) await this.#publish(id);
-    return outcome !== 0;
+    for (let attempt = 0; attempt < 5; attempt += 1) {
+      const old = (await this.#redis.hget(k.apiKey(id), 'hash')) ?? '';
+      const outcome = await this.#redis.eval(
+        PUT_KEY,
+        4,
+        k.apiKey(id),
+        k.apiKeyByHash(hash),
+        k.tenantKeys(tenantId),
+        k.apiKeyByHash(old),
+        onlyIfAbsent ? '1' : '0',
+        id,
+        Date.parse(record.createdAt),
+        hash,
+        old,
+        ...toFields(record),
+      );
+      if (outcome === -1) continue; // replaced meanwhile by another writer: read again
+      if (outcome === 2) await this.#publish(id);
+      return outcome !== 0;
+    }
+    throw new Error(`API key ${id} kept changing while it was being replaced`);
   }
 
   async key(id: string) {
@@ -334,6 +348,12 @@ export class RedisAccessStore implements AccessStore {
     this.#subscriber = this.#redis.duplicate({ enableOfflineQueue: true });
     this.#subscriber.on('error', () => undefined);
     this.#subscriber.on('message', (_channel: string, id: string) => this.#changes.emit('changed', id));
+    // Changes published while the feed was down are lost: after a reconnect, everything may have changed.
+    let connectedBefore = false;
+    this.#subscriber.on('ready', () => {
+      if (connectedBefore) this.#changes.emit('changed', EVERY_KEY);
+      connectedBefore = true;
+    });
     this.#subscribed = this.#subscriber.subscribe(this.#keys.changes()).then(
       () => undefined,
       () => undefined,

@@ -66,7 +66,8 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
     const names = role.kind === 'all' ? SUBGRAPH_NAMES : role.kind === 'subgraph' ? [role.name] : [];
     if (names.includes('access')) {
       const envName = config.access.bootstrapKeyEnv;
-      bootstrapKey = await bootstrapAccess((await shared.access()).store, env[envName], envName);
+      const { store, audit } = await shared.access();
+      bootstrapKey = await bootstrapAccess(store, audit, env[envName], envName);
     }
     for (const name of names) {
       subgraphs.push(await SUBGRAPH_STARTERS[name](config, log.child({ subgraph: name }), shared));

@@ -149,6 +149,13 @@ export class ModelCatalog {
     return !ref.includes('@') && ref in this.#routes;
   }
 
+  /** The routes that may serve a model id (as a target or a fallback). */
+  routesThrough(id: string): string[] {
+    return Object.entries(this.#routes)
+      .filter(([, route]) => [...route.targets.map((target) => target.model), ...route.fallbacks].some((ref) => this.#byRef.get(ref)?.id === id))
+      .map(([name]) => name);
+  }
+
   /** Every configured version of a model id, in configuration order. */
   versions(id: string): CatalogModel[] {
     return this.models.filter((model) => model.id === id);

@@ -12,7 +12,7 @@
  */
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
-import { hashSecret, keyIdOf, looksLikeApiKey, type AccessStore, type ApiKeyRecord } from '../platform/access-store.ts';
+import { EVERY_KEY, hashSecret, keyIdOf, looksLikeApiKey, type AccessStore, type ApiKeyRecord } from '../platform/access-store.ts';
 import type { AuditLog } from '../platform/audit-log.ts';
 import type { Config } from '../platform/config.ts';
 import type { Logger } from '../platform/logger.ts';
@@ -29,6 +29,12 @@ export interface Presenter {
 
 const TOUCH_EVERY_MS = 60_000;
 const MAX_CACHED = 10_000;
+/**
+ * Refused credentials recorded per source address and minute; the rest are counted and the
+ * count goes with the next recorded one, so a flood cannot push older events out of the log.
+ */
+const AUDITED_FAILURES_PER_MINUTE = 20;
+const MAX_AUDIT_FIELD = 200;
 
 function keyPrincipal(key: ApiKeyRecord): Principal {
   return { kind: 'API_KEY', subject: key.id, tenantId: key.tenantId, keyId: key.id, scopes: key.scopes, allowedModels: key.allowedModels };
@@ -62,6 +68,10 @@ export class Authenticator {
   readonly #jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
   readonly #stopFeed: () => void;
   readonly #changeListeners = new Set<(keyId: string) => void>();
+  /** Counts key changes seen, so a lookup that raced one is not cached. */
+  #changes = 0;
+  /** Per source address: failures in the current minute, and those not recorded. */
+  readonly #failures = new LRUCache<string, { windowStart: number; count: number; suppressed: number }>({ max: MAX_CACHED });
 
   readonly #onRefused: (reason: string) => void;
 
@@ -74,6 +84,8 @@ export class Authenticator {
     this.#keys = new LRUCache({ max: MAX_CACHED, ttl: Math.max(settings.keyCacheSeconds, 0) * 1000 || 1 });
     this.#jwks = settings.jwt ? createRemoteJWKSet(new URL(settings.jwt.jwksUrl)) : undefined;
     this.#stopFeed = store.onKeyChanged((keyId) => {
+      this.#changes += 1;
+      if (keyId === EVERY_KEY) this.#keys.clear();
       for (const [hash, entry] of this.#keys.entries()) if (entry.record?.id === keyId) this.#keys.delete(hash);
       for (const listener of this.#changeListeners) listener(keyId);
     });
@@ -84,7 +96,12 @@ export class Authenticator {
     return this.#store.listening();
   }
 
-  /** Calls `listener` with every changed key id, after the cache has dropped it. */
+  /** How many key changes this router has seen; a caller compares two readings to detect a race. */
+  changeCount(): number {
+    return this.#changes;
+  }
+
+  /** Calls `listener` with every changed key id (or EVERY_KEY), after the cache has dropped it. */
   onKeyChanged(listener: (keyId: string) => void): () => void {
     this.#changeListeners.add(listener);
     return () => void this.#changeListeners.delete(listener);
@@ -122,8 +139,10 @@ export class Authenticator {
     const hash = hashSecret(secret);
     let cached = this.#keys.get(hash);
     if (!cached) {
+      const changesBefore = this.#changes;
       cached = { record: (await this.#store.keyBySecret(secret)) ?? null };
-      this.#keys.set(hash, cached);
+      // A change that arrived during the read may be newer than what was read: do not keep it.
+      if (this.#changes === changesBefore) this.#keys.set(hash, cached);
     }
     if (!cached.record) return refusal('unknown_key', 'unknown API key (or a JWT this deployment does not accept)');
     const outcome = this.#judgeKey(cached.record);
@@ -142,7 +161,8 @@ export class Authenticator {
     const jwt = this.#settings.jwt!;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, this.#jwks!, { issuer: jwt.issuer, audience: jwt.audience, algorithms: jwt.algorithms }));
+      // `exp` is required: jose checks it only when present, and a token without one never expires.
+      ({ payload } = await jwtVerify(token, this.#jwks!, { issuer: jwt.issuer, audience: jwt.audience, algorithms: jwt.algorithms, requiredClaims: ['exp', 'sub'] }));
     } catch (error) {
       const code = String((error as { code?: string }).code ?? 'ERR_JWT_INVALID');
       return refusal(code.replace(/^ERR_/, '').toLowerCase(), 'the JWT was refused (signature, issuer, audience or expiry)');
@@ -154,7 +174,11 @@ export class Authenticator {
     const rawScopes = payload[jwt.claims.scopes];
     const scopes = (typeof rawScopes === 'string' ? rawScopes.split(/\s+/) : Array.isArray(rawScopes) ? rawScopes : []).filter(isScope);
     const models = payload[jwt.claims.models];
-    const allowedModels = Array.isArray(models) ? models.filter((model): model is string => typeof model === 'string') : null;
+    // Absent allows every model; present but malformed must not (it would widen the grant).
+    if (models !== undefined && !(Array.isArray(models) && models.every((model) => typeof model === 'string'))) {
+      return refusal('jwt_claims_invalid', `the JWT's "${jwt.claims.models}" claim must be an array of model ids`);
+    }
+    const allowedModels = (models as string[] | undefined) ?? null;
     return {
       ok: true,
       expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null,
@@ -173,9 +197,33 @@ export class Authenticator {
     // A key's id is public (it names the key in logs); the rest of the credential never leaves here.
     const target = credential ? (keyIdOf(credential) ?? null) : null;
     this.#onRefused(reason);
-    this.#log.warn({ reason, keyId: target, sourceAddress }, 'authentication refused');
+    const suppressed = this.#countFailure(sourceAddress ?? 'unknown');
+    if (suppressed === undefined) return;
+    this.#log.warn({ reason, keyId: target, sourceAddress, ...(suppressed && { notRecorded: suppressed }) }, 'authentication refused');
+    const noted = suppressed ? `${reason}; ${suppressed} more refused from this address in the previous minute, not recorded` : reason;
     await this.#audit
-      .record({ actor: 'anonymous', actorTenant: null, action: 'auth.failure', target, tenant: null, sourceAddress, outcome: 'FAILED', reason })
+      .record({ actor: 'anonymous', actorTenant: null, action: 'auth.failure', target, tenant: null, sourceAddress, outcome: 'FAILED', reason: noted.slice(0, MAX_AUDIT_FIELD) })
       .catch((error: unknown) => this.#log.error({ err: error }, 'audit event lost'));
+  }
+
+  /**
+   * Counts a failure from `source`: undefined when it is over this minute's allowance (not to be
+   * recorded), else how many went unrecorded before it (0 usually).
+   */
+  #countFailure(source: string): number | undefined {
+    const now = Date.now();
+    let window = this.#failures.get(source);
+    let carried = 0;
+    if (!window || now - window.windowStart >= 60_000) {
+      carried = window?.suppressed ?? 0;
+      window = { windowStart: now, count: 0, suppressed: 0 };
+      this.#failures.set(source, window);
+    }
+    window.count += 1;
+    if (window.count > AUDITED_FAILURES_PER_MINUTE) {
+      window.suppressed += 1;
+      return undefined;
+    }
+    return carried;
   }
 }

@@ -42,6 +42,7 @@ import { createRedis, redisAnswers } from '../platform/redis.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/request-id.ts';
 import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
 import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, type AuthOutcome } from './authenticate.ts';
+import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed } from './origin-policy.ts';
 import { useEdgeLimits } from './plugins/edge-limits.ts';
 import { usePropagatedIdentity, type CallerContext } from './plugins/identity.ts';
@@ -178,6 +179,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
     // CORS preflights carry no credential; the runtime answers them and runs nothing.
     let caller: CallerContext = { clientAddress };
     if (request.method !== 'OPTIONS') {
+      const changesBefore = auth.changeCount();
       const outcome = await auth.authenticate(credentialFromHeaders(request.headers), { sourceAddress: clientAddress }).catch((error: unknown) => {
         // The key store is unreachable: neither let the caller in nor call its credential bad.
         log.error({ err: error }, 'cannot check credentials: the access store is unreachable');
@@ -192,7 +194,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
         return;
       }
       caller = { principal: outcome.principal, clientAddress };
-      trackHolder(outcome.principal, response);
+      watch.hold(outcome, response, { end: () => response.destroy() }, changesBefore);
     }
     if (declared === undefined && request.method === 'POST') {
       // A chunked body has no declared size: read (and bound) it ourselves; the runtime takes it
@@ -204,27 +206,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
     await runtime(request, response, caller);
   }
 
-  /** Open HTTP responses and sockets per API key, so revoking the key ends them. */
-  const held = new Map<string, Set<{ end(): void }>>();
-  function trackHolder(principal: Principal, connection: { once(event: 'close', listener: () => void): unknown }, end?: () => void): void {
-    if (!principal.keyId) return;
-    const keyId = principal.keyId;
-    const entry = { end: end ?? (() => (connection as unknown as ServerResponse).destroy()) };
-    const set = held.get(keyId) ?? new Set();
-    held.set(keyId, set.add(entry));
-    connection.once('close', () => {
-      set.delete(entry);
-      if (set.size === 0 && held.get(keyId) === set) held.delete(keyId);
-    });
-  }
-  const stopWatchingKeys = auth.onKeyChanged((keyId) => {
-    if (!held.has(keyId)) return;
-    void auth.recheckKey(keyId).then((outcome) => {
-      if (outcome.ok) return;
-      log.info({ keyId, reason: outcome.reason }, 'credential withdrawn: closing its open connections');
-      for (const holder of held.get(keyId) ?? []) holder.end();
-    }, (error: unknown) => log.error({ err: error, keyId }, 'could not recheck a changed key'));
-  });
+  const watch = new CredentialWatch(auth, log.child({ component: 'auth' }), Math.max(config.access.keyCacheSeconds, 1) * 1000);
 
   const openResponses = new Set<ServerResponse>();
   const server = createServer((request, response) => {
@@ -257,7 +239,6 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
     request?: IncomingMessage;
     socket?: WebSocket;
     principal?: Principal;
-    expiryTimer?: NodeJS.Timeout;
   }
   const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
     const extra = ctx.extra as SocketExtra | undefined;
@@ -268,6 +249,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
   async function authenticateSocket(extra: SocketExtra, params: Readonly<Record<string, unknown>> | undefined): Promise<boolean> {
     const credential = credentialFromConnectionParams(params) ?? (extra.request ? credentialFromHeaders(extra.request.headers) : undefined);
     let outcome: AuthOutcome;
+    const changesBefore = auth.changeCount();
     try {
       outcome = await auth.authenticate(credential, { sourceAddress: extra.request?.socket.remoteAddress ?? null });
     } catch (error) {
@@ -279,13 +261,18 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
     if (!outcome.ok || !extra.socket) return false;
     const socket = extra.socket;
     extra.principal = outcome.principal;
-    const close = () => socket.close(CLOSE_FORBIDDEN, 'Forbidden: credential withdrawn');
-    trackHolder(outcome.principal, socket, close);
-    // A credential that expires while the socket is open ends it then.
-    if (outcome.expiresAt !== null) {
-      extra.expiryTimer = setTimeout(close, Math.max(outcome.expiresAt - Date.now(), 0));
-      socket.once('close', () => clearTimeout(extra.expiryTimer));
-    }
+    watch.hold(
+      outcome,
+      socket,
+      {
+        end: () => socket.close(CLOSE_FORBIDDEN, 'Forbidden: credential withdrawn'),
+        // The socket's next operations run with the key's new grant.
+        refresh: (principal) => {
+          extra.principal = principal;
+        },
+      },
+      changesBefore,
+    );
     return true;
   }
   // Count operations per socket until graphql-ws has sent their `complete`, so that shutdown
@@ -346,7 +333,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
       await closeWebSockets(wsServer, () => wsHandle.dispose());
       await http.closeAll();
       await runtime.dispose();
-      stopWatchingKeys();
+      watch.close();
       auth.close();
       redis?.disconnect();
       log.info('router stopped');

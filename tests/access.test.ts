@@ -115,13 +115,14 @@ describe('administering tenants and keys', () => {
   });
 
   it('keeps a tenant admin inside its tenant, and audits the refusals', async () => {
-    const acmeAdmin = await createKey(stack, { tenantId: 'acme', name: 'acme admin', scopes: ['ADMIN'] });
+    const acmeAdmin = await createKey(stack, { tenantId: 'acme', name: 'acme admin', scopes: ['ADMIN', 'MODELS_READ'] });
     const globexKey = await createKey(stack, { tenantId: 'globex', name: 'globex ci', scopes: ['MODELS_READ'] });
     // Its own tenant: allowed (the tenant defaults to the caller's).
     const own = await createKey(stack, { name: 'made by acme admin', scopes: ['MODELS_READ'] }, acmeAdmin.secret);
     expect((await stack.stack.access!.store.key(own.id))?.tenantId).toBe('acme');
+    // Another tenant's key reads as no key (no existence oracle).
+    expect((await postGraphQL(stack.url, `{ apiKey(id: "${globexKey.id}") { id name } }`, undefined, bearer(acmeAdmin.secret))).body).toEqual({ data: { apiKey: null } });
     const probes = [
-      `{ apiKey(id: "${globexKey.id}") { id name } }`,
       `{ tenant(id: "globex") { id apiKeys { edges { node { id } } } } }`,
       `{ tenants { id } }`,
       `mutation { createApiKey(input: {tenantId: "globex", name: "x", scopes: [ADMIN]}) { secret } }`,
@@ -140,6 +141,23 @@ describe('administering tenants and keys', () => {
     const seen = await postGraphQL<{ auditLog: { edges: { node: { tenant: string | null } }[] } }>(stack.url, '{ auditLog(first: 100, filter: {tenant: "globex"}) { edges { node { tenant } } } }', undefined, bearer(acmeAdmin.secret));
     expect(seen.body.data?.auditLog.edges.length).toBeGreaterThan(0);
     expect(new Set(seen.body.data?.auditLog.edges.map((edge) => edge.node.tenant))).toEqual(new Set(['acme']));
+  });
+
+  it('never lets a key grant more than it holds, or change itself', async () => {
+    const narrowAdmin = await createKey(stack, { tenantId: 'acme', name: 'narrow admin', scopes: ['ADMIN', 'MODELS_READ'], allowedModels: ['echo'] });
+    const refusals = [
+      `mutation { createApiKey(input: {name: "wider", scopes: [CHAT_INVOKE]}) { secret } }`,
+      `mutation { createApiKey(input: {name: "all models", scopes: [MODELS_READ]}) { secret } }`,
+      `mutation { createApiKey(input: {name: "other model", scopes: [MODELS_READ], allowedModels: ["gpt-test"]}) { secret } }`,
+      `mutation { updateApiKey(input: {id: "${narrowAdmin.id}", allowAllModels: true}) { apiKey { id } } }`,
+    ];
+    for (const mutation of refusals) {
+      const { body } = await postGraphQL(stack.url, mutation, undefined, bearer(narrowAdmin.secret));
+      expect(body.errors?.[0]?.extensions?.code, mutation).toBe('FORBIDDEN');
+    }
+    expect((await stack.stack.access!.store.key(narrowAdmin.id))?.allowedModels).toEqual(['echo']);
+    // Within its own grant it may.
+    await createKey(stack, { name: 'narrower', scopes: ['MODELS_READ'], allowedModels: ['echo'] }, narrowAdmin.secret);
   });
 
   it('pages through a tenant’s keys and the audit log with cursors', async () => {
@@ -178,6 +196,20 @@ describe('administering tenants and keys', () => {
     expect(failed.events.filter((event) => event.action !== 'auth.failure').length).toBeGreaterThanOrEqual(cases.length);
   });
 
+  it('gives an open socket the key’s new grant, and keeps a socket whose key expires in months open', async () => {
+    const inMonths = new Date(Date.now() + 90 * 86_400_000).toISOString();
+    const { id, secret } = await createKey(stack, { tenantId: 'acme', name: 'long-lived', scopes: ['MODELS_READ', 'CHAT_INVOKE'], expiresAt: inMonths });
+    const client = stack.ws({ authorization: `Bearer ${secret}` });
+    const stream = { query: 'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "still here"}]}) { __typename } }' };
+    const first = await collectSubscription<{ chatStream: { __typename: string } }>(client, stream);
+    expect(first.results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
+    await postGraphQL(stack.url, `mutation { updateApiKey(input: {id: "${id}", scopes: [MODELS_READ]}) { apiKey { id } } }`);
+    // The same socket (never closed: a 90-day expiry is beyond setTimeout's range) now lacks chat:invoke.
+    await expect
+      .poll(async () => JSON.stringify(await collectSubscription(client, stream)), { interval: 20, timeout: 2_000 })
+      .toContain('FORBIDDEN');
+  });
+
   it('caches answers per tenant: one tenant never reads another’s cached chat', async () => {
     const acme = await createKey(stack, { tenantId: 'acme', name: 'chat', scopes: ['CHAT_INVOKE'] });
     const globex = await createKey(stack, { tenantId: 'globex', name: 'chat', scopes: ['CHAT_INVOKE'] });
@@ -186,6 +218,27 @@ describe('administering tenants and keys', () => {
     expect(await cachedFlag(acme.secret)).toBe(false);
     expect(await cachedFlag(acme.secret)).toBe(true);
     expect(await cachedFlag(globex.secret)).toBe(false);
+  });
+});
+
+describe('a key allowed a route', () => {
+  it('chats through the route and reads the model that served it, but not the model directly', async () => {
+    const stack = await startTestStack({ routes: { cheap: { targets: [{ model: 'echo@1', weight: 1 }] } } });
+    try {
+      const { secret } = await createKey(stack, { name: 'route only', scopes: ['MODELS_READ', 'CHAT_INVOKE'], allowedModels: ['cheap'] });
+      const routed = await postGraphQL<{ chat: { content: string; model: { id: string } } }>(
+        stack.url,
+        'mutation { chat(input: {model: "cheap", messages: [{role: USER, content: "via the route"}]}) { content model { id } } }',
+        undefined,
+        bearer(secret),
+      );
+      expect(routed.body.errors).toBeUndefined();
+      expect(routed.body.data?.chat).toEqual({ content: 'via the route', model: { id: 'echo' } });
+      const direct = await postGraphQL(stack.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }', undefined, bearer(secret));
+      expect(direct.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    } finally {
+      await stack.stop();
+    }
   });
 });
 
@@ -245,8 +298,11 @@ describe('JWT authentication', () => {
   let stack: TestStack;
   let jwks: Server;
   let sign: (claims: Record<string, unknown>, options?: { audience?: string; expiresIn?: string }) => Promise<string>;
+  let privateKey: CryptoKey;
   beforeAll(async () => {
-    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const pair = await generateKeyPair('ES256');
+    const { publicKey } = pair;
+    privateKey = pair.privateKey;
     const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
     jwks = createServer((_request, response) => {
       response.writeHead(200, { 'content-type': 'application/json' });
@@ -275,6 +331,8 @@ describe('JWT authentication', () => {
     ['another audience', () => sign({ tenant: 'acme', scope: 'models:read' }, { audience: 'other' })],
     ['an expired token', () => sign({ tenant: 'acme', scope: 'models:read' }, { expiresIn: '-1m' })],
     ['no tenant claim', () => sign({ scope: 'models:read' })],
+    ['a models claim that is not a list (it must not widen to every model)', () => sign({ tenant: 'acme', scope: 'models:read', models: 'echo' })],
+    ['no expiry', async () => new SignJWT({ tenant: 'acme', scope: 'models:read' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.test').setAudience('modelgraph').setSubject('alice').sign(privateKey)],
     ['a tampered payload', async () => {
       const [header, payload, signature] = (await sign({ tenant: 'acme', scope: 'models:read' })).split('.');
       const altered = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), tenant: 'globex' })).toString('base64url');

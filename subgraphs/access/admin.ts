@@ -16,10 +16,19 @@ const MAX_ALLOWED_MODELS = 200;
 const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_USER_INPUT, message, { field });
 export const notFound = (what: string) => codedError(ErrorCode.NOT_FOUND, `${what} not found`);
 
+const MAX_AUDIT_FIELD = 200;
+const clip = (value: string | null) => (value === null ? null : value.slice(0, MAX_AUDIT_FIELD));
+
+/** Who acted, as the audit log names it: a key id, `jwt:<subject>`, or `anonymous`. */
+export function actorOf(principal: Principal): string {
+  if (principal.keyId) return principal.keyId;
+  return principal.kind === 'JWT' ? `jwt:${principal.subject}` : principal.subject;
+}
+
 export function auditEvent(context: AccessContext, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent {
   const { principal } = context;
-  return {
-    actor: principal.keyId ?? principal.subject,
+  const event: NewAuditEvent = {
+    actor: actorOf(principal),
     actorTenant: principal.tenantId,
     action,
     target: null,
@@ -29,6 +38,22 @@ export function auditEvent(context: AccessContext, action: string, fields: Parti
     reason: null,
     ...fields,
   };
+  // Ids come from callers (refused ones unvalidated): bounded, so events cannot be used to fill Redis.
+  return { ...event, actor: clip(event.actor)!, target: clip(event.target), tenant: clip(event.tenant), reason: clip(event.reason) };
+}
+
+/**
+ * Nobody grants more than they hold: the scopes of a new or changed key must be the caller's, and
+ * a caller limited to some models can only hand out (subsets of) those. Platform admins hold
+ * everything, so this binds tenant admins and narrower JWTs.
+ */
+function checkGrant(principal: Principal, scopes: readonly Scope[] | undefined, allowedModels: readonly string[] | null | undefined): void {
+  const beyond = (scopes ?? []).filter((scope) => !principal.scopes.includes(scope));
+  if (beyond.length) throw codedError(ErrorCode.FORBIDDEN, `this key cannot grant scopes it does not hold: ${beyond.join(', ')}`);
+  if (principal.allowedModels === null || allowedModels === undefined) return;
+  if (allowedModels === null || allowedModels.some((model) => !principal.allowedModels!.includes(model))) {
+    throw codedError(ErrorCode.FORBIDDEN, 'this key cannot grant models outside its own allowed models');
+  }
 }
 
 /** Runs an action and records its outcome; a failure is recorded with its code, then rethrown. */
@@ -108,6 +133,7 @@ export function createApiKey(context: AccessContext, input: CreateKeyInput): Pro
   const { id, secret } = newKeySecret();
   return audited(context, 'apiKey.create', { target: id, tenant: tenantId }, async () => {
     if (!(await context.store.tenant(tenantId))) throw notFound(`tenant "${tenantId}"`);
+    checkGrant(context.principal, input.scopes, input.allowedModels ?? null);
     const now = new Date();
     const apiKey: ApiKeyRecord = {
       id,
@@ -141,6 +167,9 @@ export async function updateApiKey(context: AccessContext, input: UpdateKeyInput
   return audited(context, 'apiKey.update', { target: input.id, tenant: current?.tenantId ?? null }, async () => {
     if (!current) throw notFound(`API key "${input.id}"`);
     if (input.allowAllModels && input.allowedModels) throw badInput('allowAllModels', 'give allowedModels or allowAllModels, not both');
+    // A key changing itself could only widen its own grant or hide from revocation; admins do it.
+    if (input.id === context.principal.keyId) throw codedError(ErrorCode.FORBIDDEN, 'a key cannot change itself; ask another admin');
+    checkGrant(context.principal, input.scopes ?? undefined, input.allowAllModels ? null : (input.allowedModels ?? undefined));
     const patch: ApiKeyPatch = {
       ...(input.name != null && { name: checkName('name', input.name) }),
       ...(input.scopes != null && { scopes: [...new Set(input.scopes)] }),

@@ -1,6 +1,6 @@
 import type { Resolvers } from '../../codegen/access.resolvers.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
-import { SCOPES, isPlatformAdmin, scopeToEnum } from '../../platform/principal.ts';
+import { SCOPES, administers, isPlatformAdmin, scopeToEnum } from '../../platform/principal.ts';
 import { auditScope, createApiKey, createTenant, notFound, revokeApiKey, updateApiKey } from './admin.ts';
 
 const MAX_PAGE = 500;
@@ -37,7 +37,11 @@ export const resolvers: Resolvers = {
     me: (_parent, _args, { principal }) => principal,
     tenants: (_parent, _args, { store }) => store.tenants(),
     tenant: async (_parent, { id }, { store }) => (await store.tenant(id)) ?? null,
-    apiKey: async (_parent, { id }, { store }) => (await store.key(id)) ?? null,
+    // Another tenant's key reads as no key at all: the answer must not reveal that it exists.
+    apiKey: async (_parent, { id }, { store, principal }) => {
+      const key = await store.key(id);
+      return key && (administers(principal, key.tenantId) || principal.keyId === key.id) ? key : null;
+    },
     auditLog: async (_parent, { filter, first, after }, { audit, principal }) => {
       const page = await audit.list(
         {

@@ -27,9 +27,14 @@ const chatInputModel = rule('chat-input-model', { cache: 'strict' })((_parent, a
   allowsRef(principal, catalog, args.input.model) ? true : notAllowed(args.input.model),
 );
 
-/** The model being read is one the principal may use (whoever reached it, `_entities` included). */
-const modelVisible = rule('model-visible', { cache: 'no_cache' })((model: { id: string }, _args, { principal }: InferenceContext) =>
-  mayUseModel(principal, [model.id]) ? true : notAllowed(model.id),
+/**
+ * The model being read is one the principal may use, directly or through an allowed route
+ * (whoever reached it, `_entities` included; a routed chat's answer names the model that served it).
+ */
+export const modelReachable = (principal: Principal, catalog: ModelCatalog, id: string) => mayUseModel(principal, [id, ...catalog.routesThrough(id)]);
+
+const modelVisible = rule('model-visible', { cache: 'no_cache' })((model: { id: string }, _args, { principal, catalog }: InferenceContext) =>
+  modelReachable(principal, catalog, model.id) ? true : notAllowed(model.id),
 );
 
 const readModels = requireScope('models:read');

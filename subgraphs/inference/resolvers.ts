@@ -1,9 +1,9 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
-import { mayUseModel } from '../../platform/principal.ts';
 import { isRetired, targetKey } from '../../providers/catalog.ts';
 import { asPayloads } from '../../platform/subscription-payloads.ts';
 import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
+import { modelReachable } from './permissions.ts';
 
 /** Whose cached answers a caller may read: its tenant's, unless the deployment shares one cache. */
 const cacheScope = (context: InferenceContext) => (context.cacheShared ? 'shared' : `tenant:${context.principal.tenantId}`);
@@ -18,7 +18,7 @@ function prepare(input: Parameters<typeof prepareChat>[1], context: InferenceCon
 export const resolvers: Resolvers = {
   Query: {
     // Only the models this caller may use (its key's allow-list).
-    models: (_parent, _args, { catalog, principal }) => catalog.defaults().filter((model) => mayUseModel(principal, [model.id])),
+    models: (_parent, _args, { catalog, principal }) => catalog.defaults().filter((model) => modelReachable(principal, catalog, model.id)),
     model: (_parent, { id }, { catalog }) => catalog.resolve(id) ?? null,
   },
   Mutation: {
