@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Provider } from '../providers/contract.ts';
 import { createOpenAICompatibleProvider } from '../providers/openai-compatible.ts';
-import { countTextTokens } from '../providers/tokens.ts';
 import { startOpenAIEmulator, type OpenAIEmulator } from './emulator/openai.ts';
 import { callOptions, collect, providerError } from './support/provider-calls.ts';
 

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { newKeySecret } from '../platform/access-store.ts';
 import { ConfigError } from '../platform/config.ts';
 import { createLogger } from '../platform/logger.ts';
 import { startStack } from '../platform/stack.ts';
 import { postGraphQL, startTestStack, testConfig, type TestStack } from './support/stack.ts';
+import { startTcpProxy } from './support/tcp-proxy.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -38,36 +39,14 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-/**
- * A TCP proxy to Redis that a test can cut as a network fault would: open connections are
- * destroyed and new ones refused from then on.
- */
+/** A proxy to Redis that a test can cut as a network fault would (new connections refused too). */
 async function startRedisProxy(redisUrl: string) {
   const upstream = new URL(redisUrl);
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const target = connect(Number(upstream.port || 6379), upstream.hostname);
-    for (const socket of [client, target]) {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-    }
-    client.pipe(target).pipe(client);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const proxy = await startTcpProxy(Number(upstream.port || 6379), upstream.hostname);
   const proxied = new URL(redisUrl);
   proxied.hostname = '127.0.0.1';
-  proxied.port = String((server.address() as AddressInfo).port);
-  const closed = new Promise<void>((resolve) => server.once('close', () => resolve()));
-  const cut = async () => {
-    server.close();
-    const open = [...sockets];
-    open.forEach((socket) => socket.destroy());
-    await Promise.all(open.map((socket) => (socket.closed ? undefined : once(socket, 'close'))));
-    await closed;
-  };
-  return { url: proxied.toString(), cut, connections: () => sockets.size };
+  proxied.port = String(proxy.port);
+  return { url: proxied.toString(), cut: () => proxy.close(), connections: proxy.connections };
 }
 
 describe('readiness with Redis', () => {

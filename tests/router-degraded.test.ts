@@ -1,6 +1,3 @@
-import { createServer, connect, type Socket } from 'node:net';
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { print } from 'graphql';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
@@ -9,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
 import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
 import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { startTcpProxy } from './support/tcp-proxy.ts';
 
 let stack: TestStack | undefined;
 const extra: { stop(deadline: number): Promise<void> }[] = [];
@@ -24,29 +22,6 @@ afterEach(async () => {
 const cleanups: (() => Promise<void>)[] = [];
 const CHAT_STREAM = print(ChatStreamDocument);
 
-/** A TCP proxy to `port` whose connections a test can cut at once, as a crash or network fault would. */
-async function startCuttableProxy(port: number) {
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = connect(port, '127.0.0.1');
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    port: (server.address() as AddressInfo).port,
-    cut: () => sockets.forEach((socket) => socket.destroy()),
-    close: () => new Promise<void>((resolve) => {
-      sockets.forEach((socket) => socket.destroy());
-      server.close(() => resolve());
-    }),
-  };
-}
 const streamInput = (content: string) => ({ input: { model: 'echo', messages: [{ role: 'USER', content }] } });
 
 /** Streams a 15-word echo answer; calls `afterThird` once the third delta arrived. */
@@ -128,7 +103,7 @@ describe('a subgraph restarting under an open stream', () => {
 describe('a subgraph connection lost mid-stream', () => {
   it('ends the stream with DOWNSTREAM_SERVICE_ERROR and never re-subscribes (which would replay the answer)', async () => {
     stack = await startTestStack({}, { localStreamDelayMs: 20 });
-    const proxy = await startCuttableProxy(stack.stack.subgraphs[0]!.port);
+    const proxy = await startTcpProxy(stack.stack.subgraphs[0]!.port);
     const router = await startRouter({
       config: { ...stack.config, router: { ...stack.config.router, port: 0 } },
       log: stack.log,
@@ -140,7 +115,7 @@ describe('a subgraph connection lost mid-stream', () => {
     cleanups.push(() => router.stop(Date.now()), () => proxy.close());
     const client = createClient({ url: router.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${stack.adminKey}` } });
     cleanups.push(async () => client.dispose());
-    const { deltas, errors } = await streamFifteenWords(client, () => proxy.cut());
+    const { deltas, errors } = await streamFifteenWords(client, () => void proxy.cut());
     expect(new Set(deltas).size).toBe(deltas.length);
     expect(deltas.length).toBeLessThan(15);
     expect(errors[0]?.extensions).toMatchObject({ code: 'DOWNSTREAM_SERVICE_ERROR', serviceName: 'inference' });

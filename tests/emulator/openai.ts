@@ -5,7 +5,7 @@
  * records every request and tells when a client went away mid-response.
  */
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
