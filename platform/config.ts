@@ -14,7 +14,7 @@ import { PRESET_NAMES } from '../providers/presets.ts';
 import { SCOPES } from './principal.ts';
 
 export const DEFAULT_CONFIG_FILE = 'modelgraph.yaml';
-export const SUBGRAPH_NAMES = ['inference', 'access'] as const;
+export const SUBGRAPH_NAMES = ['inference', 'embeddings', 'access'] as const;
 export type SubgraphName = (typeof SUBGRAPH_NAMES)[number];
 
 const port = z.number().int().min(0).max(65535);
@@ -86,6 +86,7 @@ const subgraphSchema = (defaultPort: number) =>
 const subgraphsSchema = z
   .object({
     inference: subgraphSchema(4001).prefault({}),
+    embeddings: subgraphSchema(4002).prefault({}),
     access: subgraphSchema(4005).prefault({}),
   })
   .strict()
@@ -342,6 +343,23 @@ export const configSchema = z
       .strict()
       .prefault({}),
     access: accessSchema,
+    /** The embeddings subgraph: request limits, cross-request batching and the vector cache. */
+    embeddings: z
+      .object({
+        /** Most inputs in one request (BAD_USER_INPUT beyond). */
+        maxInputs: z.number().int().positive().default(2_048),
+        /**
+         * How long the first input waits for others (from any caller) to share a provider call; a
+         * call goes at once when it reaches the model's `maxBatchSize`. 0 turns batching off.
+         */
+        batchWindowMs: z.number().int().min(0).default(5),
+        /** Vectors are cached by model version, dimensions and the text's SHA-256 (Redis or memory). */
+        cacheTtlSeconds: z.number().int().min(0).default(7 * 86_400),
+        /** In-memory cache only: most vectors kept. */
+        cacheMaxEntries: z.number().int().positive().default(100_000),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') })
       .strict()

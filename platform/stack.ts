@@ -11,6 +11,7 @@ import type { Logger } from './logger.ts';
 import type { RunningSubgraph } from './subgraph-server.ts';
 import { bootstrapAccess } from '../subgraphs/access/bootstrap.ts';
 import { startAccessSubgraph } from '../subgraphs/access/index.ts';
+import { startEmbeddingsSubgraph } from '../subgraphs/embeddings/index.ts';
 import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
 import { startRouter, type RunningRouter } from '../router/server.ts';
 
@@ -36,6 +37,7 @@ interface Shared {
 
 const SUBGRAPH_STARTERS: Record<SubgraphName, (config: Config, log: Logger, shared: Shared) => Promise<RunningSubgraph>> = {
   inference: (config, log, { withProcessMetrics, identity }) => startInferenceSubgraph(config, log, { withProcessMetrics, identity }),
+  embeddings: (config, log, { withProcessMetrics, identity }) => startEmbeddingsSubgraph(config, log, { withProcessMetrics, identity }),
   access: async (config, log, { withProcessMetrics, identity, access }) => startAccessSubgraph(config, log, { withProcessMetrics, identity, access: await access() }),
 };
 

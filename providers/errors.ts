@@ -108,3 +108,33 @@ function isTimeout(error: unknown): boolean {
   const { name, code, cause } = (error ?? {}) as { name?: string; code?: string; cause?: { name?: string; code?: string } };
   return name === 'TimeoutError' || cause?.name === 'TimeoutError' || TIMEOUT_CODES.has(code ?? '') || TIMEOUT_CODES.has(cause?.code ?? '');
 }
+
+/** What a client may read about a provider failure: our words, never the upstream's. */
+export function publicMessage(error: ProviderError): string {
+  switch (error.code) {
+    case 'UPSTREAM_RATE_LIMITED':
+      return `provider ${error.provider} is rate limiting requests`;
+    case 'UPSTREAM_AUTH_FAILED':
+      return `provider ${error.provider} refused modelgraph's credentials`;
+    case 'UPSTREAM_BAD_REQUEST':
+      return `provider ${error.provider} refused the request (HTTP ${error.status ?? 'error'})`;
+    case 'UPSTREAM_TIMEOUT':
+      return `provider ${error.provider} did not answer in time`;
+    case 'UPSTREAM_BAD_RESPONSE':
+      return `provider ${error.provider} sent a response modelgraph could not read`;
+    case 'UPSTREAM_STREAM_INTERRUPTED':
+      return `provider ${error.provider} stopped streaming before the answer finished`;
+    case 'UPSTREAM_UNAVAILABLE':
+      return `provider ${error.provider} is unavailable`;
+  }
+}
+
+/** Machine-readable details of a provider failure for `extensions`. */
+export function publicDetails(error: ProviderError): Record<string, unknown> {
+  return {
+    provider: error.provider,
+    retryable: error.retryable,
+    ...(error.status !== undefined && { upstreamStatus: error.status }),
+    ...(error.retryAfterMs !== undefined && { retryAfterMs: error.retryAfterMs }),
+  };
+}

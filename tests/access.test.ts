@@ -9,7 +9,7 @@ import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createAccessServices } from '../platform/access-services.ts';
 import { startRouter, type RunningRouter } from '../router/server.ts';
-import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { collectSubscription, postGraphQL, startTestStack, subgraphUrlsOf, type TestStack } from './support/stack.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -279,7 +279,7 @@ describe('revocation across router replicas (Redis pub/sub)', () => {
     second = await startRouter({
       config: { ...stack.config, router: { ...stack.config.router, port: 0 } },
       log: stack.log,
-      subgraphUrls: Object.fromEntries(stack.stack.subgraphs.map((subgraph) => [subgraph.name, subgraph.url])) as Record<'inference' | 'access', string>,
+      subgraphUrls: subgraphUrlsOf(stack),
       identity: stack.stack.identity,
       access,
       withProcessMetrics: false,

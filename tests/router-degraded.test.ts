@@ -5,7 +5,7 @@ import { startRouter } from '../router/server.ts';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
 import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
-import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { collectSubscription, postGraphQL, startTestStack, subgraphUrlsOf, type TestStack } from './support/stack.ts';
 import { startTcpProxy } from './support/tcp-proxy.ts';
 
 let stack: TestStack | undefined;
@@ -107,7 +107,7 @@ describe('a subgraph connection lost mid-stream', () => {
     const router = await startRouter({
       config: { ...stack.config, router: { ...stack.config.router, port: 0 } },
       log: stack.log,
-      subgraphUrls: { inference: `http://127.0.0.1:${proxy.port}/graphql`, access: stack.stack.subgraphs[1]!.url },
+      subgraphUrls: { ...subgraphUrlsOf(stack), inference: `http://127.0.0.1:${proxy.port}/graphql` },
       identity: stack.stack.identity,
       access: stack.stack.access!,
       withProcessMetrics: false,

@@ -8,7 +8,7 @@ import type { ChatInput, ChatMessageInput, ErrorCode as SchemaErrorCode, FinishR
 import { isRetired, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { cacheKey, cacheable, type CachedChat } from './chat-cache.ts';
 import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
-import { ProviderError } from '../../providers/errors.ts';
+import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import { abortOnReturn } from '../../platform/abort-on-return.ts';
@@ -212,35 +212,6 @@ const FINISH_REASONS: Record<FinishReason, SchemaFinishReason> = {
   other: 'OTHER',
 };
 
-/** What a client may read about a provider failure: our words, never the upstream's. */
-function describe(error: ProviderError): string {
-  switch (error.code) {
-    case 'UPSTREAM_RATE_LIMITED':
-      return `provider ${error.provider} is rate limiting requests`;
-    case 'UPSTREAM_AUTH_FAILED':
-      return `provider ${error.provider} refused modelgraph's credentials`;
-    case 'UPSTREAM_BAD_REQUEST':
-      return `provider ${error.provider} refused the request (HTTP ${error.status ?? 'error'})`;
-    case 'UPSTREAM_TIMEOUT':
-      return `provider ${error.provider} did not answer in time`;
-    case 'UPSTREAM_BAD_RESPONSE':
-      return `provider ${error.provider} sent a response modelgraph could not read`;
-    case 'UPSTREAM_STREAM_INTERRUPTED':
-      return `provider ${error.provider} stopped streaming before the answer finished`;
-    case 'UPSTREAM_UNAVAILABLE':
-      return `provider ${error.provider} is unavailable`;
-  }
-}
-
-function providerDetails(error: ProviderError): Record<string, unknown> {
-  return {
-    provider: error.provider,
-    retryable: error.retryable,
-    ...(error.status !== undefined && { upstreamStatus: error.status }),
-    ...(error.retryAfterMs !== undefined && { retryAfterMs: error.retryAfterMs }),
-  };
-}
-
 function logProviderError(context: InferenceContext, error: ProviderError): void {
   context.log.warn(
     { provider: error.provider, code: error.code, status: error.status, upstreamMessage: error.upstreamMessage },
@@ -283,7 +254,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     if (error instanceof ProviderError) {
       context.metrics.calls.inc({ ...labels, outcome: error.code });
       logProviderError(context, error);
-      throw codedError(error.code, describe(error), providerDetails(error));
+      throw codedError(error.code, publicMessage(error), publicDetails(error));
     }
     throw error;
   } finally {
@@ -359,7 +330,7 @@ async function* chatEvents(prepared: PreparedChat, context: InferenceContext, up
         case 'error':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: part.error.code });
           logProviderError(context, part.error);
-          yield { __typename: 'ChatFailed', code: part.error.code, message: describe(part.error), usage: deliveredUsage(), servedBy: served };
+          yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: deliveredUsage(), servedBy: served };
           return;
       }
     }

@@ -5,17 +5,8 @@
  * which other subgraphs reach through `_entities`.
  */
 import { allow, and, forbidden, requireScope, rule, subgraphShield } from '../../platform/authorization.ts';
-import { mayUseModel, type Principal } from '../../platform/principal.ts';
-import type { ModelCatalog } from '../../providers/catalog.ts';
+import { allowsRef, modelReachable } from '../../platform/model-permissions.ts';
 import type { InferenceContext } from './context.ts';
-
-/** True when the principal may use what `ref` names (a model id, alias, pin or route). */
-export function allowsRef(principal: Principal, catalog: ModelCatalog, ref: string): boolean {
-  if (principal.allowedModels === null) return true;
-  if (catalog.isRoute(ref)) return mayUseModel(principal, [ref]);
-  const model = catalog.resolve(ref);
-  return model !== undefined && mayUseModel(principal, [model.id]);
-}
 
 const notAllowed = (ref: string) => forbidden(`this key may not use model "${ref}"`);
 
@@ -27,12 +18,7 @@ const chatInputModel = rule('chat-input-model', { cache: 'strict' })((_parent, a
   allowsRef(principal, catalog, args.input.model) ? true : notAllowed(args.input.model),
 );
 
-/**
- * The model being read is one the principal may use, directly or through an allowed route
- * (whoever reached it, `_entities` included; a routed chat's answer names the model that served it).
- */
-export const modelReachable = (principal: Principal, catalog: ModelCatalog, id: string) => mayUseModel(principal, [id, ...catalog.routesThrough(id)]);
-
+/** The model being read is reachable (whoever reached it, `_entities` included; a routed chat's answer names the model that served it). */
 const modelVisible = rule('model-visible', { cache: 'no_cache' })((model: { id: string }, _args, { principal, catalog }: InferenceContext) =>
   modelReachable(principal, catalog, model.id) ? true : notAllowed(model.id),
 );

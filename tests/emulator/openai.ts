@@ -5,6 +5,7 @@
  * records every request and tells when a client went away mid-response.
  */
 import { once } from 'node:events';
+import { createHash } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -102,13 +103,22 @@ async function streamCompletion(response: ServerResponse, answer: ScriptedChat, 
   response.end();
 }
 
+/**
+ * The emulator's vector for a text: a deterministic function of the text itself (not its length),
+ * so a test can tell every caller's vector apart and check each got its own.
+ */
+export function emulatedEmbedding(input: string, dimensions: number): number[] {
+  const digest = createHash('sha256').update(input).digest();
+  return Array.from({ length: dimensions }, (_, position) => (digest[position % digest.length]! - 128) / 128);
+}
+
 function sendEmbeddings(response: ServerResponse, body: Record<string, unknown>): void {
   const inputs = (Array.isArray(body.input) ? body.input : [body.input]) as string[];
   const dimensions = typeof body.dimensions === 'number' ? body.dimensions : 8;
   const data = inputs.map((input, index) => ({
     object: 'embedding',
     index,
-    embedding: Array.from({ length: dimensions }, (_, position) => ((input.length + position) % 7) / 7),
+    embedding: emulatedEmbedding(input, dimensions),
   }));
   const tokens = inputs.reduce((sum, input) => sum + wordCount(input), 0);
   response.writeHead(200, { 'content-type': 'application/json' });

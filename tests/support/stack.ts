@@ -12,7 +12,7 @@ import { createClient as createWsClient, type Client as WsClient } from 'graphql
 import { createClient as createSseClient, type Client as SseClient } from 'graphql-sse';
 import WebSocket from 'ws';
 import { newKeySecret } from '../../platform/access-store.ts';
-import { parseConfig, type Config } from '../../platform/config.ts';
+import { parseConfig, type Config, type SubgraphName } from '../../platform/config.ts';
 import { createLogger, type Logger } from '../../platform/logger.ts';
 import { startStack, type RunningStack } from '../../platform/stack.ts';
 import { startOpenAIEmulator, type OpenAIEmulator } from '../emulator/openai.ts';
@@ -40,10 +40,28 @@ export interface TestStackOptions {
   localStreamDelayMs?: number;
 }
 
+/** The models every test stack serves unless a test replaces `models`. */
+export const TEST_MODELS = [
+  { id: 'echo', provider: 'local', version: '1', aliases: ['default'], capabilities: ['CHAT'], contextWindow: 64, maxOutputTokens: 32 },
+  {
+    id: 'gpt-test',
+    provider: 'emulated',
+    upstream: 'gpt-test-upstream',
+    version: '2024-08-06',
+    aliases: ['smart'],
+    capabilities: ['CHAT', 'TOOLS'],
+    contextWindow: 4096,
+    maxOutputTokens: 256,
+    pricing: { inputPerMillionTokens: 2.5, outputPerMillionTokens: 10 },
+  },
+  { id: 'hashing-embed', provider: 'local', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 8192, maxOutputTokens: 1, dimensions: 32 },
+  { id: 'backup', provider: 'backup', upstream: 'backup-upstream', version: '1', capabilities: ['CHAT', 'TOOLS'], contextWindow: 4096, maxOutputTokens: 256 },
+];
+
 export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
   return parseConfig({
     router: { port: 0, shutdownGraceMs: 2_000 },
-    subgraphs: { inference: { port: 0 }, access: { port: 0 } },
+    subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, access: { port: 0 } },
     log: { level: 'info' },
     // One attempt per target: these stacks test error mapping; routing tests configure their own.
     routing: { attemptsPerTarget: 1 },
@@ -54,22 +72,7 @@ export function testConfig(emulatorBaseUrl: string, overrides: Record<string, un
       // A second provider on the same emulator, told apart by its upstream model name.
       backup: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
     },
-    models: [
-      { id: 'echo', provider: 'local', version: '1', aliases: ['default'], capabilities: ['CHAT'], contextWindow: 64, maxOutputTokens: 32 },
-      {
-        id: 'gpt-test',
-        provider: 'emulated',
-        upstream: 'gpt-test-upstream',
-        version: '2024-08-06',
-        aliases: ['smart'],
-        capabilities: ['CHAT', 'TOOLS'],
-        contextWindow: 4096,
-        maxOutputTokens: 256,
-        pricing: { inputPerMillionTokens: 2.5, outputPerMillionTokens: 10 },
-      },
-      { id: 'hashing-embed', provider: 'local', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 8192, maxOutputTokens: 1, dimensions: 32 },
-      { id: 'backup', provider: 'backup', upstream: 'backup-upstream', version: '1', capabilities: ['CHAT', 'TOOLS'], contextWindow: 4096, maxOutputTokens: 256 },
-    ],
+    models: TEST_MODELS,
     ...overrides,
   });
 }
@@ -124,6 +127,11 @@ export interface GraphQLResponse<T = Record<string, unknown>> {
   status: number;
   headers: Headers;
   body: { data?: T | null; errors?: { message: string; path?: string[]; extensions?: Record<string, unknown> }[]; extensions?: Record<string, unknown> };
+}
+
+/** Where each subgraph of a test stack listens, as the router's `subgraphUrls`. */
+export function subgraphUrlsOf(stack: TestStack): Record<SubgraphName, string> {
+  return Object.fromEntries(stack.stack.subgraphs.map((subgraph) => [subgraph.name, subgraph.url])) as Record<SubgraphName, string>;
 }
 
 /** The admin key of each running test stack, by its URL. */

@@ -1,0 +1,84 @@
+/** The embeddings subgraph: vectors for texts, batched across requests and cached. */
+import { readFileSync } from 'node:fs';
+import { parse } from 'graphql';
+import { Counter, type Registry } from 'prom-client';
+import type { Config } from '../../platform/config.ts';
+import type { IdentityTokens } from '../../platform/identity-token.ts';
+import type { Logger } from '../../platform/logger.ts';
+import { createRegistry } from '../../platform/metrics.ts';
+import { createRedis, redisAnswers } from '../../platform/redis.ts';
+import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
+import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { ModelCatalog, targetKey } from '../../providers/catalog.ts';
+import type { EmbeddingsContext } from './context.ts';
+import { Embedder, type EmbedderObserver } from './embedder.ts';
+import { permissions } from './permissions.ts';
+import { resolvers } from './resolvers.ts';
+
+export const EMBEDDINGS_SCHEMA_FILE = new URL('../../schema/embeddings.graphql', import.meta.url);
+
+export interface EmbeddingsSubgraphOptions {
+  withProcessMetrics: boolean;
+  identity: IdentityTokens;
+}
+
+function embeddingMetrics(registry: Registry): EmbedderObserver {
+  const calls = new Counter({
+    name: 'modelgraph_embeddings_provider_calls_total',
+    help: 'Embedding calls to providers (each serves a batch of inputs from any callers), by model version and outcome.',
+    labelNames: ['model', 'outcome'],
+    registers: [registry],
+  });
+  const inputs = new Counter({
+    name: 'modelgraph_embeddings_inputs_total',
+    help: 'Inputs embedded, by model version and source: provider or cache.',
+    labelNames: ['model', 'source'],
+    registers: [registry],
+  });
+  return {
+    call: (model, _count, outcome) => calls.inc({ model: targetKey(model), outcome }),
+    cache: (model, hits, misses) => {
+      if (hits) inputs.inc({ model: targetKey(model), source: 'cache' }, hits);
+      if (misses) inputs.inc({ model: targetKey(model), source: 'provider' }, misses);
+    },
+  };
+}
+
+export async function startEmbeddingsSubgraph(config: Config, log: Logger, { withProcessMetrics, identity }: EmbeddingsSubgraphOptions): Promise<RunningSubgraph> {
+  const settings = config.embeddings;
+  const catalog = new ModelCatalog(config);
+  const registry = createRegistry('embeddings', withProcessMetrics);
+  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+  if (redis) await redisAnswers(redis, 1_000);
+  const cache = redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(settings.cacheMaxEntries);
+  const embedder = new Embedder(
+    catalog,
+    cache,
+    { maxInputs: settings.maxInputs, batchWindowMs: settings.batchWindowMs, cacheTtlMs: settings.cacheTtlSeconds * 1000 },
+    log,
+    embeddingMetrics(registry),
+  );
+  const subgraph = config.subgraphs.embeddings;
+  const running = await startSubgraphServer<EmbeddingsContext>({
+    name: 'embeddings',
+    typeDefs: parse(readFileSync(EMBEDDINGS_SCHEMA_FILE, 'utf8')),
+    resolvers,
+    permissions,
+    identity,
+    host: subgraph.host,
+    port: subgraph.port,
+    log,
+    registry,
+    maxBodyBytes: config.router.maxBodyBytes,
+    wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
+    extendContext: (base) => ({ ...base, catalog, embedder }),
+  });
+  let stopped: Promise<void> | undefined;
+  return {
+    ...running,
+    stop(deadline) {
+      stopped ??= running.stop(deadline).then(() => Promise.all([catalog.close(), cache.close()])).then(() => undefined);
+      return stopped;
+    },
+  };
+}
