@@ -63,9 +63,10 @@ export type Query = {
   /**
    * One vector per input, in input order. Concurrent requests for the same model and options share
    * provider calls (up to the model's batch size); inputs seen before are answered from the cache and
-   * cost nothing.
+   * cost nothing. Null, with a coded error, when refused or failed; other fields of the operation
+   * (aliases included) still answer.
    */
-  embeddings: Embeddings;
+  embeddings?: Maybe<Embeddings>;
 };
 
 
@@ -217,7 +218,7 @@ export type ModelResolvers<ContextType = EmbeddingsContext, ParentType extends R
 };
 
 export type QueryResolvers<ContextType = EmbeddingsContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
-  embeddings?: Resolver<ResolversTypes['Embeddings'], ParentType, ContextType, RequireFields<QueryEmbeddingsArgs, 'input'>>;
+  embeddings?: Resolver<Maybe<ResolversTypes['Embeddings']>, ParentType, ContextType, RequireFields<QueryEmbeddingsArgs, 'input'>>;
 };
 
 export type Resolvers<ContextType = EmbeddingsContext> = {

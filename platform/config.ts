@@ -355,8 +355,8 @@ export const configSchema = z
         batchWindowMs: z.number().int().min(0).default(5),
         /** Vectors are cached by model version, dimensions and the text's SHA-256 (Redis or memory). */
         cacheTtlSeconds: z.number().int().min(0).default(7 * 86_400),
-        /** In-memory cache only: most vectors kept. */
-        cacheMaxEntries: z.number().int().positive().default(100_000),
+        /** In-memory cache only: most vectors kept (a 3,072-dimension vector takes ~16 KB as stored). */
+        cacheMaxEntries: z.number().int().positive().default(10_000),
       })
       .strict()
       .prefault({}),

@@ -296,7 +296,10 @@ class OpenAICompatibleEmbeddingModel implements EmbeddingModel {
     if (!parsed.success || parsed.data.data.length !== inputs.length) {
       throw badResponse(this.provider, parsed.success ? 'wrong number of embeddings' : parsed.error.message);
     }
-    const vectors = [...parsed.data.data].sort((a, b) => a.index - b.index).map((item) => item.embedding);
+    const ordered = [...parsed.data.data].sort((a, b) => a.index - b.index);
+    // Indices must be exactly 0..n-1: vectors go back to different callers by position.
+    if (ordered.some((item, position) => item.index !== position)) throw badResponse(this.provider, 'embedding indices are not 0..n-1');
+    const vectors = ordered.map((item) => item.embedding);
     const promptTokens = parsed.data.usage?.prompt_tokens ?? inputs.reduce((sum, input) => sum + countTextTokens(input), 0);
     return { vectors, usage: { promptTokens, totalTokens: parsed.data.usage?.total_tokens ?? promptTokens } };
   }

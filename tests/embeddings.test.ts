@@ -112,25 +112,85 @@ describe('embeddings', () => {
     const failed = answers.filter((answer) => answer.body.errors);
     expect(failed).toHaveLength(BATCH);
     for (const answer of failed) {
-      expect(answer.body.data).toBeNull();
+      expect(answer.body.data).toEqual({ embeddings: null });
       expect(answer.body.errors?.[0]?.extensions).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE', provider: 'emulated' });
     }
     expect(answers.filter((answer) => answer.body.data?.embeddings)).toHaveLength(40 - BATCH);
     expect(upstreamCalls(stack)).toHaveLength(Math.ceil(40 / BATCH));
   });
 
+  it('sends a full batch at once, without waiting out the window', async () => {
+    // A one-minute window: only dispatch-when-full lets these finish within the test's timeout.
+    stack = await startEmbeddingStack({ batchWindowMs: 60_000 });
+    const answers = await Promise.all(Array.from({ length: BATCH }, (_, index) => embed(stack!, { inputs: [`full ${index}`] })));
+    expect(answers.every((answer) => answer.body.data?.embeddings.vectors.length === 1)).toBe(true);
+    expect(upstreamCalls(stack)).toHaveLength(1);
+  });
+
+  it('sends one request’s inputs together even with batching across requests off, and identical texts once', async () => {
+    stack = await startEmbeddingStack({ batchWindowMs: 0 });
+    const inputs = ['dup', 'one', 'dup', 'two', 'dup'];
+    const { body } = await embed(stack, { inputs });
+    expect(body.data?.embeddings.vectors).toEqual(inputs.map((text) => emulatedEmbedding(text, DIMENSIONS)));
+    expect(upstreamCalls(stack).map((call) => call.body.input)).toEqual([['dup', 'one', 'two']]);
+  });
+
+  it('retries a batch the provider refused as malformed in halves, so one bad input does not fail the others', async () => {
+    stack = await startEmbeddingStack({ batchWindowMs: 0 });
+    stack.emulator.script({ kind: 'error', status: 400 });
+    const { body } = await embed(stack, { inputs: ['a', 'b', 'c', 'd'] });
+    expect(body.errors).toBeUndefined();
+    expect(body.data?.embeddings.vectors).toHaveLength(4);
+    expect(upstreamCalls(stack).map((call) => call.body.input)).toEqual([['a', 'b', 'c', 'd'], ['a', 'b'], ['c', 'd']]);
+  });
+
+  it('keeps each tenant’s vector cache apart (a hit would tell one tenant what another embedded)', async () => {
+    stack = await startEmbeddingStack({ batchWindowMs: 0 });
+    const keyFor = async (tenant: string) => {
+      await postGraphQL(stack!.url, `mutation { createTenant(input: {id: "${tenant}", name: "${tenant}"}) { tenant { id } } }`);
+      const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(stack!.url, `mutation { createApiKey(input: {tenantId: "${tenant}", name: "e", scopes: [EMBEDDINGS_INVOKE]}) { secret } }`);
+      return { authorization: `Bearer ${body.data!.createApiKey.secret}` };
+    };
+    const [alpha, beta] = [await keyFor('alpha'), await keyFor('beta')];
+    const query = 'query($input: EmbeddingsInput!) { embeddings(input: $input) { usage { cachedInputs } } }';
+    const ask = (headers: Record<string, string>) => postGraphQL<{ embeddings: { usage: { cachedInputs: number } } }>(stack!.url, query, { input: { model: 'embed-test', inputs: ['the merger'] } }, headers);
+    expect((await ask(alpha)).body.data?.embeddings.usage.cachedInputs).toBe(0);
+    expect((await ask(alpha)).body.data?.embeddings.usage.cachedInputs).toBe(1);
+    expect((await ask(beta)).body.data?.embeddings.usage.cachedInputs).toBe(0);
+  });
+
+  it('counts the input limit per operation, so aliases cannot multiply it', async () => {
+    stack = await startEmbeddingStack({ batchWindowMs: 0, maxInputs: 3 });
+    const { body } = await postGraphQL<Record<string, unknown>>(
+      stack.url,
+      '{ a: embeddings(input: {model: "embed-test", inputs: ["1", "2"]}) { dimensions } b: embeddings(input: {model: "embed-test", inputs: ["3", "4"]}) { dimensions } }',
+    );
+    expect(body.errors?.map((error) => [error.path, error.extensions?.code])).toEqual([[['b'], 'BAD_USER_INPUT']]);
+    expect(body.data).toEqual({ a: { dimensions: DIMENSIONS }, b: null });
+    expect(upstreamCalls(stack).flatMap((call) => call.body.input as string[])).toHaveLength(2);
+  });
+
+  it('answers a cached text exactly as it answered it fresh (vectors are float32 either way)', async () => {
+    stack = await startTestStack();
+    const query = '{ embeddings(input: {model: "hashing-embed", inputs: ["same answer twice"]}) { vectors usage { cachedInputs } } }';
+    const fresh = await postGraphQL<{ embeddings: { vectors: number[][]; usage: { cachedInputs: number } } }>(stack.url, query);
+    const cached = await postGraphQL<{ embeddings: { vectors: number[][]; usage: { cachedInputs: number } } }>(stack.url, query);
+    expect(cached.body.data?.embeddings.usage.cachedInputs).toBe(1);
+    expect(cached.body.data?.embeddings.vectors).toEqual(fresh.body.data?.embeddings.vectors);
+  });
+
   it.each([
-    ['no inputs', { inputs: [] }, 'BAD_USER_INPUT'],
+    ['no inputs', { inputs: [] as string[] }, 'BAD_USER_INPUT'],
     ['an empty input', { inputs: ['fine', '  '] }, 'BAD_USER_INPUT'],
     ['too many inputs', { inputs: ['a', 'b', 'c', 'd'] }, 'BAD_USER_INPUT'],
     ['an input over the context window', { inputs: ['word '.repeat(100)] }, 'CONTEXT_WINDOW_EXCEEDED'],
     ['dimensions above the model’s', { inputs: ['x'], dimensions: 9 }, 'BAD_USER_INPUT'],
     ['a chat model', { model: 'echo', inputs: ['x'] }, 'MODEL_CAPABILITY_UNSUPPORTED'],
     ['an unknown model', { model: 'nope', inputs: ['x'] }, 'MODEL_NOT_FOUND'],
-  ])('refuses %s with %s before any provider call', async (_name, input, code) => {
+  ])('refuses %s with a coded error, before any provider call', async (_name, input, code) => {
     stack = await startEmbeddingStack({ batchWindowMs: 0, maxInputs: 3 });
     const { body } = await embed(stack, input);
-    expect(body.data).toBeNull();
+    expect(body.data).toEqual({ embeddings: null });
     expect(body.errors?.[0]?.extensions?.code).toBe(code);
     expect(upstreamCalls(stack)).toHaveLength(0);
   });

@@ -5,4 +5,8 @@ import type { Embedder } from './embedder.ts';
 export interface EmbeddingsContext extends RequestContext {
   catalog: ModelCatalog;
   embedder: Embedder;
+  /** One vector cache for every tenant (`cache.shareAcrossTenants`). */
+  cacheShared: boolean;
+  /** Inputs asked for so far by this operation, across all its embeddings fields. */
+  inputBudget: { inputs: number };
 }

@@ -5,9 +5,14 @@
  * model's `maxBatchSize` inputs. DataLoader hands each caller exactly its own vectors, in its own
  * order; a failed call fails the loads in it, and only those.
  *
- * Before loading, inputs are looked up in the vector cache (Redis, or memory), keyed by model
- * version, dimensions and the SHA-256 of the text: only misses go upstream, and hits cost nothing.
- * Vectors are cached as the provider returned them; `normalize` scales copies.
+ * Before loading, inputs are looked up in the vector cache (Redis, or memory), keyed by the
+ * caller's tenant (unless `cache.shareAcrossTenants`), model version, dimensions and the SHA-256
+ * of the text: only misses go upstream, and hits cost nothing. Identical texts in flight at once
+ * share one load. Vectors are returned and cached as float32 (what providers compute), so a
+ * cached answer equals a fresh one; `normalize` scales copies.
+ *
+ * A batch the provider refuses as malformed (one caller's text too long for its tokenizer, the
+ * batch over a token cap) is split in halves and retried, so only the offending input fails.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import DataLoader from 'dataloader';
@@ -23,6 +28,14 @@ export interface EmbeddingsRequest {
   inputs: readonly string[];
   dimensions?: number | null;
   normalize?: boolean | null;
+}
+
+/** Who asks, for the cache scope and the per-operation input budget. */
+export interface EmbeddingsCaller {
+  /** Cache scope: `tenant:<id>`, or `shared` when the deployment shares one cache. */
+  cacheScope: string;
+  /** Inputs already asked for by this operation (aliases share the budget). */
+  budget: { inputs: number };
 }
 
 export interface EmbeddingsAnswer {
@@ -78,7 +91,9 @@ export class Embedder {
   readonly #settings: EmbedderSettings;
   readonly #log: Logger;
   readonly #observer: EmbedderObserver;
-  readonly #loaders = new Map<string, DataLoader<string, number[]>>();
+  readonly #loaders = new Map<string, Batcher>();
+  /** Loads in flight by cache key: identical texts asked for at once go upstream once. */
+  readonly #inFlight = new Map<string, Promise<number[]>>();
 
   constructor(catalog: ModelCatalog, cache: ResponseCache | undefined, settings: EmbedderSettings, log: Logger, observer: EmbedderObserver) {
     this.#catalog = catalog;
@@ -88,17 +103,16 @@ export class Embedder {
     this.#observer = observer;
   }
 
-  async embed(request: EmbeddingsRequest): Promise<EmbeddingsAnswer> {
+  async embed(request: EmbeddingsRequest, caller: EmbeddingsCaller): Promise<EmbeddingsAnswer> {
     const model = resolveModel(this.#catalog, request.model);
     const dimensions = this.#dimensions(model, request.dimensions);
-    const tokens = this.#checkInputs(model, request.inputs);
-    const cacheKeys = request.inputs.map((text) => `emb:${targetKey(model)}:${dimensions}:${createHash('sha256').update(text).digest('hex')}`);
+    const tokens = this.#checkInputs(model, request.inputs, caller);
+    const cacheKeys = request.inputs.map((text) => `emb:${caller.cacheScope}:${targetKey(model)}:${dimensions}:${createHash('sha256').update(text).digest('hex')}`);
     const cached = await this.#fromCache(cacheKeys);
-    const loader = this.#loader(model, dimensions);
-    const vectors = await Promise.all(request.inputs.map((text, index) => cached[index] ?? loader.load(text)));
+    const batcher = this.#batcher(model, dimensions);
+    const vectors = await Promise.all(request.inputs.map((text, index) => cached[index] ?? this.#load(batcher, cacheKeys[index]!, text)));
     const misses = request.inputs.map((_text, index) => index).filter((index) => !cached[index]);
     this.#observer.cache(model, request.inputs.length - misses.length, misses.length);
-    this.#store(misses.map((index) => [cacheKeys[index]!, vectors[index]!]));
     const promptTokens = misses.reduce((sum, index) => sum + tokens[index]!, 0);
     return {
       model,
@@ -106,6 +120,20 @@ export class Embedder {
       vectors: request.normalize ? vectors.map(l2Normalized) : vectors,
       usage: { promptTokens, totalTokens: promptTokens, cachedInputs: request.inputs.length - misses.length },
     };
+  }
+
+  /** One input: joins an identical load in flight, else loads it and caches the vector as soon as it comes. */
+  #load(batcher: Batcher, cacheKey: string, text: string): Promise<number[]> {
+    const pending = this.#inFlight.get(cacheKey);
+    if (pending) return pending;
+    const load = batcher.load(text).then((vector) => {
+      this.#store(cacheKey, vector);
+      return vector;
+    });
+    this.#inFlight.set(cacheKey, load);
+    const forget = () => this.#inFlight.delete(cacheKey);
+    load.then(forget, forget);
+    return load;
   }
 
   #dimensions(model: CatalogModel, requested: number | null | undefined): number {
@@ -118,9 +146,13 @@ export class Embedder {
   }
 
   /** Token counts per input, after refusing empty, oversized or too many inputs. */
-  #checkInputs(model: CatalogModel, inputs: readonly string[]): number[] {
+  #checkInputs(model: CatalogModel, inputs: readonly string[], caller: EmbeddingsCaller): number[] {
     if (inputs.length === 0) throw badInput('inputs', 'inputs must hold at least one text');
-    if (inputs.length > this.#settings.maxInputs) throw badInput('inputs', `at most ${this.#settings.maxInputs} inputs per request`, { max: this.#settings.maxInputs });
+    // Per operation, not per field: aliases cannot multiply the limit.
+    caller.budget.inputs += inputs.length;
+    if (caller.budget.inputs > this.#settings.maxInputs) {
+      throw badInput('inputs', `at most ${this.#settings.maxInputs} inputs per operation (all embeddings fields together)`, { max: this.#settings.maxInputs });
+    }
     return inputs.map((text, index) => {
       if (text.trim().length === 0) throw badInput(`inputs[${index}]`, `inputs[${index}] is empty`);
       const count = countTextTokens(text);
@@ -147,31 +179,26 @@ export class Embedder {
     }
   }
 
-  #store(entries: [string, number[]][]): void {
+  #store(key: string, vector: number[]): void {
     const cache = this.#cache;
     if (!cache || this.#settings.cacheTtlMs === 0) return;
-    for (const [key, vector] of entries) {
-      cache.set(key, encodeVector(vector), this.#settings.cacheTtlMs).catch((error: unknown) => this.#log.warn({ err: error }, 'could not cache a vector'));
-    }
+    cache.set(key, encodeVector(vector), this.#settings.cacheTtlMs).catch((error: unknown) => this.#log.warn({ err: error }, 'could not cache a vector'));
   }
 
-  #loader(model: CatalogModel, dimensions: number): DataLoader<string, number[]> {
+  #batcher(model: CatalogModel, dimensions: number): Batcher {
     const key = `${targetKey(model)}:${dimensions}`;
-    let loader = this.#loaders.get(key);
-    if (!loader) {
-      const window = this.#settings.batchWindowMs;
-      loader = new DataLoader<string, number[]>((texts) => this.#call(model, dimensions, texts), {
-        // No memo between requests: the vector cache is the cache; this only batches.
-        cache: false,
-        maxBatchSize: window === 0 ? 1 : this.#catalog.embeddingModel(model).maxBatchSize,
-        batchScheduleFn: (dispatch) => setTimeout(dispatch, window),
-      });
-      this.#loaders.set(key, loader);
+    let batcher = this.#loaders.get(key);
+    if (!batcher) {
+      batcher = new Batcher((texts) => this.#call(model, dimensions, texts), this.#catalog.embeddingModel(model).maxBatchSize, this.#settings.batchWindowMs);
+      this.#loaders.set(key, batcher);
     }
-    return loader;
+    return batcher;
   }
 
-  /** One provider call for a batch; a failure becomes the same coded error for every input in it. */
+  /**
+   * One provider call for a batch. A batch refused as malformed is split and retried, so the
+   * input at fault fails alone; any other failure becomes the same coded error for every input.
+   */
   async #call(model: CatalogModel, dimensions: number, texts: readonly string[]): Promise<(number[] | Error)[]> {
     const embedding = this.#catalog.embeddingModel(model);
     const requestId = randomUUID();
@@ -181,8 +208,14 @@ export class Embedder {
       if (result.vectors.length !== texts.length) throw new Error(`provider returned ${result.vectors.length} vectors for ${texts.length} inputs`);
       if (result.vectors.some((vector) => vector.length !== dimensions)) throw new Error(`provider returned vectors that are not ${dimensions} long`);
       this.#observer.call(model, texts.length, 'ok');
-      return result.vectors;
+      return result.vectors.map(asFloat32);
     } catch (error) {
+      if (error instanceof ProviderError && error.code === 'UPSTREAM_BAD_REQUEST' && texts.length > 1) {
+        this.#observer.call(model, texts.length, 'split');
+        const half = Math.ceil(texts.length / 2);
+        const [first, second] = await Promise.all([this.#call(model, dimensions, texts.slice(0, half)), this.#call(model, dimensions, texts.slice(half))]);
+        return [...first, ...second];
+      }
       const coded =
         error instanceof ProviderError
           ? codedError(error.code, publicMessage(error), publicDetails(error))
@@ -191,5 +224,50 @@ export class Embedder {
       this.#log.warn({ provider: model.provider, model: targetKey(model), inputs: texts.length, requestId, code: coded.extensions.code, err: error instanceof ProviderError ? { message: error.upstreamMessage } : error }, 'embeddings call failed');
       return texts.map(() => coded);
     }
+  }
+}
+
+/** Float32, as providers compute and as the cache stores: a fresh answer equals a cached one. */
+const asFloat32 = (vector: readonly number[]) => Array.from(new Float32Array(vector));
+
+/**
+ * DataLoader with a time window that ends early when the batch is full. DataLoader starts a new
+ * batch once one holds `maxBatchSize` keys, but still dispatches the full one only when its
+ * schedule fires; here a full batch goes at once. With a window of 0, one request's inputs still
+ * share calls (DataLoader's default tick), without waiting for other requests.
+ */
+class Batcher {
+  readonly #loader: DataLoader<string, number[]>;
+  readonly #maxBatchSize: number;
+  #current: { dispatch: () => void; size: number; timer: NodeJS.Timeout } | undefined;
+
+  constructor(call: (texts: readonly string[]) => Promise<(number[] | Error)[]>, maxBatchSize: number, windowMs: number) {
+    this.#maxBatchSize = maxBatchSize;
+    this.#loader = new DataLoader<string, number[]>(call, {
+      // No memo between requests: the vector cache is the cache; this only batches.
+      cache: false,
+      maxBatchSize,
+      ...(windowMs > 0 && {
+        batchScheduleFn: (dispatch: () => void) => {
+          let sent = false;
+          const once = () => {
+            if (!sent) dispatch();
+            sent = true;
+          };
+          this.#current = { dispatch: once, size: 0, timer: setTimeout(once, windowMs) };
+        },
+      }),
+    });
+  }
+
+  load(text: string): Promise<number[]> {
+    const loading = this.#loader.load(text);
+    const batch = this.#current;
+    if (batch && ++batch.size >= this.#maxBatchSize) {
+      clearTimeout(batch.timer);
+      batch.dispatch();
+      this.#current = undefined;
+    }
+    return loading;
   }
 }

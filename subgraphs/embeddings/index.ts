@@ -71,7 +71,7 @@ export async function startEmbeddingsSubgraph(config: Config, log: Logger, { wit
     registry,
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, catalog, embedder }),
+    extendContext: (base) => ({ ...base, catalog, embedder, cacheShared: config.cache.shareAcrossTenants, inputBudget: { inputs: 0 } }),
   });
   let stopped: Promise<void> | undefined;
   return {
