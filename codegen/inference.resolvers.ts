@@ -148,6 +148,8 @@ export type ErrorCode =
   | 'NOT_FOUND'
   /** The operation breaks an edge limit (depth, aliases, tokens, directives, open subscriptions); `extensions.limit` names it. */
   | 'OPERATION_LIMIT_EXCEEDED'
+  /** A `@rateLimit` on a field refused the call; `extensions.retryAfterMs` says when to retry (HTTP 429). */
+  | 'RATE_LIMITED'
   /** A dependency the request needs (the key store) is unreachable; retry shortly. */
   | 'SERVICE_UNAVAILABLE'
   /** The server is shutting down; retry against another replica. */
@@ -258,6 +260,12 @@ export type Query = {
 export type QueryModelArgs = {
   id: Scalars['String']['input'];
 };
+
+/** Whose calls a rate limit counts together. */
+export type RateLimitScope =
+  | 'API_KEY'
+  | 'IP'
+  | 'TENANT';
 
 /** Which model version answered, and how many provider calls it took (retries and fallbacks included). */
 export type ServedBy = {
@@ -394,11 +402,9 @@ export type FederationReferenceTypes = {
 export type ResolversTypes = {
   CachePolicy: CachePolicy;
   ChatCacheInput: ChatCacheInput;
-  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   ChatCompleted: ResolverTypeWrapper<Omit<ChatCompleted, 'servedBy'> & { servedBy: ResolversTypes['ServedBy'] }>;
   ChatCompletion: ResolverTypeWrapper<ChatCompletionResult>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
-  String: ResolverTypeWrapper<Scalars['String']['output']>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   ChatDelta: ResolverTypeWrapper<ChatDelta>;
   ChatFailed: ResolverTypeWrapper<Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversTypes['ServedBy'] }>;
@@ -418,20 +424,21 @@ export type ResolversTypes = {
   ModelStatus: ModelStatus;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  RateLimitScope: RateLimitScope;
   ServedBy: ResolverTypeWrapper<Omit<ServedBy, 'model'> & { model: ResolversTypes['Model'] }>;
   Subscription: ResolverTypeWrapper<Record<PropertyKey, never>>;
   TokenUsage: ResolverTypeWrapper<TokenUsage>;
   ToolCall: ResolverTypeWrapper<ToolCall>;
+  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
+  String: ResolverTypeWrapper<Scalars['String']['output']>;
 };
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
   ChatCacheInput: ChatCacheInput;
-  Int: Scalars['Int']['output'];
   ChatCompleted: Omit<ChatCompleted, 'servedBy'> & { servedBy: ResolversParentTypes['ServedBy'] };
   ChatCompletion: ChatCompletionResult;
   Boolean: Scalars['Boolean']['output'];
-  String: Scalars['String']['output'];
   ID: Scalars['ID']['output'];
   ChatDelta: ChatDelta;
   ChatFailed: Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversParentTypes['ServedBy'] };
@@ -449,7 +456,17 @@ export type ResolversParentTypes = {
   Subscription: Record<PropertyKey, never>;
   TokenUsage: TokenUsage;
   ToolCall: ToolCall;
+  Int: Scalars['Int']['output'];
+  String: Scalars['String']['output'];
 };
+
+export type RateLimitDirectiveArgs = {
+  max: Scalars['Int']['input'];
+  per?: Maybe<RateLimitScope>;
+  window: Scalars['String']['input'];
+};
+
+export type RateLimitDirectiveResolver<Result, Parent, ContextType = InferenceContext, Args = RateLimitDirectiveArgs> = DirectiveResolverFn<Result, Parent, ContextType, Args>;
 
 export type ChatCompletedResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ChatCompleted'] = ResolversParentTypes['ChatCompleted']> = {
   finishReason?: Resolver<ResolversTypes['FinishReason'], ParentType, ContextType>;
@@ -563,3 +580,6 @@ export type Resolvers<ContextType = InferenceContext> = {
   ToolCall?: ToolCallResolvers<ContextType>;
 };
 
+export type DirectiveResolvers<ContextType = InferenceContext> = {
+  rateLimit?: RateLimitDirectiveResolver<any, any, ContextType>;
+};

@@ -85,6 +85,8 @@ export type ErrorCode =
   | 'NOT_FOUND'
   /** The operation breaks an edge limit (depth, aliases, tokens, directives, open subscriptions); `extensions.limit` names it. */
   | 'OPERATION_LIMIT_EXCEEDED'
+  /** A `@rateLimit` on a field refused the call; `extensions.retryAfterMs` says when to retry (HTTP 429). */
+  | 'RATE_LIMITED'
   /** A dependency the request needs (the key store) is unreachable; retry shortly. */
   | 'SERVICE_UNAVAILABLE'
   /** The server is shutting down; retry against another replica. */

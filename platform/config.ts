@@ -69,6 +69,22 @@ const routerSchema = z
      */
     allowedOrigins: z.array(z.union([z.literal('*'), z.url()])).default([]),
     limits: edgeLimitsSchema,
+    /**
+     * Replaces the schema's `@rateLimit` values for a field (by coordinate, e.g. `Mutation.chat`),
+     * or adds a limit to a field without one, without recomposing the supergraph.
+     */
+    rateLimits: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$/, 'a field coordinate such as Mutation.chat'),
+        z
+          .object({
+            max: z.number().int().positive(),
+            window: z.string().regex(/^\d+(ms|s|m|h|d)$/, 'like 500ms, 30s, 1m, 1h, 1d'),
+            per: z.enum(['API_KEY', 'TENANT', 'IP']).default('API_KEY'),
+          })
+          .strict(),
+      )
+      .default({}),
   })
   .strict()
   .prefault({});

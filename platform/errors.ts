@@ -24,6 +24,11 @@ export const ErrorCode = {
    * `extensions.limit` names it and `extensions.max` gives the configured maximum.
    */
   OPERATION_LIMIT_EXCEEDED: 'OPERATION_LIMIT_EXCEEDED',
+  /**
+   * A `@rateLimit` on a field refused the call; `extensions.retryAfterMs`, `limit`, `remaining`,
+   * `resetMs` and `field` say which and when (HTTP 429 with Retry-After and RateLimit-* headers).
+   */
+  RATE_LIMITED: 'RATE_LIMITED',
   /** The tenant, key or other object named by id does not exist (or is not the caller's to see). */
   NOT_FOUND: 'NOT_FOUND',
   /** No model, alias or `id@version` pin matches the requested model. */

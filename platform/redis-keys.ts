@@ -20,3 +20,6 @@ export const accessKeys = (prefix: string) => ({
 
 /** The audit log: one Redis Stream per deployment. */
 export const auditStreamKey = (prefix: string) => `${prefix}audit`;
+
+/** A rate limit's GCRA state: one key per field coordinate, scope and holder (key id, tenant, address). */
+export const rateLimitKey = (prefix: string, coordinate: string, per: string, holder: string) => `${prefix}rl:${coordinate}:${per}:${holder}`;

@@ -38,6 +38,7 @@ import {
 import { InFlight } from '../platform/in-flight.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
+import { MemoryRateLimiter, RedisRateLimiter } from '../platform/rate-limiter.ts';
 import { createRedis, redisAnswers } from '../platform/redis.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/request-id.ts';
 import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
@@ -45,6 +46,7 @@ import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, t
 import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed } from './origin-policy.ts';
 import { useEdgeLimits } from './plugins/edge-limits.ts';
+import { useRateLimits } from './plugins/rate-limits.ts';
 import { usePropagatedIdentity, type CallerContext } from './plugins/identity.ts';
 import { tooManySubscriptions, useSubscriptionCaps } from './plugins/subscription-caps.ts';
 import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
@@ -130,6 +132,8 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
   /** graphql-ws operations in progress. */
   const wsOperations = new InFlight();
 
+  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+  const limiter = redis ? new RedisRateLimiter(redis) : new MemoryRateLimiter();
   const runtime = createGatewayRuntime({
     supergraph: parse(readFileSync(SUPERGRAPH_FILE, 'utf8')),
     transports: { http: httpTransport, ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' }), identity) },
@@ -151,6 +155,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
       useErrorCodes({ suggestions: limits.fieldSuggestions }),
       useRouterMetrics(metrics),
       useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
+      useRateLimits(limiter, config.redis.keyPrefix, settings.rateLimits, log.child({ component: 'rate-limits' })),
       usePropagatedIdentity(identity),
       useSubgraphRequestId(),
       useSubgraphWarnings(),
@@ -160,7 +165,6 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
   // The WS handler needs the schema loaded before the first subscription arrives.
   await runtime.getSchema();
   detachRuntimeTerminateHandlers();
-  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const isReady = async () => !draining && (!redis || (await redisAnswers(redis)));
