@@ -42,6 +42,8 @@ export type EmbeddingsUsage = {
   __typename?: 'EmbeddingsUsage';
   /** Inputs answered from the cache. */
   cachedInputs: Scalars['Int']['output'];
+  /** What the tokens sent upstream cost at the model version's input price, in USD; cached inputs cost nothing. */
+  costUsd: Scalars['Float']['output'];
   promptTokens: Scalars['Int']['output'];
   totalTokens: Scalars['Int']['output'];
 };
@@ -207,6 +209,7 @@ export type EmbeddingsResolvers<ContextType = EmbeddingsContext, ParentType exte
 
 export type EmbeddingsUsageResolvers<ContextType = EmbeddingsContext, ParentType extends ResolversParentTypes['EmbeddingsUsage'] = ResolversParentTypes['EmbeddingsUsage']> = {
   cachedInputs?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  costUsd?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
   promptTokens?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   totalTokens?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
 };

@@ -126,6 +126,8 @@ export type ErrorCode =
   | 'BAD_USER_INPUT'
   /** Prompt tokens plus requested output exceed the model's context window. */
   | 'CONTEXT_WINDOW_EXCEEDED'
+  /** The operation's estimated cost is over the tenant's maximum; `extensions.cost` and `maxCost` say by how much. */
+  | 'COST_ESTIMATED_TOO_EXPENSIVE'
   /** A subgraph could not be reached or failed. */
   | 'DOWNSTREAM_SERVICE_ERROR'
   /** A chat request without messages. */
@@ -294,6 +296,8 @@ export type SubscriptionChatStreamArgs = {
 export type TokenUsage = {
   __typename?: 'TokenUsage';
   completionTokens: Scalars['Int']['output'];
+  /** What these tokens cost at the serving version's prices (`models[].pricing`), in USD; 0 for a cached answer. */
+  costUsd: Scalars['Float']['output'];
   promptTokens: Scalars['Int']['output'];
   totalTokens: Scalars['Int']['output'];
 };
@@ -553,6 +557,7 @@ export type SubscriptionResolvers<ContextType = InferenceContext, ParentType ext
 
 export type TokenUsageResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['TokenUsage'] = ResolversParentTypes['TokenUsage']> = {
   completionTokens?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  costUsd?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
   promptTokens?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   totalTokens?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
 };

@@ -63,6 +63,8 @@ export type ErrorCode =
   | 'BAD_USER_INPUT'
   /** Prompt tokens plus requested output exceed the model's context window. */
   | 'CONTEXT_WINDOW_EXCEEDED'
+  /** The operation's estimated cost is over the tenant's maximum; `extensions.cost` and `maxCost` say by how much. */
+  | 'COST_ESTIMATED_TOO_EXPENSIVE'
   /** A subgraph could not be reached or failed. */
   | 'DOWNSTREAM_SERVICE_ERROR'
   /** A chat request without messages. */

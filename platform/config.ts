@@ -69,6 +69,17 @@ const routerSchema = z
      */
     allowedOrigins: z.array(z.union([z.literal('*'), z.url()])).default([]),
     limits: edgeLimitsSchema,
+    /** Demand control: the estimated cost (`@cost`, `@listSize`) an operation may have. */
+    demandControl: z
+      .object({
+        maxCost: z.number().int().positive().default(10_000),
+        /** Per-tenant maximums, by tenant id, instead of `maxCost`. */
+        tenants: z.record(z.string(), z.number().int().positive()).default({}),
+        /** Assumed size of a list field without `@listSize`. */
+        defaultListSize: z.number().int().positive().default(10),
+      })
+      .strict()
+      .prefault({}),
     /**
      * Replaces the schema's `@rateLimit` values for a field (by coordinate, e.g. `Mutation.chat`),
      * or adds a limit to a field without one, without recomposing the supergraph.

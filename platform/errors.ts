@@ -29,6 +29,8 @@ export const ErrorCode = {
    * `resetMs` and `field` say which and when (HTTP 429 with Retry-After and RateLimit-* headers).
    */
   RATE_LIMITED: 'RATE_LIMITED',
+  /** The operation's estimated cost (`@cost`, `@listSize`) is over the tenant's maximum; `extensions.cost`, `maxCost`. */
+  COST_ESTIMATED_TOO_EXPENSIVE: 'COST_ESTIMATED_TOO_EXPENSIVE',
   /** The tenant, key or other object named by id does not exist (or is not the caller's to see). */
   NOT_FOUND: 'NOT_FOUND',
   /** No model, alias or `id@version` pin matches the requested model. */

@@ -45,6 +45,7 @@ import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
 import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, type AuthOutcome } from './authenticate.ts';
 import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed } from './origin-policy.ts';
+import { useDemandControl } from './plugins/demand-control.ts';
 import { useEdgeLimits } from './plugins/edge-limits.ts';
 import { useRateLimits } from './plugins/rate-limits.ts';
 import { usePropagatedIdentity, type CallerContext } from './plugins/identity.ts';
@@ -155,6 +156,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
       useErrorCodes({ suggestions: limits.fieldSuggestions }),
       useRouterMetrics(metrics),
       useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
+      useDemandControl(settings.demandControl),
       useRateLimits(limiter, config.redis.keyPrefix, settings.rateLimits, log.child({ component: 'rate-limits' })),
       usePropagatedIdentity(identity),
       useSubgraphRequestId(),

@@ -42,7 +42,7 @@ export interface EmbeddingsAnswer {
   model: CatalogModel;
   vectors: number[][];
   dimensions: number;
-  usage: { promptTokens: number; totalTokens: number; cachedInputs: number };
+  usage: { promptTokens: number; totalTokens: number; cachedInputs: number; costUsd: number };
 }
 
 export interface EmbedderSettings {
@@ -118,7 +118,12 @@ export class Embedder {
       model,
       dimensions,
       vectors: request.normalize ? vectors.map(l2Normalized) : vectors,
-      usage: { promptTokens, totalTokens: promptTokens, cachedInputs: request.inputs.length - misses.length },
+      usage: {
+        promptTokens,
+        totalTokens: promptTokens,
+        cachedInputs: request.inputs.length - misses.length,
+        costUsd: Math.round(((promptTokens * model.pricing.inputPerMillionTokens) / 1_000_000) * 1e9) / 1e9,
+      },
     };
   }
 

@@ -23,21 +23,33 @@ export interface ServedByResult {
   attempts: number;
 }
 
+/** Token usage with what it cost at the serving version's prices. */
+export interface PricedUsage extends TokenUsage {
+  costUsd: number;
+}
+
+/** What `usage` cost at `model`'s prices, in USD, rounded to a billionth of a dollar. */
+export function priced(usage: TokenUsage, model: CatalogModel): PricedUsage {
+  const { inputPerMillionTokens, outputPerMillionTokens } = model.pricing;
+  const costUsd = (usage.promptTokens * inputPerMillionTokens + usage.completionTokens * outputPerMillionTokens) / 1_000_000;
+  return { ...usage, costUsd: Math.round(costUsd * 1e9) / 1e9 };
+}
+
 export interface ChatCompletionResult {
   id: string;
   model: CatalogModel;
   content: string;
   toolCalls: ToolCall[];
   finishReason: SchemaFinishReason;
-  usage: TokenUsage;
+  usage: PricedUsage;
   servedBy: ServedByResult;
   cached: boolean;
 }
 
 export type ChatStreamEventResult =
   | { __typename: 'ChatDelta'; content: string }
-  | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: TokenUsage; servedBy: ServedByResult }
-  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string; usage: TokenUsage; servedBy: ServedByResult };
+  | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: PricedUsage; servedBy: ServedByResult }
+  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string; usage: PricedUsage; servedBy: ServedByResult };
 
 export interface PreparedChat {
   /** The model the client named (a route's heaviest target). */
@@ -198,7 +210,8 @@ async function fromCache(prepared: PreparedChat, context: InferenceContext): Pro
     content: hit.content,
     toolCalls: hit.toolCalls,
     finishReason: FINISH_REASONS[hit.finishReason],
-    usage: hit.usage,
+    // A cached answer called no provider: it costs nothing.
+    usage: { ...hit.usage, costUsd: 0 },
     servedBy: { model: servedModel, provider: servedModel.provider, version: servedModel.version, attempts: 0 },
     cached: true,
   };
@@ -246,7 +259,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
       content: result.content,
       toolCalls: result.toolCalls,
       finishReason: FINISH_REASONS[result.finishReason],
-      usage: result.usage,
+      usage: priced(result.usage, served.target),
       servedBy: servedBy(served),
       cached: false,
     };
@@ -325,12 +338,12 @@ async function* chatEvents(prepared: PreparedChat, context: InferenceContext, up
           break;
         case 'finish':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: 'ok' });
-          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: part.usage, servedBy: served };
+          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: priced(part.usage, served.model), servedBy: served };
           return;
         case 'error':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: part.error.code });
           logProviderError(context, part.error);
-          yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: deliveredUsage(), servedBy: served };
+          yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: priced(deliveredUsage(), served.model), servedBy: served };
           return;
       }
     }
@@ -339,7 +352,7 @@ async function* chatEvents(prepared: PreparedChat, context: InferenceContext, up
         __typename: 'ChatFailed',
         code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED,
         message: `provider ${served.provider} ended the stream without finishing`,
-        usage: deliveredUsage(),
+        usage: priced(deliveredUsage(), served.model),
         servedBy: served,
       };
     }
