@@ -61,6 +61,8 @@ export type ChatToolInput = {
 export type ErrorCode =
   /** The request is malformed or an argument is out of range; `extensions.field` names it. */
   | 'BAD_USER_INPUT'
+  /** A USD budget (per day or month, key or tenant) has no room for this call's worst-case price. */
+  | 'BUDGET_EXCEEDED'
   /** Prompt tokens plus requested output exceed the model's context window. */
   | 'CONTEXT_WINDOW_EXCEEDED'
   /** The operation's estimated cost is over the tenant's maximum; `extensions.cost` and `maxCost` say by how much. */
@@ -93,6 +95,8 @@ export type ErrorCode =
   | 'SERVICE_UNAVAILABLE'
   /** The server is shutting down; retry against another replica. */
   | 'SHUTTING_DOWN'
+  /** A tokens-per-minute limit (key, tenant or model) has no room for this call's prompt plus maximum output. */
+  | 'TOKEN_LIMIT_EXCEEDED'
   /** No credential, or one that is unknown, malformed, expired or revoked. */
   | 'UNAUTHENTICATED'
   /** The provider refused our credentials. */

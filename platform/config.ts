@@ -259,6 +259,8 @@ const modelSchema = z
     version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/),
     aliases: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/)).default([]),
     capabilities: z.array(z.enum(CAPABILITIES)).min(1),
+    /** Tokens per minute this model version may take across every caller (reserve, then reconcile). */
+    tokensPerMinute: z.number().int().positive().optional(),
     contextWindow: z.number().int().positive(),
     maxOutputTokens: z.number().int().positive(),
     /** Embedding models only: vector length. */
@@ -370,6 +372,27 @@ export const configSchema = z
       .strict()
       .prefault({}),
     access: accessSchema,
+    /**
+     * Token limits and USD budgets per tenant (keys carry their own, set with updateApiKey).
+     * Reserved before each model call (prompt + maximum output), settled to the real usage after.
+     */
+    metering: z
+      .object({
+        tenants: z
+          .record(
+            z.string(),
+            z
+              .object({
+                tokensPerMinute: z.number().int().positive().optional(),
+                usdPerDay: z.number().positive().optional(),
+                usdPerMonth: z.number().positive().optional(),
+              })
+              .strict(),
+          )
+          .default({}),
+      })
+      .strict()
+      .prefault({}),
     /** The embeddings subgraph: request limits, cross-request batching and the vector cache. */
     embeddings: z
       .object({

@@ -31,6 +31,13 @@ export const ErrorCode = {
   RATE_LIMITED: 'RATE_LIMITED',
   /** The operation's estimated cost (`@cost`, `@listSize`) is over the tenant's maximum; `extensions.cost`, `maxCost`. */
   COST_ESTIMATED_TOO_EXPENSIVE: 'COST_ESTIMATED_TOO_EXPENSIVE',
+  /**
+   * A tokens-per-minute limit (of the key, the tenant or the model) has no room for this call's
+   * prompt plus maximum output; `extensions.limit`, `scope`, `max`, `remaining`, `needed`, `resetAt`.
+   */
+  TOKEN_LIMIT_EXCEEDED: 'TOKEN_LIMIT_EXCEEDED',
+  /** A USD budget (per day or month, of the key or the tenant) has no room for this call's worst case; same extensions. */
+  BUDGET_EXCEEDED: 'BUDGET_EXCEEDED',
   /** The tenant, key or other object named by id does not exist (or is not the caller's to see). */
   NOT_FOUND: 'NOT_FOUND',
   /** No model, alias or `id@version` pin matches the requested model. */

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
 import { LRUCache } from 'lru-cache';
-import { isScope, type Principal, type PrincipalKind } from './principal.ts';
+import { isScope, type Principal, type PrincipalKind, type SpendLimits } from './principal.ts';
 
 export const IDENTITY_HEADER = 'x-modelgraph-identity';
 export const IDENTITY_EXTENSION = 'identity';
@@ -30,6 +30,7 @@ export class IdentityTokenError extends Error {}
 export const randomIdentitySecret = () => randomBytes(32).toString('base64url');
 
 interface Claims {
+  lim?: unknown;
   tid?: unknown;
   kid?: unknown;
   knd?: unknown;
@@ -40,8 +41,12 @@ interface Claims {
 
 const KINDS: readonly PrincipalKind[] = ['API_KEY', 'JWT', 'ANONYMOUS'];
 
+const LIMIT_NAMES = ['tokensPerMinute', 'usdPerDay', 'usdPerMonth'] as const;
+const isLimits = (value: unknown): value is SpendLimits =>
+  typeof value === 'object' && value !== null && LIMIT_NAMES.every((name) => { const limit = (value as Record<string, unknown>)[name]; return limit === null || typeof limit === 'number'; });
+
 function principalFrom(subject: string | undefined, claims: Claims): Principal {
-  const { tid, kid, knd, scp, mdl } = claims;
+  const { tid, kid, knd, scp, mdl, lim } = claims;
   const valid =
     typeof subject === 'string' &&
     typeof tid === 'string' &&
@@ -49,9 +54,10 @@ function principalFrom(subject: string | undefined, claims: Claims): Principal {
     KINDS.includes(knd as PrincipalKind) &&
     Array.isArray(scp) &&
     scp.every(isScope) &&
-    (mdl === null || (Array.isArray(mdl) && mdl.every((id) => typeof id === 'string')));
+    (mdl === null || (Array.isArray(mdl) && mdl.every((id) => typeof id === 'string'))) &&
+    (lim === undefined || isLimits(lim));
   if (!valid) throw new IdentityTokenError('identity token carries no valid principal');
-  return { kind: knd as PrincipalKind, subject, tenantId: tid, keyId: kid, scopes: scp, allowedModels: mdl as string[] | null };
+  return { kind: knd as PrincipalKind, subject, tenantId: tid, keyId: kid, scopes: scp, allowedModels: mdl as string[] | null, ...(lim !== undefined && { limits: lim as SpendLimits }) };
 }
 
 export class IdentityTokens {
@@ -78,7 +84,7 @@ export class IdentityTokens {
     const cached = this.#signed.get(cacheKey);
     // Reused while more than half its life is left, judged by the same clock that verifies it.
     if (cached && cached.expiresAt - Date.now() > (this.#ttlSeconds * 1000) / 2) return cached.token;
-    const claims = { tid: principal.tenantId, kid: principal.keyId, knd: principal.kind, scp: principal.scopes, mdl: principal.allowedModels };
+    const claims = { tid: principal.tenantId, kid: principal.keyId, knd: principal.kind, scp: principal.scopes, mdl: principal.allowedModels, ...(principal.limits && { lim: principal.limits }) };
     const expiresAt = Math.floor(Date.now() / 1000) * 1000 + this.#ttlSeconds * 1000;
     const token = await this.#jwt(claims, principal.subject, audience);
     this.#signed.set(cacheKey, { token, expiresAt });

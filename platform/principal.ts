@@ -22,6 +22,14 @@ export interface Principal {
   scopes: Scope[];
   /** Model ids (or route ids) the principal may call; null allows every model. */
   allowedModels: string[] | null;
+  /** The key's own token limit and budgets (absent or null: none); tenants' come from the config. */
+  limits?: SpendLimits;
+}
+
+export interface SpendLimits {
+  tokensPerMinute: number | null;
+  usdPerDay: number | null;
+  usdPerMonth: number | null;
 }
 
 export const scopeToEnum = (scope: Scope) => scope.replace(':', '_').toUpperCase();

@@ -37,7 +37,8 @@ const AUDITED_FAILURES_PER_MINUTE = 20;
 const MAX_AUDIT_FIELD = 200;
 
 function keyPrincipal(key: ApiKeyRecord): Principal {
-  return { kind: 'API_KEY', subject: key.id, tenantId: key.tenantId, keyId: key.id, scopes: key.scopes, allowedModels: key.allowedModels };
+  const { tokensPerMinute, usdPerDay, usdPerMonth } = key.limits;
+  return { kind: 'API_KEY', subject: key.id, tenantId: key.tenantId, keyId: key.id, scopes: key.scopes, allowedModels: key.allowedModels, limits: { tokensPerMinute, usdPerDay, usdPerMonth } };
 }
 
 const refusal = (reason: string, message: string): AuthOutcome => ({ ok: false, reason, message });

@@ -11,6 +11,8 @@ import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, Tool
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
+import type { Bucket } from '../../platform/metering.ts';
+import { bucketsFor, reserve, settle, type ChatDemand } from './metering.ts';
 import { abortOnReturn } from '../../platform/abort-on-return.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Warning } from '../../platform/warnings.ts';
@@ -59,6 +61,8 @@ export interface PreparedChat {
   request: ChatRequest;
   /** Set when the answer may come from, and go to, the response cache. */
   cache?: { key: string; ttlMs: number };
+  /** The worst case to reserve: prompt plus maximum output, priced at the dearest target. */
+  demand: ChatDemand;
 }
 
 function servedBy({ target, attempts }: Served<CatalogModel>): ServedByResult {
@@ -180,7 +184,10 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
       (!request.tools || info.capabilities.includes('TOOLS')) &&
       promptTokens + reservedOutput <= info.contextWindow,
   );
-  return { model, targets, request };
+  const maxOutput = input.maxTokens ?? model.maxOutputTokens;
+  const worst = { promptTokens, completionTokens: maxOutput, totalTokens: promptTokens + maxOutput };
+  const usd = Math.max(0, ...targets.map(({ info }) => priced(worst, info).costUsd));
+  return { model, targets, request, demand: { tokens: worst.totalTokens, usd } };
 }
 
 /** Marks a prepared chat as cacheable under its key, per the request's cache control. */
@@ -240,6 +247,8 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     context.metrics.calls.inc({ ...labels, outcome: 'cached' });
     return cached;
   }
+  const reserved = await reserve(context.meter, bucketsFor(context.principal, model, prepared.demand, context.metering));
+  let used: PricedUsage | undefined;
   const stopTimer = context.metrics.duration.startTimer(labels);
   try {
     const { result, served } = await context.router.generate(targets, request, { signal: context.signal, requestId: context.requestId });
@@ -253,13 +262,14 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
         context.log.warn({ err: error }, 'response cache unavailable; answer not stored');
       });
     }
+    used = priced(result.usage, served.target);
     return {
       id: result.id ?? `chat-${randomUUID()}`,
       model,
       content: result.content,
       toolCalls: result.toolCalls,
       finishReason: FINISH_REASONS[result.finishReason],
-      usage: priced(result.usage, served.target),
+      usage: used,
       servedBy: servedBy(served),
       cached: false,
     };
@@ -272,7 +282,16 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     throw error;
   } finally {
     stopTimer();
+    // To the real usage; a failed call used nothing.
+    await settleOrLog(context, reserved, used ?? NOTHING);
   }
+}
+
+const NOTHING: PricedUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 };
+
+/** Settles a reservation; a failure is logged (the window's end releases what it holds). */
+async function settleOrLog(context: InferenceContext, reserved: Bucket[], usage: PricedUsage): Promise<void> {
+  await settle(context.meter, reserved, usage, usage.costUsd).catch((error: unknown) => context.log.error({ err: error }, 'could not settle a reservation'));
 }
 
 /** Assembles streamed tool-call fragments by index. */
@@ -296,12 +315,40 @@ class ToolCallAssembler {
  * Streams one chat as GraphQL events. Ends after exactly one ChatCompleted or ChatFailed. When the
  * consumer stops early (unsubscribe, disconnect) the upstream request is aborted at once.
  */
-export function streamChat(prepared: PreparedChat, context: InferenceContext): AsyncGenerator<ChatStreamEventResult> {
+export async function streamChat(prepared: PreparedChat, context: InferenceContext): Promise<AsyncGenerator<ChatStreamEventResult>> {
+  // Reserved before the subscription starts: a call that cannot fit fails it, coded, before any event.
+  const reserved = await reserve(context.meter, bucketsFor(context.principal, prepared.model, prepared.demand, context.metering));
   const upstream = new AbortController();
-  return abortOnReturn(chatEvents(prepared, context, upstream), upstream);
+  let settled = false;
+  const settleOnce = (usage: PricedUsage) => {
+    if (settled) return Promise.resolve();
+    settled = true;
+    return settleOrLog(context, reserved, usage);
+  };
+  const events = abortOnReturn(chatEvents(prepared, context, upstream, settleOnce), upstream);
+  let started = false;
+  // A stream ended before its first read never runs its own `finally`: release the reservation here.
+  const wrapped: AsyncGenerator<ChatStreamEventResult> = {
+    next: (...args) => {
+      started = true;
+      return events.next(...args);
+    },
+    return: async (value) => {
+      if (!started) await settleOnce(NOTHING);
+      return events.return(value);
+    },
+    throw: (error) => events.throw(error),
+    [Symbol.asyncIterator]: () => wrapped,
+  };
+  return wrapped;
 }
 
-async function* chatEvents(prepared: PreparedChat, context: InferenceContext, upstream: AbortController): AsyncGenerator<ChatStreamEventResult> {
+async function* chatEvents(
+  prepared: PreparedChat,
+  context: InferenceContext,
+  upstream: AbortController,
+  settleOnce: (usage: PricedUsage) => Promise<void>,
+): AsyncGenerator<ChatStreamEventResult> {
   const { model, targets, request } = prepared;
   const onCallerGone = () => upstream.abort(new Error('caller went away'));
   context.signal.addEventListener('abort', onCallerGone, { once: true });
@@ -317,6 +364,8 @@ async function* chatEvents(prepared: PreparedChat, context: InferenceContext, up
     const completionTokens = countTextTokens(delivered);
     return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
   };
+  /** What the stream used, as reported (or counted, for a failure); settled when it ends. */
+  let used: PricedUsage | undefined;
   try {
     for await (const part of context.router.stream(targets, request, { signal: upstream.signal, requestId: context.requestId })) {
       switch (part.type) {
@@ -338,25 +387,30 @@ async function* chatEvents(prepared: PreparedChat, context: InferenceContext, up
           break;
         case 'finish':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: 'ok' });
-          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: priced(part.usage, served.model), servedBy: served };
+          used = priced(part.usage, served.model);
+          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: used, servedBy: served };
           return;
         case 'error':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: part.error.code });
           logProviderError(context, part.error);
-          yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: priced(deliveredUsage(), served.model), servedBy: served };
+          used = priced(deliveredUsage(), served.model);
+          yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: used, servedBy: served };
           return;
       }
     }
     if (!upstream.signal.aborted) {
+      used = priced(deliveredUsage(), served.model);
       yield {
         __typename: 'ChatFailed',
         code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED,
         message: `provider ${served.provider} ended the stream without finishing`,
-        usage: priced(deliveredUsage(), served.model),
+        usage: used,
         servedBy: served,
       };
     }
   } finally {
+    // A stream the caller left pays for what was delivered until then.
+    await settleOnce(used ?? (delivered ? priced(deliveredUsage(), served.model) : NOTHING));
     context.metrics.duration.observe({ ...labels, mode: 'stream' }, (performance.now() - started) / 1000);
     context.signal.removeEventListener('abort', onCallerGone);
     upstream.abort(new Error('stream closed'));

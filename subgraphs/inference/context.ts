@@ -2,6 +2,8 @@ import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { Router } from '../../providers/routing.ts';
 import type { ResponseCache } from '../../platform/response-cache.ts';
 import type { RequestContext } from '../../platform/subgraph-server.ts';
+import type { Meter } from '../../platform/metering.ts';
+import type { MeteringSettings } from './metering.ts';
 import type { ProviderMetrics } from './metrics.ts';
 
 export interface InferenceContext extends RequestContext {
@@ -11,6 +13,9 @@ export interface InferenceContext extends RequestContext {
   /** Absent when caching is disabled. */
   cache: ResponseCache | undefined;
   cacheTtlMs: number;
+  /** Token limits and budgets: where reservations are made, and the tenants' limits. */
+  meter: Meter;
+  metering: MeteringSettings;
   /** One cache scope for every tenant (`cache.shareAcrossTenants`). */
   cacheShared: boolean;
 }

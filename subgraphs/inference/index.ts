@@ -6,6 +6,7 @@ import type { IdentityTokens } from '../../platform/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
+import { MemoryMeter, RedisMeter } from '../../platform/metering.ts';
 import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
 import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import { ModelCatalog } from '../../providers/catalog.ts';
@@ -43,9 +44,12 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     },
   );
   const settings = config.subgraphs.inference;
-  const redis = config.cache.enabled && config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   // Give Redis a moment to connect so the first requests can use the cache; never block the start.
   if (redis) await redisAnswers(redis, 1_000);
+  // Reservations live in Redis whenever it is configured: every replica must see them.
+  const meter = redis ? new RedisMeter(redis) : new MemoryMeter();
+  const metering = { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants };
   const cache = !config.cache.enabled ? undefined : redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(config.cache.maxEntries);
   const cacheTtlMs = config.cache.ttlSeconds * 1000;
   const running = await startSubgraphServer<InferenceContext>({
@@ -60,13 +64,16 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     registry,
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs, cacheShared: config.cache.shareAcrossTenants }),
+    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs, cacheShared: config.cache.shareAcrossTenants, meter, metering }),
   });
   let stopped: Promise<void> | undefined;
   return {
     ...running,
     stop(deadline) {
-      stopped ??= running.stop(deadline).then(() => Promise.all([catalog.close(), cache?.close()])).then(() => undefined);
+      stopped ??= running
+        .stop(deadline)
+        .then(() => Promise.all([catalog.close(), cache?.close()]))
+        .then(() => redis?.disconnect());
       return stopped;
     },
   };

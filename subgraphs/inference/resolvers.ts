@@ -29,7 +29,7 @@ export const resolvers: Resolvers = {
       // Validation throws before the first event, so a bad input fails the subscription itself.
       // No `resolve`: events travel as `{ chatStream }` payloads, so the shield rule guards
       // `subscribe` itself, before any provider is called (see subgraph-server.ts).
-      subscribe: (_parent, { input }, context) => asPayloads('chatStream', streamChat(prepare(input, context), context)),
+      subscribe: async (_parent, { input }, context) => asPayloads('chatStream', await streamChat(prepare(input, context), context)),
     },
   },
   Model: {

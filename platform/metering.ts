@@ -1,0 +1,105 @@
+/**
+ * Token limits and USD budgets, reserve then reconcile. Before a provider is called, the call's
+ * worst case (prompt tokens counted with the tokenizer plus the maximum output, and their price) is
+ * reserved in every bucket that applies — tokens per minute per key, tenant and model; USD per day
+ * and month per tenant and key — in one atomic step that either fits all of them or takes nothing.
+ * After the call each bucket is settled to the real usage (a failed call settles to what it
+ * delivered, usually nothing). So concurrent calls can never overshoot a limit: the 51st of 50
+ * that fit waits for no one and is refused before any provider is called.
+ *
+ * Buckets are fixed windows (the minute, the UTC day, the UTC month). In Redis the reservation is
+ * one Lua script over all buckets (one `{meter}` hash tag, so it works on a cluster); in memory the
+ * same arithmetic. Money is counted in micro-dollars (integers).
+ */
+import type { Redis } from 'ioredis';
+
+export interface Bucket {
+  /** Names the bucket for errors: `tokensPerMinute:key`, `usdPerDay:tenant`, ... */
+  name: string;
+  key: string;
+  limit: number;
+  amount: number;
+  /** When the window ends (epoch ms). */
+  resetAt: number;
+}
+
+export type Reservation = { ok: true; buckets: Bucket[] } | { ok: false; bucket: Bucket; used: number };
+
+export interface Meter {
+  /** Reserves `amount` in every bucket, or nothing when one would go over its limit. */
+  reserve(buckets: Bucket[]): Promise<Reservation>;
+  /** Moves each reserved bucket from its reserved amount to the real one (0 refunds it). */
+  settle(buckets: Bucket[], actual: (bucket: Bucket) => number): Promise<void>;
+}
+
+export class MemoryMeter implements Meter {
+  readonly #used = new Map<string, { value: number; resetAt: number }>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  #value(bucket: Bucket): number {
+    const entry = this.#used.get(bucket.key);
+    return entry && entry.resetAt > this.#now() ? entry.value : 0;
+  }
+
+  async reserve(buckets: Bucket[]): Promise<Reservation> {
+    for (const bucket of buckets) {
+      const used = this.#value(bucket);
+      if (used + bucket.amount > bucket.limit) return { ok: false, bucket, used };
+    }
+    for (const bucket of buckets) this.#used.set(bucket.key, { value: this.#value(bucket) + bucket.amount, resetAt: bucket.resetAt });
+    return { ok: true, buckets };
+  }
+
+  async settle(buckets: Bucket[], actual: (bucket: Bucket) => number): Promise<void> {
+    for (const bucket of buckets) {
+      const entry = this.#used.get(bucket.key);
+      if (entry) entry.value += actual(bucket) - bucket.amount;
+    }
+  }
+}
+
+/** KEYS: buckets. ARGV: per bucket, limit, amount, ttl ms. Returns {0} or {index (1-based), used}. */
+const RESERVE = `
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('GET', key) or '0')
+  local limit = tonumber(ARGV[(i - 1) * 3 + 1])
+  local amount = tonumber(ARGV[(i - 1) * 3 + 2])
+  if used + amount > limit then return {i, used} end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[(i - 1) * 3 + 2])
+  redis.call('PEXPIRE', key, ARGV[(i - 1) * 3 + 3])
+end
+return {0}`;
+
+export class RedisMeter implements Meter {
+  readonly #redis: Redis;
+
+  constructor(redis: Redis) {
+    this.#redis = redis;
+  }
+
+  async reserve(buckets: Bucket[]): Promise<Reservation> {
+    if (buckets.length === 0) return { ok: true, buckets };
+    const now = Date.now();
+    const args = buckets.flatMap((bucket) => [bucket.limit, bucket.amount, Math.max(bucket.resetAt - now, 1_000) + 60_000]);
+    const [index, used] = (await this.#redis.eval(RESERVE, buckets.length, ...buckets.map((bucket) => bucket.key), ...args)) as number[];
+    return index === 0 ? { ok: true, buckets } : { ok: false, bucket: buckets[index! - 1]!, used: used! };
+  }
+
+  async settle(buckets: Bucket[], actual: (bucket: Bucket) => number): Promise<void> {
+    const pipeline = this.#redis.pipeline();
+    for (const bucket of buckets) {
+      const delta = actual(bucket) - bucket.amount;
+      if (delta !== 0) pipeline.incrby(bucket.key, delta);
+    }
+    await pipeline.exec();
+  }
+}
+
+/** Micro-dollars, the meter's unit of money. */
+export const toMicroUsd = (usd: number) => Math.ceil(usd * 1_000_000);

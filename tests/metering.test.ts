@@ -1,0 +1,100 @@
+/**
+ * Token limits and budgets, reserve then reconcile, against the real Redis: concurrent calls never
+ * overshoot, refusals come before any provider call, and what is kept equals what the provider
+ * reported.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { countChatTokens } from '../providers/tokens.ts';
+import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const redis = new Redis(REDIS_URL);
+afterAll(() => redis.disconnect());
+
+let stack: TestStack | undefined;
+afterEach(async () => {
+  await stack?.stop();
+  stack = undefined;
+});
+
+const MAX_TOKENS = 100;
+const PROMPT = 'how much will this cost';
+const PROMPT_TOKENS = countChatTokens([{ role: 'user', content: PROMPT }]);
+const CHAT = `mutation { chat(input: {model: "gpt-test", maxTokens: ${MAX_TOKENS}, messages: [{role: USER, content: "${PROMPT}"}]}) { usage { totalTokens costUsd } } }`;
+// gpt-test: 2.5 USD per million input tokens, 10 per million output tokens.
+const usdOf = (prompt: number, completion: number) => (prompt * 2.5 + completion * 10) / 1_000_000;
+const WORST_MICRO = Math.ceil(usdOf(PROMPT_TOKENS, MAX_TOKENS) * 1_000_000);
+const today = () => new Date().toISOString().slice(0, 10);
+const minute = () => String(Math.floor(Date.now() / 60_000));
+
+async function meteredStack(metering: Record<string, unknown>) {
+  const prefix = `mg-test:${randomUUID()}:`;
+  const started = await startTestStack({ redis: { url: REDIS_URL, keyPrefix: prefix }, metering, cache: { enabled: false } });
+  await postGraphQL(started.url, 'mutation { createTenant(input: {id: "acme", name: "Acme"}) { tenant { id } } }');
+  const { body } = await postGraphQL<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
+    started.url,
+    'mutation { createApiKey(input: {tenantId: "acme", name: "metered", scopes: [CHAT_INVOKE, MODELS_READ]}) { secret apiKey { id } } }',
+  );
+  return { stack: started, prefix, auth: { authorization: `Bearer ${body.data!.createApiKey.secret}` }, keyId: body.data!.createApiKey.apiKey.id };
+}
+
+const chatCalls = (target: TestStack) => target.emulator.requests.filter((request) => request.path.endsWith('/chat/completions')).length;
+
+describe('budgets and token limits', () => {
+  it('lets exactly the K of 50 concurrent calls that fit the tenant’s budget reach the provider, and keeps what they really cost', async () => {
+    const K = 5;
+    const setup = await meteredStack({ tenants: { acme: { usdPerDay: (K * WORST_MICRO) / 1_000_000 } } });
+    stack = setup.stack;
+    // Each answer uses its whole reservation, so settling frees nothing while the others race.
+    stack.emulator.script(...Array.from({ length: K }, () => ({ kind: 'chat' as const, content: 'priced', usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS } })));
+    const answers = await Promise.all(Array.from({ length: 50 }, () => postGraphQL<{ chat: { usage: { costUsd: number } } }>(stack!.url, CHAT, undefined, setup.auth)));
+    const served = answers.filter((answer) => answer.body.data?.chat);
+    expect(served).toHaveLength(K);
+    expect(chatCalls(stack)).toBe(K);
+    const refused = answers.filter((answer) => answer.body.errors);
+    expect(refused).toHaveLength(50 - K);
+    expect(refused[0]?.body.errors?.[0]?.extensions).toMatchObject({ code: 'BUDGET_EXCEEDED', limit: 'usdPerDay', scope: 'tenant', max: (K * WORST_MICRO) / 1_000_000 });
+    // The spend kept equals what the provider reported, to the cent (here to the micro-dollar).
+    const reported = served.reduce((sum, answer) => sum + answer.body.data!.chat.usage.costUsd, 0);
+    const kept = Number(await redis.get(`${setup.prefix}{meter}:usd:tenant:acme:${today()}`));
+    expect(kept / 1_000_000).toBeCloseTo(reported, 6);
+    expect(reported).toBeCloseTo(K * usdOf(PROMPT_TOKENS, MAX_TOKENS), 9);
+  });
+
+  it('holds a key to its tokens per minute, settling each call to its real usage', async () => {
+    const setup = await meteredStack({});
+    stack = setup.stack;
+    const perCall = PROMPT_TOKENS + MAX_TOKENS;
+    await postGraphQL(stack.url, `mutation { updateApiKey(input: {id: "${setup.keyId}", limits: {tokensPerMinute: ${perCall * 2}}}) { apiKey { id } } }`);
+    // The first call reports fewer tokens than reserved: the difference goes back.
+    stack.emulator.script({ kind: 'chat', content: 'short', usage: { prompt: PROMPT_TOKENS, completion: 10 } });
+    expect((await postGraphQL(stack.url, CHAT, undefined, setup.auth)).body.errors).toBeUndefined();
+    const bucket = `${setup.prefix}{meter}:tpm:key:${setup.keyId}:${minute()}`;
+    expect(Number(await redis.get(bucket))).toBe(PROMPT_TOKENS + 10);
+    // The second uses all it reserved; a third no longer fits.
+    stack.emulator.script({ kind: 'chat', content: 'long', usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS } });
+    expect((await postGraphQL(stack.url, CHAT, undefined, setup.auth)).body.errors).toBeUndefined();
+    const before = chatCalls(stack);
+    const refused = await postGraphQL(stack.url, CHAT, undefined, setup.auth);
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'TOKEN_LIMIT_EXCEEDED', limit: 'tokensPerMinute', scope: 'key', max: perCall * 2 });
+    expect(refused.body.errors?.[0]?.extensions?.resetAt).toMatch(/^\d{4}-/);
+    expect(chatCalls(stack)).toBe(before);
+  });
+
+  it('refunds a failed call, and settles a stream to the usage it reported', async () => {
+    const setup = await meteredStack({ tenants: { acme: { tokensPerMinute: 100_000 } } });
+    stack = setup.stack;
+    const bucket = `${setup.prefix}{meter}:tpm:tenant:acme:${minute()}`;
+    stack.emulator.script({ kind: 'error', status: 500 });
+    expect((await postGraphQL(stack.url, CHAT, undefined, setup.auth)).body.errors?.[0]?.extensions?.code).toBe('UPSTREAM_UNAVAILABLE');
+    expect(Number(await redis.get(bucket))).toBe(0);
+    stack.emulator.script({ kind: 'chat', content: 'streamed words', usage: { prompt: 9, completion: 4 } });
+    const { results } = await collectSubscription<{ chatStream: { __typename: string } }>(stack.ws({ authorization: setup.auth.authorization }), {
+      query: `subscription { chatStream(input: {model: "gpt-test", maxTokens: ${MAX_TOKENS}, messages: [{role: USER, content: "${PROMPT}"}]}) { __typename } }`,
+    });
+    expect(results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
+    await expect.poll(async () => Number(await redis.get(bucket))).toBe(13);
+  });
+});
