@@ -35,6 +35,8 @@ export type EmbeddingsInput = {
   model: Scalars['String']['input'];
   /** Scale every vector to unit length (L2). */
   normalize?: InputMaybe<Scalars['Boolean']['input']>;
+  /** Labels for usage reports: up to 10, each 1 to 64 characters. */
+  tags?: InputMaybe<Array<Scalars['String']['input']>>;
 };
 
 /** Tokens of the inputs that went to the provider; cached inputs count nothing. */

@@ -84,6 +84,8 @@ export type ChatInput = {
   model: Scalars['String']['input'];
   /** Up to 4 sequences at which generation stops. */
   stop?: InputMaybe<Array<Scalars['String']['input']>>;
+  /** Labels for usage reports (`Query.usage(filter: {tags})`): up to 10, each 1 to 64 characters. */
+  tags?: InputMaybe<Array<Scalars['String']['input']>>;
   /** Sampling temperature, 0 to 2. */
   temperature?: InputMaybe<Scalars['Float']['input']>;
   /** Tools the model may call. */

@@ -29,6 +29,8 @@ export type ChatInput = {
   model: string;
   /** Up to 4 sequences at which generation stops. */
   stop?: Array<string> | null | undefined;
+  /** Labels for usage reports (`Query.usage(filter: {tags})`): up to 10, each 1 to 64 characters. */
+  tags?: Array<string> | null | undefined;
   /** Sampling temperature, 0 to 2. */
   temperature?: number | null | undefined;
   /** Tools the model may call. */

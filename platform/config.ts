@@ -14,7 +14,7 @@ import { PRESET_NAMES } from '../providers/presets.ts';
 import { SCOPES } from './principal.ts';
 
 export const DEFAULT_CONFIG_FILE = 'modelgraph.yaml';
-export const SUBGRAPH_NAMES = ['inference', 'embeddings', 'access'] as const;
+export const SUBGRAPH_NAMES = ['inference', 'embeddings', 'usage', 'access'] as const;
 export type SubgraphName = (typeof SUBGRAPH_NAMES)[number];
 
 const port = z.number().int().min(0).max(65535);
@@ -114,6 +114,7 @@ const subgraphsSchema = z
   .object({
     inference: subgraphSchema(4001).prefault({}),
     embeddings: subgraphSchema(4002).prefault({}),
+    usage: subgraphSchema(4004).prefault({}),
     access: subgraphSchema(4005).prefault({}),
   })
   .strict()

@@ -54,3 +54,9 @@ export const administers = (principal: Principal, tenantId: string) =>
 
 export const mayUseModel = (principal: Principal, ids: readonly string[]) =>
   principal.allowedModels === null || ids.some((id) => principal.allowedModels!.includes(id));
+
+/** How usage and limits name the caller: the key id, `jwt:<subject>`, or `anonymous`. */
+export function holderOf(principal: Principal): string {
+  if (principal.keyId) return principal.keyId;
+  return principal.kind === 'JWT' ? `jwt:${principal.subject}` : principal.subject;
+}

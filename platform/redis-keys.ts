@@ -23,3 +23,19 @@ export const auditStreamKey = (prefix: string) => `${prefix}audit`;
 
 /** A rate limit's GCRA state: one key per field coordinate, scope and holder (key id, tenant, address). */
 export const rateLimitKey = (prefix: string, coordinate: string, per: string, holder: string) => `${prefix}rl:${coordinate}:${per}:${holder}`;
+
+/**
+ * Usage: the event stream every model call writes to, and the usage subgraph's aggregates. The
+ * counting script touches the counted set, a row and an hour index together: one `{usage}` tag.
+ */
+export const usageKeys = (prefix: string) => ({
+  stream: () => `${prefix}usage:events`,
+  /** The consumer group that aggregates the stream. */
+  group: 'usage-aggregator',
+  /** Event ids already counted (per UTC day of the event), so a redelivery never counts twice. */
+  counted: (day: string) => `${prefix}{usage}:counted:${day}`,
+  /** One hash of sums per (hour, row key); the row key names tenant, key, model, provider, tags. */
+  row: (hour: string, rowKey: string) => `${prefix}{usage}:row:${hour}:${rowKey}`,
+  /** The row keys that have sums in an hour. */
+  hourIndex: (hour: string) => `${prefix}{usage}:hour:${hour}`,
+});

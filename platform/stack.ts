@@ -12,6 +12,8 @@ import type { RunningSubgraph } from './subgraph-server.ts';
 import { bootstrapAccess } from '../subgraphs/access/bootstrap.ts';
 import { startAccessSubgraph } from '../subgraphs/access/index.ts';
 import { startEmbeddingsSubgraph } from '../subgraphs/embeddings/index.ts';
+import { startUsageSubgraph } from '../subgraphs/usage/index.ts';
+import { createUsageServices, type UsageServices } from './usage-services.ts';
 import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
 import { startRouter, type RunningRouter } from '../router/server.ts';
 
@@ -33,11 +35,13 @@ interface Shared {
   withProcessMetrics: boolean;
   identity: IdentityTokens;
   access: () => Promise<AccessServices>;
+  usage: () => UsageServices;
 }
 
 const SUBGRAPH_STARTERS: Record<SubgraphName, (config: Config, log: Logger, shared: Shared) => Promise<RunningSubgraph>> = {
-  inference: (config, log, { withProcessMetrics, identity }) => startInferenceSubgraph(config, log, { withProcessMetrics, identity }),
-  embeddings: (config, log, { withProcessMetrics, identity }) => startEmbeddingsSubgraph(config, log, { withProcessMetrics, identity }),
+  inference: (config, log, { withProcessMetrics, identity, usage }) => startInferenceSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink }),
+  embeddings: (config, log, { withProcessMetrics, identity, usage }) => startEmbeddingsSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink }),
+  usage: (config, log, { withProcessMetrics, identity, usage }) => startUsageSubgraph(config, log, { withProcessMetrics, identity, store: usage().store }),
   access: async (config, log, { withProcessMetrics, identity, access }) => startAccessSubgraph(config, log, { withProcessMetrics, identity, access: await access() }),
 };
 
@@ -45,6 +49,7 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
   const singleProcess = role.kind === 'all';
   const identity = createIdentityTokens(config, env, singleProcess);
   let access: AccessServices | undefined;
+  let usage: UsageServices | undefined;
   let accessStarting: Promise<AccessServices> | undefined;
   const shared: Shared = {
     // In one process, process metrics are registered once (by the router, or the lone subgraph).
@@ -55,6 +60,7 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
         access = services;
         return services;
       })),
+    usage: () => (usage ??= createUsageServices(config, log, singleProcess)),
   };
   const subgraphs: RunningSubgraph[] = [];
   let router: RunningRouter | undefined;
@@ -63,6 +69,7 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
     await router?.stop(deadline);
     await Promise.all(subgraphs.map((subgraph) => subgraph.stop(deadline)));
     await access?.close();
+    usage?.close();
   };
   try {
     const names = role.kind === 'all' ? SUBGRAPH_NAMES : role.kind === 'subgraph' ? [role.name] : [];

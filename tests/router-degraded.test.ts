@@ -87,7 +87,7 @@ describe('a subgraph restarting under an open stream', () => {
       // Stop the subgraph at once and start a new one on the same port.
       restarted = old.stop(Date.now()).then(async () => {
         const config = { ...stack!.config, subgraphs: { ...stack!.config.subgraphs, inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
-        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false, identity: stack!.stack.identity }));
+        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false, identity: stack!.stack.identity, usage: { emit: async () => undefined } }));
       });
     });
     await restarted;

@@ -1,4 +1,5 @@
 import type { RequestContext } from '../../platform/subgraph-server.ts';
+import type { UsageSink } from '../../platform/usage-event.ts';
 import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { Embedder } from './embedder.ts';
 
@@ -7,6 +8,8 @@ export interface EmbeddingsContext extends RequestContext {
   embedder: Embedder;
   /** One vector cache for every tenant (`cache.shareAcrossTenants`). */
   cacheShared: boolean;
+  /** Where each request's usage event goes. */
+  usage: UsageSink;
   /** Inputs asked for so far by this operation, across all its embeddings fields. */
   inputBudget: { inputs: number };
 }

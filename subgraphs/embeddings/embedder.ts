@@ -28,6 +28,7 @@ export interface EmbeddingsRequest {
   inputs: readonly string[];
   dimensions?: number | null;
   normalize?: boolean | null;
+  tags?: readonly string[] | null;
 }
 
 /** Who asks, for the cache scope and the per-operation input budget. */

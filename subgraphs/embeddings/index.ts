@@ -4,6 +4,7 @@ import { parse } from 'graphql';
 import { Counter, type Registry } from 'prom-client';
 import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity-token.ts';
+import type { UsageSink } from '../../platform/usage-event.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
@@ -20,6 +21,7 @@ export const EMBEDDINGS_SCHEMA_FILE = new URL('../../schema/embeddings.graphql',
 export interface EmbeddingsSubgraphOptions {
   withProcessMetrics: boolean;
   identity: IdentityTokens;
+  usage: UsageSink;
 }
 
 function embeddingMetrics(registry: Registry): EmbedderObserver {
@@ -44,7 +46,7 @@ function embeddingMetrics(registry: Registry): EmbedderObserver {
   };
 }
 
-export async function startEmbeddingsSubgraph(config: Config, log: Logger, { withProcessMetrics, identity }: EmbeddingsSubgraphOptions): Promise<RunningSubgraph> {
+export async function startEmbeddingsSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage }: EmbeddingsSubgraphOptions): Promise<RunningSubgraph> {
   const settings = config.embeddings;
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('embeddings', withProcessMetrics);
@@ -71,7 +73,7 @@ export async function startEmbeddingsSubgraph(config: Config, log: Logger, { wit
     registry,
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, catalog, embedder, cacheShared: config.cache.shareAcrossTenants, inputBudget: { inputs: 0 } }),
+    extendContext: (base) => ({ ...base, catalog, embedder, cacheShared: config.cache.shareAcrossTenants, inputBudget: { inputs: 0 }, usage }),
   });
   let stopped: Promise<void> | undefined;
   return {

@@ -1,9 +1,9 @@
 import type { Resolvers } from '../../codegen/embeddings.resolvers.ts';
+import { embedWithUsage } from './usage.ts';
 
 export const resolvers: Resolvers = {
   Query: {
-    embeddings: (_parent, { input }, { embedder, principal, cacheShared, inputBudget }) =>
-      embedder.embed(input, { cacheScope: cacheShared ? 'shared' : `tenant:${principal.tenantId}`, budget: inputBudget }),
+    embeddings: (_parent, { input }, context) => embedWithUsage(context, input),
   },
   Model: {
     __resolveReference: (reference, { catalog }) => catalog.resolve(reference.id) ?? null,

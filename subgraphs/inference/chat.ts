@@ -13,6 +13,8 @@ import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import type { Bucket } from '../../platform/metering.ts';
 import { bucketsFor, reserve, settle, type ChatDemand } from './metering.ts';
+import { emitChatUsage } from './usage.ts';
+import { checkTags } from '../../platform/usage-tags.ts';
 import { abortOnReturn } from '../../platform/abort-on-return.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Warning } from '../../platform/warnings.ts';
@@ -63,6 +65,8 @@ export interface PreparedChat {
   cache?: { key: string; ttlMs: number };
   /** The worst case to reserve: prompt plus maximum output, priced at the dearest target. */
   demand: ChatDemand;
+  /** The caller's usage tags, sorted and unique. */
+  tags: string[];
 }
 
 function servedBy({ target, attempts }: Served<CatalogModel>): ServedByResult {
@@ -187,7 +191,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   const maxOutput = input.maxTokens ?? model.maxOutputTokens;
   const worst = { promptTokens, completionTokens: maxOutput, totalTokens: promptTokens + maxOutput };
   const usd = Math.max(0, ...targets.map(({ info }) => priced(worst, info).costUsd));
-  return { model, targets, request, demand: { tokens: worst.totalTokens, usd } };
+  return { model, targets, request, demand: { tokens: worst.totalTokens, usd }, tags: checkTags(input.tags) };
 }
 
 /** Marks a prepared chat as cacheable under its key, per the request's cache control. */
@@ -242,16 +246,21 @@ function logProviderError(context: InferenceContext, error: ProviderError): void
 export async function runChat(prepared: PreparedChat, context: InferenceContext): Promise<ChatCompletionResult> {
   const { model, targets, request } = prepared;
   const labels = { provider: model.provider, model: model.id, mode: 'whole' };
+  const startedAt = performance.now();
   const cached = await fromCache(prepared, context);
   if (cached) {
     context.metrics.calls.inc({ ...labels, outcome: 'cached' });
+    emitChatUsage(context, { kind: 'chat', model, usage: NOTHING, startedAt, timeToFirstTokenMs: null, outcome: 'cached', tags: prepared.tags });
     return cached;
   }
   const reserved = await reserve(context.meter, bucketsFor(context.principal, model, prepared.demand, context.metering));
   let used: PricedUsage | undefined;
+  let servedModel = model;
+  let outcome = 'ok';
   const stopTimer = context.metrics.duration.startTimer(labels);
   try {
     const { result, served } = await context.router.generate(targets, request, { signal: context.signal, requestId: context.requestId });
+    servedModel = served.target;
     context.metrics.calls.inc({ ...labels, provider: served.target.provider, outcome: 'ok' });
     recordRouting(context, prepared, served);
     warnIfDeprecated(context, served.target);
@@ -274,6 +283,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
       cached: false,
     };
   } catch (error) {
+    outcome = error instanceof ProviderError ? error.code : ErrorCode.INTERNAL_SERVER_ERROR;
     if (error instanceof ProviderError) {
       context.metrics.calls.inc({ ...labels, outcome: error.code });
       logProviderError(context, error);
@@ -284,6 +294,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     stopTimer();
     // To the real usage; a failed call used nothing.
     await settleOrLog(context, reserved, used ?? NOTHING);
+    emitChatUsage(context, { kind: 'chat', model: servedModel, usage: used ?? NOTHING, startedAt, timeToFirstTokenMs: null, outcome, tags: prepared.tags });
   }
 }
 
@@ -366,6 +377,8 @@ async function* chatEvents(
   };
   /** What the stream used, as reported (or counted, for a failure); settled when it ends. */
   let used: PricedUsage | undefined;
+  let outcome = 'cancelled';
+  let timeToFirstTokenMs: number | null = null;
   try {
     for await (const part of context.router.stream(targets, request, { signal: upstream.signal, requestId: context.requestId })) {
       switch (part.type) {
@@ -376,7 +389,8 @@ async function* chatEvents(
           break;
         case 'text-delta':
           if (firstToken) {
-            context.metrics.timeToFirstToken.observe(labels, (performance.now() - started) / 1000);
+            timeToFirstTokenMs = Math.round(performance.now() - started);
+            context.metrics.timeToFirstToken.observe(labels, timeToFirstTokenMs / 1000);
             firstToken = false;
           }
           delivered += part.text;
@@ -388,18 +402,21 @@ async function* chatEvents(
         case 'finish':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: 'ok' });
           used = priced(part.usage, served.model);
+          outcome = 'ok';
           yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: used, servedBy: served };
           return;
         case 'error':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: part.error.code });
           logProviderError(context, part.error);
           used = priced(deliveredUsage(), served.model);
+          outcome = part.error.code;
           yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: used, servedBy: served };
           return;
       }
     }
     if (!upstream.signal.aborted) {
       used = priced(deliveredUsage(), served.model);
+      outcome = ErrorCode.UPSTREAM_STREAM_INTERRUPTED;
       yield {
         __typename: 'ChatFailed',
         code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED,
@@ -410,7 +427,9 @@ async function* chatEvents(
     }
   } finally {
     // A stream the caller left pays for what was delivered until then.
-    await settleOnce(used ?? (delivered ? priced(deliveredUsage(), served.model) : NOTHING));
+    const final = used ?? (delivered ? priced(deliveredUsage(), served.model) : NOTHING);
+    await settleOnce(final);
+    emitChatUsage(context, { kind: 'chat_stream', model: served.model, usage: final, startedAt: started, timeToFirstTokenMs, outcome, tags: prepared.tags });
     context.metrics.duration.observe({ ...labels, mode: 'stream' }, (performance.now() - started) / 1000);
     context.signal.removeEventListener('abort', onCallerGone);
     upstream.abort(new Error('stream closed'));

@@ -3,6 +3,7 @@ import type { Router } from '../../providers/routing.ts';
 import type { ResponseCache } from '../../platform/response-cache.ts';
 import type { RequestContext } from '../../platform/subgraph-server.ts';
 import type { Meter } from '../../platform/metering.ts';
+import type { UsageSink } from '../../platform/usage-event.ts';
 import type { MeteringSettings } from './metering.ts';
 import type { ProviderMetrics } from './metrics.ts';
 
@@ -15,6 +16,8 @@ export interface InferenceContext extends RequestContext {
   cacheTtlMs: number;
   /** Token limits and budgets: where reservations are made, and the tenants' limits. */
   meter: Meter;
+  /** Where each call's usage event goes. */
+  usage: UsageSink;
   metering: MeteringSettings;
   /** One cache scope for every tenant (`cache.shareAcrossTenants`). */
   cacheShared: boolean;

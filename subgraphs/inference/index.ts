@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'graphql';
 import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity-token.ts';
+import type { UsageSink } from '../../platform/usage-event.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
@@ -21,9 +22,11 @@ export const INFERENCE_SCHEMA_FILE = new URL('../../schema/inference.graphql', i
 export interface InferenceSubgraphOptions {
   withProcessMetrics: boolean;
   identity: IdentityTokens;
+  /** Where each call's usage event goes. */
+  usage: UsageSink;
 }
 
-export async function startInferenceSubgraph(config: Config, log: Logger, { withProcessMetrics, identity }: InferenceSubgraphOptions): Promise<RunningSubgraph> {
+export async function startInferenceSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage }: InferenceSubgraphOptions): Promise<RunningSubgraph> {
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('inference', withProcessMetrics);
   const metrics = createProviderMetrics(registry);
@@ -64,7 +67,7 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     registry,
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs, cacheShared: config.cache.shareAcrossTenants, meter, metering }),
+    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs, cacheShared: config.cache.shareAcrossTenants, meter, metering, usage }),
   });
   let stopped: Promise<void> | undefined;
   return {

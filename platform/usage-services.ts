@@ -1,0 +1,30 @@
+/**
+ * Where usage events go and where they are aggregated: a Redis Stream shared by every replica when
+ * Redis is configured; otherwise one in-process store, which only the subgraphs of the same process
+ * (`modelgraph all`) can share.
+ */
+import type { Config } from './config.ts';
+import type { Logger } from './logger.ts';
+import { createRedis } from './redis.ts';
+import type { UsageSink } from './usage-event.ts';
+import { MemoryUsageStore, RedisUsageSink, RedisUsageStore, type UsageStore } from './usage-store.ts';
+
+export interface UsageServices {
+  sink: UsageSink;
+  store: UsageStore;
+  close(): void;
+}
+
+export function createUsageServices(config: Config, log: Logger, singleProcess: boolean): UsageServices {
+  if (!config.redis.url) {
+    if (!singleProcess) log.warn('no redis.url: usage events stay in this process, where no usage subgraph of another process can read them');
+    const store = new MemoryUsageStore();
+    return { sink: store, store, close: () => undefined };
+  }
+  const redis = createRedis(config.redis.url, log.child({ component: 'redis' }));
+  return {
+    sink: new RedisUsageSink(redis, config.redis.keyPrefix),
+    store: new RedisUsageStore(redis, config.redis.keyPrefix),
+    close: () => redis.disconnect(),
+  };
+}

@@ -1,0 +1,55 @@
+import type { Resolvers } from '../../codegen/usage.resolvers.ts';
+import { ErrorCode, codedError } from '../../platform/errors.ts';
+import { isPlatformAdmin, type Principal } from '../../platform/principal.ts';
+import type { UsageFilter, UsageTotals } from '../../platform/usage-store.ts';
+import type { UsageContext } from './context.ts';
+
+function time(field: string, value: string): Date {
+  const parsed = new Date(value);
+  if (Number.isNaN(parsed.getTime())) throw codedError(ErrorCode.BAD_USER_INPUT, `${field} must be an ISO-8601 time`, { field });
+  return parsed;
+}
+
+/** A tenant reads its own usage only; platform admins read any. */
+function scoped(principal: Principal, filter: Omit<UsageFilter, 'tenant'> & { tenant?: string | null }): UsageFilter {
+  const { tenant, ...rest } = filter;
+  if (isPlatformAdmin(principal)) return { ...rest, ...(tenant && { tenant }) };
+  if (tenant && tenant !== principal.tenantId) throw codedError(ErrorCode.FORBIDDEN, 'a tenant reads only its own usage');
+  return { ...rest, tenant: principal.tenantId };
+}
+
+async function totalsFor(context: UsageContext, from: string, to: string, filter: Partial<UsageFilter>): Promise<UsageTotals> {
+  const report = await context.store.report(scoped(context.principal, { ...filter, from: time('from', from), to: time('to', to) }), []);
+  return report.totals;
+}
+
+export const resolvers: Resolvers = {
+  Query: {
+    usage: async (_parent, { filter, groupBy }, context) => {
+      const { tenant, key, model, provider, tags } = filter;
+      const request = scoped(context.principal, {
+        tenant,
+        ...(key && { key }),
+        ...(model && { model }),
+        ...(provider && { provider }),
+        ...(tags?.length && { tags }),
+        from: time('filter.from', filter.from),
+        to: time('filter.to', filter.to),
+      });
+      const report = await context.store.report(request, groupBy);
+      return { totals: report.totals, rows: report.rows.map(({ tenant: t, key: k, model: m, provider: p, day, hour, ...totals }) => ({ tenant: t, key: k, model: m, provider: p, day, hour, totals })) };
+    },
+  },
+  Tenant: {
+    __resolveReference: (reference) => reference,
+    usage: (tenant, { from, to }, context) => totalsFor(context, from, to, { tenant: tenant.id }),
+  },
+  ApiKey: {
+    __resolveReference: (reference) => reference,
+    usage: (key, { from, to }, context) => totalsFor(context, from, to, { key: key.id }),
+  },
+  Model: {
+    __resolveReference: (reference) => reference,
+    usage: (model, { from, to }, context) => totalsFor(context, from, to, { model: model.id }),
+  },
+};
