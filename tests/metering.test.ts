@@ -61,6 +61,12 @@ describe('budgets and token limits', () => {
     const kept = Number(await redis.get(`${setup.prefix}{meter}:usd:tenant:acme:${today()}`));
     expect(kept / 1_000_000).toBeCloseTo(reported, 6);
     expect(reported).toBeCloseTo(K * usdOf(PROMPT_TOKENS, MAX_TOKENS), 9);
+    // Metrics: the refusals by limit, and the tokens and cost by tenant and model.
+    const inference = stack.stack.subgraphs.find((subgraph) => subgraph.name === 'inference')!;
+    const metrics = await (await fetch(`http://127.0.0.1:${inference.port}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`modelgraph_meter_rejections_total\\{limit="usdPerDay",scope="tenant"[^}]*\\} ${50 - K}`));
+    expect(metrics).toMatch(new RegExp(`modelgraph_tokens_total\\{tenant="acme",model="gpt-test@2024-08-06",kind="completion"[^}]*\\} ${K * MAX_TOKENS}`));
+    expect(metrics).toMatch(/modelgraph_cost_usd_total\{tenant="acme",model="gpt-test@2024-08-06"/);
   });
 
   it('holds a key to its tokens per minute, settling each call to its real usage', async () => {

@@ -45,6 +45,8 @@ describe('@rateLimit', () => {
     expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', field: 'Mutation.chat', per: 'API_KEY', limit: 3, remaining: 0 });
     expect(refused.body.errors?.[0]?.extensions?.retryAfterMs).toBeGreaterThan(19_000);
     expect(servedByInference(stack)).toBe(served);
+    const metrics = await (await fetch(stack.url.replace('/graphql', '/metrics'))).text();
+    expect(metrics).toMatch(/modelgraph_router_rejections_total\{reason="rate_limited",field="Mutation.chat"[^}]*\} 1/);
     // Another key has its own allowance; fields without a limit are not affected.
     expect((await postGraphQL(stack.url, CHAT)).status).toBe(200);
     expect((await postGraphQL(stack.url, '{ models { id } }', undefined, alice)).status).toBe(200);

@@ -108,12 +108,13 @@ export function estimateCost(schema: GraphQLSchema, document: DocumentNode, oper
   return (operation.operation === 'mutation' ? 10 : 0) + selectionCost(root, operation.selectionSet, walk, new Map());
 }
 
-export function useDemandControl(settings: Settings): GatewayPlugin {
+export function useDemandControl(settings: Settings, onRefused: () => void = () => undefined): GatewayPlugin {
   const refuseIfTooExpensive = (args: { schema: GraphQLSchema; document: DocumentNode; operationName?: string | null; variableValues?: unknown; contextValue: unknown }) => {
     const cost = estimateCost(args.schema, args.document, args.operationName, (args.variableValues ?? {}) as Record<string, unknown>, settings.defaultListSize);
     const tenant = callerOf(args.contextValue).principal?.tenantId;
     const maxCost = (tenant !== undefined ? settings.tenants[tenant] : undefined) ?? settings.maxCost;
     if (cost <= maxCost) return undefined;
+    onRefused();
     return codedError(ErrorCode.COST_ESTIMATED_TOO_EXPENSIVE, `the operation's estimated cost ${cost} is over this tenant's maximum of ${maxCost}`, {
       cost,
       maxCost,

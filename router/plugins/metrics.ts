@@ -14,6 +14,8 @@ export interface RouterMetrics {
   openSubscriptions: Gauge;
   /** Refused credentials by reason (a small fixed set: missing, unknown, revoked, expired, jwt_*). */
   authFailures: Counter<'reason'>;
+  /** Operations refused before execution by a rate limit or demand control, by field or reason. */
+  rejections: Counter<'reason' | 'field'>;
 }
 
 export function createRouterMetrics(registry: Registry): RouterMetrics {
@@ -34,6 +36,12 @@ export function createRouterMetrics(registry: Registry): RouterMetrics {
     openSubscriptions: new Gauge({
       name: 'modelgraph_router_open_subscriptions',
       help: 'Subscriptions currently streaming through the router (WebSocket and SSE).',
+      registers: [registry],
+    }),
+    rejections: new Counter({
+      name: 'modelgraph_router_rejections_total',
+      help: 'Operations refused before any subgraph call: reason rate_limited (with the field) or cost.',
+      labelNames: ['reason', 'field'],
       registers: [registry],
     }),
     authFailures: new Counter({

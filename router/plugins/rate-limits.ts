@@ -110,7 +110,7 @@ export function rateLimited(limit: FieldLimit, decision: RateDecision) {
   });
 }
 
-export function useRateLimits(limiter: RateLimiter, keyPrefix: string, overrides: RateLimitOverrides, log: Logger): GatewayPlugin {
+export function useRateLimits(limiter: RateLimiter, keyPrefix: string, overrides: RateLimitOverrides, log: Logger, onRefused: (field: string) => void = () => undefined): GatewayPlugin {
   const bySchema = new WeakMap<GraphQLSchema, Map<string, FieldLimit>>();
   /** The tightest allowed decision of an HTTP request, for its response headers. */
   const tightest = new WeakMap<object, RateDecision>();
@@ -131,7 +131,10 @@ export function useRateLimits(limiter: RateLimiter, keyPrefix: string, overrides
         log.warn({ err: error, coordinate: limit.coordinate }, 'rate limit not checked: limiter unavailable');
         continue;
       }
-      if (!decision.allowed) return rateLimited(limit, decision);
+      if (!decision.allowed) {
+        onRefused(limit.coordinate);
+        return rateLimited(limit, decision);
+      }
       const request = (context as { request?: object }).request;
       const previous = request && tightest.get(request);
       if (request && (!previous || decision.remaining < previous.remaining)) tightest.set(request, decision);

@@ -253,7 +253,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     emitChatUsage(context, { kind: 'chat', model, usage: NOTHING, startedAt, timeToFirstTokenMs: null, outcome: 'cached', tags: prepared.tags });
     return cached;
   }
-  const reserved = await reserve(context.meter, bucketsFor(context.principal, model, prepared.demand, context.metering));
+  const reserved = await reserveOrCount(context, prepared);
   let used: PricedUsage | undefined;
   let servedModel = model;
   let outcome = 'ok';
@@ -298,6 +298,17 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
   }
 }
 
+/** Reserves a call's worst case; a refusal is counted by limit and scope, then thrown. */
+async function reserveOrCount(context: InferenceContext, prepared: PreparedChat): Promise<Bucket[]> {
+  try {
+    return await reserve(context.meter, bucketsFor(context.principal, prepared.model, prepared.demand, context.metering));
+  } catch (error) {
+    const extensions = (error as { extensions?: { limit?: string; scope?: string } }).extensions;
+    if (extensions?.limit && extensions.scope) context.metrics.meterRejections.inc({ limit: extensions.limit, scope: extensions.scope });
+    throw error;
+  }
+}
+
 const NOTHING: PricedUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 };
 
 /** Settles a reservation; a failure is logged (the window's end releases what it holds). */
@@ -328,7 +339,7 @@ class ToolCallAssembler {
  */
 export async function streamChat(prepared: PreparedChat, context: InferenceContext): Promise<AsyncGenerator<ChatStreamEventResult>> {
   // Reserved before the subscription starts: a call that cannot fit fails it, coded, before any event.
-  const reserved = await reserve(context.meter, bucketsFor(context.principal, prepared.model, prepared.demand, context.metering));
+  const reserved = await reserveOrCount(context, prepared);
   const upstream = new AbortController();
   let settled = false;
   const settleOnce = (usage: PricedUsage) => {

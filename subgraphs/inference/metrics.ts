@@ -12,6 +12,11 @@ export interface ProviderMetrics {
   extraAttempts: Counter<'model'>;
   /** Requests served by another target than the first one tried. */
   fallbacks: Counter<'from' | 'to'>;
+  /** Tokens and USD used, by tenant and model (from each call's usage event). */
+  tokens: Counter<'tenant' | 'model' | 'kind'>;
+  costUsd: Counter<'tenant' | 'model'>;
+  /** Calls refused by a token limit or budget, by the limit and its scope. */
+  meterRejections: Counter<'limit' | 'scope'>;
 }
 
 export function createProviderMetrics(registry: Registry): ProviderMetrics {
@@ -46,6 +51,24 @@ export function createProviderMetrics(registry: Registry): ProviderMetrics {
       name: 'modelgraph_provider_fallbacks_total',
       help: 'Requests served by another target (id@version) than the first one tried.',
       labelNames: ['from', 'to'],
+      registers: [registry],
+    }),
+    tokens: new Counter({
+      name: 'modelgraph_tokens_total',
+      help: 'Tokens used by model calls, by tenant, model and kind (prompt or completion).',
+      labelNames: ['tenant', 'model', 'kind'],
+      registers: [registry],
+    }),
+    costUsd: new Counter({
+      name: 'modelgraph_cost_usd_total',
+      help: 'What model calls cost at the configured prices, in USD, by tenant and model.',
+      labelNames: ['tenant', 'model'],
+      registers: [registry],
+    }),
+    meterRejections: new Counter({
+      name: 'modelgraph_meter_rejections_total',
+      help: 'Calls refused before any provider call by a token limit or budget, by limit and scope.',
+      labelNames: ['limit', 'scope'],
       registers: [registry],
     }),
     circuit: new Gauge({

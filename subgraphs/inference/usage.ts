@@ -38,5 +38,9 @@ export function emitChatUsage(context: InferenceContext, call: ChatOutcome): voi
     outcome: call.outcome,
     tags: call.tags,
   };
+  const labels = { tenant: event.tenant, model: `${event.model}@${event.version}` };
+  context.metrics.tokens.inc({ ...labels, kind: 'prompt' }, event.promptTokens);
+  context.metrics.tokens.inc({ ...labels, kind: 'completion' }, event.completionTokens);
+  context.metrics.costUsd.inc(labels, event.costUsd);
   context.usage.emit(event).catch((error: unknown) => context.log.error({ err: error, usageEvent: event }, 'usage event lost'));
 }
