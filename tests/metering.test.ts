@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { countChatTokens } from '../providers/tokens.ts';
-import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { TEST_MODELS, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
@@ -102,5 +102,29 @@ describe('budgets and token limits', () => {
     });
     expect(results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
     await expect.poll(async () => Number(await redis.get(bucket))).toBe(13);
+  });
+});
+
+describe('embeddings under budgets', () => {
+  it('refuses an embeddings request over the key’s tokens per minute before any provider call, and settles cached inputs to nothing', async () => {
+    const embed = { id: 'embed-metered', provider: 'emulated', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 64, maxOutputTokens: 1, dimensions: 8 };
+    const prefix = `mg-test:${randomUUID()}:`;
+    stack = await startTestStack({ redis: { url: REDIS_URL, keyPrefix: prefix }, models: [...TEST_MODELS, embed], embeddings: { batchWindowMs: 0 } });
+    const target = stack;
+    const { body } = await postGraphQL<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
+      target.url,
+      'mutation { createApiKey(input: {name: "e", scopes: [EMBEDDINGS_INVOKE], limits: {tokensPerMinute: 6}}) { secret apiKey { id } } }',
+    );
+    const auth = { authorization: `Bearer ${body.data!.createApiKey.secret}` };
+    const ask = (inputs: string[]) => postGraphQL(target.url, 'query($inputs: [String!]!) { embeddings(input: {model: "embed-metered", inputs: $inputs}) { dimensions } }', { inputs }, auth);
+    expect((await ask(['one two three'])).body.errors).toBeUndefined();
+    // Cached now: the second ask reserves its tokens and settles to nothing.
+    expect((await ask(['one two three'])).body.errors).toBeUndefined();
+    const bucket = `${prefix}{meter}:tpm:key:${body.data!.createApiKey.apiKey.id}:${minute()}`;
+    expect(Number(await redis.get(bucket))).toBe(3);
+    const calls = target.emulator.requests.length;
+    const refused = await ask(['four five six seven']);
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'TOKEN_LIMIT_EXCEEDED', scope: 'key' });
+    expect(target.emulator.requests.length).toBe(calls);
   });
 });

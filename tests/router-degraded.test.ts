@@ -1,6 +1,7 @@
 import { print } from 'graphql';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { MemoryMeter } from '../platform/metering.ts';
 import { startRouter } from '../router/server.ts';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
@@ -87,7 +88,7 @@ describe('a subgraph restarting under an open stream', () => {
       // Stop the subgraph at once and start a new one on the same port.
       restarted = old.stop(Date.now()).then(async () => {
         const config = { ...stack!.config, subgraphs: { ...stack!.config.subgraphs, inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
-        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false, identity: stack!.stack.identity, usage: { emit: async () => undefined } }));
+        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false, identity: stack!.stack.identity, usage: { emit: async () => undefined }, meter: new MemoryMeter() }));
       });
     });
     await restarted;

@@ -5,6 +5,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity-token.ts';
 import type { UsageSink } from '../../platform/usage-event.ts';
+import type { Meter } from '../../platform/metering.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
@@ -22,6 +23,7 @@ export interface EmbeddingsSubgraphOptions {
   withProcessMetrics: boolean;
   identity: IdentityTokens;
   usage: UsageSink;
+  meter: Meter;
 }
 
 function embeddingMetrics(registry: Registry): EmbedderObserver {
@@ -46,7 +48,7 @@ function embeddingMetrics(registry: Registry): EmbedderObserver {
   };
 }
 
-export async function startEmbeddingsSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage }: EmbeddingsSubgraphOptions): Promise<RunningSubgraph> {
+export async function startEmbeddingsSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage, meter }: EmbeddingsSubgraphOptions): Promise<RunningSubgraph> {
   const settings = config.embeddings;
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('embeddings', withProcessMetrics);
@@ -73,7 +75,7 @@ export async function startEmbeddingsSubgraph(config: Config, log: Logger, { wit
     registry,
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, catalog, embedder, cacheShared: config.cache.shareAcrossTenants, inputBudget: { inputs: 0 }, usage }),
+    extendContext: (base) => ({ ...base, catalog, embedder, cacheShared: config.cache.shareAcrossTenants, inputBudget: { inputs: 0 }, usage, meter, metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants } }),
   });
   let stopped: Promise<void> | undefined;
   return {

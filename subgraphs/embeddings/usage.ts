@@ -7,16 +7,34 @@ import { randomUUID } from 'node:crypto';
 import { codeOf } from '../../platform/errors.ts';
 import { holderOf } from '../../platform/principal.ts';
 import { checkTags } from '../../platform/usage-tags.ts';
+import { bucketsFor, reserve, settle } from '../../platform/meter-buckets.ts';
+import type { Bucket } from '../../platform/metering.ts';
+import { countTextTokens } from '../../providers/tokens.ts';
 import type { EmbeddingsContext } from './context.ts';
 import type { EmbeddingsAnswer, EmbeddingsRequest } from './embedder.ts';
+
+/**
+ * Reserves the worst case (every input's tokens, as if none were cached, at the model's input
+ * price) in the caller's token limits and budgets, like a chat; settles to what went upstream.
+ */
+async function reserveFor(context: EmbeddingsContext, request: EmbeddingsRequest): Promise<Bucket[]> {
+  const model = context.catalog.isRoute(request.model) ? undefined : context.catalog.resolve(request.model);
+  if (!model) return [];
+  const tokens = request.inputs.reduce((sum, text) => sum + countTextTokens(text), 0);
+  const usd = (tokens * model.pricing.inputPerMillionTokens) / 1_000_000;
+  return reserve(context.meter, bucketsFor(context.principal, model, { tokens, usd }, context.metering));
+}
 
 export async function embedWithUsage(context: EmbeddingsContext, request: EmbeddingsRequest): Promise<EmbeddingsAnswer> {
   const tags = checkTags(request.tags);
   const startedAt = performance.now();
   const base = { tenant: context.principal.tenantId, key: holderOf(context.principal), kind: 'embeddings' as const, timeToFirstTokenMs: null, tags };
+  const reserved = await reserveFor(context, request);
+  let spent = { totalTokens: 0, costUsd: 0 };
   try {
     const answer = await context.embedder.embed(request, { cacheScope: context.cacheShared ? 'shared' : `tenant:${context.principal.tenantId}`, budget: context.inputBudget });
     const { usage, model } = answer;
+    spent = usage;
     emit(context, {
       ...base,
       model: model.id,
@@ -37,6 +55,10 @@ export async function embedWithUsage(context: EmbeddingsContext, request: Embedd
       emit(context, { ...base, model: model.id, version: model.version, provider: model.provider, promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0, latencyMs: Math.round(performance.now() - startedAt), outcome: code });
     }
     throw error;
+  } finally {
+    await settle(context.meter, reserved, { promptTokens: spent.totalTokens, completionTokens: 0, totalTokens: spent.totalTokens }, spent.costUsd).catch((error: unknown) =>
+      context.log.error({ err: error }, 'could not settle a reservation'),
+    );
   }
 }
 

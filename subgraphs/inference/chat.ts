@@ -12,7 +12,7 @@ import { ProviderError, publicDetails, publicMessage } from '../../providers/err
 import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import type { Bucket } from '../../platform/metering.ts';
-import { bucketsFor, reserve, settle, type ChatDemand } from './metering.ts';
+import { bucketsFor, reserve, settle, type ChatDemand } from '../../platform/meter-buckets.ts';
 import { emitChatUsage } from './usage.ts';
 import { checkTags } from '../../platform/usage-tags.ts';
 import { abortOnReturn } from '../../platform/abort-on-return.ts';

@@ -4,7 +4,7 @@ import type { ResponseCache } from '../../platform/response-cache.ts';
 import type { RequestContext } from '../../platform/subgraph-server.ts';
 import type { Meter } from '../../platform/metering.ts';
 import type { UsageSink } from '../../platform/usage-event.ts';
-import type { MeteringSettings } from './metering.ts';
+import type { MeteringSettings } from '../../platform/meter-buckets.ts';
 import type { ProviderMetrics } from './metrics.ts';
 
 export interface InferenceContext extends RequestContext {

@@ -7,7 +7,7 @@ import type { UsageSink } from '../../platform/usage-event.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
-import { MemoryMeter, RedisMeter } from '../../platform/metering.ts';
+import type { Meter } from '../../platform/metering.ts';
 import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
 import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import { ModelCatalog } from '../../providers/catalog.ts';
@@ -24,9 +24,11 @@ export interface InferenceSubgraphOptions {
   identity: IdentityTokens;
   /** Where each call's usage event goes. */
   usage: UsageSink;
+  /** Where token and budget reservations are held (shared with the other subgraphs). */
+  meter: Meter;
 }
 
-export async function startInferenceSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage }: InferenceSubgraphOptions): Promise<RunningSubgraph> {
+export async function startInferenceSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage, meter }: InferenceSubgraphOptions): Promise<RunningSubgraph> {
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('inference', withProcessMetrics);
   const metrics = createProviderMetrics(registry);
@@ -50,8 +52,6 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
   const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   // Give Redis a moment to connect so the first requests can use the cache; never block the start.
   if (redis) await redisAnswers(redis, 1_000);
-  // Reservations live in Redis whenever it is configured: every replica must see them.
-  const meter = redis ? new RedisMeter(redis) : new MemoryMeter();
   const metering = { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants };
   const cache = !config.cache.enabled ? undefined : redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(config.cache.maxEntries);
   const cacheTtlMs = config.cache.ttlSeconds * 1000;

@@ -1,15 +1,15 @@
 /**
- * The buckets a chat reserves in (platform/metering.ts): tokens per minute of the caller's key,
+ * The buckets a model call reserves in (platform/metering.ts): tokens per minute of the caller's key,
  * its tenant and the model version; USD per UTC day and month of the key and the tenant. A call
  * that cannot fit is refused before any provider is called, with the limit, what remains and when
  * the window resets in `extensions`.
  */
-import type { Config } from '../../platform/config.ts';
-import { ErrorCode, codedError } from '../../platform/errors.ts';
-import { toMicroUsd, type Bucket, type Meter, type Reservation } from '../../platform/metering.ts';
-import type { Principal } from '../../platform/principal.ts';
-import { targetKey, type CatalogModel } from '../../providers/catalog.ts';
-import type { TokenUsage } from '../../providers/contract.ts';
+import type { Config } from './config.ts';
+import { ErrorCode, codedError } from './errors.ts';
+import { toMicroUsd, type Bucket, type Meter, type Reservation } from './metering.ts';
+import type { Principal } from './principal.ts';
+import { targetKey, type CatalogModel } from '../providers/catalog.ts';
+import type { TokenUsage } from '../providers/contract.ts';
 
 export interface ChatDemand {
   tokens: number;
