@@ -67,6 +67,8 @@ export type QueryUsageArgs = {
 
 export type Tenant = {
   __typename?: 'Tenant';
+  /** The tenant's token limit and budgets (`metering.tenants`), what is used in the current windows and what remains. */
+  budget: TenantBudget;
   id: Scalars['ID']['output'];
   /** The tenant's usage between two ISO-8601 times. */
   usage: UsageTotals;
@@ -76,6 +78,22 @@ export type Tenant = {
 export type TenantUsageArgs = {
   from: Scalars['String']['input'];
   to: Scalars['String']['input'];
+};
+
+/** Limits are null when not set; used amounts include reservations of calls still running. */
+export type TenantBudget = {
+  __typename?: 'TenantBudget';
+  /** When today's and this month's windows end (UTC, ISO-8601). */
+  dayResetsAt: Scalars['String']['output'];
+  monthResetsAt: Scalars['String']['output'];
+  tokensPerMinute?: Maybe<Scalars['Int']['output']>;
+  tokensUsedThisMinute: Scalars['Int']['output'];
+  usdPerDay?: Maybe<Scalars['Float']['output']>;
+  usdPerMonth?: Maybe<Scalars['Float']['output']>;
+  usdRemainingThisMonth?: Maybe<Scalars['Float']['output']>;
+  usdRemainingToday?: Maybe<Scalars['Float']['output']>;
+  usdSpentThisMonth: Scalars['Float']['output'];
+  usdSpentToday: Scalars['Float']['output'];
 };
 
 export type UsageFilter = {
@@ -241,13 +259,14 @@ export type ResolversTypes = {
   Model: ResolverTypeWrapper<Model>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Tenant: ResolverTypeWrapper<Tenant>;
+  TenantBudget: ResolverTypeWrapper<TenantBudget>;
+  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
+  Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   UsageFilter: UsageFilter;
   UsageGroup: UsageGroup;
   UsageReport: ResolverTypeWrapper<UsageReport>;
   UsageRow: ResolverTypeWrapper<UsageRow>;
   UsageTotals: ResolverTypeWrapper<UsageTotals>;
-  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
-  Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
 };
 
@@ -259,12 +278,13 @@ export type ResolversParentTypes = {
   Model: Model | FederationReferenceTypes['Model'];
   Query: Record<PropertyKey, never>;
   Tenant: Tenant | FederationReferenceTypes['Tenant'];
+  TenantBudget: TenantBudget;
+  Int: Scalars['Int']['output'];
+  Float: Scalars['Float']['output'];
   UsageFilter: UsageFilter;
   UsageReport: UsageReport;
   UsageRow: UsageRow;
   UsageTotals: UsageTotals;
-  Int: Scalars['Int']['output'];
-  Float: Scalars['Float']['output'];
   Boolean: Scalars['Boolean']['output'];
 };
 
@@ -286,8 +306,22 @@ export type QueryResolvers<ContextType = UsageContext, ParentType extends Resolv
 
 export type TenantResolvers<ContextType = UsageContext, ParentType extends ResolversParentTypes['Tenant'] = ResolversParentTypes['Tenant'], FederationReferenceType extends FederationReferenceTypes['Tenant'] = FederationReferenceTypes['Tenant']> = {
   __resolveReference?: ReferenceResolver<Maybe<ResolversTypes['Tenant']> | FederationReferenceType, FederationReferenceType, ContextType>;
+  budget?: Resolver<ResolversTypes['TenantBudget'], ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   usage?: Resolver<ResolversTypes['UsageTotals'], ParentType, ContextType, RequireFields<TenantUsageArgs, 'from' | 'to'>>;
+};
+
+export type TenantBudgetResolvers<ContextType = UsageContext, ParentType extends ResolversParentTypes['TenantBudget'] = ResolversParentTypes['TenantBudget']> = {
+  dayResetsAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  monthResetsAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  tokensPerMinute?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
+  tokensUsedThisMinute?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  usdPerDay?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  usdPerMonth?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  usdRemainingThisMonth?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  usdRemainingToday?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  usdSpentThisMonth?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  usdSpentToday?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
 };
 
 export type UsageReportResolvers<ContextType = UsageContext, ParentType extends ResolversParentTypes['UsageReport'] = ResolversParentTypes['UsageReport']> = {
@@ -320,6 +354,7 @@ export type Resolvers<ContextType = UsageContext> = {
   Model?: ModelResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
   Tenant?: TenantResolvers<ContextType>;
+  TenantBudget?: TenantBudgetResolvers<ContextType>;
   UsageReport?: UsageReportResolvers<ContextType>;
   UsageRow?: UsageRowResolvers<ContextType>;
   UsageTotals?: UsageTotalsResolvers<ContextType>;

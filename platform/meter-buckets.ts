@@ -36,6 +36,17 @@ function windows(now: Date): Windows {
   return { minute: { id: String(minute), resetAt: (minute + 1) * 60_000 }, day: { id: day, resetAt: nextDay }, month: { id: month, resetAt: nextMonth } };
 }
 
+/** The keys of a tenant's own buckets for the current windows (for budget reports). */
+export function tenantBucketKeys(settings: MeteringSettings, tenantId: string, now = new Date()) {
+  const { minute, day, month } = windows(now);
+  const key = (...parts: string[]) => `${settings.keyPrefix}{meter}:${parts.join(':')}`;
+  return {
+    tokensThisMinute: key('tpm', 'tenant', tenantId, minute.id),
+    usdToday: { key: key('usd', 'tenant', tenantId, day.id), resetAt: day.resetAt },
+    usdThisMonth: { key: key('usd', 'tenant', tenantId, month.id), resetAt: month.resetAt },
+  };
+}
+
 /** The buckets a call by `principal` on `model` reserves in, for `demand`. */
 export function bucketsFor(principal: Principal, model: CatalogModel, demand: ChatDemand, settings: MeteringSettings, now = new Date()): Bucket[] {
   const { minute, day, month } = windows(now);

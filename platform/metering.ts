@@ -30,6 +30,8 @@ export interface Meter {
   reserve(buckets: Bucket[]): Promise<Reservation>;
   /** Moves each reserved bucket from its reserved amount to the real one (0 refunds it). */
   settle(buckets: Bucket[], actual: (bucket: Bucket) => number): Promise<void>;
+  /** What each bucket holds now (settled use plus open reservations), 0 for none. */
+  used(keys: string[]): Promise<number[]>;
 }
 
 export class MemoryMeter implements Meter {
@@ -59,6 +61,14 @@ export class MemoryMeter implements Meter {
       const entry = this.#used.get(bucket.key);
       if (entry) entry.value += actual(bucket) - bucket.amount;
     }
+  }
+
+  async used(keys: string[]): Promise<number[]> {
+    const now = this.#now();
+    return keys.map((key) => {
+      const entry = this.#used.get(key);
+      return entry && entry.resetAt > now ? entry.value : 0;
+    });
   }
 }
 
@@ -98,6 +108,11 @@ export class RedisMeter implements Meter {
       if (delta !== 0) pipeline.incrby(bucket.key, delta);
     }
     await pipeline.exec();
+  }
+
+  async used(keys: string[]): Promise<number[]> {
+    if (keys.length === 0) return [];
+    return (await this.#redis.mget(...keys)).map((value) => Number(value ?? 0));
   }
 }
 

@@ -41,7 +41,7 @@ interface Shared {
 const SUBGRAPH_STARTERS: Record<SubgraphName, (config: Config, log: Logger, shared: Shared) => Promise<RunningSubgraph>> = {
   inference: (config, log, { withProcessMetrics, identity, usage }) => startInferenceSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink, meter: usage().meter }),
   embeddings: (config, log, { withProcessMetrics, identity, usage }) => startEmbeddingsSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink, meter: usage().meter }),
-  usage: (config, log, { withProcessMetrics, identity, usage }) => startUsageSubgraph(config, log, { withProcessMetrics, identity, store: usage().store }),
+  usage: (config, log, { withProcessMetrics, identity, usage }) => startUsageSubgraph(config, log, { withProcessMetrics, identity, store: usage().store, meter: usage().meter }),
   access: async (config, log, { withProcessMetrics, identity, access }) => startAccessSubgraph(config, log, { withProcessMetrics, identity, access: await access() }),
 };
 

@@ -67,6 +67,14 @@ describe('budgets and token limits', () => {
     expect(metrics).toMatch(new RegExp(`modelgraph_meter_rejections_total\\{limit="usdPerDay",scope="tenant"[^}]*\\} ${50 - K}`));
     expect(metrics).toMatch(new RegExp(`modelgraph_tokens_total\\{tenant="acme",model="gpt-test@2024-08-06",kind="completion"[^}]*\\} ${K * MAX_TOKENS}`));
     expect(metrics).toMatch(/modelgraph_cost_usd_total\{tenant="acme",model="gpt-test@2024-08-06"/);
+    // Admins (and the tenant) read the budget and what remains of it.
+    const budget = await postGraphQL<{ tenant: { budget: { usdPerDay: number; usdSpentToday: number; usdRemainingToday: number } } }>(
+      stack.url,
+      '{ tenant(id: "acme") { budget { usdPerDay usdSpentToday usdRemainingToday } } }',
+    );
+    expect(budget.body.data?.tenant.budget.usdPerDay).toBe((K * WORST_MICRO) / 1_000_000);
+    expect(budget.body.data?.tenant.budget.usdSpentToday).toBeCloseTo(kept / 1_000_000, 9);
+    expect(budget.body.data?.tenant.budget.usdRemainingToday).toBeCloseTo((K * WORST_MICRO - kept) / 1_000_000, 9);
   });
 
   it('holds a key to its tokens per minute, settling each call to its real usage', async () => {

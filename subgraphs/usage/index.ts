@@ -11,6 +11,7 @@ import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import { DEFAULT_CONSUMER, type UsageStore } from '../../platform/usage-store.ts';
+import type { Meter } from '../../platform/metering.ts';
 import type { UsageContext } from './context.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';
@@ -22,9 +23,10 @@ export interface UsageSubgraphOptions {
   withProcessMetrics: boolean;
   identity: IdentityTokens;
   store: UsageStore;
+  meter: Meter;
 }
 
-export async function startUsageSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, store }: UsageSubgraphOptions): Promise<RunningSubgraph> {
+export async function startUsageSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, store, meter }: UsageSubgraphOptions): Promise<RunningSubgraph> {
   // One fixed consumer name per deployment's usage subgraph, so a restart finds its own pending
   // events at once (the store also takes over entries other consumers left for a minute).
   const consumer = DEFAULT_CONSUMER;
@@ -57,7 +59,7 @@ export async function startUsageSubgraph(config: Config, log: Logger, { withProc
     registry: createRegistry('usage', withProcessMetrics),
     maxBodyBytes: config.router.maxBodyBytes,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
-    extendContext: (base) => ({ ...base, store: reporting }),
+    extendContext: (base) => ({ ...base, store: reporting, meter, metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants } }),
   });
   return {
     ...running,

@@ -8,7 +8,8 @@ const readUsage = requireScope('usage:read');
 
 export const permissions = subgraphShield({
   Query: { usage: readUsage },
-  Tenant: { id: allow, usage: readUsage },
+  Tenant: { id: allow, usage: readUsage, budget: readUsage },
+  TenantBudget: allow,
   ApiKey: { id: allow, usage: readUsage },
   Model: { id: allow, usage: readUsage },
   UsageReport: allow,

@@ -2,6 +2,7 @@ import type { Resolvers } from '../../codegen/usage.resolvers.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import { isPlatformAdmin, type Principal } from '../../platform/principal.ts';
 import type { UsageFilter, UsageTotals } from '../../platform/usage-store.ts';
+import { tenantBucketKeys } from '../../platform/meter-buckets.ts';
 import type { UsageContext } from './context.ts';
 
 function time(field: string, value: string): Date {
@@ -43,6 +44,26 @@ export const resolvers: Resolvers = {
   Tenant: {
     __resolveReference: (reference) => reference,
     usage: (tenant, { from, to }, context) => totalsFor(context, from, to, { tenant: tenant.id }),
+    budget: async (tenant, _args, context) => {
+      if (!isPlatformAdmin(context.principal) && tenant.id !== context.principal.tenantId) throw codedError(ErrorCode.FORBIDDEN, 'a tenant reads only its own budget');
+      const limits = context.metering.tenants[tenant.id] ?? {};
+      const keys = tenantBucketKeys(context.metering, tenant.id);
+      const [tokens, dayMicro, monthMicro] = await context.meter.used([keys.tokensThisMinute, keys.usdToday.key, keys.usdThisMonth.key]);
+      const usd = (micro: number) => micro! / 1_000_000;
+      const remaining = (limit: number | undefined, spent: number) => (limit === undefined ? null : Math.max(limit - spent, 0));
+      return {
+        tokensPerMinute: limits.tokensPerMinute ?? null,
+        tokensUsedThisMinute: tokens!,
+        usdPerDay: limits.usdPerDay ?? null,
+        usdSpentToday: usd(dayMicro!),
+        usdRemainingToday: remaining(limits.usdPerDay, usd(dayMicro!)),
+        usdPerMonth: limits.usdPerMonth ?? null,
+        usdSpentThisMonth: usd(monthMicro!),
+        usdRemainingThisMonth: remaining(limits.usdPerMonth, usd(monthMicro!)),
+        dayResetsAt: new Date(keys.usdToday.resetAt).toISOString(),
+        monthResetsAt: new Date(keys.usdThisMonth.resetAt).toISOString(),
+      };
+    },
   },
   ApiKey: {
     __resolveReference: (reference) => reference,
