@@ -42,7 +42,7 @@ export type EmbeddingsInput = {
 /** Tokens of the inputs that went to the provider; cached inputs count nothing. */
 export type EmbeddingsUsage = {
   __typename?: 'EmbeddingsUsage';
-  /** Inputs answered from the cache. */
+  /** Inputs that cost nothing: answered from the cache, or by an identical input loading at the same time. */
   cachedInputs: Scalars['Int']['output'];
   /** What the tokens sent upstream cost at the model version's input price, in USD; cached inputs cost nothing. */
   costUsd: Scalars['Float']['output'];

@@ -48,7 +48,9 @@ export function tenantBucketKeys(settings: MeteringSettings, tenantId: string, n
 }
 
 /** The buckets a call by `principal` on `model` reserves in, for `demand`. */
-export function bucketsFor(principal: Principal, model: CatalogModel, demand: ChatDemand, settings: MeteringSettings, now = new Date()): Bucket[] {
+export function bucketsFor(principal: Principal, models: CatalogModel | readonly CatalogModel[], demand: ChatDemand, settings: MeteringSettings, now = new Date()): Bucket[] {
+  // Every version that may serve the call (a route's targets and fallbacks) reserves in its own limit.
+  const targets = [...new Set(Array.isArray(models) ? models : [models as CatalogModel])];
   const { minute, day, month } = windows(now);
   const key = (...parts: string[]) => `${settings.keyPrefix}{meter}:${parts.join(':')}`;
   const micro = toMicroUsd(demand.usd);
@@ -57,7 +59,7 @@ export function bucketsFor(principal: Principal, model: CatalogModel, demand: Ch
   const candidates: (Bucket | undefined)[] = [
     limited('tokensPerMinute:key', key('tpm', 'key', holder, minute.id), principal.limits?.tokensPerMinute, demand.tokens, minute.resetAt),
     limited('tokensPerMinute:tenant', key('tpm', 'tenant', principal.tenantId, minute.id), tenant?.tokensPerMinute, demand.tokens, minute.resetAt),
-    limited('tokensPerMinute:model', key('tpm', 'model', targetKey(model), minute.id), model.tokensPerMinute, demand.tokens, minute.resetAt),
+    ...targets.map((model) => limited(`tokensPerMinute:model:${targetKey(model)}`, key('tpm', 'model', targetKey(model), minute.id), model.tokensPerMinute, demand.tokens, minute.resetAt)),
     limited('usdPerDay:key', key('usd', 'key', holder, day.id), micro$(principal.limits?.usdPerDay), micro, day.resetAt),
     limited('usdPerMonth:key', key('usd', 'key', holder, month.id), micro$(principal.limits?.usdPerMonth), micro, month.resetAt),
     limited('usdPerDay:tenant', key('usd', 'tenant', principal.tenantId, day.id), micro$(tenant?.usdPerDay), micro, day.resetAt),
@@ -93,8 +95,15 @@ export async function reserve(meter: Meter, buckets: Bucket[]): Promise<Bucket[]
   return reservation.buckets;
 }
 
-/** Settles reserved buckets to what the call really used (nothing, for a call that delivered nothing). */
-export function settle(meter: Meter, buckets: Bucket[], usage: TokenUsage, costUsd: number): Promise<void> {
+/**
+ * Settles reserved buckets to what the call really used (nothing, for a call that delivered
+ * nothing); a model's bucket keeps the tokens only if that version served the call.
+ */
+export function settle(meter: Meter, buckets: Bucket[], usage: TokenUsage, costUsd: number, servedBy?: string): Promise<void> {
   if (buckets.length === 0) return Promise.resolve();
-  return meter.settle(buckets, (bucket) => (bucket.name.startsWith('usd') ? toMicroUsd(costUsd) : usage.totalTokens));
+  return meter.settle(buckets, (bucket) => {
+    if (bucket.name.startsWith('usd')) return toMicroUsd(costUsd);
+    if (bucket.name.startsWith('tokensPerMinute:model:')) return bucket.name === `tokensPerMinute:model:${servedBy}` ? usage.totalTokens : 0;
+    return usage.totalTokens;
+  });
 }

@@ -136,3 +136,19 @@ describe('embeddings under budgets', () => {
     expect(target.emulator.requests.length).toBe(calls);
   });
 });
+
+describe('what a reservation counts', () => {
+  it('counts tool definitions as prompt tokens, so a huge tool schema cannot slip past a token limit', async () => {
+    const setup = await meteredStack({ tenants: { acme: { tokensPerMinute: 2_000 } } });
+    stack = setup.stack;
+    const parameters = JSON.stringify({ type: 'object', properties: Object.fromEntries(Array.from({ length: 150 }, (_, index) => [`field_${index}`, { type: 'string', description: `the value number ${index}` }])) });
+    const { body } = await postGraphQL(
+      stack.url,
+      'mutation($input: ChatInput!) { chat(input: $input) { content } }',
+      { input: { model: 'gpt-test', maxTokens: 10, messages: [{ role: 'USER', content: 'hi' }], tools: [{ name: 'wide', parameters }] } },
+      setup.auth,
+    );
+    expect(body.errors?.[0]?.extensions).toMatchObject({ code: 'TOKEN_LIMIT_EXCEEDED', scope: 'tenant' });
+    expect(chatCalls(stack)).toBe(0);
+  });
+});

@@ -111,27 +111,37 @@ export class Embedder {
     const cacheKeys = request.inputs.map((text) => `emb:${caller.cacheScope}:${targetKey(model)}:${dimensions}:${createHash('sha256').update(text).digest('hex')}`);
     const cached = await this.#fromCache(cacheKeys);
     const batcher = this.#batcher(model, dimensions);
-    const vectors = await Promise.all(request.inputs.map((text, index) => cached[index] ?? this.#load(batcher, cacheKeys[index]!, text)));
-    const misses = request.inputs.map((_text, index) => index).filter((index) => !cached[index]);
-    this.#observer.cache(model, request.inputs.length - misses.length, misses.length);
-    const promptTokens = misses.reduce((sum, index) => sum + tokens[index]!, 0);
+    // Inputs this request loads itself are what it pays for; joined loads and cache hits cost nothing.
+    const own = new Set<number>();
+    const settled = await Promise.allSettled(
+      request.inputs.map((text, index) => {
+        if (cached[index]) return Promise.resolve(cached[index]);
+        const { load, joined } = this.#load(batcher, cacheKeys[index]!, text);
+        if (!joined) own.add(index);
+        return load;
+      }),
+    );
+    const paidTokens = [...own].filter((index) => settled[index]!.status === 'fulfilled').reduce((sum, index) => sum + tokens[index]!, 0);
+    const price = (count: number) => Math.round(((count * model.pricing.inputPerMillionTokens) / 1_000_000) * 1e9) / 1e9;
+    const failure = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failure) {
+      // What went upstream and succeeded was billed (and cached): the caller pays for it even so.
+      throw Object.assign(failure.reason as Error, { spent: { totalTokens: paidTokens, costUsd: price(paidTokens) } });
+    }
+    const vectors = settled.map((result) => (result as PromiseFulfilledResult<number[]>).value);
+    this.#observer.cache(model, request.inputs.length - own.size, own.size);
     return {
       model,
       dimensions,
       vectors: request.normalize ? vectors.map(l2Normalized) : vectors,
-      usage: {
-        promptTokens,
-        totalTokens: promptTokens,
-        cachedInputs: request.inputs.length - misses.length,
-        costUsd: Math.round(((promptTokens * model.pricing.inputPerMillionTokens) / 1_000_000) * 1e9) / 1e9,
-      },
+      usage: { promptTokens: paidTokens, totalTokens: paidTokens, cachedInputs: request.inputs.length - own.size, costUsd: price(paidTokens) },
     };
   }
 
-  /** One input: joins an identical load in flight, else loads it and caches the vector as soon as it comes. */
-  #load(batcher: Batcher, cacheKey: string, text: string): Promise<number[]> {
+  /** One input: joins an identical load in flight (`joined`), else loads it and caches the vector as soon as it comes. */
+  #load(batcher: Batcher, cacheKey: string, text: string): { load: Promise<number[]>; joined: boolean } {
     const pending = this.#inFlight.get(cacheKey);
-    if (pending) return pending;
+    if (pending) return { load: pending, joined: true };
     const load = batcher.load(text).then((vector) => {
       this.#store(cacheKey, vector);
       return vector;
@@ -139,7 +149,7 @@ export class Embedder {
     this.#inFlight.set(cacheKey, load);
     const forget = () => this.#inFlight.delete(cacheKey);
     load.then(forget, forget);
-    return load;
+    return { load, joined: false };
   }
 
   #dimensions(model: CatalogModel, requested: number | null | undefined): number {

@@ -10,6 +10,7 @@ import { checkTags } from '../../platform/usage-tags.ts';
 import { bucketsFor, reserve, settle } from '../../platform/meter-buckets.ts';
 import type { Bucket } from '../../platform/metering.ts';
 import { countTextTokens } from '../../providers/tokens.ts';
+import { targetKey } from '../../providers/catalog.ts';
 import type { EmbeddingsContext } from './context.ts';
 import type { EmbeddingsAnswer, EmbeddingsRequest } from './embedder.ts';
 
@@ -49,14 +50,16 @@ export async function embedWithUsage(context: EmbeddingsContext, request: Embedd
     });
     return answer;
   } catch (error) {
+    spent = (error as { spent?: typeof spent }).spent ?? spent;
     const code = codeOf(error);
     const model = context.catalog.resolve(request.model);
     if (code?.startsWith('UPSTREAM_') && model) {
-      emit(context, { ...base, model: model.id, version: model.version, provider: model.provider, promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0, latencyMs: Math.round(performance.now() - startedAt), outcome: code });
+      emit(context, { ...base, model: model.id, version: model.version, provider: model.provider, promptTokens: spent.totalTokens, completionTokens: 0, totalTokens: spent.totalTokens, costUsd: spent.costUsd, latencyMs: Math.round(performance.now() - startedAt), outcome: code });
     }
     throw error;
   } finally {
-    await settle(context.meter, reserved, { promptTokens: spent.totalTokens, completionTokens: 0, totalTokens: spent.totalTokens }, spent.costUsd).catch((error: unknown) =>
+    const model = context.catalog.resolve(request.model);
+    await settle(context.meter, reserved, { promptTokens: spent.totalTokens, completionTokens: 0, totalTokens: spent.totalTokens }, spent.costUsd, model && targetKey(model)).catch((error: unknown) =>
       context.log.error({ err: error }, 'could not settle a reservation'),
     );
   }

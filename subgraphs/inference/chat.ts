@@ -67,6 +67,8 @@ export interface PreparedChat {
   demand: ChatDemand;
   /** The caller's usage tags, sorted and unique. */
   tags: string[];
+  /** Prompt tokens, tool definitions included (tokenizer count). */
+  promptTokens: number;
 }
 
 function servedBy({ target, attempts }: Served<CatalogModel>): ServedByResult {
@@ -163,7 +165,9 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   }
 
   const messages = input.messages.map(toMessage);
-  const promptTokens = countChatTokens(messages);
+  const tools = input.tools?.map(toTool);
+  // Tool definitions go upstream with the prompt and are billed as prompt tokens.
+  const promptTokens = countChatTokens(messages) + (tools?.length ? countTextTokens(JSON.stringify(tools)) : 0);
   const reservedOutput = input.maxTokens ?? 1;
   if (promptTokens + reservedOutput > model.contextWindow) {
     throw codedError(
@@ -178,7 +182,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
     ...(input.temperature != null && { temperature: input.temperature }),
     ...(input.topP != null && { topP: input.topP }),
     ...(input.stop?.length && { stop: input.stop }),
-    ...(input.tools?.length && { tools: input.tools.map(toTool) }),
+    ...(tools?.length && { tools }),
   };
   // Fallbacks that could not take this request (no chat, no tools, too small a window) are skipped.
   const targets = plan.targets.filter(
@@ -188,10 +192,10 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
       (!request.tools || info.capabilities.includes('TOOLS')) &&
       promptTokens + reservedOutput <= info.contextWindow,
   );
-  const maxOutput = input.maxTokens ?? model.maxOutputTokens;
+  const maxOutput = input.maxTokens ?? Math.max(model.maxOutputTokens, ...targets.map(({ info }) => info.maxOutputTokens));
   const worst = { promptTokens, completionTokens: maxOutput, totalTokens: promptTokens + maxOutput };
   const usd = Math.max(0, ...targets.map(({ info }) => priced(worst, info).costUsd));
-  return { model, targets, request, demand: { tokens: worst.totalTokens, usd }, tags: checkTags(input.tags) };
+  return { model, targets, request, demand: { tokens: worst.totalTokens, usd }, tags: checkTags(input.tags), promptTokens };
 }
 
 /** Marks a prepared chat as cacheable under its key, per the request's cache control. */
@@ -293,7 +297,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
   } finally {
     stopTimer();
     // To the real usage; a failed call used nothing.
-    await settleOrLog(context, reserved, used ?? NOTHING);
+    await settleOrLog(context, reserved, used ?? NOTHING, servedModel);
     emitChatUsage(context, { kind: 'chat', model: servedModel, usage: used ?? NOTHING, startedAt, timeToFirstTokenMs: null, outcome, tags: prepared.tags });
   }
 }
@@ -301,7 +305,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
 /** Reserves a call's worst case; a refusal is counted by limit and scope, then thrown. */
 async function reserveOrCount(context: InferenceContext, prepared: PreparedChat): Promise<Bucket[]> {
   try {
-    return await reserve(context.meter, bucketsFor(context.principal, prepared.model, prepared.demand, context.metering));
+    return await reserve(context.meter, bucketsFor(context.principal, prepared.targets.map(({ info }) => info), prepared.demand, context.metering));
   } catch (error) {
     const extensions = (error as { extensions?: { limit?: string; scope?: string } }).extensions;
     if (extensions?.limit && extensions.scope) context.metrics.meterRejections.inc({ limit: extensions.limit, scope: extensions.scope });
@@ -311,9 +315,12 @@ async function reserveOrCount(context: InferenceContext, prepared: PreparedChat)
 
 const NOTHING: PricedUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 };
 
-/** Settles a reservation; a failure is logged (the window's end releases what it holds). */
-async function settleOrLog(context: InferenceContext, reserved: Bucket[], usage: PricedUsage): Promise<void> {
-  await settle(context.meter, reserved, usage, usage.costUsd).catch((error: unknown) => context.log.error({ err: error }, 'could not settle a reservation'));
+/**
+ * Settles a reservation to what the call used (the model buckets of targets that did not serve it
+ * to nothing); a failure is logged (the window's end releases what it holds).
+ */
+async function settleOrLog(context: InferenceContext, reserved: Bucket[], usage: PricedUsage, servedBy?: CatalogModel): Promise<void> {
+  await settle(context.meter, reserved, usage, usage.costUsd, servedBy && targetKey(servedBy)).catch((error: unknown) => context.log.error({ err: error }, 'could not settle a reservation'));
 }
 
 /** Assembles streamed tool-call fragments by index. */
@@ -342,10 +349,10 @@ export async function streamChat(prepared: PreparedChat, context: InferenceConte
   const reserved = await reserveOrCount(context, prepared);
   const upstream = new AbortController();
   let settled = false;
-  const settleOnce = (usage: PricedUsage) => {
+  const settleOnce = (usage: PricedUsage, servedBy?: CatalogModel) => {
     if (settled) return Promise.resolve();
     settled = true;
-    return settleOrLog(context, reserved, usage);
+    return settleOrLog(context, reserved, usage, servedBy);
   };
   const events = abortOnReturn(chatEvents(prepared, context, upstream, settleOnce), upstream);
   let started = false;
@@ -359,7 +366,10 @@ export async function streamChat(prepared: PreparedChat, context: InferenceConte
       if (!started) await settleOnce(NOTHING);
       return events.return(value);
     },
-    throw: (error) => events.throw(error),
+    throw: async (error) => {
+      if (!started) await settleOnce(NOTHING);
+      return events.throw(error);
+    },
     [Symbol.asyncIterator]: () => wrapped,
   };
   return wrapped;
@@ -369,7 +379,7 @@ async function* chatEvents(
   prepared: PreparedChat,
   context: InferenceContext,
   upstream: AbortController,
-  settleOnce: (usage: PricedUsage) => Promise<void>,
+  settleOnce: (usage: PricedUsage, servedBy?: CatalogModel) => Promise<void>,
 ): AsyncGenerator<ChatStreamEventResult> {
   const { model, targets, request } = prepared;
   const onCallerGone = () => upstream.abort(new Error('caller went away'));
@@ -382,18 +392,21 @@ async function* chatEvents(
   const toolCalls = new ToolCallAssembler();
   /** What was delivered before a failure, counted with the tokenizer (the provider never said). */
   const deliveredUsage = (): TokenUsage => {
-    const promptTokens = countChatTokens(request.messages);
-    const completionTokens = countTextTokens(delivered);
+    const promptTokens = prepared.promptTokens;
+    const toolText = toolCalls.calls.map((call) => call.name + call.arguments).join('');
+    const completionTokens = countTextTokens(delivered + toolText);
     return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
   };
   /** What the stream used, as reported (or counted, for a failure); settled when it ends. */
   let used: PricedUsage | undefined;
   let outcome = 'cancelled';
   let timeToFirstTokenMs: number | null = null;
+  let reachedProvider = false;
   try {
     for await (const part of context.router.stream(targets, request, { signal: upstream.signal, requestId: context.requestId })) {
       switch (part.type) {
         case 'served':
+          reachedProvider = true;
           served = servedBy(part.served);
           recordRouting(context, prepared, part.served);
           warnIfDeprecated(context, part.served.target);
@@ -438,8 +451,9 @@ async function* chatEvents(
     }
   } finally {
     // A stream the caller left pays for what was delivered until then.
-    const final = used ?? (delivered ? priced(deliveredUsage(), served.model) : NOTHING);
-    await settleOnce(final);
+    // Once a provider took the call, the prompt (and what was delivered) is paid for.
+    const final = used ?? (reachedProvider || delivered ? priced(deliveredUsage(), served.model) : NOTHING);
+    await settleOnce(final, served.model);
     emitChatUsage(context, { kind: 'chat_stream', model: served.model, usage: final, startedAt: started, timeToFirstTokenMs, outcome, tags: prepared.tags });
     context.metrics.duration.observe({ ...labels, mode: 'stream' }, (performance.now() - started) / 1000);
     context.signal.removeEventListener('abort', onCallerGone);
