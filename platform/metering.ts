@@ -103,9 +103,13 @@ export class RedisMeter implements Meter {
 
   async settle(buckets: Bucket[], actual: (bucket: Bucket) => number): Promise<void> {
     const pipeline = this.#redis.pipeline();
+    const now = Date.now();
     for (const bucket of buckets) {
       const delta = actual(bucket) - bucket.amount;
-      if (delta !== 0) pipeline.incrby(bucket.key, delta);
+      if (delta === 0) continue;
+      pipeline.incrby(bucket.key, delta);
+      // A call that outlived its window's key must not leave one without an expiry behind.
+      pipeline.pexpire(bucket.key, Math.max(bucket.resetAt - now, 1_000) + 60_000);
     }
     await pipeline.exec();
   }
