@@ -24,6 +24,7 @@ import type { Principal } from './principal.ts';
 import { closeWebSockets, createWebSocketServer, listen, readBody, sendJson, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
 import { endOnShutdown, shuttingDownResult } from './end-on-shutdown.ts';
 import { InFlight } from './in-flight.ts';
+import type { Config, SubgraphName } from './config.ts';
 import type { Logger } from './logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
 import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
@@ -60,6 +61,12 @@ export interface SubgraphServerOptions<TContext extends RequestContext> {
   /** The subgraph's graphql-shield rules. */
   permissions: IMiddlewareGenerator<unknown, TContext, unknown>;
   extendContext(base: RequestContext): TContext;
+}
+
+/** Where a subgraph listens and the request sizes it accepts (the router's limits), from the config. */
+export function listenSettings(config: Config, name: SubgraphName) {
+  const { host, port } = config.subgraphs[name];
+  return { host, port, maxBodyBytes: config.router.maxBodyBytes, wsMaxPayloadBytes: config.router.wsMaxPayloadBytes };
 }
 
 export interface RunningSubgraph {

@@ -6,7 +6,7 @@ import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import type { AccessContext } from './context.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';
@@ -20,19 +20,15 @@ export interface AccessSubgraphOptions {
 }
 
 export async function startAccessSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, access }: AccessSubgraphOptions): Promise<RunningSubgraph> {
-  const settings = config.subgraphs.access;
   return startSubgraphServer<AccessContext>({
     name: 'access',
     typeDefs: parse(readFileSync(ACCESS_SCHEMA_FILE, 'utf8')),
     resolvers,
     permissions,
     identity,
-    host: settings.host,
-    port: settings.port,
+    ...listenSettings(config, 'access'),
     log,
     registry: createRegistry('access', withProcessMetrics),
-    maxBodyBytes: config.router.maxBodyBytes,
-    wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
     extendContext: (base) => ({ ...base, store: access.store, audit: access.audit }),
   });
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
 import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
-import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import { ModelCatalog, targetKey } from '../../providers/catalog.ts';
 import type { EmbeddingsContext } from './context.ts';
 import { Embedder, type EmbedderObserver } from './embedder.ts';
@@ -62,19 +62,15 @@ export async function startEmbeddingsSubgraph(config: Config, log: Logger, { wit
     log,
     embeddingMetrics(registry),
   );
-  const subgraph = config.subgraphs.embeddings;
   const running = await startSubgraphServer<EmbeddingsContext>({
     name: 'embeddings',
     typeDefs: parse(readFileSync(EMBEDDINGS_SCHEMA_FILE, 'utf8')),
     resolvers,
     permissions,
     identity,
-    host: subgraph.host,
-    port: subgraph.port,
+    ...listenSettings(config, 'embeddings'),
     log,
     registry,
-    maxBodyBytes: config.router.maxBodyBytes,
-    wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
     extendContext: (base) => ({ ...base, catalog, embedder, cacheShared: config.cache.shareAcrossTenants, inputBudget: { inputs: 0 }, usage, meter, metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants } }),
   });
   let stopped: Promise<void> | undefined;

@@ -9,7 +9,7 @@ import { createRegistry } from '../../platform/metrics.ts';
 import { createRedis, redisAnswers } from '../../platform/redis.ts';
 import type { Meter } from '../../platform/metering.ts';
 import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
-import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import { ModelCatalog } from '../../providers/catalog.ts';
 import { Router } from '../../providers/routing.ts';
 import type { InferenceContext } from './context.ts';
@@ -48,7 +48,6 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
       log.warn({ target, circuit: status }, 'circuit changed');
     },
   );
-  const settings = config.subgraphs.inference;
   const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   // Give Redis a moment to connect so the first requests can use the cache; never block the start.
   if (redis) await redisAnswers(redis, 1_000);
@@ -61,12 +60,9 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     resolvers,
     permissions,
     identity,
-    host: settings.host,
-    port: settings.port,
+    ...listenSettings(config, 'inference'),
     log,
     registry,
-    maxBodyBytes: config.router.maxBodyBytes,
-    wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
     extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs, cacheShared: config.cache.shareAcrossTenants, meter, metering, usage }),
   });
   let stopped: Promise<void> | undefined;

@@ -9,7 +9,7 @@ import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
 import { DEFAULT_CONSUMER, type UsageStore } from '../../platform/usage-store.ts';
 import type { Meter } from '../../platform/metering.ts';
 import type { UsageContext } from './context.ts';
@@ -46,19 +46,15 @@ export async function startUsageSubgraph(config: Config, log: Logger, { withProc
       return store.report(filter, groupBy);
     },
   };
-  const settings = config.subgraphs.usage;
   const running = await startSubgraphServer<UsageContext>({
     name: 'usage',
     typeDefs: parse(readFileSync(USAGE_SCHEMA_FILE, 'utf8')),
     resolvers,
     permissions,
     identity,
-    host: settings.host,
-    port: settings.port,
+    ...listenSettings(config, 'usage'),
     log,
     registry: createRegistry('usage', withProcessMetrics),
-    maxBodyBytes: config.router.maxBodyBytes,
-    wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
     extendContext: (base) => ({ ...base, store: reporting, meter, metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants } }),
   });
   return {
