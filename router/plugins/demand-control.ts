@@ -39,6 +39,8 @@ interface Walk {
   fragments: Record<string, FragmentDefinitionNode>;
   variables: Record<string, unknown>;
   defaultListSize: number;
+  /** Set when a list size came from a variable: the estimate then holds for these variables only. */
+  readVariables: boolean;
 }
 
 function directiveArguments(field: GraphQLField<unknown, unknown>, name: string, variables: Record<string, unknown>): Record<string, unknown> | undefined {
@@ -53,6 +55,7 @@ function listSize(field: GraphQLField<unknown, unknown>, node: FieldNode, walk: 
   const sliced = (spec?.slicingArguments ?? [])
     .map((name) => {
       const argument = node.arguments?.find((each) => each.name.value === name);
+      if (argument?.value.kind === Kind.VARIABLE) walk.readVariables = true;
       const value = argument ? valueFromASTUntyped(argument.value, walk.variables) : field.args.find((each) => each.name === name)?.defaultValue;
       return typeof value === 'number' ? value : undefined;
     })
@@ -96,16 +99,29 @@ function fieldCost(parent: GraphQLNamedType | undefined, node: FieldNode, walk: 
   return multiplier * (weight + children);
 }
 
+/** Estimates of documents whose cost does not depend on variables, by operation name. */
+const estimates = new WeakMap<DocumentNode, Map<string, number>>();
+
 /** The estimated cost of the operation `document` selects (by `operationName`). */
 export function estimateCost(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown>, defaultListSize: number): number {
+  const cacheKey = `${defaultListSize}:${operationName ?? ''}`;
+  const known = estimates.get(document)?.get(cacheKey);
+  if (known !== undefined) return known;
+  const { cost, readVariables } = walkCost(schema, document, operationName, variables, defaultListSize);
+  if (!readVariables) estimates.set(document, (estimates.get(document) ?? new Map<string, number>()).set(cacheKey, cost));
+  return cost;
+}
+
+function walkCost(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown>, defaultListSize: number): { cost: number; readVariables: boolean } {
   const operation = getOperationAST(document, operationName);
-  if (!operation) return 0;
+  if (!operation) return { cost: 0, readVariables: false };
   const fragments = Object.fromEntries(
     document.definitions.filter((definition): definition is FragmentDefinitionNode => definition.kind === Kind.FRAGMENT_DEFINITION).map((fragment) => [fragment.name.value, fragment]),
   );
   const root = schema.getRootType(operation.operation) ?? undefined;
-  const walk: Walk = { schema, fragments, variables, defaultListSize };
-  return (operation.operation === 'mutation' ? 10 : 0) + selectionCost(root, operation.selectionSet, walk, new Map());
+  const walk: Walk = { schema, fragments, variables, defaultListSize, readVariables: false };
+  const cost = (operation.operation === 'mutation' ? 10 : 0) + selectionCost(root, operation.selectionSet, walk, new Map());
+  return { cost, readVariables: walk.readVariables };
 }
 
 export function useDemandControl(settings: Settings, onRefused: () => void = () => undefined): GatewayPlugin {

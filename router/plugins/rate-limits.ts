@@ -112,6 +112,8 @@ export function rateLimited(limit: FieldLimit, decision: RateDecision) {
 
 export function useRateLimits(limiter: RateLimiter, keyPrefix: string, overrides: RateLimitOverrides, log: Logger, onRefused: (field: string) => void = () => undefined): GatewayPlugin {
   const bySchema = new WeakMap<GraphQLSchema, Map<string, FieldLimit>>();
+  /** The limited selections of a document (parsed documents are cached and reused by the runtime). */
+  const byDocument = new WeakMap<DocumentNode, FieldLimit[]>();
   /** The tightest allowed decision of an HTTP request, for its response headers. */
   const tightest = new WeakMap<object, RateDecision>();
 
@@ -120,7 +122,9 @@ export function useRateLimits(limiter: RateLimiter, keyPrefix: string, overrides
     if (!limits) bySchema.set(schema, (limits = limitsOf(schema, overrides, log)));
     if (limits.size === 0) return undefined;
     const caller = callerOf(context);
-    for (const limit of limitedSelections(schema, document, limits)) {
+    let selected = byDocument.get(document);
+    if (!selected) byDocument.set(document, (selected = limitedSelections(schema, document, limits)));
+    for (const limit of selected) {
       const who = holder(limit.per, caller);
       if (who === undefined) continue;
       let decision: RateDecision;
