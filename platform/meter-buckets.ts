@@ -7,7 +7,7 @@
 import type { Config } from './config.ts';
 import { ErrorCode, codedError } from './errors.ts';
 import { toMicroUsd, type Bucket, type Meter, type Reservation } from './metering.ts';
-import type { Principal } from './principal.ts';
+import { holderOf, type Principal } from './principal.ts';
 import { targetKey, type CatalogModel } from '../providers/catalog.ts';
 import type { TokenUsage } from '../providers/contract.ts';
 
@@ -55,7 +55,7 @@ export function bucketsFor(principal: Principal, models: CatalogModel | readonly
   const key = (...parts: string[]) => `${settings.keyPrefix}{meter}:${parts.join(':')}`;
   const micro = toMicroUsd(demand.usd);
   const tenant = settings.tenants[principal.tenantId];
-  const holder = principal.keyId ?? `${principal.kind}:${principal.subject}`;
+  const holder = holderOf(principal);
   const candidates: (Bucket | undefined)[] = [
     limited('tokensPerMinute:key', key('tpm', 'key', holder, minute.id), principal.limits?.tokensPerMinute, demand.tokens, minute.resetAt),
     limited('tokensPerMinute:tenant', key('tpm', 'tenant', principal.tenantId, minute.id), tenant?.tokensPerMinute, demand.tokens, minute.resetAt),

@@ -4,6 +4,7 @@
  * serves or shows models uses these in its shield rules and listings.
  */
 import type { ModelCatalog } from '../providers/catalog.ts';
+import { forbidden, rule } from './authorization.ts';
 import { mayUseModel, type Principal } from './principal.ts';
 
 /** True when the principal may use what `ref` names (a model id, alias, pin or route). */
@@ -16,3 +17,27 @@ export function allowsRef(principal: Principal, catalog: ModelCatalog, ref: stri
 
 /** True when the principal may see model `id`: allowed itself, or served by an allowed route. */
 export const modelReachable = (principal: Principal, catalog: ModelCatalog, id: string) => mayUseModel(principal, [id, ...catalog.routesThrough(id)]);
+
+/** What a subgraph's context must carry for the model rules. */
+interface ModelRuleContext {
+  principal: Principal;
+  catalog: ModelCatalog;
+}
+
+const notAllowed = (ref: string) => forbidden(`this key may not use model "${ref}"`);
+
+/** A rule allowing the field when the key may use the model reference `refOf(args)` names. */
+export const modelArgumentRule = <Args>(name: string, refOf: (args: Args) => string) =>
+  rule(name, { cache: 'strict' })((_parent, args: Args, { principal, catalog }: ModelRuleContext) => {
+    const ref = refOf(args);
+    return allowsRef(principal, catalog, ref) ? true : notAllowed(ref);
+  });
+
+/**
+ * A rule on `Model` fields: the model being read is reachable by the key, whoever reached it
+ * (`_entities` included; a routed answer names the model that served it).
+ */
+export const modelVisibleRule = (name: string) =>
+  rule(name, { cache: 'no_cache' })((model: { id: string }, _args, { principal, catalog }: ModelRuleContext) =>
+    modelReachable(principal, catalog, model.id) ? true : notAllowed(model.id),
+  );

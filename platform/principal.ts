@@ -55,7 +55,7 @@ export const administers = (principal: Principal, tenantId: string) =>
 export const mayUseModel = (principal: Principal, ids: readonly string[]) =>
   principal.allowedModels === null || ids.some((id) => principal.allowedModels!.includes(id));
 
-/** How usage and limits name the caller: the key id, `jwt:<subject>`, or `anonymous`. */
+/** How usage, limits, caps and the audit log name a caller: the key id, `jwt:<subject>`, or `anonymous`. */
 export function holderOf(principal: Principal): string {
   if (principal.keyId) return principal.keyId;
   return principal.kind === 'JWT' ? `jwt:${principal.subject}` : principal.subject;

@@ -157,3 +157,27 @@ describe('the router edge', () => {
     expect(metrics).toContain('operation="other"');
   });
 });
+
+describe('subscriptions per key', () => {
+  it('caps the subscriptions one key holds open across its sockets, while another key is not affected', async () => {
+    const capped = await startTestStack({ router: { port: 0, limits: { maxSubscriptionsPerPrincipal: 2 } } }, { localStreamDelayMs: 200 });
+    try {
+      const slow = { query: 'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "one two three four five six"}]}) { __typename } }' };
+      // Two slow streams on two sockets of the admin key stay open...
+      await Promise.all(
+        [capped.ws(), capped.ws()].map((client) => new Promise<void>((resolve) => client.subscribe(slow, { next: () => resolve(), error: () => resolve(), complete: () => resolve() }))),
+      );
+      // ...so a third, on a third socket, is refused with the per-key limit.
+      const third = await collectSubscription(capped.ws(), slow);
+      const errors = JSON.stringify([...third.results.flatMap((result) => result.errors ?? []), third.error]);
+      expect(errors).toContain('OPERATION_LIMIT_EXCEEDED');
+      expect(errors).toContain('subscriptionsPerPrincipal');
+      // Another key streams.
+      const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(capped.url, 'mutation { createApiKey(input: {name: "other", scopes: [CHAT_INVOKE]}) { secret } }');
+      const other = await collectSubscription<{ chatStream: { __typename: string } }>(capped.ws({ authorization: `Bearer ${body.data!.createApiKey.secret}` }), slow);
+      expect(other.results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
+    } finally {
+      await capped.stop();
+    }
+  });
+});

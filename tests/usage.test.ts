@@ -103,7 +103,7 @@ describe('usage', () => {
     await postGraphQL(target.url, 'mutation { createTenant(input: {id: "acme", name: "Acme"}) { tenant { id } } }');
     const { body: created } = await postGraphQL<{ createApiKey: { secret: string } }>(
       target.url,
-      'mutation { createApiKey(input: {tenantId: "acme", name: "reader", scopes: [USAGE_READ, CHAT_INVOKE]}) { secret } }',
+      'mutation { createApiKey(input: {tenantId: "acme", name: "reader", scopes: [USAGE_READ, CHAT_INVOKE, MODELS_READ]}) { secret } }',
     );
     const acme = { authorization: `Bearer ${created.data!.createApiKey.secret}` };
     await postGraphQL(target.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "platform call"}]}) { content } }');
@@ -119,5 +119,15 @@ describe('usage', () => {
       acme,
     );
     expect(entity.body.data?.me.tenant).toEqual({ id: 'acme', usage: { calls: 1 } });
+    // Per key and per model, through the entity fields; the tenant's own only.
+    const perKey = await postGraphQL<{ me: { apiKey: { usage: { calls: number } } }; model: { usage: { calls: number } } }>(
+      target.url,
+      'query($from: String!, $to: String!) { me { apiKey { usage(from: $from, to: $to) { calls } } } model(id: "echo") { usage(from: $from, to: $to) { calls } } }',
+      { from, to },
+      { authorization: acme.authorization },
+    );
+    expect(perKey.body.data).toEqual({ me: { apiKey: { usage: { calls: 1 } } }, model: { usage: { calls: 1 } } });
+    const all = await postGraphQL<{ model: { usage: { calls: number } } }>(target.url, 'query($from: String!, $to: String!) { model(id: "echo") { usage(from: $from, to: $to) { calls } } }', { from, to });
+    expect(all.body.data?.model.usage.calls).toBe(2);
   });
 });

@@ -20,6 +20,7 @@ import {
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { parseWindow, type RateDecision, type RateLimit, type RateLimiter } from '../../platform/rate-limiter.ts';
+import { holderOf } from '../../platform/principal.ts';
 import { rateLimitKey } from '../../platform/redis-keys.ts';
 import { callerOf, type CallerContext } from './identity.ts';
 
@@ -87,7 +88,7 @@ function holder(per: Scope, caller: CallerContext): string | undefined {
   if (per === 'IP') return clientAddress ?? undefined;
   if (!principal) return undefined;
   if (per === 'TENANT') return principal.tenantId;
-  return principal.keyId ?? `${principal.kind}:${principal.tenantId}:${principal.subject}`;
+  return holderOf(principal);
 }
 
 function rateLimitHeaders(decision: RateDecision): Record<string, string> {

@@ -4,10 +4,8 @@
  */
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
-import type { Principal } from '../../platform/principal.ts';
+import { holderOf } from '../../platform/principal.ts';
 import { callerOf } from './identity.ts';
-
-const holderOf = (principal: Principal) => principal.keyId ?? `${principal.kind}:${principal.tenantId}:${principal.subject}`;
 
 export function tooManySubscriptions(scope: 'connection' | 'principal', max: number) {
   return codedError(ErrorCode.OPERATION_LIMIT_EXCEEDED, `at most ${max} open subscriptions per ${scope === 'connection' ? 'connection' : 'key'}`, {

@@ -6,7 +6,7 @@
 import { NO_LIMITS, newKeySecret, type ApiKeyPatch, type ApiKeyRecord, type KeyLimits, type TenantRecord } from '../../platform/access-store.ts';
 import type { NewAuditEvent } from '../../platform/audit-log.ts';
 import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
-import type { Principal, Scope } from '../../platform/principal.ts';
+import { holderOf, type Principal, type Scope } from '../../platform/principal.ts';
 import type { AccessContext } from './context.ts';
 
 const TENANT_ID = /^[a-z0-9][a-z0-9-]{1,39}$/;
@@ -19,16 +19,10 @@ export const notFound = (what: string) => codedError(ErrorCode.NOT_FOUND, `${wha
 const MAX_AUDIT_FIELD = 200;
 const clip = (value: string | null) => (value === null ? null : value.slice(0, MAX_AUDIT_FIELD));
 
-/** Who acted, as the audit log names it: a key id, `jwt:<subject>`, or `anonymous`. */
-export function actorOf(principal: Principal): string {
-  if (principal.keyId) return principal.keyId;
-  return principal.kind === 'JWT' ? `jwt:${principal.subject}` : principal.subject;
-}
-
 export function auditEvent(context: AccessContext, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent {
   const { principal } = context;
   const event: NewAuditEvent = {
-    actor: actorOf(principal),
+    actor: holderOf(principal),
     actorTenant: principal.tenantId,
     action,
     target: null,

@@ -19,7 +19,7 @@ import DataLoader from 'dataloader';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { ResponseCache } from '../../platform/response-cache.ts';
-import { isRetired, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
+import { isRetired, priceUsd, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import { countTextTokens } from '../../providers/tokens.ts';
 
@@ -122,11 +122,10 @@ export class Embedder {
       }),
     );
     const paidTokens = [...own].filter((index) => settled[index]!.status === 'fulfilled').reduce((sum, index) => sum + tokens[index]!, 0);
-    const price = (count: number) => Math.round(((count * model.pricing.inputPerMillionTokens) / 1_000_000) * 1e9) / 1e9;
     const failure = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     if (failure) {
       // What went upstream and succeeded was billed (and cached): the caller pays for it even so.
-      throw Object.assign(failure.reason as Error, { spent: { totalTokens: paidTokens, costUsd: price(paidTokens) } });
+      throw Object.assign(failure.reason as Error, { spent: { totalTokens: paidTokens, costUsd: priceUsd(model, paidTokens, 0) } });
     }
     const vectors = settled.map((result) => (result as PromiseFulfilledResult<number[]>).value);
     this.#observer.cache(model, request.inputs.length - own.size, own.size);
@@ -134,7 +133,7 @@ export class Embedder {
       model,
       dimensions,
       vectors: request.normalize ? vectors.map(l2Normalized) : vectors,
-      usage: { promptTokens: paidTokens, totalTokens: paidTokens, cachedInputs: request.inputs.length - own.size, costUsd: price(paidTokens) },
+      usage: { promptTokens: paidTokens, totalTokens: paidTokens, cachedInputs: request.inputs.length - own.size, costUsd: priceUsd(model, paidTokens, 0) },
     };
   }
 

@@ -10,7 +10,7 @@ import { checkTags } from '../../platform/usage-tags.ts';
 import { bucketsFor, reserve, settle } from '../../platform/meter-buckets.ts';
 import type { Bucket } from '../../platform/metering.ts';
 import { countTextTokens } from '../../providers/tokens.ts';
-import { targetKey } from '../../providers/catalog.ts';
+import { priceUsd, targetKey } from '../../providers/catalog.ts';
 import type { EmbeddingsContext } from './context.ts';
 import type { EmbeddingsAnswer, EmbeddingsRequest } from './embedder.ts';
 
@@ -22,8 +22,7 @@ async function reserveFor(context: EmbeddingsContext, request: EmbeddingsRequest
   const model = context.catalog.isRoute(request.model) ? undefined : context.catalog.resolve(request.model);
   if (!model) return [];
   const tokens = request.inputs.reduce((sum, text) => sum + countTextTokens(text), 0);
-  const usd = (tokens * model.pricing.inputPerMillionTokens) / 1_000_000;
-  return reserve(context.meter, bucketsFor(context.principal, model, { tokens, usd }, context.metering));
+  return reserve(context.meter, bucketsFor(context.principal, model, { tokens, usd: priceUsd(model, tokens, 0) }, context.metering));
 }
 
 export async function embedWithUsage(context: EmbeddingsContext, request: EmbeddingsRequest): Promise<EmbeddingsAnswer> {

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ChatInput, ChatMessageInput, ErrorCode as SchemaErrorCode, FinishReason as SchemaFinishReason } from '../../codegen/inference.resolvers.ts';
-import { isRetired, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
+import { isRetired, priceUsd, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { cacheKey, cacheable, type CachedChat } from './chat-cache.ts';
 import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
@@ -34,9 +34,7 @@ export interface PricedUsage extends TokenUsage {
 
 /** What `usage` cost at `model`'s prices, in USD, rounded to a billionth of a dollar. */
 export function priced(usage: TokenUsage, model: CatalogModel): PricedUsage {
-  const { inputPerMillionTokens, outputPerMillionTokens } = model.pricing;
-  const costUsd = (usage.promptTokens * inputPerMillionTokens + usage.completionTokens * outputPerMillionTokens) / 1_000_000;
-  return { ...usage, costUsd: Math.round(costUsd * 1e9) / 1e9 };
+  return { ...usage, costUsd: priceUsd(model, usage.promptTokens, usage.completionTokens) };
 }
 
 export interface ChatCompletionResult {
