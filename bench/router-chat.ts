@@ -66,7 +66,7 @@ async function timeToFirstDelta(wsUrl: string, count: number) {
   return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
 }
 
-const config = writeConfig({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 10_000_000, window: '1m' } } }, subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, usage: { port: 0 }, access: { port: 0 } }, log: { level: 'warn' } });
+const config = writeConfig({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 10_000_000, window: '1m' } } }, subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } }, log: { level: 'warn' } });
 const process_ = spawnModelgraph(['all', '--config', config], { LOG_LEVEL: 'info', MODELGRAPH_BOOTSTRAP_KEY: ADMIN_KEY, MODELGRAPH_IDENTITY_SECRET: IDENTITY_SECRET });
 const subgraphLine = await process_.waitForLine((line) => line.msg === 'subgraph inference listening');
 const ready = await process_.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));

@@ -99,6 +99,8 @@ export type ChatMessageInput = {
   role: ChatRole;
   /** For role TOOL: the id of the tool call this message answers. */
   toolCallId?: InputMaybe<Scalars['String']['input']>;
+  /** For role ASSISTANT: the tool calls the model asked for in this turn (answered by the TOOL messages after it). */
+  toolCalls?: InputMaybe<Array<ToolCallInput>>;
 };
 
 export type ChatRole =
@@ -128,6 +130,8 @@ export type ErrorCode =
   | 'BAD_USER_INPUT'
   /** A USD budget (per day or month, key or tenant) has no room for this call's worst-case price. */
   | 'BUDGET_EXCEEDED'
+  /** The agent run was cancelled: by a caller, or because its owner's key was revoked or expired. */
+  | 'CANCELLED'
   /** Prompt tokens plus requested output exceed the model's context window. */
   | 'CONTEXT_WINDOW_EXCEEDED'
   /** The operation's estimated cost is over the tenant's maximum; `extensions.cost` and `maxCost` say by how much. */
@@ -160,8 +164,16 @@ export type ErrorCode =
   | 'SERVICE_UNAVAILABLE'
   /** The server is shutting down; retry against another replica. */
   | 'SHUTTING_DOWN'
+  /** An agent run needed more model calls than its agent's `maxSteps`. */
+  | 'STEP_LIMIT_EXCEEDED'
+  /** An agent run ran longer than its agent's `maxWallTimeSeconds`. */
+  | 'TIME_LIMIT_EXCEEDED'
   /** A tokens-per-minute limit (key, tenant or model) has no room for this call's prompt plus maximum output. */
   | 'TOKEN_LIMIT_EXCEEDED'
+  /** The model asked for a tool that is not in its agent's list; nothing ran. */
+  | 'TOOL_NOT_ALLOWED'
+  /** A tool's result was larger than the configured maximum; the model is told instead of getting it. */
+  | 'TOOL_RESULT_TOO_LARGE'
   /** No credential, or one that is unknown, malformed, expired or revoked. */
   | 'UNAUTHENTICATED'
   /** The provider refused our credentials. */
@@ -316,6 +328,14 @@ export type ToolCall = {
   name: Scalars['String']['output'];
 };
 
+/** A tool call the model made earlier in the conversation, sent back with its ASSISTANT message. */
+export type ToolCallInput = {
+  /** Arguments as JSON text, as the model produced them. */
+  arguments: Scalars['String']['input'];
+  id: Scalars['String']['input'];
+  name: Scalars['String']['input'];
+};
+
 
 
 export type ResolverTypeWrapper<T> = Promise<T> | T;
@@ -439,6 +459,7 @@ export type ResolversTypes = {
   Subscription: ResolverTypeWrapper<Record<PropertyKey, never>>;
   TokenUsage: ResolverTypeWrapper<TokenUsage>;
   ToolCall: ResolverTypeWrapper<ToolCall>;
+  ToolCallInput: ToolCallInput;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
 };
@@ -466,6 +487,7 @@ export type ResolversParentTypes = {
   Subscription: Record<PropertyKey, never>;
   TokenUsage: TokenUsage;
   ToolCall: ToolCall;
+  ToolCallInput: ToolCallInput;
   Int: Scalars['Int']['output'];
   String: Scalars['String']['output'];
 };

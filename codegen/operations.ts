@@ -44,6 +44,8 @@ export type ChatMessageInput = {
   role: ChatRole;
   /** For role TOOL: the id of the tool call this message answers. */
   toolCallId?: string | null | undefined;
+  /** For role ASSISTANT: the tool calls the model asked for in this turn (answered by the TOOL messages after it). */
+  toolCalls?: Array<ToolCallInput> | null | undefined;
 };
 
 export type ChatRole =
@@ -59,12 +61,17 @@ export type ChatToolInput = {
   parameters: string;
 };
 
-/** Every `extensions.code` an error from modelgraph can carry (also used in `ChatFailed.code`). */
+/**
+ * Every `extensions.code` an error from modelgraph can carry (the same enum as the inference
+ * subgraph's; a test keeps them equal).
+ */
 export type ErrorCode =
   /** The request is malformed or an argument is out of range; `extensions.field` names it. */
   | 'BAD_USER_INPUT'
   /** A USD budget (per day or month, key or tenant) has no room for this call's worst-case price. */
   | 'BUDGET_EXCEEDED'
+  /** The agent run was cancelled: by a caller, or because its owner's key was revoked or expired. */
+  | 'CANCELLED'
   /** Prompt tokens plus requested output exceed the model's context window. */
   | 'CONTEXT_WINDOW_EXCEEDED'
   /** The operation's estimated cost is over the tenant's maximum; `extensions.cost` and `maxCost` say by how much. */
@@ -97,8 +104,16 @@ export type ErrorCode =
   | 'SERVICE_UNAVAILABLE'
   /** The server is shutting down; retry against another replica. */
   | 'SHUTTING_DOWN'
+  /** An agent run needed more model calls than its agent's `maxSteps`. */
+  | 'STEP_LIMIT_EXCEEDED'
+  /** An agent run ran longer than its agent's `maxWallTimeSeconds`. */
+  | 'TIME_LIMIT_EXCEEDED'
   /** A tokens-per-minute limit (key, tenant or model) has no room for this call's prompt plus maximum output. */
   | 'TOKEN_LIMIT_EXCEEDED'
+  /** The model asked for a tool that is not in its agent's list; nothing ran. */
+  | 'TOOL_NOT_ALLOWED'
+  /** A tool's result was larger than the configured maximum; the model is told instead of getting it. */
+  | 'TOOL_RESULT_TOO_LARGE'
   /** No credential, or one that is unknown, malformed, expired or revoked. */
   | 'UNAUTHENTICATED'
   /** The provider refused our credentials. */
@@ -129,6 +144,14 @@ export type ModelCapability =
   | 'EMBEDDINGS'
   | 'TOOLS'
   | 'VISION';
+
+/** A tool call the model made earlier in the conversation, sent back with its ASSISTANT message. */
+export type ToolCallInput = {
+  /** Arguments as JSON text, as the model produced them. */
+  arguments: string;
+  id: string;
+  name: string;
+};
 
 export type ChatMutationVariables = Exact<{
   input: ChatInput;

@@ -7,6 +7,7 @@
  */
 import type { Redis } from 'ioredis';
 import { ErrorCode, codedError } from './errors.ts';
+import { holderOf, type Principal } from './principal.ts';
 import { auditStreamKey } from './redis-keys.ts';
 
 export type AuditOutcome = 'SUCCESS' | 'DENIED' | 'FAILED';
@@ -37,6 +38,27 @@ export type NewAuditEvent = Omit<AuditEvent, 'id' | 'time'>;
  * Every given criterion must hold. `tenant` matches the event's `tenant` (the target's tenant), not
  * `actorTenant`. `from` and `to` are both inclusive, at millisecond resolution.
  */
+const MAX_AUDIT_FIELD = 200;
+const clip = (value: string | null) => (value === null ? null : value.slice(0, MAX_AUDIT_FIELD));
+
+/** The event of an action by a caller: who (as `holderOf` names them), from where, and `fields`. */
+export function callerAuditEvent(caller: { principal: Principal; clientAddress: string | null }, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent {
+  const { principal } = caller;
+  const event: NewAuditEvent = {
+    actor: holderOf(principal),
+    actorTenant: principal.tenantId,
+    action,
+    target: null,
+    tenant: null,
+    sourceAddress: caller.clientAddress,
+    outcome: 'SUCCESS',
+    reason: null,
+    ...fields,
+  };
+  // Ids come from callers (refused ones unvalidated): bounded, so events cannot be used to fill Redis.
+  return { ...event, actor: clip(event.actor)!, target: clip(event.target), tenant: clip(event.tenant), reason: clip(event.reason) };
+}
+
 export interface AuditFilter {
   tenant?: string;
   actor?: string;

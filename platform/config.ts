@@ -14,10 +14,13 @@ import { PRESET_NAMES } from '../providers/presets.ts';
 import { SCOPES } from './principal.ts';
 
 export const DEFAULT_CONFIG_FILE = 'modelgraph.yaml';
-export const SUBGRAPH_NAMES = ['inference', 'embeddings', 'usage', 'access'] as const;
+export const SUBGRAPH_NAMES = ['inference', 'embeddings', 'agents', 'usage', 'access'] as const;
 export type SubgraphName = (typeof SUBGRAPH_NAMES)[number];
 
 const port = z.number().int().min(0).max(65535);
+function modelRefSchema() {
+  return z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*(@[A-Za-z0-9][A-Za-z0-9._-]*)?$/, 'a model id, alias or id@version');
+}
 const host = z.string().min(1);
 
 /** What one operation may ask of the router; each refused with OPERATION_LIMIT_EXCEEDED (or as named). */
@@ -114,6 +117,7 @@ const subgraphsSchema = z
   .object({
     inference: subgraphSchema(4001).prefault({}),
     embeddings: subgraphSchema(4002).prefault({}),
+    agents: subgraphSchema(4003).prefault({}),
     usage: subgraphSchema(4004).prefault({}),
     access: subgraphSchema(4005).prefault({}),
   })
@@ -174,6 +178,68 @@ const accessSchema = z
     auditMaxEvents: z.number().int().positive().default(1_000_000),
   })
   .strict()
+  .prefault({});
+
+const agentName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, '1 to 64 letters, digits, _ . or - (starting with a letter or digit)');
+
+/** An agent defined in the config; its tools are checked against the API schema at start. */
+const agentDefinitionSchema = z
+  .object({
+    name: agentName,
+    /** The tenant that owns it; without one, every tenant may run it (and none may change it). */
+    tenant: z.string().min(1).optional(),
+    model: modelRefSchema(),
+    instructions: z.string().min(1),
+    tools: z
+      .array(z.object({ name: z.string().min(1), document: z.string().min(1), description: z.string().min(1).optional() }).strict())
+      .default([]),
+    maxSteps: z.number().int().positive().optional(),
+    maxTokens: z.number().int().positive().optional(),
+    maxUsd: z.number().positive().optional(),
+    maxWallTimeSeconds: z.number().int().positive().optional(),
+  })
+  .strict();
+export type AgentDefinitionConfig = z.infer<typeof agentDefinitionSchema>;
+
+const agentsSchema = z
+  .object({
+    /**
+     * Where agent runs call the router for their model and tool calls. Defaults to the router of
+     * this process (`modelgraph all`), else http://router.host:router.port/graphql.
+     */
+    routerUrl: z.url().optional(),
+    /** Used when an agent does not set its own. */
+    defaults: z
+      .object({ maxSteps: z.number().int().positive().default(8), maxWallTimeSeconds: z.number().int().positive().default(300) })
+      .strict()
+      .prefault({}),
+    /** The most any agent may set. */
+    limits: z
+      .object({
+        maxSteps: z.number().int().positive().default(50),
+        maxWallTimeSeconds: z.number().int().positive().default(3_600),
+        maxTools: z.number().int().positive().default(32),
+        maxInstructionsChars: z.number().int().positive().default(20_000),
+        maxInputChars: z.number().int().positive().default(100_000),
+      })
+      .strict()
+      .prefault({}),
+    /** A tool result (the operation's JSON) larger than this is not given to the model: it gets TOOL_RESULT_TOO_LARGE. */
+    maxToolResultBytes: z.number().int().positive().default(65_536),
+    /** Runs executing at once on one replica; more wait as QUEUED. */
+    maxConcurrentRuns: z.number().int().positive().default(20),
+    /** How long a finished run and its events stay readable. */
+    retentionSeconds: z.number().int().positive().default(7 * 86_400),
+    definitions: z.array(agentDefinitionSchema).default([]),
+  })
+  .strict()
+  .superRefine((agents, ctx) => {
+    for (const limit of ['maxSteps', 'maxWallTimeSeconds'] as const) {
+      if (agents.defaults[limit] > agents.limits[limit]) {
+        ctx.addIssue({ code: 'custom', path: ['defaults', limit], message: `must not exceed limits.${limit} (${agents.limits[limit]})` });
+      }
+    }
+  })
   .prefault({});
 
 const remote = {
@@ -249,7 +315,7 @@ export type ProviderConfig = z.infer<typeof providerSchema>;
 export const CAPABILITIES = ['CHAT', 'EMBEDDINGS', 'TOOLS', 'VISION'] as const;
 export const MODEL_STATUSES = ['ACTIVE', 'DEPRECATED', 'RETIRED'] as const;
 
-const modelRef = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*(@[A-Za-z0-9][A-Za-z0-9._-]*)?$/, 'a model id, alias or id@version');
+const modelRef = modelRefSchema();
 
 const modelSchema = z
   .object({
@@ -411,6 +477,8 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** The agents subgraph: defaults and limits of agents and runs, and agents defined here. */
+    agents: agentsSchema,
     log: z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') })
       .strict()

@@ -64,6 +64,16 @@ export const ErrorCode = {
   UPSTREAM_BAD_RESPONSE: 'UPSTREAM_BAD_RESPONSE',
   /** The provider's stream ended before it finished the answer. */
   UPSTREAM_STREAM_INTERRUPTED: 'UPSTREAM_STREAM_INTERRUPTED',
+  /** An agent run needed more model calls than its agent's `maxSteps`. */
+  STEP_LIMIT_EXCEEDED: 'STEP_LIMIT_EXCEEDED',
+  /** An agent run ran longer than its agent's `maxWallTimeSeconds`. */
+  TIME_LIMIT_EXCEEDED: 'TIME_LIMIT_EXCEEDED',
+  /** A tool's result was larger than `agents.maxToolResultBytes`; the model is told instead of getting it. */
+  TOOL_RESULT_TOO_LARGE: 'TOOL_RESULT_TOO_LARGE',
+  /** The model asked for a tool that is not in its agent's list; nothing ran. */
+  TOOL_NOT_ALLOWED: 'TOOL_NOT_ALLOWED',
+  /** The agent run was cancelled: by a caller, or because its owner's key was revoked or expired. */
+  CANCELLED: 'CANCELLED',
   /** A dependency the request needs (the key store in Redis) is unreachable; retry shortly (HTTP 503). */
   SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
   /** The server is shutting down; retry against another replica. */

@@ -45,4 +45,17 @@ describe('identity tokens', () => {
     await expect(tokens.verifyService(await tokens.signService('access'), 'access')).resolves.toBeUndefined();
     await expect(tokens.verifyService(await tokens.sign(alice, 'access'), 'access')).rejects.toBeInstanceOf(IdentityTokenError);
   });
+
+  it('carry an agent run acting for its owner to the router, and to nobody else', async () => {
+    const tokens = new IdentityTokens(SECRET);
+    const delegated = { ...alice, actor: 'agent-run:r1' };
+    const token = await tokens.signDelegation(delegated);
+    expect(await tokens.verifyDelegation(token)).toEqual(delegated);
+    await expect(tokens.verify(token, 'inference')).rejects.toBeInstanceOf(IdentityTokenError);
+    // A caller's own subgraph token is no delegation, and a delegation needs an actor.
+    await expect(tokens.verifyDelegation(await tokens.sign(alice, 'inference'))).rejects.toBeInstanceOf(IdentityTokenError);
+    await expect(tokens.signDelegation(alice)).rejects.toBeInstanceOf(IdentityTokenError);
+    // The actor travels on to subgraphs with the principal.
+    expect(await tokens.verify(await tokens.sign(delegated, 'agents'), 'agents')).toEqual(delegated);
+  });
 });

@@ -18,6 +18,12 @@ export const IDENTITY_EXTENSION = 'identity';
 export const IDENTITY_CONNECTION_PARAM = 'identity';
 /** The caller's network address, as the router saw it (for audit events); sent beside the token. */
 export const CLIENT_ADDRESS_HEADER = 'x-modelgraph-client-address';
+/**
+ * An agent run calling the router for its owner (a model call or a tool's operation) presents a
+ * delegation token: the owner's principal with an `actor`, addressed to the router.
+ */
+export const DELEGATION_HEADER = 'x-modelgraph-delegation';
+const DELEGATION_AUDIENCE = 'modelgraph-router';
 
 const ISSUER = 'modelgraph-router';
 const ALGORITHM = 'HS256';
@@ -37,6 +43,7 @@ interface Claims {
   scp?: unknown;
   mdl?: unknown;
   svc?: unknown;
+  act?: unknown;
 }
 
 const KINDS: readonly PrincipalKind[] = ['API_KEY', 'JWT', 'ANONYMOUS'];
@@ -46,7 +53,7 @@ const isLimits = (value: unknown): value is SpendLimits =>
   typeof value === 'object' && value !== null && LIMIT_NAMES.every((name) => { const limit = (value as Record<string, unknown>)[name]; return limit === null || typeof limit === 'number'; });
 
 function principalFrom(subject: string | undefined, claims: Claims): Principal {
-  const { tid, kid, knd, scp, mdl, lim } = claims;
+  const { tid, kid, knd, scp, mdl, lim, act } = claims;
   const valid =
     typeof subject === 'string' &&
     typeof tid === 'string' &&
@@ -55,9 +62,19 @@ function principalFrom(subject: string | undefined, claims: Claims): Principal {
     Array.isArray(scp) &&
     scp.every(isScope) &&
     (mdl === null || (Array.isArray(mdl) && mdl.every((id) => typeof id === 'string'))) &&
-    (lim === undefined || isLimits(lim));
+    (lim === undefined || isLimits(lim)) &&
+    (act === undefined || (typeof act === 'string' && act.length > 0));
   if (!valid) throw new IdentityTokenError('identity token carries no valid principal');
-  return { kind: knd as PrincipalKind, subject, tenantId: tid, keyId: kid, scopes: scp, allowedModels: mdl as string[] | null, ...(lim !== undefined && { limits: lim as SpendLimits }) };
+  return {
+    kind: knd as PrincipalKind,
+    subject,
+    tenantId: tid,
+    keyId: kid,
+    scopes: scp,
+    allowedModels: mdl as string[] | null,
+    ...(lim !== undefined && { limits: lim as SpendLimits }),
+    ...(typeof act === 'string' && { actor: act }),
+  };
 }
 
 export class IdentityTokens {
@@ -84,7 +101,15 @@ export class IdentityTokens {
     const cached = this.#signed.get(cacheKey);
     // Reused while more than half its life is left, judged by the same clock that verifies it.
     if (cached && cached.expiresAt - Date.now() > (this.#ttlSeconds * 1000) / 2) return cached.token;
-    const claims = { tid: principal.tenantId, kid: principal.keyId, knd: principal.kind, scp: principal.scopes, mdl: principal.allowedModels, ...(principal.limits && { lim: principal.limits }) };
+    const claims = {
+      tid: principal.tenantId,
+      kid: principal.keyId,
+      knd: principal.kind,
+      scp: principal.scopes,
+      mdl: principal.allowedModels,
+      ...(principal.limits && { lim: principal.limits }),
+      ...(principal.actor && { act: principal.actor }),
+    };
     const expiresAt = Math.floor(Date.now() / 1000) * 1000 + this.#ttlSeconds * 1000;
     const token = await this.#jwt(claims, principal.subject, audience);
     this.#signed.set(cacheKey, { token, expiresAt });
@@ -100,6 +125,19 @@ export class IdentityTokens {
     const { sub, ...claims } = await this.#verify(token, audience);
     if (claims.svc) throw new IdentityTokenError('a service token does not identify a caller');
     return principalFrom(sub, claims);
+  }
+
+  /** A token with which an agent run calls the router for its owner (`principal.actor` names the run). */
+  async signDelegation(principal: Principal): Promise<string> {
+    if (!principal.actor) throw new IdentityTokenError('a delegation names the actor that acts for the principal');
+    return this.sign(principal, DELEGATION_AUDIENCE);
+  }
+
+  /** The owner's principal (with its actor) from a delegation token, or IdentityTokenError. */
+  async verifyDelegation(token: unknown): Promise<Principal> {
+    const principal = await this.verify(token, DELEGATION_AUDIENCE);
+    if (!principal.actor) throw new IdentityTokenError('not a delegation: no actor');
+    return principal;
   }
 
   async verifyService(token: unknown, audience: string): Promise<void> {

@@ -24,6 +24,11 @@ export interface Principal {
   allowedModels: string[] | null;
   /** The key's own token limit and budgets (absent or null: none); tenants' come from the config. */
   limits?: SpendLimits;
+  /**
+   * Set when an agent run acts for the principal (`agent-run:<id>`): its model and tool calls carry
+   * the owner's grant, and nothing acting for a run may start another run.
+   */
+  actor?: string;
 }
 
 export interface SpendLimits {

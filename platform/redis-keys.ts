@@ -39,3 +39,25 @@ export const usageKeys = (prefix: string) => ({
   /** The row keys that have sums in an hour. */
   hourIndex: (hour: string) => `${prefix}{usage}:hour:${hour}`,
 });
+
+/**
+ * Agents: definitions per tenant, and runs. A run's state hash, its event stream and its lease
+ * share a `{run:<id>}` tag, so the script that appends an event and updates the state is atomic;
+ * tenants' definitions and run indexes live under `{agents}`.
+ */
+export const agentKeys = (prefix: string) => ({
+  /** A tenant's agent definitions: one hash, agent name → definition JSON. */
+  definitions: (tenantId: string) => `${prefix}{agents}:definitions:${tenantId}`,
+  /** Sorted set of a tenant's run ids by creation time (ms). */
+  tenantRuns: (tenantId: string) => `${prefix}{agents}:runs:${tenantId}`,
+  /** Hash: `state` (the run's JSON snapshot), `cursor` (the last event it reflects), `cancel` (a requested cancellation's reason). */
+  run: (runId: string) => `${prefix}{run:${runId}}:state`,
+  /** Stream: the run's events, in order; the entry id is the event's cursor. */
+  runEvents: (runId: string) => `${prefix}{run:${runId}}:events`,
+  /** Present while the process running the run renews it; gone when that process stopped. */
+  runLease: (runId: string) => `${prefix}{run:${runId}}:lease`,
+  /** Pub/sub: notified (message: the new cursor) when a run has a new event. */
+  runChannel: (runId: string) => `${prefix}run-events:${runId}`,
+  /** Pub/sub: run ids whose cancellation was requested, for the process running each. */
+  cancellations: () => `${prefix}run-cancellations`,
+});

@@ -11,6 +11,7 @@ import type { Logger } from './logger.ts';
 import type { RunningSubgraph } from './subgraph-server.ts';
 import { bootstrapAccess } from '../subgraphs/access/bootstrap.ts';
 import { startAccessSubgraph } from '../subgraphs/access/index.ts';
+import { startAgentsSubgraph } from '../subgraphs/agents/index.ts';
 import { startEmbeddingsSubgraph } from '../subgraphs/embeddings/index.ts';
 import { startUsageSubgraph } from '../subgraphs/usage/index.ts';
 import { createUsageServices, type UsageServices } from './usage-services.ts';
@@ -36,6 +37,8 @@ interface Shared {
   identity: IdentityTokens;
   access: () => Promise<AccessServices>;
   usage: () => UsageServices;
+  /** Where agent runs reach the router: this process's router once it listens, else the configured one. */
+  routerUrl: () => string;
 }
 
 const SUBGRAPH_STARTERS: Record<SubgraphName, (config: Config, log: Logger, shared: Shared) => Promise<RunningSubgraph>> = {
@@ -43,6 +46,7 @@ const SUBGRAPH_STARTERS: Record<SubgraphName, (config: Config, log: Logger, shar
   embeddings: (config, log, { withProcessMetrics, identity, usage }) => startEmbeddingsSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink, meter: usage().meter }),
   usage: (config, log, { withProcessMetrics, identity, usage }) => startUsageSubgraph(config, log, { withProcessMetrics, identity, store: usage().store, meter: usage().meter }),
   access: async (config, log, { withProcessMetrics, identity, access }) => startAccessSubgraph(config, log, { withProcessMetrics, identity, access: await access() }),
+  agents: async (config, log, { withProcessMetrics, identity, access, routerUrl }) => startAgentsSubgraph(config, log, { withProcessMetrics, identity, access: await access(), routerUrl }),
 };
 
 export async function startStack(config: Config, log: Logger, role: Role, env: NodeJS.ProcessEnv = process.env): Promise<RunningStack> {
@@ -61,11 +65,15 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
         return services;
       })),
     usage: () => (usage ??= createUsageServices(config, log, singleProcess)),
+    routerUrl: () => config.agents.routerUrl ?? router?.url ?? `http://${config.router.host}:${config.router.port}/graphql`,
   };
   const subgraphs: RunningSubgraph[] = [];
   let router: RunningRouter | undefined;
   let bootstrapKey: string | undefined;
   const stop = async (deadline: number) => {
+    // Agent runs call the router: they end (or are ended at the deadline) while it still serves.
+    const agents = subgraphs.find((subgraph) => subgraph.name === 'agents');
+    await agents?.stop(deadline);
     await router?.stop(deadline);
     await Promise.all(subgraphs.map((subgraph) => subgraph.stop(deadline)));
     await access?.close();

@@ -139,14 +139,18 @@ function toWireContents(provider: string, messages: ChatMessage[]): { system: st
   return { system, contents };
 }
 
-/** Gemini refuses an OBJECT schema without properties; a function without parameters omits them. */
+/**
+ * Tool parameters are JSON Schema, which Gemini takes as `parametersJsonSchema` (its `parameters`
+ * is an OpenAPI subset that refuses keywords such as `additionalProperties`). A function without
+ * parameters declares none: Gemini refuses an object schema without properties.
+ */
 function toFunctionDeclaration(tool: ToolDefinition): Record<string, unknown> {
   const properties = tool.parameters.properties;
   const hasParameters = tool.parameters.type !== 'object' || (isRecord(properties) && Object.keys(properties).length > 0);
   return {
     name: tool.name,
     ...(tool.description !== undefined && { description: tool.description }),
-    ...(hasParameters && { parameters: tool.parameters }),
+    ...(hasParameters && { parametersJsonSchema: tool.parameters }),
   };
 }
 

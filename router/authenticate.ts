@@ -16,6 +16,7 @@ import { EVERY_KEY, hashSecret, keyIdOf, looksLikeApiKey, type AccessStore, type
 import type { AuditLog } from '../platform/audit-log.ts';
 import type { Config } from '../platform/config.ts';
 import type { Logger } from '../platform/logger.ts';
+import { IdentityTokenError, type IdentityTokens } from '../platform/identity-token.ts';
 import { isScope, type Principal } from '../platform/principal.ts';
 
 export type AuthOutcome =
@@ -111,6 +112,28 @@ export class Authenticator {
   async authenticate(credential: string | undefined, presenter: Presenter): Promise<AuthOutcome> {
     const outcome = await this.#judge(credential);
     if (!outcome.ok) await this.#recordFailure(credential, outcome.reason, presenter);
+    return outcome;
+  }
+
+  /**
+   * An agent run calling for its owner (router/../platform/identity-token.ts `DELEGATION_HEADER`):
+   * the token must be ours, and an owner's API key is read again, so a revoked or expired key stops
+   * its runs' calls at once and a narrowed grant applies to the next one.
+   */
+  async authenticateDelegation(token: string, identity: IdentityTokens, presenter: Presenter): Promise<AuthOutcome> {
+    let outcome: AuthOutcome;
+    try {
+      const principal = await identity.verifyDelegation(token);
+      outcome = { ok: true, principal, expiresAt: null };
+      if (principal.keyId) {
+        const current = await this.recheckKey(principal.keyId);
+        outcome = current.ok ? { ...current, principal: { ...current.principal, actor: principal.actor! } } : current;
+      }
+    } catch (error) {
+      if (!(error instanceof IdentityTokenError)) throw error;
+      outcome = refusal('invalid_delegation', 'the delegation token was refused');
+    }
+    if (!outcome.ok) await this.#recordFailure(undefined, outcome.reason, presenter);
     return outcome;
   }
 

@@ -21,7 +21,7 @@ import type { AccessServices } from '../platform/access-services.ts';
 import type { Config, SubgraphName } from '../platform/config.ts';
 import { shuttingDownResult } from '../platform/end-on-shutdown.ts';
 import { ErrorCode } from '../platform/errors.ts';
-import type { IdentityTokens } from '../platform/identity-token.ts';
+import { DELEGATION_HEADER, type IdentityTokens } from '../platform/identity-token.ts';
 import type { Principal } from '../platform/principal.ts';
 import {
   BodyTooLargeError,
@@ -186,7 +186,11 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
     let caller: CallerContext = { clientAddress };
     if (request.method !== 'OPTIONS') {
       const changesBefore = auth.changeCount();
-      const outcome = await auth.authenticate(credentialFromHeaders(request.headers), { sourceAddress: clientAddress }).catch((error: unknown) => {
+      const delegation = request.headers[DELEGATION_HEADER];
+      const presenter = { sourceAddress: clientAddress };
+      const checking =
+        typeof delegation === 'string' ? auth.authenticateDelegation(delegation, identity, presenter) : auth.authenticate(credentialFromHeaders(request.headers), presenter);
+      const outcome = await checking.catch((error: unknown) => {
         // The key store is unreachable: neither let the caller in nor call its credential bad.
         log.error({ err: error }, 'cannot check credentials: the access store is unreachable');
         return undefined;

@@ -74,7 +74,7 @@ describe('Gemini adapter: wire format', () => {
       await chat().generate({ ...hello, tools: [weather, { name: 'now', parameters: { type: 'object', properties: {} } }], toolChoice }, options());
       const sent = emulator.requests.at(-1)!.body;
       // A function without parameters declares none: Gemini refuses an OBJECT without properties.
-      expect(sent.tools).toEqual([{ functionDeclarations: [weather, { name: 'now' }] }]);
+      expect(sent.tools).toEqual([{ functionDeclarations: [{ name: 'weather', description: 'Current weather', parametersJsonSchema: weather.parameters }, { name: 'now' }] }]);
       expect(sent.toolConfig).toEqual({ functionCallingConfig: config });
     }
   });

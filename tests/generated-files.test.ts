@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { generate } from '@graphql-codegen/cli';
-import { buildSchema } from 'graphql';
+import { Kind, buildSchema, parse, type EnumTypeDefinitionNode } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import config from '../codegen/codegen.ts';
 import { ErrorCode } from '../platform/errors.ts';
@@ -43,6 +43,13 @@ describe('generated files', () => {
     expect(values.sort()).toEqual(Object.values(ErrorCode).sort());
   });
 
+  it('declares the same ErrorCode enum in every subgraph that returns codes as data', () => {
+    for (const file of ['schema/inference.graphql', 'schema/agents.graphql']) {
+      const declared = declaredErrorCodes(readFileSync(join(root, file), 'utf8'));
+      expect(declared.sort(), file).toEqual(Object.values(ErrorCode).sort());
+    }
+  });
+
   it('`npm run compose` prints the composition errors and exits non-zero on a broken subgraph', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'modelgraph-compose-'));
     copyFileSync(join(root, 'schema/inference.graphql'), join(dir, 'inference.graphql'));
@@ -74,3 +81,9 @@ describe('generated files', () => {
     expect(readFileSync(join(dir, 'supergraph.graphql'), 'utf8')).toBe(readFileSync(join(root, SUPERGRAPH_FILE), 'utf8'));
   });
 });
+
+/** The values of `enum ErrorCode` in a subgraph's SDL. */
+function declaredErrorCodes(sdl: string): string[] {
+  const definition = parse(sdl).definitions.find((node): node is EnumTypeDefinitionNode => node.kind === Kind.ENUM_TYPE_DEFINITION && node.name.value === 'ErrorCode');
+  return definition?.values?.map((value) => value.name.value) ?? [];
+}

@@ -34,7 +34,7 @@ function start(args: string[], env?: Record<string, string>): ModelgraphProcess 
 async function startAll(delayMs: number, shutdownGraceMs: number) {
   const config = writeConfig({
     router: { port: 0, shutdownGraceMs },
-    subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
+    subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
     providers: { local: { type: 'local', streamDelayMs: delayMs } },
   });
   const process = start(['all', '--config', config], { MODELGRAPH_BOOTSTRAP_KEY: BOOTSTRAP_KEY });
@@ -53,7 +53,7 @@ describe('modelgraph as a process', () => {
   });
 
   it('started as `npm start` does, with no key and no Redis, prints a new admin key once and accepts it', async () => {
-    const config = writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, usage: { port: 0 }, access: { port: 0 } } });
+    const config = writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } } });
     const process = start(['all', '--config', config]);
     const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
     const url = ready.url as string;
@@ -220,7 +220,7 @@ describe('modelgraph as a process, with a slow upstream', () => {
       emulator.script({ kind: 'chat', content: 'late', stallBody: true });
       const config = writeConfig({
         router: { port: 0, shutdownGraceMs: 300 },
-        subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
+        subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
         providers: { slow: { type: 'openai-compatible', baseUrl: emulator.baseUrl } },
         models: [{ id: 'slow', provider: 'slow', version: '1', capabilities: ['CHAT'], contextWindow: 1000, maxOutputTokens: 100 }],
       });

@@ -4,7 +4,7 @@
  * one audit event (SUCCESS or FAILED; DENIED events come from the permission rules).
  */
 import { NO_LIMITS, newKeySecret, type ApiKeyPatch, type ApiKeyRecord, type KeyLimits, type TenantRecord } from '../../platform/access-store.ts';
-import type { NewAuditEvent } from '../../platform/audit-log.ts';
+import { callerAuditEvent, type NewAuditEvent } from '../../platform/audit-log.ts';
 import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
 import { holderOf, type Principal, type Scope } from '../../platform/principal.ts';
 import type { AccessContext } from './context.ts';
@@ -16,25 +16,8 @@ const MAX_ALLOWED_MODELS = 200;
 const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_USER_INPUT, message, { field });
 export const notFound = (what: string) => codedError(ErrorCode.NOT_FOUND, `${what} not found`);
 
-const MAX_AUDIT_FIELD = 200;
-const clip = (value: string | null) => (value === null ? null : value.slice(0, MAX_AUDIT_FIELD));
-
-export function auditEvent(context: AccessContext, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent {
-  const { principal } = context;
-  const event: NewAuditEvent = {
-    actor: holderOf(principal),
-    actorTenant: principal.tenantId,
-    action,
-    target: null,
-    tenant: null,
-    sourceAddress: context.clientAddress,
-    outcome: 'SUCCESS',
-    reason: null,
-    ...fields,
-  };
-  // Ids come from callers (refused ones unvalidated): bounded, so events cannot be used to fill Redis.
-  return { ...event, actor: clip(event.actor)!, target: clip(event.target), tenant: clip(event.tenant), reason: clip(event.reason) };
-}
+/** The audit event of an access action by the caller of `context`. */
+export const auditEvent = (context: AccessContext, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent => callerAuditEvent(context, action, fields);
 
 /**
  * Nobody grants more than they hold: the scopes of a new or changed key must be the caller's, and

@@ -87,13 +87,14 @@ function badInput(field: string, message: string) {
 }
 
 function toMessage(message: ChatMessageInput, index: number): ChatMessage {
+  if (message.toolCalls?.length && message.role !== 'ASSISTANT') throw badInput(`messages[${index}].toolCalls`, 'only an ASSISTANT message carries tool calls');
   switch (message.role) {
     case 'SYSTEM':
       return { role: 'system', content: message.content };
     case 'USER':
       return { role: 'user', content: message.content };
     case 'ASSISTANT':
-      return { role: 'assistant', content: message.content };
+      return { role: 'assistant', content: message.content, ...(message.toolCalls?.length && { toolCalls: message.toolCalls.map(({ id, name, arguments: args }) => ({ id, name, arguments: args })) }) };
     case 'TOOL':
       if (!message.toolCallId) throw badInput(`messages[${index}].toolCallId`, 'a TOOL message needs the toolCallId it answers');
       return { role: 'tool', content: message.content, toolCallId: message.toolCallId };

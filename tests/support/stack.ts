@@ -61,7 +61,7 @@ export const TEST_MODELS = [
 export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
   return parseConfig({
     router: { port: 0, shutdownGraceMs: 2_000 },
-    subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
+    subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
     log: { level: 'info' },
     // One attempt per target: these stacks test error mapping; routing tests configure their own.
     routing: { attemptsPerTarget: 1 },
