@@ -4,7 +4,7 @@
  *
  *   all (default)      every subgraph and the router in this process (`npm start`)
  *   router             the router alone; subgraph addresses come from the config
- *   subgraph <name>    one subgraph alone (names: inference, embeddings, usage, access)
+ *   subgraph <name>    one subgraph alone (names: inference, embeddings, agents, usage, access)
  *
  * SIGTERM or SIGINT stops gracefully: no new connections, in-flight requests and streams finish
  * until router.shutdownGraceMs, then open streams end with SHUTTING_DOWN, and the process exits 0.

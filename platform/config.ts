@@ -394,7 +394,7 @@ const LOCAL_MODELS: z.input<typeof modelSchema>[] = [
     provider: 'local',
     version: '1',
     aliases: ['default'],
-    capabilities: ['CHAT'],
+    capabilities: ['CHAT', 'TOOLS'],
     contextWindow: 8192,
     maxOutputTokens: 4096,
   },

@@ -76,3 +76,30 @@ describe('local hashing-embed model', () => {
     expect(vectors[1]).toEqual(new Array(16).fill(0));
   });
 });
+
+describe('local echo model with tools (an offline stand-in for tool loops)', () => {
+  const tools = [{ name: 'list_models', parameters: { type: 'object', properties: {} } }];
+  const ask = (content: string) => ({ messages: [{ role: 'user' as const, content }], tools });
+
+  it('calls a tool it was given when asked with /call, whole and streamed', async () => {
+    const whole = await provider.chatModel('echo').generate(ask('/call list_models {"x": 1}'), options());
+    expect(whole).toMatchObject({ content: '', finishReason: 'tool_calls', toolCalls: [{ id: 'call_1', name: 'list_models', arguments: '{"x": 1}' }] });
+    const parts = await collect(provider.chatModel('echo').stream(ask('/call list_models'), options()));
+    expect(parts.filter((part) => part.type !== 'finish')).toEqual([{ type: 'tool-call-delta', index: 0, id: 'call_1', name: 'list_models', argumentsDelta: '{}' }]);
+    expect(parts.at(-1)).toMatchObject({ type: 'finish', finishReason: 'tool_calls' });
+  });
+
+  it('echoes a /call of a tool it was not given, and echoes tool results after its calls', async () => {
+    expect((await provider.chatModel('echo').generate(ask('/call drop_tables'), options())).content).toBe('/call drop_tables');
+    const afterTools = {
+      tools,
+      messages: [
+        { role: 'user' as const, content: '/call list_models' },
+        { role: 'assistant' as const, content: '', toolCalls: [{ id: 'a', name: 'list_models', arguments: '{}' }, { id: 'b', name: 'list_models', arguments: '{}' }] },
+        { role: 'tool' as const, toolCallId: 'a', content: 'first result' },
+        { role: 'tool' as const, toolCallId: 'b', content: 'second result' },
+      ],
+    };
+    expect(await provider.chatModel('echo').generate(afterTools, options())).toMatchObject({ content: 'first result\nsecond result', finishReason: 'stop', toolCalls: [] });
+  });
+});

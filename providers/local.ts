@@ -2,7 +2,9 @@
  * The `local` provider: the offline default, so modelgraph starts and its tests run with no keys
  * and no network. Neither model is a language model:
  * - `echo` answers with the last user message, streamed in word-sized deltas that concatenate to
- *   exactly that text, with token counts from the real tokenizer (and `maxTokens` honoured);
+ *   exactly that text, with token counts from the real tokenizer (and `maxTokens` honoured). So
+ *   that tool loops (agents) can be tried offline, it "calls" a tool it was given when the last
+ *   message is `/call <tool> <JSON arguments>`, and after tool results it echoes them;
  * - `hashing-embed` embeds text by feature hashing of its words into a fixed number of signed
  *   buckets, L2-normalised: similar wording gives similar vectors, meaning does not.
  */
@@ -16,6 +18,7 @@ import type {
   EmbeddingModel,
   EmbeddingResult,
   Provider,
+  ToolCall,
 } from './contract.ts';
 import { countChatTokens, countTextTokens, truncateToTokens } from './tokens.ts';
 
@@ -24,10 +27,34 @@ export function wordPieces(text: string): string[] {
   return text.match(/\s+|\S+\s*/g) ?? [];
 }
 
+const CALL = /^\/call\s+(\S+)\s*([\s\S]*)$/;
+
+/** What echo echoes: the tool results after its last tool calls, else the last user message. */
+function echoed(request: ChatRequest): string {
+  const last = request.messages.at(-1);
+  if (last?.role === 'tool') {
+    const results = request.messages.slice(request.messages.findLastIndex((message) => message.role !== 'tool') + 1);
+    return results.map((message) => message.content).join('\n');
+  }
+  return request.messages.findLast((message) => message.role === 'user')?.content ?? '';
+}
+
+/** `/call <tool> <arguments>` as the last message, naming a tool the request offers. */
+function requestedCall(request: ChatRequest): ToolCall | undefined {
+  const last = request.messages.at(-1);
+  const match = last?.role === 'user' ? CALL.exec(last.content.trim()) : null;
+  if (!match || !request.tools?.some((tool) => tool.name === match[1])) return undefined;
+  return { id: `call_${request.messages.length}`, name: match[1]!, arguments: match[2]!.trim() || '{}' };
+}
+
 function echoAnswer(request: ChatRequest): ChatResult {
-  const lastUser = request.messages.findLast((message) => message.role === 'user');
-  const answer = truncateToTokens(lastUser?.content ?? '', request.maxTokens ?? Number.POSITIVE_INFINITY);
   const promptTokens = countChatTokens(request.messages);
+  const call = requestedCall(request);
+  if (call) {
+    const completionTokens = countTextTokens(call.name + call.arguments);
+    return { content: '', toolCalls: [call], finishReason: 'tool_calls', usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens } };
+  }
+  const answer = truncateToTokens(echoed(request), request.maxTokens ?? Number.POSITIVE_INFINITY);
   return {
     content: answer.text,
     toolCalls: [],
@@ -62,6 +89,7 @@ class EchoChatModel implements ChatModel {
       if (signal.aborted) return;
       yield { type: 'text-delta', text: piece };
     }
+    for (const [index, call] of result.toolCalls.entries()) yield { type: 'tool-call-delta', index, id: call.id, name: call.name, argumentsDelta: call.arguments };
     yield { type: 'finish', finishReason: result.finishReason, usage: result.usage };
   }
 }
