@@ -45,7 +45,8 @@ const clip = (value: string | null) => (value === null ? null : value.slice(0, M
 export function callerAuditEvent(caller: { principal: Principal; clientAddress: string | null }, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent {
   const { principal } = caller;
   const event: NewAuditEvent = {
-    actor: holderOf(principal),
+    // An agent run acting for its owner is named with the owner, so a person and an agent differ.
+    actor: principal.actor ? `${holderOf(principal)} via ${principal.actor}` : holderOf(principal),
     actorTenant: principal.tenantId,
     action,
     target: null,

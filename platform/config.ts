@@ -217,7 +217,8 @@ const agentsSchema = z
     limits: z
       .object({
         maxSteps: z.number().int().positive().default(50),
-        maxWallTimeSeconds: z.number().int().positive().default(3_600),
+        // At most a week: a run's timer must stay within what setTimeout can wait.
+        maxWallTimeSeconds: z.number().int().positive().max(604_800).default(3_600),
         maxTools: z.number().int().positive().default(32),
         maxInstructionsChars: z.number().int().positive().default(20_000),
         maxInputChars: z.number().int().positive().default(100_000),
@@ -228,6 +229,8 @@ const agentsSchema = z
     maxToolResultBytes: z.number().int().positive().default(65_536),
     /** Runs executing at once on one replica; more wait as QUEUED. */
     maxConcurrentRuns: z.number().int().positive().default(20),
+    /** Runs waiting on one replica; beyond, startAgentRun is refused with SERVICE_UNAVAILABLE. */
+    maxQueuedRuns: z.number().int().min(0).default(200),
     /** How long a finished run and its events stay readable. */
     retentionSeconds: z.number().int().positive().default(7 * 86_400),
     definitions: z.array(agentDefinitionSchema).default([]),

@@ -44,6 +44,7 @@ interface Claims {
   mdl?: unknown;
   svc?: unknown;
   act?: unknown;
+  cex?: unknown;
 }
 
 const KINDS: readonly PrincipalKind[] = ['API_KEY', 'JWT', 'ANONYMOUS'];
@@ -53,7 +54,7 @@ const isLimits = (value: unknown): value is SpendLimits =>
   typeof value === 'object' && value !== null && LIMIT_NAMES.every((name) => { const limit = (value as Record<string, unknown>)[name]; return limit === null || typeof limit === 'number'; });
 
 function principalFrom(subject: string | undefined, claims: Claims): Principal {
-  const { tid, kid, knd, scp, mdl, lim, act } = claims;
+  const { tid, kid, knd, scp, mdl, lim, act, cex } = claims;
   const valid =
     typeof subject === 'string' &&
     typeof tid === 'string' &&
@@ -63,7 +64,8 @@ function principalFrom(subject: string | undefined, claims: Claims): Principal {
     scp.every(isScope) &&
     (mdl === null || (Array.isArray(mdl) && mdl.every((id) => typeof id === 'string'))) &&
     (lim === undefined || isLimits(lim)) &&
-    (act === undefined || (typeof act === 'string' && act.length > 0));
+    (act === undefined || (typeof act === 'string' && act.length > 0)) &&
+    (cex === undefined || (typeof cex === 'number' && Number.isFinite(cex)));
   if (!valid) throw new IdentityTokenError('identity token carries no valid principal');
   return {
     kind: knd as PrincipalKind,
@@ -74,6 +76,7 @@ function principalFrom(subject: string | undefined, claims: Claims): Principal {
     allowedModels: mdl as string[] | null,
     ...(lim !== undefined && { limits: lim as SpendLimits }),
     ...(typeof act === 'string' && { actor: act }),
+    ...(typeof cex === 'number' && { expiresAt: cex }),
   };
 }
 
@@ -109,6 +112,7 @@ export class IdentityTokens {
       mdl: principal.allowedModels,
       ...(principal.limits && { lim: principal.limits }),
       ...(principal.actor && { act: principal.actor }),
+      ...(principal.expiresAt !== undefined && { cex: principal.expiresAt }),
     };
     const expiresAt = Math.floor(Date.now() / 1000) * 1000 + this.#ttlSeconds * 1000;
     const token = await this.#jwt(claims, principal.subject, audience);

@@ -29,6 +29,8 @@ export interface Principal {
    * the owner's grant, and nothing acting for a run may start another run.
    */
   actor?: string;
+  /** When the caller's credential stops working (epoch ms; a JWT's `exp`, a key's expiry); absent: never. */
+  expiresAt?: number;
 }
 
 export interface SpendLimits {

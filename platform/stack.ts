@@ -5,7 +5,7 @@
  */
 import { createAccessServices, createIdentityTokens, type AccessServices } from './access-services.ts';
 import type { Config, SubgraphName } from './config.ts';
-import { SUBGRAPH_NAMES, subgraphUrl } from './config.ts';
+import { ConfigError, SUBGRAPH_NAMES, subgraphUrl } from './config.ts';
 import type { IdentityTokens } from './identity-token.ts';
 import type { Logger } from './logger.ts';
 import type { RunningSubgraph } from './subgraph-server.ts';
@@ -72,13 +72,17 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
   let bootstrapKey: string | undefined;
   const stop = async (deadline: number) => {
     // Agent runs call the router: they end (or are ended at the deadline) while it still serves.
+    // They get half the grace period, so the router still has time to drain its own streams.
     const agents = subgraphs.find((subgraph) => subgraph.name === 'agents');
-    await agents?.stop(deadline);
+    await agents?.stop(Date.now() + Math.max(0, deadline - Date.now()) / 2);
     await router?.stop(deadline);
     await Promise.all(subgraphs.map((subgraph) => subgraph.stop(deadline)));
     await access?.close();
     usage?.close();
   };
+  if (role.kind === 'subgraph' && role.name === 'agents' && !config.agents.routerUrl) {
+    throw new ConfigError('agents.routerUrl is required when the agents subgraph runs apart: its runs call the router there');
+  }
   try {
     const names = role.kind === 'all' ? SUBGRAPH_NAMES : role.kind === 'subgraph' ? [role.name] : [];
     if (names.includes('access')) {

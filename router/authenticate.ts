@@ -44,6 +44,9 @@ function keyPrincipal(key: ApiKeyRecord): Principal {
 
 const refusal = (reason: string, message: string): AuthOutcome => ({ ok: false, reason, message });
 
+/** The principal with its credential's expiry, which travels to subgraphs (agent runs stop at it). */
+export const withExpiry = (principal: Principal, expiresAt: number | null): Principal => (expiresAt === null ? principal : { ...principal, expiresAt });
+
 /** The credential in an HTTP request: `Authorization: Bearer <credential>` or `x-api-key`. */
 export function credentialFromHeaders(headers: Record<string, string | string[] | undefined>): string | undefined {
   const authorization = headers.authorization;
@@ -124,10 +127,15 @@ export class Authenticator {
     let outcome: AuthOutcome;
     try {
       const principal = await identity.verifyDelegation(token);
-      outcome = { ok: true, principal, expiresAt: null };
-      if (principal.keyId) {
-        const current = await this.recheckKey(principal.keyId);
-        outcome = current.ok ? { ...current, principal: { ...current.principal, actor: principal.actor! } } : current;
+      if (principal.kind === 'API_KEY') {
+        // A key's standing is read again: revoked, expired or narrowed applies to the next call.
+        const current = principal.keyId ? await this.recheckKey(principal.keyId) : refusal('invalid_delegation', 'a delegation for an API key names the key');
+        outcome = current.ok ? { ...current, principal: withExpiry({ ...current.principal, actor: principal.actor! }, current.expiresAt) } : current;
+      } else if (principal.expiresAt !== undefined && principal.expiresAt <= Date.now()) {
+        // A JWT cannot be read again: the run acts for its subject only until the token's expiry.
+        outcome = refusal('expired', 'the credential the agent run acts for has expired');
+      } else {
+        outcome = { ok: true, principal, expiresAt: principal.expiresAt ?? null };
       }
     } catch (error) {
       if (!(error instanceof IdentityTokenError)) throw error;

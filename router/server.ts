@@ -42,7 +42,7 @@ import { MemoryRateLimiter, RedisRateLimiter } from '../platform/rate-limiter.ts
 import { createRedis, redisAnswers } from '../platform/redis.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/request-id.ts';
 import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
-import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, type AuthOutcome } from './authenticate.ts';
+import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, withExpiry, type AuthOutcome } from './authenticate.ts';
 import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed } from './origin-policy.ts';
 import { useDemandControl } from './plugins/demand-control.ts';
@@ -203,7 +203,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
         sendJson(response, 401, unauthenticatedBody(outcome.message, requestId), { 'www-authenticate': 'Bearer realm="modelgraph"' });
         return;
       }
-      caller = { principal: outcome.principal, clientAddress };
+      caller = { principal: withExpiry(outcome.principal, outcome.expiresAt), clientAddress };
       watch.hold(outcome, response, { end: () => response.destroy() }, changesBefore);
     }
     if (declared === undefined && request.method === 'POST') {
@@ -270,7 +270,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
     }
     if (!outcome.ok || !extra.socket) return false;
     const socket = extra.socket;
-    extra.principal = outcome.principal;
+    extra.principal = withExpiry(outcome.principal, outcome.expiresAt);
     watch.hold(
       outcome,
       socket,

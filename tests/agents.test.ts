@@ -39,6 +39,7 @@ const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 const LIST_MODELS = '# Lists the models this key may use.\nquery Models { models { id } }';
 const ASK_MODEL = 'mutation Ask($prompt: String!) { chat(input: {model: "gpt-test", messages: [{role: USER, content: $prompt}]}) { content } }';
 const START_RUN = 'mutation Start($agent: String!, $input: String!) { startAgentRun(input: {agent: $agent, input: $input}) { run { id } } }';
+const MINT_KEY = 'mutation Mint($name: String!) { createApiKey(input: {name: $name, scopes: [ADMIN]}) { secret } }';
 
 interface AgentInput {
   name: string;
@@ -246,6 +247,7 @@ describe('agent runs', () => {
         { name: 'model_details', document: 'query Details { models { id provider upstream version status contextWindow maxOutputTokens } }' },
         { name: 'ask_model', document: ASK_MODEL },
         { name: 'start_run', document: START_RUN },
+        { name: 'mint_key', document: MINT_KEY },
       ],
     });
     stack.emulator.script(
@@ -259,6 +261,7 @@ describe('agent runs', () => {
           { id: 'extra', name: 'ask_model', arguments: '{"prompt": "hi", "model": "x"}' },
           { id: 'large', name: 'model_details', arguments: '{}' },
           { id: 'recurse', name: 'start_run', arguments: '{"agent": "careful", "input": "again"}' },
+          { id: 'mint', name: 'mint_key', arguments: '{"name": "for the model"}' },
         ],
       },
       { kind: 'chat', content: 'nothing worked' },
@@ -272,6 +275,7 @@ describe('agent runs', () => {
       extra: 'BAD_USER_INPUT',
       large: 'TOOL_RESULT_TOO_LARGE',
       recurse: 'FORBIDDEN',
+      mint: 'FORBIDDEN',
     });
     // No ask_model ran: the only model calls are the agent's own two.
     expect(chatRequests(stack)).toHaveLength(2);
@@ -280,6 +284,12 @@ describe('agent runs', () => {
     expect(JSON.parse(told.wrong!).error.message).toContain('prompt');
     expect(JSON.parse(told.recurse!).errors[0].message).toBe('an agent run cannot start agent runs');
     expect(events.at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    // Even for an admin, an agent administers nothing; the refusal names the agent beside its owner.
+    const { body } = await postGraphQL<{ auditLog: { edges: { node: { actor: string; outcome: string } }[] } }>(
+      stack.url,
+      'query { auditLog(first: 1, filter: {action: "apiKey.create"}) { edges { node { actor outcome } } } }',
+    );
+    expect(body.data?.auditLog.edges[0]?.node).toMatchObject({ outcome: 'DENIED', actor: expect.stringMatching(/ via agent-run:run_/) });
   });
 
   it('ends a run that needs more steps than allowed FAILED with STEP_LIMIT_EXCEEDED, without running the last step’s tools', async () => {
@@ -447,5 +457,62 @@ describe('agent runs', () => {
     expect(await runState(stack, id)).toMatchObject({ status: 'FAILED', error: { code: 'INTERNAL_SERVER_ERROR' } });
     expect((await followRun(stack, id)).map((event) => event.status)).toEqual(['FAILED']);
     await store.close();
+  });
+
+  it('without Redis, reads a run right after it started as the run it is, not as abandoned', async () => {
+    const stack = await startTestStack({ cache: { enabled: false } });
+    stacks.push(stack);
+    await createAgent(stack, { name: 'guide' });
+    stack.emulator.script({ kind: 'chat', content: 'one two three', chunkDelayMs: 20 });
+    const runId = await startRun(stack, 'guide', 'hello');
+    expect((await runState(stack, runId))?.status).toMatch(/^(QUEUED|RUNNING)$/);
+    expect((await followRun(stack, runId)).at(-1)).toMatchObject({ status: 'SUCCEEDED', output: 'one two three' });
+  });
+
+  it('queues runs beyond the replica’s slots, refuses beyond its queue, and cancels a queued run at once', async () => {
+    const { stack } = await agentStack({ agents: { maxConcurrentRuns: 1, maxQueuedRuns: 1 } });
+    await createAgent(stack, { name: 'slow' });
+    stack.emulator.script({ kind: 'chat', content: 'one two three', stallAfterChunks: 1 });
+    const requested = stack.emulator.nextRequest();
+    const running = await startRun(stack, 'slow', 'first');
+    await requested;
+    const queued = await startRun(stack, 'slow', 'second');
+    expect((await runState(stack, queued))?.status).toBe('QUEUED');
+    const { body } = await postGraphQL(stack.url, 'mutation { startAgentRun(input: {agent: "slow", input: "third"}) { run { id } } }');
+    expect(body.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE');
+
+    const cancel = (id: string) => postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id });
+    await cancel(queued);
+    expect((await followRun(stack, queued)).map((event) => [event.__typename, event.status, event.error?.code])).toEqual([['AgentRunFinished', 'CANCELLED', 'CANCELLED']]);
+    expect((await runState(stack, running))?.status).toBe('RUNNING');
+    await cancel(running);
+    expect((await followRun(stack, running)).at(-1)).toMatchObject({ status: 'CANCELLED' });
+  });
+
+  it('lists runs with the cursor of each snapshot, and refuses cursors it never gave', async () => {
+    const { stack } = await agentStack();
+    await createAgent(stack, { name: 'guide' });
+    stack.emulator.script({ kind: 'chat', content: 'listed' });
+    const runId = await startRun(stack, 'guide', 'hello');
+    const finished = (await followRun(stack, runId)).at(-1)!;
+    const { body } = await postGraphQL<{ agentRuns: { edges: { node: { id: string; status: string; cursor: string | null } }[] } }>(stack.url, '{ agentRuns(first: 5) { edges { node { id status cursor } } } }');
+    expect(body.data?.agentRuns.edges.map((edge) => edge.node)).toEqual([{ id: runId, status: 'SUCCEEDED', cursor: finished.cursor }]);
+
+    const badList = await postGraphQL(stack.url, '{ agentRuns(first: 5, after: "garbage") { edges { cursor } } }');
+    expect(badList.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
+    const { results } = await collectSubscription(stack.ws(), { query: EVENTS, variables: { runId, after: '99999999999999999999-0' } });
+    expect(results[0]?.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
+  });
+
+  it('still lists an agent whose stored tool the API no longer accepts, saying so', async () => {
+    const { stack, prefix } = await agentStack();
+    const now = new Date().toISOString();
+    const stale = { tenantId: 'platform', name: 'stale', model: 'gpt-test', instructions: 'x', tools: [{ name: 'gone', description: null, document: 'query { removedField }' }], maxSteps: 2, maxTokens: null, maxUsd: null, maxWallTimeSeconds: 60, configured: false, createdAt: now, updatedAt: now };
+    await redis.hset(`${prefix}{agents}:definitions:platform`, 'stale', JSON.stringify(stale));
+    const { body } = await postGraphQL<{ agents: { name: string; tools: { description: string }[] }[] }>(stack.url, '{ agents { name tools { description } } }');
+    expect(body.errors).toBeUndefined();
+    expect(body.data?.agents[0]?.tools[0]?.description).toContain('no longer fit the API');
+    const started = await postGraphQL(stack.url, 'mutation { startAgentRun(input: {agent: "stale", input: "go"}) { run { id } } }');
+    expect(started.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'agent' });
   });
 });

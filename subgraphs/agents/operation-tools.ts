@@ -41,6 +41,8 @@ import {
 
 /** Longer documents are refused: a tool is one operation, and every call re-sends it. */
 export const MAX_DOCUMENT_LENGTH = 20_000;
+/** Lexical tokens a tool document may have (the router's edge refuses long documents too). */
+const MAX_DOCUMENT_TOKENS = 5_000;
 /** What OpenAI, Anthropic and Gemini all accept as a function name. */
 const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** Most problems listed in one refusal. */
@@ -131,8 +133,10 @@ function parseDocument(text: string): DocumentNode {
     throw new ToolDefinitionError('document', `The document is ${text.length} characters long; at most ${MAX_DOCUMENT_LENGTH} are allowed.`);
   }
   try {
-    return parse(text);
+    return parse(text, { maxTokens: MAX_DOCUMENT_TOKENS });
   } catch (error) {
+    // Nesting deep enough to exhaust the parser's stack is refused like any other bad document.
+    if (error instanceof RangeError) throw new ToolDefinitionError('document', 'The document is nested too deeply.');
     if (!(error instanceof GraphQLError)) throw error;
     throw new ToolDefinitionError('document', `The document does not parse: ${describeProblem(error)}`);
   }

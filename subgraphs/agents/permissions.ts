@@ -32,7 +32,8 @@ const runVisible = rule('run-visible', { cache: 'no_cache' })(({ run }: RunView,
 const administersInputTenant = (action: string) =>
   rule(`agent-admin:${action}`, { cache: 'no_cache' })(async (_parent, { input }: { input: { tenantId?: string | null; name: string } }, context: AgentsContext) => {
     const tenantId = input.tenantId ?? context.principal.tenantId;
-    if (administers(context.principal, tenantId)) return true;
+    // An agent acting for an admin does not administer: a model must not redefine agents.
+    if (administers(context.principal, tenantId) && context.principal.actor === undefined) return true;
     await context.audit.record(callerAuditEvent(context, action, { target: `${tenantId}/${input.name}`, tenant: tenantId, outcome: 'DENIED', reason: ErrorCode.FORBIDDEN }));
     return forbidden('only admins of the tenant may define its agents');
   });

@@ -10,7 +10,7 @@ import type { AgentsContext } from './context.ts';
 import { agentId, type AgentSpec } from './definitions.ts';
 import { NO_USAGE, isFinal, type AgentRunRecord } from './records.ts';
 import { eventTypename, eventView, type EventView, type RunView } from './run-view.ts';
-import { isCursor } from './run-store.ts';
+import { isCursor, isListCursor } from './run-store.ts';
 
 const RUN_ID = /^run_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MAX_PAGE = 100;
@@ -82,11 +82,14 @@ export const resolvers: Resolvers = {
       const tenantId = tenant ?? principal.tenantId;
       if (tenantId !== principal.tenantId && !isPlatformAdmin(principal)) throw codedError(ErrorCode.FORBIDDEN, 'this belongs to another tenant');
       if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE) throw badInput('first', `first must be 1 to ${MAX_PAGE}`);
+      if (after != null && !isListCursor(after)) throw badInput('after', 'after must be an endCursor of agentRuns');
       const page = await runs.list(tenantId, first, after ?? undefined);
-      // Members see their own runs; admins see the tenant's.
+      // Members see their own runs; admins see the tenant's. Each is read with the cursor of its
+      // snapshot, so following from `cursor` continues exactly from what the node shows.
       const visible = page.runs.filter((run) => mayWatch(principal, run));
+      const views = (await Promise.all(visible.map((run) => runs.get(run.id)))).filter((view): view is RunView => view !== undefined);
       return {
-        edges: visible.map((run) => ({ cursor: run.id, node: { run, cursor: null } })),
+        edges: views.map((view) => ({ cursor: view.run.id, node: view })),
         pageInfo: { hasNextPage: page.next !== undefined, endCursor: page.next ?? null },
       };
     },
@@ -125,13 +128,16 @@ export const resolvers: Resolvers = {
         // A stored tool that no longer fits the schema (the API changed since it was defined).
         throw badInput('agent', `a tool of agent "${agent.name}" no longer fits the API: ${(error as Error).message}`);
       }
+      // Limits lowered since the agent was defined apply to its new runs.
+      const { limits } = settings;
+      const bounded = { ...agent, maxSteps: Math.min(agent.maxSteps, limits.maxSteps), maxWallTimeSeconds: Math.min(agent.maxWallTimeSeconds, limits.maxWallTimeSeconds) };
       const id = `run_${randomUUID()}`;
       const run: AgentRunRecord = {
         id,
         tenantId: principal.tenantId,
         owner: holderOf(principal),
         keyId: principal.keyId,
-        agent,
+        agent: bounded,
         input: input.input,
         tags,
         status: 'QUEUED',
@@ -179,8 +185,15 @@ export const resolvers: Resolvers = {
   Agent: {
     id: (agent) => agentId(agent),
     tenant: (agent) => (agent.tenantId === null ? null : { id: agent.tenantId }),
-    tools: (agent, _args, { directory }) =>
-      directory.tools(agent).map((tool) => ({ name: tool.name, description: tool.description, document: tool.document, parameters: JSON.stringify(tool.parameters) })),
+    tools: (agent, _args, { directory }) => {
+      try {
+        return directory.tools(agent).map((tool) => ({ name: tool.name, description: tool.description, document: tool.document, parameters: JSON.stringify(tool.parameters) }));
+      } catch (error) {
+        // A stored tool the API has outgrown: shown, so its admins can see and fix it (runs refuse it).
+        const problem = (error as Error).message;
+        return agent.tools.map((tool) => ({ name: tool.name, description: `(this agent's tools no longer fit the API: ${problem})`, document: tool.document, parameters: '{}' }));
+      }
+    },
   },
   AgentRun: {
     __resolveReference: async (reference, context) => {

@@ -83,7 +83,13 @@ export class RouterClient {
       if (signal.aborted) throw signal.reason;
       return unreachable();
     }
-    const text = await response.text();
+    let text: string;
+    try {
+      text = await response.text();
+    } catch {
+      if (signal.aborted) throw signal.reason;
+      return unreachable();
+    }
     try {
       return JSON.parse(text) as GraphQLResult;
     } catch {

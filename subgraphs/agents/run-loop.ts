@@ -20,7 +20,7 @@ import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import { parseToolArguments, type OperationTool } from './operation-tools.ts';
 import type { AgentRunEventRecord, AgentRunRecord, AgentRunStatus, RunError, RunUsage, StepRecord, ToolCallRecord } from './records.ts';
 import { firstError, type ChatInputWire, type GraphQLResult, type RouterClient } from './router-client.ts';
-import type { RunStore } from './run-store.ts';
+import { RunFinishedError, type RunStore } from './run-store.ts';
 
 export interface RunLoopDeps {
   runs: RunStore;
@@ -57,17 +57,22 @@ export class RunLoop {
   readonly #run: AgentRunRecord;
   readonly #principal: Principal;
   readonly #tools: OperationTool[];
-  readonly #signal: AbortSignal;
+  /** Aborted when the runner stops the run, and when the run itself ends: nothing it started outlives it. */
+  readonly #controller = new AbortController();
+  readonly #signal = this.#controller.signal;
   readonly #messages: ChatInputWire['messages'];
   /** Appends in order, one at a time: tool calls end concurrently, their events must not interleave. */
   #appending: Promise<unknown> = Promise.resolve();
+  /** Set once the end is being recorded (or the run was ended elsewhere): later events are dropped. */
+  #ended = false;
 
   constructor(run: AgentRunRecord, principal: Principal, tools: OperationTool[], signal: AbortSignal, deps: RunLoopDeps) {
     this.#run = run;
     this.#principal = principal;
     this.#tools = tools;
-    this.#signal = signal;
     this.#deps = deps;
+    if (signal.aborted) this.#controller.abort(signal.reason);
+    else signal.addEventListener('abort', () => this.#controller.abort(signal.reason), { once: true });
     this.#messages = [
       { role: 'SYSTEM', content: run.agent.instructions },
       { role: 'USER', content: run.input },
@@ -79,15 +84,18 @@ export class RunLoop {
     const run = this.#run;
     run.status = 'RUNNING';
     run.startedAt = now();
+    let outcome: { status: AgentRunStatus; output: string | null; error: RunError | null };
     try {
-      const output = await this.#loop();
-      await this.#finish('SUCCEEDED', output, null);
+      outcome = { status: 'SUCCEEDED', output: await this.#loop(), error: null };
     } catch (error) {
       const stop = error instanceof RunStop ? error : this.#signal.reason instanceof RunStop ? this.#signal.reason : undefined;
       if (!stop) this.#deps.log.error({ err: error, runId: run.id }, 'agent run failed unexpectedly');
       const { status, error: runError } = stop ?? new RunStop('FAILED', { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'the run failed unexpectedly' });
-      await this.#finish(status, null, runError);
+      outcome = { status, output: null, error: runError };
     }
+    // Calls still in flight (siblings of a failed tool call) stop before the end is recorded.
+    if (!this.#signal.aborted) this.#controller.abort(new RunStop('CANCELLED', { code: ErrorCode.CANCELLED, message: 'the run ended' }));
+    await this.#finish(outcome.status, outcome.output, outcome.error);
   }
 
   async #loop(): Promise<string> {
@@ -148,12 +156,16 @@ export class RunLoop {
   }
 
   async #runTools(step: StepRecord, calls: ToolCall[]): Promise<void> {
-    step.toolCalls = calls.map((call) => ({ id: call.id, tool: call.name, arguments: call.arguments, result: null, error: null }));
-    for (const call of step.toolCalls) {
-      await this.#append({ type: 'TOOL_CALLED', at: now(), step: step.number, callId: call.id, tool: call.tool, arguments: call.arguments }, true);
+    // Each call joins the snapshot with its own event, so a snapshot never runs ahead of its cursor.
+    for (const call of calls) {
+      step.toolCalls.push({ id: call.id, tool: call.name, arguments: call.arguments, result: null, error: null });
+      await this.#append({ type: 'TOOL_CALLED', at: now(), step: step.number, callId: call.id, tool: call.name, arguments: call.arguments }, true);
     }
-    // Independent calls run at once; each result is recorded as it arrives.
-    await Promise.all(step.toolCalls.map((call) => this.#runTool(step, call)));
+    // Independent calls run at once; each result is recorded as it arrives. One that fails the
+    // run (its result could not be recorded) ends it, and the end aborts the others.
+    const settled = await Promise.allSettled(step.toolCalls.map((call, index) => this.#runTool(step, call, index)));
+    const failure = settled.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+    if (failure) throw failure.reason;
     this.#checkSignal();
     // The model reads the results in the order it asked for them.
     for (const call of step.toolCalls) {
@@ -161,15 +173,16 @@ export class RunLoop {
     }
   }
 
-  async #runTool(step: StepRecord, call: ToolCallRecord): Promise<void> {
-    const outcome = await this.#toolOutcome(call);
+  async #runTool(step: StepRecord, call: ToolCallRecord, index: number): Promise<void> {
+    const outcome = await this.#toolOutcome(call, `${this.#run.id}-${step.number}-${index}`);
     call.result = outcome.result;
     call.error = outcome.error;
     this.#deps.metrics.toolCalls.inc({ outcome: outcome.error?.code ?? 'OK' });
     await this.#append({ type: 'TOOL_RESULTED', at: now(), step: step.number, callId: call.id, tool: call.tool, result: call.result, error: call.error }, true);
   }
 
-  async #toolOutcome(call: ToolCallRecord): Promise<{ result: string | null; error: RunError | null }> {
+  /** `requestId` is ours: the model's call ids may hold anything, and go nowhere near a header. */
+  async #toolOutcome(call: ToolCallRecord, requestId: string): Promise<{ result: string | null; error: RunError | null }> {
     const tool = this.#tools.find((candidate) => candidate.name === call.tool);
     if (!tool) {
       const names = this.#tools.map((candidate) => candidate.name).join(', ') || 'none';
@@ -181,7 +194,7 @@ export class RunLoop {
     if (!coerced.ok) return { result: null, error: { code: ErrorCode.BAD_USER_INPUT, message: `the arguments of "${tool.name}" do not fit its parameters: ${coerced.errors.join('; ')}` } };
     let answer: GraphQLResult;
     try {
-      answer = await this.#deps.router.execute(this.#principal, { query: tool.document, variables: coerced.variables, operationName: tool.operationName }, `${this.#run.id}-${call.id}`, this.#signal);
+      answer = await this.#deps.router.execute(this.#principal, { query: tool.document, variables: coerced.variables, operationName: tool.operationName }, requestId, this.#signal);
     } catch (error) {
       if (this.#signal.aborted) return { result: null, error: stopError(this.#signal.reason) };
       throw error;
@@ -209,6 +222,7 @@ export class RunLoop {
     );
     const prompt = countChatTokens(messages) + (this.#tools.length ? countTextTokens(JSON.stringify(this.#tools.map(({ name, description, parameters }) => ({ name, description, parameters })))) : 0);
     let most = Math.min(plan.model.maxOutputTokens, plan.model.contextWindow - prompt);
+    if (most < 1) throw new RunStop('FAILED', { code: ErrorCode.CONTEXT_WINDOW_EXCEEDED, message: `the conversation (${prompt} tokens) no longer fits the context window of "${plan.model.id}" (${plan.model.contextWindow})` });
     if (agent.maxTokens !== null) {
       most = Math.min(most, agent.maxTokens - usage.totalTokens - prompt);
       if (most < 1) throw new RunStop('FAILED', { code: ErrorCode.TOKEN_LIMIT_EXCEEDED, message: `the run has ${Math.max(0, agent.maxTokens - usage.totalTokens)} of its ${agent.maxTokens} tokens left, not enough for the next step's prompt (${prompt}) and any output` });
@@ -228,6 +242,7 @@ export class RunLoop {
   }
 
   async #finish(status: AgentRunStatus, output: string | null, error: RunError | null): Promise<void> {
+    if (this.#ended) return;
     const run = this.#run;
     run.status = status;
     run.output = output;
@@ -235,18 +250,30 @@ export class RunLoop {
     run.finishedAt = now();
     for (const step of run.steps) step.finishedAt ??= run.finishedAt;
     this.#deps.metrics.runsFinished.inc({ status, code: error?.code ?? '' });
-    await this.#append({ type: 'RUN_FINISHED', at: run.finishedAt, status, output, error, usage: run.usage }, true).catch((failure: unknown) =>
+    const end = this.#append({ type: 'RUN_FINISHED', at: run.finishedAt, status, output, error, usage: run.usage }, true);
+    this.#ended = true;
+    await end.catch((failure: unknown) =>
       // Unrecorded (Redis is gone, or the run was already ended as abandoned): once the lease lapses, readers end it.
       this.#deps.log.error({ err: failure, runId: run.id, status }, 'could not record the end of an agent run'),
     );
   }
 
-  /** Appends an event (with the snapshot it leads to, taken now), after those before it. */
+  /**
+   * Appends an event (with the snapshot it leads to, taken now), after those before it. A run
+   * found already ended (a reader took it for abandoned while this replica could not renew its
+   * lease) stops at once: its outcome is decided, and it must not act for its owner any longer.
+   */
   #append(event: AgentRunEventRecord, withSnapshot: boolean): Promise<unknown> {
+    if (this.#ended) return Promise.resolve();
     const snapshot = withSnapshot ? structuredClone(this.#run) : undefined;
     const appended = this.#appending.then(() => this.#deps.runs.append(this.#run.id, event, snapshot));
     // A failed append fails this caller; the next one still runs.
-    this.#appending = appended.catch(() => undefined);
+    this.#appending = appended.catch((error: unknown) => {
+      if (error instanceof RunFinishedError && !this.#ended) {
+        this.#ended = true;
+        this.#controller.abort(new RunStop('FAILED', { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'the run was ended elsewhere' }));
+      }
+    });
     return appended;
   }
 }

@@ -312,6 +312,15 @@ describe.each(implementations)('%s run store', (_name, pair) => {
     expect(await b.finishIfAbandoned('unknown', finish('FAILED'), failed)).toBe(false);
   });
 
+  it('counts a lease taken before its run was stored (so a new run is never taken for an abandoned one)', async () => {
+    const { a, b } = pair();
+    const run = runRecord();
+    await a.holdLease(run.id, 60_000);
+    await a.create(run);
+    expect(await b.finishIfAbandoned(run.id, finish('FAILED'), { ...run, status: 'FAILED' })).toBe(false);
+    expect((await b.get(run.id))?.run.status).toBe(run.status);
+  });
+
   it('lists a tenant’s runs newest first, page by page, unshaken by a newer run', async () => {
     const { a, b } = pair();
     const tag = randomUUID().slice(0, 8);
@@ -372,15 +381,19 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 });
 
 describe('Redis run store', () => {
-  it('lets a finished run’s keys expire after the retention', async () => {
+  it('lets an unfinished run’s keys expire after its wall time, a day and the retention, and a finished one’s after the retention', async () => {
     const prefix = `mg-test:${randomUUID()}:`;
     const store = track(new RedisRunStore(redis, prefix, { retentionSeconds: 60 }));
     const keys = agentKeys(prefix);
     const run = runRecord();
     await store.create(run);
     await store.append(run.id, delta('e1'));
-    expect(await redis.pttl(keys.run(run.id))).toBe(-1);
-    expect(await redis.pttl(keys.runEvents(run.id))).toBe(-1);
+    const unfinished = 60_000 + run.agent.maxWallTimeSeconds * 1000 + 86_400_000;
+    for (const key of [keys.run(run.id), keys.runEvents(run.id)]) {
+      const ttl = await redis.pttl(key);
+      expect(ttl).toBeGreaterThan(unfinished - 10_000);
+      expect(ttl).toBeLessThanOrEqual(unfinished);
+    }
     await store.append(run.id, finish());
     for (const key of [keys.run(run.id), keys.runEvents(run.id)]) {
       const ttl = await redis.pttl(key);

@@ -83,11 +83,26 @@ export class RunFinishedError extends Error {
   }
 }
 
+const MAX_STREAM_ID_PART = 2n ** 64n - 1n;
+
+/** A Redis stream id (`<ms>-<seq>`, each part within 64 bits), as every cursor is. */
 export function isCursor(value: string): boolean {
-  return /^\d+-\d+$/.test(value);
+  if (!/^\d{1,20}-\d{1,20}$/.test(value)) return false;
+  return value.split('-').every((part) => BigInt(part) <= MAX_STREAM_ID_PART);
+}
+
+/** True for a `next` cursor of `list`. */
+export function isListCursor(value: string): boolean {
+  try {
+    decodePosition(value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const DEFAULT_RETENTION_SECONDS = 7 * 24 * 60 * 60;
+const UNFINISHED_GRACE_MS = 24 * 60 * 60 * 1000;
 const DEFAULT_MAX_RUNS = 10_000;
 const DEFAULT_IDLE: IdleCheck = { everyMs: 5_000, check: async () => undefined };
 /** Events read at a time while a follower catches up. */
@@ -235,7 +250,6 @@ interface MemoryRun {
   events: StoredRunEvent[];
   finished: boolean;
   cancel: string | undefined;
-  leaseUntil: number;
   expiresAt: number;
 }
 
@@ -244,6 +258,8 @@ export class MemoryRunStore implements RunStore {
   readonly #runs = new Map<string, MemoryRun>();
   readonly #bells = new Map<string, Set<Doorbell>>();
   readonly #cancels = new EventEmitter();
+  /** Run id → when its lease lapses; kept apart from the runs, as in Redis, so a lease may come before its run. */
+  readonly #leases = new Map<string, number>();
   readonly #retentionMs: number;
   readonly #maxRuns: number;
   #closed = false;
@@ -256,7 +272,7 @@ export class MemoryRunStore implements RunStore {
   async create(run: AgentRunRecord) {
     if (this.#find(run.id)) throw new Error(`Run ${run.id} exists already`);
     const position = positionOf(run);
-    this.#runs.set(run.id, { run: structuredClone(run), cursor: null, position, events: [], finished: false, cancel: undefined, leaseUntil: 0, expiresAt: Infinity });
+    this.#runs.set(run.id, { run: structuredClone(run), cursor: null, position, events: [], finished: false, cancel: undefined, expiresAt: Infinity });
     this.#bound();
   }
 
@@ -325,18 +341,17 @@ export class MemoryRunStore implements RunStore {
   async listening() {}
 
   async holdLease(runId: string, ttlMs: number) {
-    const stored = this.#find(runId);
-    if (stored) stored.leaseUntil = Date.now() + ttlMs;
+    this.#leases.set(runId, Date.now() + ttlMs);
   }
 
   async releaseLease(runId: string) {
-    const stored = this.#find(runId);
-    if (stored) stored.leaseUntil = 0;
+    this.#leases.delete(runId);
   }
 
   async finishIfAbandoned(runId: string, event: AgentRunEventRecord, snapshot: AgentRunRecord) {
     const stored = this.#find(runId);
-    if (!stored || stored.finished || stored.leaseUntil > Date.now()) return false;
+    if (!stored || stored.finished || (this.#leases.get(runId) ?? 0) > Date.now()) return false;
+    this.#leases.delete(runId);
     this.#append(runId, stored, event, snapshot);
     return true;
   }
@@ -417,6 +432,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[1], 'finished') == 1 then return -2 end
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -3 end
 local cursor = redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 and redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[2], 'cursor', cursor) end
 if ARGV[3] == '1' then
   redis.call('HSET', KEYS[1], 'finished', cursor)
@@ -478,8 +495,12 @@ export class RedisRunStore implements RunStore {
 
   async create(run: AgentRunRecord) {
     const { createdMs } = positionOf(run);
-    const created = await this.#redis.hsetnx(this.#keys.run(run.id), 'state', JSON.stringify(run));
+    const key = this.#keys.run(run.id);
+    const created = await this.#redis.hsetnx(key, 'state', JSON.stringify(run));
     if (created === 0) throw new Error(`Run ${run.id} exists already`);
+    // A run that never finishes (its replica died and nobody looked) still goes, after its wall
+    // time, a day of waiting in a queue and the retention; finishing shortens this to the retention.
+    await this.#redis.pexpire(key, this.#retentionMs + run.agent.maxWallTimeSeconds * 1000 + UNFINISHED_GRACE_MS);
     // Another slot, so not in the same step; a run is stored before it is listed.
     await this.#redis.zadd(this.#keys.tenantRuns(run.tenantId), createdMs, run.id);
   }
@@ -575,8 +596,8 @@ export class RedisRunStore implements RunStore {
   }
 
   async holdLease(runId: string, ttlMs: number) {
-    await this.#redis.set(this.#keys.runLease(runId), '1', 'PX', ttlMs);
     this.#held.add(runId);
+    await this.#redis.set(this.#keys.runLease(runId), '1', 'PX', ttlMs);
   }
 
   async releaseLease(runId: string) {
