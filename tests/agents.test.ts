@@ -515,4 +515,35 @@ describe('agent runs', () => {
     const started = await postGraphQL(stack.url, 'mutation { startAgentRun(input: {agent: "stale", input: "go"}) { run { id } } }');
     expect(started.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'agent' });
   });
+
+  it('shows a run to its owner and its tenant’s admins only, and refuses forged delegations at the router', async () => {
+    const { stack } = await agentStack();
+    const owner = await tenantKey(stack, 'acme', ['AGENTS_RUN', 'CHAT_INVOKE', 'MODELS_READ']);
+    const { body: created } = await postGraphQL<{ createApiKey: { secret: string } }>(stack.url, 'mutation { createApiKey(input: {tenantId: "acme", name: "colleague", scopes: [AGENTS_RUN, CHAT_INVOKE]}) { secret } }');
+    const colleague = created.data!.createApiKey.secret;
+    const stranger = await tenantKey(stack, 'globex', ['AGENTS_RUN', 'CHAT_INVOKE', 'ADMIN']);
+    await createAgent(stack, { name: 'guide', tenantId: 'acme' } as AgentInput);
+    stack.emulator.script({ kind: 'chat', content: 'private answer' });
+    const runId = await startRun(stack, 'guide', 'a private question', bearer(owner.secret));
+    expect((await followRun(stack, runId, undefined, { authorization: `Bearer ${owner.secret}` })).at(-1)).toMatchObject({ output: 'private answer' });
+
+    for (const outsider of [colleague, stranger.secret]) {
+      expect(await runState(stack, runId, bearer(outsider))).toBeNull();
+      const { results } = await collectSubscription(stack.ws({ authorization: `Bearer ${outsider}` }), { query: EVENTS, variables: { runId } });
+      expect(results[0]?.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+      const cancel = await postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id: runId }, bearer(outsider));
+      expect(cancel.body.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+    }
+    // The platform admin (the stack's key) administers every tenant.
+    expect((await runState(stack, runId))?.output).toBe('private answer');
+
+    // A delegation is only ever made by an agents subgraph holding the identity secret.
+    const forged = await fetch(stack.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-modelgraph-delegation': 'eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl' },
+      body: JSON.stringify({ query: '{ models { id } }' }),
+    });
+    expect(forged.status).toBe(401);
+    expect(((await forged.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('UNAUTHENTICATED');
+  });
 });
