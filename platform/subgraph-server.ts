@@ -27,6 +27,7 @@ import { InFlight } from './in-flight.ts';
 import type { Config, SubgraphName } from './config.ts';
 import type { Logger } from './logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
+import { SPEND_EXTENSION, noSpend, spent, type Spend } from './spend.ts';
 import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
 
 export const GRAPHQL_PATH = '/graphql';
@@ -39,6 +40,8 @@ export interface RequestContext extends BaseContext {
   signal: AbortSignal;
   /** Added to the response's `extensions.warnings` (for a stream: its next result). */
   warnings: Warning[];
+  /** What the operation's model calls cost; reported in `extensions.spend` to an agent run. */
+  spend: Spend;
   /** Who is calling, verified from the router's identity token. */
   principal: Principal;
   /** The caller's address as the router saw it, when it said. */
@@ -110,6 +113,9 @@ function logOperations<TContext extends RequestContext>(): ApolloServerPlugin<TC
         async willSendResponse({ contextValue, operationName, errors, response }) {
           if (contextValue.warnings.length && response.body.kind === 'single') {
             response.body.singleResult.extensions = { ...response.body.singleResult.extensions, [WARNINGS_EXTENSION]: contextValue.warnings };
+          }
+          if (contextValue.principal.actor && spent(contextValue.spend) && response.body.kind === 'single') {
+            response.body.singleResult.extensions = { ...response.body.singleResult.extensions, [SPEND_EXTENSION]: contextValue.spend };
           }
           contextValue.log.info(
             { operation: operationName ?? 'anonymous', durationMs: Math.round(performance.now() - started), errors: errors?.length ?? 0 },
@@ -202,7 +208,7 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
       context: async () => {
         const address = request.headers[CLIENT_ADDRESS_HEADER];
         const clientAddress = typeof address === 'string' ? address : null;
-        return options.extendContext({ requestId, log: requestLog, signal: aborter.signal, warnings: [], principal, clientAddress });
+        return options.extendContext({ requestId, log: requestLog, signal: aborter.signal, warnings: [], spend: noSpend(), principal, clientAddress });
       },
     });
     const headers: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
@@ -294,7 +300,7 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         verified.get(ctx)?.delete(id);
         // onSubscribe verified it; graphql-ws calls context only after onSubscribe accepted.
         if (!principal) throw unauthenticated('operation without a valid identity token');
-        return options.extendContext({ requestId, log: requestLog, signal: abort.signal, warnings: [], principal, clientAddress: null });
+        return options.extendContext({ requestId, log: requestLog, signal: abort.signal, warnings: [], spend: noSpend(), principal, clientAddress: null });
       },
       onNext: (_ctx, _id, _payload, args, result) => {
         // Warnings go out once, with the first result after they were raised.

@@ -54,7 +54,7 @@ import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
 import { createRouterMetrics, useRouterMetrics } from './plugins/metrics.ts';
 import { useSubgraphRequestId } from './plugins/request-id.ts';
 import { useGracefulStreams } from './plugins/shutdown.ts';
-import { useSubgraphWarnings } from './plugins/warnings.ts';
+import { useSubgraphExtensions } from './plugins/subgraph-extensions.ts';
 import { createSubgraphWsTransport } from './subgraph-ws-transport.ts';
 
 export const SUPERGRAPH_FILE = new URL('../schema/supergraph.graphql', import.meta.url);
@@ -160,7 +160,7 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
       useRateLimits(limiter, config.redis.keyPrefix, settings.rateLimits, log.child({ component: 'rate-limits' }), (field) => metrics.rejections.inc({ reason: 'rate_limited', field })),
       usePropagatedIdentity(identity),
       useSubgraphRequestId(),
-      useSubgraphWarnings(),
+      useSubgraphExtensions(),
       useGracefulStreams(shuttingDown.signal),
     ],
   });

@@ -206,6 +206,23 @@ describe('agent runs', () => {
     expect(body.data?.usage.totals).toEqual({ calls: 2, totalTokens: 126, costUsd: finished.usage!.costUsd });
   });
 
+  it('counts what a tool’s own model calls cost in the run’s usage and against its limits', async () => {
+    const { stack } = await agentStack();
+    await createAgent(stack, { name: 'delegator', tools: [{ name: 'ask_model', document: ASK_MODEL }], maxTokens: 1_000 });
+    stack.emulator.script(
+      { kind: 'chat', content: '', toolCalls: [{ id: 'ask', name: 'ask_model', arguments: '{"prompt": "summarise"}' }], usage: { prompt: 100, completion: 10 } },
+      // The tool's own chat (a whole one), far bigger than the run has left.
+      { kind: 'chat', content: 'a long summary', usage: { prompt: 600, completion: 300 } },
+    );
+    const runId = await startRun(stack, 'delegator', 'go');
+    const events = await followRun(stack, runId);
+    expect(events.find((event) => event.__typename === 'AgentToolResulted')).toMatchObject({ error: null });
+    // 110 for the agent's call plus 900 for the tool's: no room for another step.
+    expect(events.at(-1)).toMatchObject({ status: 'FAILED', error: { code: 'TOKEN_LIMIT_EXCEEDED' }, usage: { promptTokens: 700, completionTokens: 310, totalTokens: 1_010 } });
+    expect(events.at(-1)!.usage!.costUsd).toBeCloseTo((700 * 2.5 + 310 * 10) / 1e6, 9);
+    expect(chatRequests(stack)).toHaveLength(2);
+  });
+
   it('fails a tool call its owner may not make, and shows the model the coded error', async () => {
     const { stack } = await agentStack();
     // The owner may run agents and chat, but not read models: the tool's operation is refused.

@@ -18,6 +18,8 @@ import type { RunError, RunUsage } from './records.ts';
 export interface GraphQLResult {
   data?: Record<string, unknown> | null;
   errors?: { message: string; path?: readonly (string | number)[]; extensions?: Record<string, unknown> }[];
+  /** `spend`: what the operation's model calls cost (the router reports it to agent runs). */
+  extensions?: Record<string, unknown>;
 }
 
 /** What a chat input looks like on the wire (`ChatInput` of the API schema). */

@@ -21,6 +21,7 @@ import { parseToolArguments, type OperationTool } from './operation-tools.ts';
 import type { AgentRunEventRecord, AgentRunRecord, AgentRunStatus, RunError, RunUsage, StepRecord, ToolCallRecord } from './records.ts';
 import { firstError, type ChatInputWire, type GraphQLResult, type RouterClient } from './router-client.ts';
 import { RunFinishedError, type RunStore } from './run-store.ts';
+import { addSpend, spendOf, type Spend } from '../../platform/spend.ts';
 
 export interface RunLoopDeps {
   runs: RunStore;
@@ -42,15 +43,6 @@ export class RunStop {
 type ToolCall = { id: string; name: string; arguments: string };
 
 const now = () => new Date().toISOString();
-
-function addUsage(total: RunUsage, more: RunUsage): RunUsage {
-  return {
-    promptTokens: total.promptTokens + more.promptTokens,
-    completionTokens: total.completionTokens + more.completionTokens,
-    totalTokens: total.totalTokens + more.totalTokens,
-    costUsd: Math.round((total.costUsd + more.costUsd) * 1e9) / 1e9,
-  };
-}
 
 export class RunLoop {
   readonly #deps: RunLoopDeps;
@@ -151,8 +143,8 @@ export class RunLoop {
   }
 
   #charge(step: StepRecord, usage: RunUsage): void {
-    step.usage = addUsage(step.usage, usage);
-    this.#run.usage = addUsage(this.#run.usage, usage);
+    step.usage = addSpend(step.usage, usage);
+    this.#run.usage = addSpend(this.#run.usage, usage);
   }
 
   async #runTools(step: StepRecord, calls: ToolCall[]): Promise<void> {
@@ -177,12 +169,14 @@ export class RunLoop {
     const outcome = await this.#toolOutcome(call, `${this.#run.id}-${step.number}-${index}`);
     call.result = outcome.result;
     call.error = outcome.error;
+    // Model calls the tool's operation made (a chat, embeddings) are the run's spending too.
+    if (outcome.spend) this.#charge(step, outcome.spend);
     this.#deps.metrics.toolCalls.inc({ outcome: outcome.error?.code ?? 'OK' });
     await this.#append({ type: 'TOOL_RESULTED', at: now(), step: step.number, callId: call.id, tool: call.tool, result: call.result, error: call.error }, true);
   }
 
   /** `requestId` is ours: the model's call ids may hold anything, and go nowhere near a header. */
-  async #toolOutcome(call: ToolCallRecord, requestId: string): Promise<{ result: string | null; error: RunError | null }> {
+  async #toolOutcome(call: ToolCallRecord, requestId: string): Promise<{ result: string | null; error: RunError | null; spend?: Spend | undefined }> {
     const tool = this.#tools.find((candidate) => candidate.name === call.tool);
     if (!tool) {
       const names = this.#tools.map((candidate) => candidate.name).join(', ') || 'none';
@@ -199,12 +193,13 @@ export class RunLoop {
       if (this.#signal.aborted) return { result: null, error: stopError(this.#signal.reason) };
       throw error;
     }
+    const spend = spendOf(answer.extensions);
     const result = JSON.stringify(compact(answer));
     const max = this.#deps.settings.maxToolResultBytes;
     if (Buffer.byteLength(result) > max) {
-      return { result: null, error: { code: ErrorCode.TOOL_RESULT_TOO_LARGE, message: `the result of "${tool.name}" is ${Buffer.byteLength(result)} bytes, over the ${max}-byte limit; ask for less` } };
+      return { result: null, error: { code: ErrorCode.TOOL_RESULT_TOO_LARGE, message: `the result of "${tool.name}" is ${Buffer.byteLength(result)} bytes, over the ${max}-byte limit; ask for less` }, spend };
     }
-    return { result, error: answer.errors?.length ? firstError(answer.errors) : null };
+    return { result, error: answer.errors?.length ? firstError(answer.errors) : null, spend };
   }
 
   /**

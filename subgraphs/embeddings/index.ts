@@ -16,6 +16,7 @@ import type { EmbeddingsContext } from './context.ts';
 import { Embedder, type EmbedderObserver } from './embedder.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';
+import { recordingSpend } from '../../platform/spend.ts';
 
 export const EMBEDDINGS_SCHEMA_FILE = new URL('../../schema/embeddings.graphql', import.meta.url);
 
@@ -71,7 +72,16 @@ export async function startEmbeddingsSubgraph(config: Config, log: Logger, { wit
     ...listenSettings(config, 'embeddings'),
     log,
     registry,
-    extendContext: (base) => ({ ...base, catalog, embedder, cacheShared: config.cache.shareAcrossTenants, inputBudget: { inputs: 0 }, usage, meter, metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants } }),
+    extendContext: (base) => ({
+      ...base,
+      catalog,
+      embedder,
+      cacheShared: config.cache.shareAcrossTenants,
+      inputBudget: { inputs: 0 },
+      usage: recordingSpend(usage, base.spend),
+      meter,
+      metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants },
+    }),
   });
   let stopped: Promise<void> | undefined;
   return {

@@ -15,6 +15,7 @@ import { Router } from '../../providers/routing.ts';
 import type { InferenceContext } from './context.ts';
 import { createProviderMetrics } from './metrics.ts';
 import { permissions } from './permissions.ts';
+import { recordingSpend } from '../../platform/spend.ts';
 import { resolvers } from './resolvers.ts';
 
 export const INFERENCE_SCHEMA_FILE = new URL('../../schema/inference.graphql', import.meta.url);
@@ -63,7 +64,18 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
     ...listenSettings(config, 'inference'),
     log,
     registry,
-    extendContext: (base) => ({ ...base, catalog, metrics, router, cache, cacheTtlMs, cacheShared: config.cache.shareAcrossTenants, meter, metering, usage }),
+    extendContext: (base) => ({
+      ...base,
+      catalog,
+      metrics,
+      router,
+      cache,
+      cacheTtlMs,
+      cacheShared: config.cache.shareAcrossTenants,
+      meter,
+      metering,
+      usage: recordingSpend(usage, base.spend),
+    }),
   });
   let stopped: Promise<void> | undefined;
   return {
