@@ -370,6 +370,20 @@ describe('agent runs', () => {
     await aborted;
   });
 
+  it('cancels the runs of a key that may no longer run agents', async () => {
+    const { stack } = await agentStack();
+    const owner = await tenantKey(stack, 'acme', ['AGENTS_RUN', 'CHAT_INVOKE', 'MODELS_READ']);
+    await createAgent(stack, { name: 'slow', tenantId: 'acme' } as AgentInput);
+    stack.emulator.script({ kind: 'chat', content: 'one two three', stallAfterChunks: 1 });
+    const requested = stack.emulator.nextRequest();
+    const runId = await startRun(stack, 'slow', 'go', bearer(owner.secret));
+    const following = followRun(stack, runId);
+    await requested;
+    const { body } = await postGraphQL(stack.url, 'mutation($id: ID!) { updateApiKey(input: {id: $id, scopes: [CHAT_INVOKE, MODELS_READ]}) { apiKey { scopes } } }', { id: owner.id });
+    expect(body.errors).toBeUndefined();
+    expect((await following).at(-1)).toMatchObject({ status: 'CANCELLED', error: { code: 'CANCELLED', message: "the owner's API key was denied the agents:run scope" } });
+  });
+
   it('cancels the runs of a key when it is revoked', async () => {
     const { stack } = await agentStack();
     const owner = await tenantKey(stack, 'acme', ['AGENTS_RUN', 'CHAT_INVOKE', 'MODELS_READ']);

@@ -174,8 +174,10 @@ export class Runner {
         continue;
       }
       const expired = key?.expiresAt ? Date.parse(key.expiresAt) <= Date.now() : false;
-      if (key && !key.revokedAt && !expired) continue;
-      const stop = new RunStop('CANCELLED', { code: ErrorCode.CANCELLED, message: `the owner's API key was ${key?.revokedAt ? 'revoked' : 'withdrawn'}` });
+      // A key that may no longer run agents stops its runs too (other narrowing applies call by call).
+      if (key && !key.revokedAt && !expired && key.scopes.includes('agents:run')) continue;
+      const why = !key ? 'withdrawn' : key.revokedAt ? 'revoked' : expired ? 'expired' : 'denied the agents:run scope';
+      const stop = new RunStop('CANCELLED', { code: ErrorCode.CANCELLED, message: `the owner's API key was ${why}` });
       // Read again after the await: runs of this key may have started or ended meanwhile.
       const current = [...this.#active.values()].map((active) => active.run).concat(this.#waiting.map((entry) => entry.run));
       for (const run of current.filter((candidate) => candidate.keyId === keyOf)) this.#stopRun(run.id, stop);
