@@ -8,7 +8,7 @@ import { asPayloads } from '../../platform/subscription-payloads.ts';
 import { checkTags } from '../../platform/usage-tags.ts';
 import type { AgentsContext } from './context.ts';
 import { agentId, type AgentSpec } from './definitions.ts';
-import { NO_USAGE, isFinal, type AgentRunRecord } from './records.ts';
+import { NO_USAGE, isFinal, type AgentDefinition, type AgentRunRecord } from './records.ts';
 import { eventTypename, eventView, type EventView, type RunView } from './run-view.ts';
 import { isCursor, isListCursor } from './run-store.ts';
 
@@ -70,6 +70,45 @@ function toSpec(input: { [K in keyof AgentSpec]?: unknown }): Partial<AgentSpec>
   return spec as Partial<AgentSpec>;
 }
 
+/** The agent a run starts with, its compiled tools and the run's tags; or a coded refusal before anything is stored. */
+async function admitRun(input: { agent: string; input: string; tags?: string[] | null }, { directory, principal, settings, catalog }: AgentsContext) {
+  const agent = await directory.find(principal.tenantId, input.agent);
+  if (!agent) throw codedError(ErrorCode.NOT_FOUND, `agent "${input.agent}" not found`, { field: 'agent' });
+  if (input.input.trim() === '') throw badInput('input', 'input must not be empty');
+  if (input.input.length > settings.limits.maxInputChars) throw badInput('input', `input is at most ${settings.limits.maxInputChars} characters`);
+  // Its model calls are the caller's chats: refused now rather than at the first step.
+  if (!hasScope(principal, 'chat:invoke')) throw codedError(ErrorCode.FORBIDDEN, 'running an agent needs the chat:invoke scope too: its model calls are your chats');
+  if (!allowsRef(principal, catalog, agent.model)) throw codedError(ErrorCode.FORBIDDEN, `this key may not use model "${agent.model}", the model of agent "${agent.name}"`);
+  const tags = checkTags(input.tags, [agentTag(agent.name)]);
+  try {
+    return { agent, tools: directory.tools(agent), tags };
+  } catch (error) {
+    // A stored tool that no longer fits the schema (the API changed since it was defined).
+    throw badInput('agent', `a tool of agent "${agent.name}" no longer fits the API: ${(error as Error).message}`);
+  }
+}
+
+/** A new, QUEUED run of `agent` for the caller; limits lowered since the agent was defined apply. */
+function newRun(agent: AgentDefinition, input: string, tags: string[], { principal, settings: { limits } }: AgentsContext): AgentRunRecord {
+  return {
+    id: `run_${randomUUID()}`,
+    tenantId: principal.tenantId,
+    owner: holderOf(principal),
+    keyId: principal.keyId,
+    agent: { ...agent, maxSteps: Math.min(agent.maxSteps, limits.maxSteps), maxWallTimeSeconds: Math.min(agent.maxWallTimeSeconds, limits.maxWallTimeSeconds) },
+    input,
+    tags,
+    status: 'QUEUED',
+    output: null,
+    error: null,
+    steps: [],
+    usage: NO_USAGE,
+    createdAt: new Date().toISOString(),
+    startedAt: null,
+    finishedAt: null,
+  };
+}
+
 export const resolvers: Resolvers = {
   Query: {
     agents: (_parent, _args, { directory, principal }) => directory.list(principal.tenantId),
@@ -112,47 +151,13 @@ export const resolvers: Resolvers = {
       await audited(context, 'agent.delete', tenantId, input.name, () => context.directory.delete(tenantId, input.name));
       return { name: input.name };
     },
-    startAgentRun: async (_parent, { input }, { directory, runner, principal, settings, catalog }) => {
-      const agent = await directory.find(principal.tenantId, input.agent);
-      if (!agent) throw codedError(ErrorCode.NOT_FOUND, `agent "${input.agent}" not found`, { field: 'agent' });
-      if (input.input.trim() === '') throw badInput('input', 'input must not be empty');
-      if (input.input.length > settings.limits.maxInputChars) throw badInput('input', `input is at most ${settings.limits.maxInputChars} characters`);
-      // Its model calls are the caller's chats: refused now rather than at the first step.
-      if (!hasScope(principal, 'chat:invoke')) throw codedError(ErrorCode.FORBIDDEN, 'running an agent needs the chat:invoke scope too: its model calls are your chats');
-      if (!allowsRef(principal, catalog, agent.model)) throw codedError(ErrorCode.FORBIDDEN, `this key may not use model "${agent.model}", the model of agent "${agent.name}"`);
-      const tags = checkTags(input.tags, [agentTag(agent.name)]);
-      let tools;
-      try {
-        tools = directory.tools(agent);
-      } catch (error) {
-        // A stored tool that no longer fits the schema (the API changed since it was defined).
-        throw badInput('agent', `a tool of agent "${agent.name}" no longer fits the API: ${(error as Error).message}`);
-      }
-      // Limits lowered since the agent was defined apply to its new runs.
-      const { limits } = settings;
-      const bounded = { ...agent, maxSteps: Math.min(agent.maxSteps, limits.maxSteps), maxWallTimeSeconds: Math.min(agent.maxWallTimeSeconds, limits.maxWallTimeSeconds) };
-      const id = `run_${randomUUID()}`;
-      const run: AgentRunRecord = {
-        id,
-        tenantId: principal.tenantId,
-        owner: holderOf(principal),
-        keyId: principal.keyId,
-        agent: bounded,
-        input: input.input,
-        tags,
-        status: 'QUEUED',
-        output: null,
-        error: null,
-        steps: [],
-        usage: NO_USAGE,
-        createdAt: new Date().toISOString(),
-        startedAt: null,
-        finishedAt: null,
-      };
+    startAgentRun: async (_parent, { input }, context) => {
+      const { agent, tools, tags } = await admitRun(input, context);
+      const run = newRun(agent, input.input, tags, context);
       // The run acts for the caller: same grant, marked as acting for this run.
-      const { actor: _, ...owner } = principal;
+      const { actor: _, ...owner } = context.principal;
       // The runner owns (and changes) its copy; the answer shows the run as it was stored.
-      await runner.submit(structuredClone(run), { ...owner, actor: `agent-run:${id}` }, tools);
+      await context.runner.submit(structuredClone(run), { ...owner, actor: `agent-run:${run.id}` }, tools);
       return { run: { run, cursor: null } };
     },
     cancelAgentRun: async (_parent, { input }, context) => {
