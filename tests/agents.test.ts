@@ -242,6 +242,23 @@ describe('agent runs', () => {
     expect(events.at(-1)).toMatchObject({ status: 'SUCCEEDED', output: 'I may not list the models for you.' });
   });
 
+  it('runs the tool calls of one step at once', async () => {
+    const { stack } = await agentStack();
+    await createAgent(stack, { name: 'parallel', tools: [{ name: 'ask_model', document: ASK_MODEL }] });
+    stack.emulator.script(
+      { kind: 'chat', content: '', toolCalls: [{ id: 'a', name: 'ask_model', arguments: '{"prompt": "first"}' }, { id: 'b', name: 'ask_model', arguments: '{"prompt": "second"}' }] },
+      // Each tool's chat gets its headers, then silence: one after the other, the second would never start.
+      { kind: 'chat', content: 'never finished', stallBody: true },
+      { kind: 'chat', content: 'never finished', stallBody: true },
+    );
+    const runId = await startRun(stack, 'parallel', 'ask twice');
+    while (chatRequests(stack).length < 3) await stack.emulator.nextRequest();
+    expect(chatRequests(stack).slice(1).map((request) => (request.body.messages as { content: string }[])[0]!.content).sort()).toEqual(['first', 'second']);
+    const { body } = await postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id: runId });
+    expect(body.errors).toBeUndefined();
+    expect((await followRun(stack, runId)).at(-1)).toMatchObject({ status: 'CANCELLED' });
+  });
+
   it('applies the owner’s rate limits to tool calls', async () => {
     const { stack } = await agentStack({ router: { port: 0, shutdownGraceMs: 2_000, rateLimits: { 'Query.models': { max: 1, window: '1m' } } } });
     await createAgent(stack, { name: 'guide' });

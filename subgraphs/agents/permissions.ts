@@ -8,11 +8,14 @@
 import { allow, and, forbidden, or, requireScope, rule, subgraphShield } from '../../platform/authorization.ts';
 import { callerAuditEvent } from '../../platform/audit-log.ts';
 import { ErrorCode } from '../../platform/errors.ts';
-import { administers, isPlatformAdmin } from '../../platform/principal.ts';
+import { administers, holderOf, isPlatformAdmin, type Principal } from '../../platform/principal.ts';
 import type { AgentsContext } from './context.ts';
-import type { AgentDefinition } from './records.ts';
-import { mayWatch } from './resolvers.ts';
+import type { AgentDefinition, AgentRunRecord } from './records.ts';
 import type { RunView } from './run-view.ts';
+
+/** The run's owner, its tenant's admins and platform admins see a run; nobody else learns it exists. */
+export const mayWatch = (principal: Principal, run: AgentRunRecord) =>
+  (run.owner === holderOf(principal) && run.tenantId === principal.tenantId) || administers(principal, run.tenantId);
 
 const runAgents = requireScope('agents:run');
 const admin = requireScope('admin');

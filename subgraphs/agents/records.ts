@@ -3,6 +3,7 @@
  * stream of events. These are plain JSON shapes; the stores keep them as they are.
  */
 import type { ErrorCode } from '../../platform/errors.ts';
+import { noSpend, type Spend } from '../../platform/spend.ts';
 
 /** A tool: a named GraphQL operation on the supergraph. */
 export interface AgentToolDefinition {
@@ -45,14 +46,10 @@ export interface RunError {
   message: string;
 }
 
-export interface RunUsage {
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-  costUsd: number;
-}
+/** Tokens and cost, as every model call's usage is counted. */
+export type RunUsage = Spend;
 
-export const NO_USAGE: RunUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 };
+export const NO_USAGE: Readonly<RunUsage> = noSpend();
 
 export interface ToolCallRecord {
   /** The model's id for the call. */

@@ -3,7 +3,8 @@ import type { Resolvers } from '../../codegen/agents.resolvers.ts';
 import { callerAuditEvent } from '../../platform/audit-log.ts';
 import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
 import { allowsRef } from '../../platform/model-permissions.ts';
-import { administers, hasScope, holderOf, isPlatformAdmin, type Principal } from '../../platform/principal.ts';
+import { hasScope, holderOf, isPlatformAdmin } from '../../platform/principal.ts';
+import { mayWatch } from './permissions.ts';
 import { asPayloads } from '../../platform/subscription-payloads.ts';
 import { checkTags } from '../../platform/usage-tags.ts';
 import type { AgentsContext } from './context.ts';
@@ -20,9 +21,6 @@ const agentTag = (name: string) => `agent:${name}`.slice(0, 64);
 const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_USER_INPUT, message, { field });
 const runNotFound = () => codedError(ErrorCode.NOT_FOUND, 'agent run not found');
 
-/** The run's owner, its tenant's admins and platform admins see a run; nobody else learns it exists. */
-export const mayWatch = (principal: Principal, run: AgentRunRecord) =>
-  (run.owner === holderOf(principal) && run.tenantId === principal.tenantId) || administers(principal, run.tenantId);
 
 async function visibleRun(id: string, { runs, principal }: AgentsContext): Promise<RunView | undefined> {
   if (!RUN_ID.test(id)) return undefined;
@@ -123,12 +121,11 @@ export const resolvers: Resolvers = {
       if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE) throw badInput('first', `first must be 1 to ${MAX_PAGE}`);
       if (after != null && !isListCursor(after)) throw badInput('after', 'after must be an endCursor of agentRuns');
       const page = await runs.list(tenantId, first, after ?? undefined);
-      // Members see their own runs; admins see the tenant's. Each is read with the cursor of its
+      // Members see their own runs; admins see the tenant's. Each comes with the cursor of its
       // snapshot, so following from `cursor` continues exactly from what the node shows.
-      const visible = page.runs.filter((run) => mayWatch(principal, run));
-      const views = (await Promise.all(visible.map((run) => runs.get(run.id)))).filter((view): view is RunView => view !== undefined);
+      const visible = page.runs.filter(({ run }) => mayWatch(principal, run));
       return {
-        edges: views.map((view) => ({ cursor: view.run.id, node: view })),
+        edges: visible.map((view) => ({ cursor: view.run.id, node: view })),
         pageInfo: { hasNextPage: page.next !== undefined, endCursor: page.next ?? null },
       };
     },

@@ -13,7 +13,7 @@ import { DELEGATION_HEADER, type IdentityTokens } from '../../platform/identity-
 import type { Principal } from '../../platform/principal.ts';
 import { REQUEST_ID_HEADER } from '../../platform/request-id.ts';
 import { parseSse } from '../../providers/sse.ts';
-import type { RunError, RunUsage } from './records.ts';
+import { NO_USAGE, type RunError, type RunUsage } from './records.ts';
 
 export interface GraphQLResult {
   data?: Record<string, unknown> | null;
@@ -56,7 +56,6 @@ interface StreamPayload {
   message?: string;
 }
 
-const NO_USAGE: RunUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 };
 
 /** The first error of a result, as a run error (a code from the enum, or INTERNAL_SERVER_ERROR). */
 export function firstError(errors: GraphQLResult['errors']): RunError {

@@ -18,7 +18,7 @@ import type { ChatMessage } from '../../providers/contract.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import { parseToolArguments, type OperationTool } from './operation-tools.ts';
-import type { AgentRunEventRecord, AgentRunRecord, AgentRunStatus, RunError, RunUsage, StepRecord, ToolCallRecord } from './records.ts';
+import { NO_USAGE, type AgentRunEventRecord, type AgentRunRecord, type AgentRunStatus, type RunError, type RunUsage, type StepRecord, type ToolCallRecord } from './records.ts';
 import { firstError, type ChatInputWire, type GraphQLResult, type RouterClient } from './router-client.ts';
 import { RunFinishedError, type RunStore } from './run-store.ts';
 import { addSpend, spendOf, type Spend } from '../../platform/spend.ts';
@@ -95,7 +95,7 @@ export class RunLoop {
     for (let number = 1; ; number += 1) {
       this.#checkSignal();
       const maxTokens = this.#callMaxTokens();
-      const step: StepRecord = { number, content: '', toolCalls: [], usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 }, startedAt: now(), finishedAt: null };
+      const step: StepRecord = { number, content: '', toolCalls: [], usage: NO_USAGE, startedAt: now(), finishedAt: null };
       this.#run.steps.push(step);
       await this.#append({ type: 'STEP_STARTED', at: step.startedAt, step: number }, true);
       const toolCalls = await this.#callModel(step, maxTokens);

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentKeys } from '../../platform/redis-keys.ts';
 import { NO_USAGE, type AgentDefinition, type AgentRunEventRecord, type AgentRunRecord, type AgentRunStatus, type StoredRunEvent } from './records.ts';
-import { MemoryRunStore, RedisRunStore, RunFinishedError, isCursor, type RunStore } from './run-store.ts';
+import { MemoryRunStore, RedisRunStore, RunFinishedError, isCursor, type RunPage, type RunStore } from './run-store.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
@@ -334,11 +334,11 @@ describe.each(implementations)('%s run store', (_name, pair) => {
     ];
     for (const run of runs) await a.create(run);
     await a.create(runRecord({ id: `${tag}-other`, tenantId: 'globex', createdAt: at(5) }));
-    const ids = (page: { runs: AgentRunRecord[] }) => page.runs.map((run) => run.id.slice(tag.length + 1));
+    const ids = (page: RunPage) => page.runs.map(({ run }) => run.id.slice(tag.length + 1));
 
     const first = await b.list('acme', 2);
     expect(ids(first)).toEqual(['4', '3b']);
-    expect(first.runs[0]).toEqual(runs[4]);
+    expect(first.runs[0]).toEqual({ run: runs[4], cursor: null });
     const second = await b.list('acme', 2, first.next);
     expect(ids(second)).toEqual(['3a', '2']);
     await a.create(runRecord({ id: `${tag}-5`, createdAt: at(5) }));
@@ -351,6 +351,9 @@ describe.each(implementations)('%s run store', (_name, pair) => {
     expect(all.next).toBeUndefined();
     expect(ids(await b.list('globex', 10))).toEqual(['other']);
     expect(await b.list('initech', 10)).toEqual({ runs: [] });
+    // Each listed run comes with the cursor its snapshot reflects, as `get` gives it.
+    const cursor = await a.append(runs[0]!.id, delta('e1'), runs[0]);
+    expect((await b.list('acme', 6)).runs.at(-1)).toEqual({ run: runs[0], cursor });
     await expect(b.list('acme', 2, 'garbage')).rejects.toThrow(/cursor/);
   });
 
@@ -426,7 +429,7 @@ describe('Redis run store', () => {
     await store.create(kept);
     await store.create(expired);
     await redis.del(keys.run(expired.id));
-    expect(await store.list('acme', 1)).toEqual({ runs: [kept] });
+    expect(await store.list('acme', 1)).toEqual({ runs: [{ run: kept, cursor: null }] });
     expect(await redis.zscore(keys.tenantRuns('acme'), expired.id)).toBeNull();
   });
 
@@ -482,7 +485,7 @@ describe('memory run store', () => {
     expect(await store.get(first!.id)).toBeDefined();
     await store.create(fourth!);
     expect(await store.get(first!.id)).toBeUndefined();
-    expect((await store.list('acme', 10)).runs.map((run) => run.id).sort()).toEqual([third!.id, fourth!.id].sort());
+    expect((await store.list('acme', 10)).runs.map(({ run }) => run.id).sort()).toEqual([third!.id, fourth!.id].sort());
   });
 
   it('uses cursors shaped like Redis stream ids', async () => {

@@ -11,8 +11,14 @@ import type { Redis } from 'ioredis';
 import { agentKeys } from '../../platform/redis-keys.ts';
 import type { AgentRunEventRecord, AgentRunRecord, StoredRunEvent } from './records.ts';
 
+/** A run's latest snapshot and the cursor of the last event it reflects (null: none yet). */
+export interface RunSnapshot {
+  run: AgentRunRecord;
+  cursor: string | null;
+}
+
 export interface RunPage {
-  runs: AgentRunRecord[];
+  runs: RunSnapshot[];
   /** Pass as `after` for the next page; absent on the last page. */
   next?: string;
 }
@@ -27,7 +33,7 @@ export interface RunStore {
   /** Stores a new run and indexes it under its tenant (newest first in `list`). Throws if the id is taken. */
   create(run: AgentRunRecord): Promise<void>;
   /** The run's latest snapshot and the cursor of the last event that snapshot reflects (null: none yet). undefined when unknown/expired. */
-  get(runId: string): Promise<{ run: AgentRunRecord; cursor: string | null } | undefined>;
+  get(runId: string): Promise<RunSnapshot | undefined>;
   /**
    * Appends an event and, when `snapshot` is given, replaces the snapshot and sets its cursor to the
    * new event's, in one atomic step, then notifies followers. After a RUN_FINISHED event the run's
@@ -318,7 +324,7 @@ export class MemoryRunStore implements RunStore {
       .sort((a, b) => (listsAfter(a.position, b.position) ? 1 : -1));
     const page = matching.slice(0, first);
     const last = page.at(-1);
-    const runs = page.map((stored) => structuredClone(stored.run));
+    const runs = page.map((stored) => ({ run: structuredClone(stored.run), cursor: stored.cursor }));
     return matching.length > first && last ? { runs, next: encodePosition(last.position) } : { runs };
   }
 
@@ -548,7 +554,7 @@ export class RedisRunStore implements RunStore {
   async list(tenantId: string, first: number, after?: string) {
     checkFirst(first);
     const index = this.#keys.tenantRuns(tenantId);
-    const found: { run: AgentRunRecord; position: ListPosition }[] = [];
+    const found: { snapshot: RunSnapshot; position: ListPosition }[] = [];
     let from = after === undefined ? undefined : decodePosition(after);
     // One run more than asked tells whether there is a next page.
     while (found.length <= first) {
@@ -558,15 +564,15 @@ export class RedisRunStore implements RunStore {
       const expired = entries.filter((_, at) => !states[at]).map((entry) => entry.runId);
       if (expired.length > 0) await this.#redis.zrem(index, ...expired);
       entries.forEach((position, at) => {
-        const state = states[at];
-        if (state) found.push({ run: JSON.parse(state) as AgentRunRecord, position });
+        const snapshot = states[at];
+        if (snapshot) found.push({ snapshot, position });
       });
       if (entries.length < wanted) break;
       from = entries.at(-1);
     }
     const page = found.slice(0, first);
     const last = page.at(-1);
-    const runs = page.map((entry) => entry.run);
+    const runs = page.map((entry) => entry.snapshot);
     return found.length > first && last ? { runs, next: encodePosition(last.position) } : { runs };
   }
 
@@ -663,11 +669,14 @@ export class RedisRunStore implements RunStore {
     }
   }
 
-  async #states(runIds: string[]): Promise<(string | null)[]> {
+  /** The snapshots of these runs, each with its cursor (undefined for a run gone). */
+  async #states(runIds: string[]): Promise<(RunSnapshot | undefined)[]> {
     if (runIds.length === 0) return [];
     const pipeline = this.#redis.pipeline();
-    for (const runId of runIds) pipeline.hget(this.#keys.run(runId), 'state');
-    return resultsOf(await pipeline.exec()) as (string | null)[];
+    for (const runId of runIds) pipeline.hmget(this.#keys.run(runId), 'state', 'cursor');
+    return (resultsOf(await pipeline.exec()) as [string | null, string | null][]).map(([state, cursor]) =>
+      state ? { run: JSON.parse(state) as AgentRunRecord, cursor } : undefined,
+    );
   }
 
   async #watch(channel: string, bell: Doorbell) {

@@ -1,11 +1,9 @@
 /** What the GraphQL types of runs and events resolve from. */
-import type { AgentRunEventRecord, AgentRunRecord, StoredRunEvent } from './records.ts';
+import type { AgentRunEventRecord, StoredRunEvent } from './records.ts';
+import type { RunSnapshot } from './run-store.ts';
 
 /** A run's snapshot with the cursor of the last event it reflects. */
-export interface RunView {
-  run: AgentRunRecord;
-  cursor: string | null;
-}
+export type RunView = RunSnapshot;
 
 /** An event of a run at its cursor, flat, so the event types' fields resolve by default. */
 export type EventView = AgentRunEventRecord & { runId: string; cursor: string };
