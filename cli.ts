@@ -68,17 +68,19 @@ async function main(): Promise<void> {
     }
     stopping = true;
     log.info({ signal, graceMs: config.router.shutdownGraceMs }, 'stopping');
-    void started.then(() => stack!.stop(Date.now() + config.router.shutdownGraceMs)).then(
-      () => {
-        log.info('stopped');
-        log.flush();
-        process.exit(0);
-      },
-      (error: unknown) => {
-        log.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    void started
+      .then(() => stack!.stop(Date.now() + config.router.shutdownGraceMs))
+      .then(
+        () => {
+          log.info('stopped');
+          log.flush();
+          process.exit(0);
+        },
+        (error: unknown) => {
+          log.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

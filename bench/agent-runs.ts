@@ -25,12 +25,30 @@ const prefix = `mg-bench:${randomUUID()}:`;
 const EVENTS = 'subscription($runId: ID!) { agentRunEvents(runId: $runId) { __typename cursor ... on AgentRunFinished { status } } }';
 const START = 'mutation($input: String!) { startAgentRun(input: {agent: "guide", input: $input}) { run { id } } }';
 
-const echo = { id: 'echo', provider: 'local', version: '1', capabilities: ['CHAT', 'TOOLS'], contextWindow: 1_000_000, maxOutputTokens: 100_000 };
+const echo = {
+  id: 'echo',
+  provider: 'local',
+  version: '1',
+  capabilities: ['CHAT', 'TOOLS'],
+  contextWindow: 1_000_000,
+  maxOutputTokens: 100_000,
+};
 const stack = await startTestStack({
   redis: { url: REDIS_URL, keyPrefix: prefix },
   models: [echo],
   log: { level: 'warn' },
-  agents: { maxConcurrentRuns: runs, definitions: [{ name: 'guide', model: 'echo', instructions: 'Answer.', tools: [{ name: 'list_models', document: 'query { models { id } }' }], maxSteps: 4 }] },
+  agents: {
+    maxConcurrentRuns: runs,
+    definitions: [
+      {
+        name: 'guide',
+        model: 'echo',
+        instructions: 'Answer.',
+        tools: [{ name: 'list_models', document: 'query { models { id } }' }],
+        maxSteps: 4,
+      },
+    ],
+  },
   router: { port: 0, shutdownGraceMs: 2_000, rateLimits: { 'Mutation.startAgentRun': { max: 1_000_000, window: '1m' } } },
 });
 
@@ -40,7 +58,10 @@ async function oneRun(input: string): Promise<{ ms: number; status: string | und
   const started = performance.now();
   const { body } = await postGraphQL<{ startAgentRun: { run: { id: string } } }>(stack.url, START, { input });
   const runId = body.data!.startAgentRun.run.id;
-  const { results } = await collectSubscription<{ agentRunEvents: { __typename: string; status?: string } }>(stack.ws(), { query: EVENTS, variables: { runId } });
+  const { results } = await collectSubscription<{ agentRunEvents: { __typename: string; status?: string } }>(stack.ws(), {
+    query: EVENTS,
+    variables: { runId },
+  });
   return { ms: performance.now() - started, status: results.at(-1)?.data?.agentRunEvents.status, events: results.length };
 }
 
@@ -55,7 +76,10 @@ try {
   // One long answer: E words, so E text-delta events, then replayed by a new follower.
   const long = Array.from({ length: deltas }, (_, index) => `w${index}`).join(' ');
   const streamed = await oneRun(long);
-  const { body } = await postGraphQL<{ agentRuns: { edges: { node: { id: string } }[] } }>(stack.url, '{ agentRuns(first: 1) { edges { node { id } } } }');
+  const { body } = await postGraphQL<{ agentRuns: { edges: { node: { id: string } }[] } }>(
+    stack.url,
+    '{ agentRuns(first: 1) { edges { node { id } } } }',
+  );
   const longRun = body.data!.agentRuns.edges[0]!.node.id;
   const replayStarted = performance.now();
   const { results } = await collectSubscription(stack.ws(), { query: EVENTS, variables: { runId: longRun } });
@@ -68,7 +92,9 @@ try {
   console.log(
     `| ${runs} | ${succeeded} | ${wall.toFixed(2)} | ${(runs / wall).toFixed(1)} | ${percentile(latencies, 50).toFixed(0)} | ${percentile(latencies, 95).toFixed(0)} | ${percentile(latencies, 99).toFixed(0)} | ${outcomes[0]?.events} |`,
   );
-  console.log(`\none run streaming ${deltas} text deltas: ${streamed.events} events live in ${streamed.ms.toFixed(0)} ms; replayed from the start in ${replayMs.toFixed(0)} ms (${Math.round(results.length / (replayMs / 1000))} events/s)`);
+  console.log(
+    `\none run streaming ${deltas} text deltas: ${streamed.events} events live in ${streamed.ms.toFixed(0)} ms; replayed from the start in ${replayMs.toFixed(0)} ms (${Math.round(results.length / (replayMs / 1000))} events/s)`,
+  );
 } finally {
   await stack.stop();
   const redis = new Redis(REDIS_URL);

@@ -38,7 +38,14 @@ const ADMIN_KEY = newKeySecret('bench').secret;
 const IDENTITY_SECRET = randomIdentitySecret();
 
 async function load(url: string, headers: Record<string, string>) {
-  const result = await autocannon({ url, connections, duration, method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: CHAT });
+  const result = await autocannon({
+    url,
+    connections,
+    duration,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: CHAT,
+  });
   return {
     rps: Math.round(result.requests.average),
     p50: result.latency.p50,
@@ -52,8 +59,14 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function timeToFirstDelta(wsUrl: string, count: number) {
-  const client = createClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${ADMIN_KEY}` } });
-  const query = 'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "one two three four five"}]}) { __typename } }';
+  const client = createClient({
+    url: wsUrl,
+    webSocketImpl: WebSocket,
+    retryAttempts: 0,
+    connectionParams: { authorization: `Bearer ${ADMIN_KEY}` },
+  });
+  const query =
+    'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "one two three four five"}]}) { __typename } }';
   const samples: number[] = [];
   for (let index = 0; index < count; index++) {
     const started = performance.now();
@@ -66,15 +79,30 @@ async function timeToFirstDelta(wsUrl: string, count: number) {
   return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
 }
 
-const config = writeConfig({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 10_000_000, window: '1m' } } }, subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } }, log: { level: 'warn' } });
-const process_ = spawnModelgraph(['all', '--config', config], { LOG_LEVEL: 'info', MODELGRAPH_BOOTSTRAP_KEY: ADMIN_KEY, MODELGRAPH_IDENTITY_SECRET: IDENTITY_SECRET });
+const config = writeConfig({
+  router: { port: 0, rateLimits: { 'Mutation.chat': { max: 10_000_000, window: '1m' } } },
+  subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
+  log: { level: 'warn' },
+});
+const process_ = spawnModelgraph(['all', '--config', config], {
+  LOG_LEVEL: 'info',
+  MODELGRAPH_BOOTSTRAP_KEY: ADMIN_KEY,
+  MODELGRAPH_IDENTITY_SECRET: IDENTITY_SECRET,
+});
 const subgraphLine = await process_.waitForLine((line) => line.msg === 'subgraph inference listening');
 const ready = await process_.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
 const routerUrl = ready.url as string;
 const subgraphUrl = `http://127.0.0.1:${subgraphLine.port as number}/graphql`;
 
 const viaRouter = { authorization: `Bearer ${ADMIN_KEY}` };
-const principal = { kind: 'API_KEY' as const, subject: 'bootstrap', tenantId: 'platform', keyId: 'bootstrap', scopes: ['chat:invoke' as const], allowedModels: null };
+const principal = {
+  kind: 'API_KEY' as const,
+  subject: 'bootstrap',
+  tenantId: 'platform',
+  keyId: 'bootstrap',
+  scopes: ['chat:invoke' as const],
+  allowedModels: null,
+};
 const identity = { [IDENTITY_HEADER]: await new IdentityTokens(IDENTITY_SECRET).sign(principal, 'inference') };
 await load(routerUrl, viaRouter); // warm-up
 const direct = await load(subgraphUrl, identity);

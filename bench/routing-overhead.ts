@@ -15,7 +15,15 @@ const { values } = parseArgs({ options: { calls: { type: 'string', default: '200
 const calls = Number(values.calls);
 const chat: ChatModel = createLocalProvider('local', { streamDelayMs: 0 }).chatModel('echo');
 const request: ChatRequest = { messages: [{ role: 'user', content: 'The quick brown fox jumps over the lazy dog.' }] };
-const router = new Router({ attemptsPerTarget: 2, initialDelayMs: 250, maxDelayMs: 4_000, deadlineMs: 60_000, firstTokenMs: 30_000, breakerFailures: 5, breakerHalfOpenAfterMs: 30_000 });
+const router = new Router({
+  attemptsPerTarget: 2,
+  initialDelayMs: 250,
+  maxDelayMs: 4_000,
+  deadlineMs: 60_000,
+  firstTokenMs: 30_000,
+  breakerFailures: 5,
+  breakerHalfOpenAfterMs: 30_000,
+});
 const targets = [{ key: 'echo@1', chat, info: 'echo@1' }];
 const options = () => ({ signal: new AbortController().signal, requestId: 'bench' });
 
@@ -42,8 +50,12 @@ const rows = [
   ['streamed, through Router', await measure(() => drain(router.stream(targets, request, options())))],
 ] as const;
 
-console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; ${calls} sequential calls each, local echo model\n`);
+console.log(
+  `machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; ${calls} sequential calls each, local echo model\n`,
+);
 console.log('| path | mean µs | p99 µs |');
 console.log('|---|---|---|');
 for (const [name, result] of rows) console.log(`| ${name} | ${result.meanUs.toFixed(1)} | ${result.p99Us.toFixed(1)} |`);
-console.log(`\nadded by routing: whole ${(rows[1][1].meanUs - rows[0][1].meanUs).toFixed(1)} µs, streamed ${(rows[3][1].meanUs - rows[2][1].meanUs).toFixed(1)} µs (mean)`);
+console.log(
+  `\nadded by routing: whole ${(rows[1][1].meanUs - rows[0][1].meanUs).toFixed(1)} µs, streamed ${(rows[3][1].meanUs - rows[2][1].meanUs).toFixed(1)} µs (mean)`,
+);

@@ -25,17 +25,23 @@ const REDIS_START_TIMEOUT_MS = 5_000;
 
 export async function createAccessServices(config: Config, log: Logger, singleProcess: boolean): Promise<AccessServices> {
   if (!config.redis.url && !singleProcess) {
-    throw new ConfigError('redis.url (or REDIS_URL) is required when the router and the access subgraph run as separate processes: they share keys through it');
+    throw new ConfigError(
+      'redis.url (or REDIS_URL) is required when the router and the access subgraph run as separate processes: they share keys through it',
+    );
   }
   const redis: Redis | undefined = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   if (redis && !(await redisAnswers(redis, REDIS_START_TIMEOUT_MS))) {
     redis.disconnect();
     const { hostname, port } = new URL(config.redis.url!);
-    throw new ConfigError(`Redis at ${hostname}:${port || 6379} did not answer within ${REDIS_START_TIMEOUT_MS / 1000} s; API keys live there, so the router and the access subgraph cannot start without it`);
+    throw new ConfigError(
+      `Redis at ${hostname}:${port || 6379} did not answer within ${REDIS_START_TIMEOUT_MS / 1000} s; API keys live there, so the router and the access subgraph cannot start without it`,
+    );
   }
   const { keyPrefix } = config.redis;
   const store = redis ? new RedisAccessStore(redis, keyPrefix) : new MemoryAccessStore();
-  const audit = redis ? new RedisAuditLog(redis, keyPrefix, config.access.auditMaxEvents) : new MemoryAuditLog(config.access.auditMaxEvents);
+  const audit = redis
+    ? new RedisAuditLog(redis, keyPrefix, config.access.auditMaxEvents)
+    : new MemoryAuditLog(config.access.auditMaxEvents);
   return {
     store,
     audit,
@@ -52,7 +58,9 @@ export function createIdentityTokens(config: Config, env: NodeJS.ProcessEnv, sin
   const secret = env[name];
   if (secret === undefined || secret === '') {
     if (singleProcess) return new IdentityTokens(randomIdentitySecret());
-    throw new ConfigError(`${name} must hold the identity-token secret (${MIN_SECRET_LENGTH}+ characters, the same for the router and every subgraph)`);
+    throw new ConfigError(
+      `${name} must hold the identity-token secret (${MIN_SECRET_LENGTH}+ characters, the same for the router and every subgraph)`,
+    );
   }
   if (secret.length < MIN_SECRET_LENGTH) throw new ConfigError(`${name} must be at least ${MIN_SECRET_LENGTH} characters`);
   return new IdentityTokens(secret);

@@ -1,7 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MemoryAccessStore, NO_LIMITS, RedisAccessStore, hashSecret, keyIdOf, newKeySecret, type AccessStore, type ApiKeyRecord } from './access-store.ts';
+import {
+  MemoryAccessStore,
+  NO_LIMITS,
+  RedisAccessStore,
+  hashSecret,
+  keyIdOf,
+  newKeySecret,
+  type AccessStore,
+  type ApiKeyRecord,
+} from './access-store.ts';
 import { accessKeys } from './redis-keys.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -235,7 +235,18 @@ function fromFields<T>(hash: Record<string, string>, fields: readonly (keyof T &
 }
 
 const TENANT_FIELDS = ['id', 'name', 'createdAt'] as const;
-const KEY_FIELDS = ['id', 'tenantId', 'name', 'scopes', 'allowedModels', 'limits', 'createdAt', 'expiresAt', 'revokedAt', 'lastUsedAt'] as const;
+const KEY_FIELDS = [
+  'id',
+  'tenantId',
+  'name',
+  'scopes',
+  'allowedModels',
+  'limits',
+  'createdAt',
+  'expiresAt',
+  'revokedAt',
+  'lastUsedAt',
+] as const;
 
 export class RedisAccessStore implements AccessStore {
   readonly #redis: Redis;
@@ -251,7 +262,16 @@ export class RedisAccessStore implements AccessStore {
 
   async createTenant(tenant: TenantRecord) {
     const fields = toFields({ name: tenant.name, createdAt: tenant.createdAt });
-    const created = await this.#redis.eval(CREATE_TENANT, 2, this.#keys.tenant(tenant.id), this.#keys.tenants(), JSON.stringify(tenant.id), Date.parse(tenant.createdAt), tenant.id, ...fields);
+    const created = await this.#redis.eval(
+      CREATE_TENANT,
+      2,
+      this.#keys.tenant(tenant.id),
+      this.#keys.tenants(),
+      JSON.stringify(tenant.id),
+      Date.parse(tenant.createdAt),
+      tenant.id,
+      ...fields,
+    );
     return created === 1;
   }
 

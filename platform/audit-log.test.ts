@@ -114,7 +114,16 @@ describe.each(implementations)('%s audit log', (_name, create) => {
   it('returns events newest first with every field, nulls preserved', async () => {
     const { log } = create();
     const full = newEvent({ outcome: 'DENIED', reason: 'not_admin', sourceAddress: '' });
-    const bare = newEvent({ actor: 'anonymous', actorTenant: null, action: 'auth.failure', target: null, tenant: null, sourceAddress: null, outcome: 'FAILED', reason: 'unknown_key' });
+    const bare = newEvent({
+      actor: 'anonymous',
+      actorTenant: null,
+      action: 'auth.failure',
+      target: null,
+      tenant: null,
+      sourceAddress: null,
+      outcome: 'FAILED',
+      reason: 'unknown_key',
+    });
     const recorded = await recordAll(log, [full, bare]);
     expect(recorded).toEqual([expect.objectContaining(full), expect.objectContaining(bare)]);
     const page = await log.list({}, 10);
@@ -123,7 +132,10 @@ describe.each(implementations)('%s audit log', (_name, create) => {
 
   it('assigns stream-shaped ids that increase within one millisecond and carry the time', async () => {
     const { log } = create();
-    const recorded = await recordAll(log, Array.from({ length: 5 }, () => newEvent()));
+    const recorded = await recordAll(
+      log,
+      Array.from({ length: 5 }, () => newEvent()),
+    );
     for (const event of recorded) {
       expect(event.id).toMatch(/^\d+-\d+$/);
       expect(event.time).toBe(new Date(Number(idParts(event.id)[0])).toISOString());
@@ -141,7 +153,10 @@ describe.each(implementations)('%s audit log', (_name, create) => {
     [2, 5, [2]],
   ])('walks %i events exactly once in pages of %i', async (count, first, sizes) => {
     const { log } = create();
-    const recorded = await recordAll(log, Array.from({ length: count }, (_, i) => newEvent({ target: `key-${i}` })));
+    const recorded = await recordAll(
+      log,
+      Array.from({ length: count }, (_, i) => newEvent({ target: `key-${i}` })),
+    );
     const pages = await allPages(log, {}, first);
     expect(pages.map((page) => page.events.length)).toEqual(sizes);
     expect(pages.map((page) => page.hasNextPage)).toEqual(sizes.map((_, i) => i < sizes.length - 1));
@@ -179,7 +194,10 @@ describe.each(implementations)('%s audit log', (_name, create) => {
 
     it('pages through filtered events, skipping the others', async () => {
       const { log } = create();
-      const recorded = await recordAll(log, Array.from({ length: 11 }, (_, i) => newEvent({ tenant: i % 2 === 0 ? 'even' : 'odd' })));
+      const recorded = await recordAll(
+        log,
+        Array.from({ length: 11 }, (_, i) => newEvent({ tenant: i % 2 === 0 ? 'even' : 'odd' })),
+      );
       const pages = await allPages(log, { tenant: 'even' }, 2);
       expect(pages.map((page) => page.events.length)).toEqual([2, 2, 2]);
       expect(pages.flatMap((page) => ids(page.events))).toEqual(newestFirst(recorded.filter((_, i) => i % 2 === 0)));
@@ -244,7 +262,10 @@ describe.each(implementations)('%s audit log', (_name, create) => {
   it('keeps about maxLength of the newest events', async () => {
     const maxLength = 10;
     const { log, trimSlack } = create(maxLength);
-    const recorded = await recordAll(log, Array.from({ length: 350 }, (_, i) => newEvent({ target: `key-${i}` })));
+    const recorded = await recordAll(
+      log,
+      Array.from({ length: 350 }, (_, i) => newEvent({ target: `key-${i}` })),
+    );
     const kept = (await log.list({}, 500)).events;
     expect(kept.length).toBeGreaterThanOrEqual(maxLength);
     expect(kept.length).toBeLessThanOrEqual(maxLength + trimSlack);
@@ -284,7 +305,23 @@ describe('Redis audit log storage', () => {
     const event = await new RedisAuditLog(redis, prefix, 100).record(newEvent({ target: null, reason: null }));
     const entries = await redis.xrange(auditStreamKey(prefix), '-', '+');
     expect(entries).toEqual([
-      [event.id, ['actor', 'key-1', 'action', 'apiKey.create', 'outcome', 'SUCCESS', 'actorTenant', 'acme', 'tenant', 'acme', 'sourceAddress', '203.0.113.7']],
+      [
+        event.id,
+        [
+          'actor',
+          'key-1',
+          'action',
+          'apiKey.create',
+          'outcome',
+          'SUCCESS',
+          'actorTenant',
+          'acme',
+          'tenant',
+          'acme',
+          'sourceAddress',
+          '203.0.113.7',
+        ],
+      ],
     ]);
   });
 

@@ -42,7 +42,11 @@ const MAX_AUDIT_FIELD = 200;
 const clip = (value: string | null) => (value === null ? null : value.slice(0, MAX_AUDIT_FIELD));
 
 /** The event of an action by a caller: who (as `holderOf` names them), from where, and `fields`. */
-export function callerAuditEvent(caller: { principal: Principal; clientAddress: string | null }, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent {
+export function callerAuditEvent(
+  caller: { principal: Principal; clientAddress: string | null },
+  action: string,
+  fields: Partial<NewAuditEvent>,
+): NewAuditEvent {
   const { principal } = caller;
   const event: NewAuditEvent = {
     // An agent run acting for its owner is named with the owner, so a person and an agent differ.

@@ -30,7 +30,10 @@ describe('config', () => {
     [{ models: [{ ...model, contextWindow: -1 }] }, 'models[0].contextWindow'],
     [{ models: [model, { ...model }] }, 'models[1]: "gpt-x@1" is already used by models[0]'],
     [{ providers: { openai: { type: 'openai-compatible', baseUrl: 'not a url' } } }, 'providers.openai.baseUrl'],
-    [{ providers: { openai: { type: 'openai-compatible', baseUrl: 'https://x.test/v1', apiKeyEnv: 'sk-123' } } }, 'providers.openai.apiKeyEnv'],
+    [
+      { providers: { openai: { type: 'openai-compatible', baseUrl: 'https://x.test/v1', apiKeyEnv: 'sk-123' } } },
+      'providers.openai.apiKeyEnv',
+    ],
     [{ models: [{ ...model, capabilities: ['EMBEDDINGS'] }] }, 'models[0].dimensions: required'],
   ])('refuses %j naming %s', (document, field) => {
     expect(() => parseConfig(document)).toThrow(ConfigError);
@@ -52,7 +55,9 @@ describe('config', () => {
   });
 
   it('refuses a named file that does not exist, and a file that is not YAML, naming the file', () => {
-    expect(() => loadConfig({ flag: '/nonexistent/modelgraph.yaml', env: {} })).toThrow('config file not found: /nonexistent/modelgraph.yaml');
+    expect(() => loadConfig({ flag: '/nonexistent/modelgraph.yaml', env: {} })).toThrow(
+      'config file not found: /nonexistent/modelgraph.yaml',
+    );
     const broken = configFile('router: [port: 1\n');
     expect(() => loadConfig({ flag: broken, env: {} })).toThrow(`invalid ${broken}: not YAML`);
   });
@@ -67,16 +72,26 @@ describe('config', () => {
   });
 
   it('builds OpenAI-compatible servers from presets, with their usual key variable', () => {
-    const groq = parseConfig({ providers: { groq: { type: 'openai-compatible', preset: 'groq' } }, models: [{ ...model, provider: 'groq' }] });
+    const groq = parseConfig({
+      providers: { groq: { type: 'openai-compatible', preset: 'groq' } },
+      models: [{ ...model, provider: 'groq' }],
+    });
     expect(() => new ModelCatalog(groq, {})).toThrow('providers.groq.apiKeyEnv: environment variable GROQ_API_KEY is not set');
     expect(new ModelCatalog(groq, { GROQ_API_KEY: 'k' }).resolve('gpt-x')?.provider).toBe('groq');
-    const ollama = parseConfig({ providers: { ollama: { type: 'openai-compatible', preset: 'ollama' } }, models: [{ ...model, provider: 'ollama' }] });
+    const ollama = parseConfig({
+      providers: { ollama: { type: 'openai-compatible', preset: 'ollama' } },
+      models: [{ ...model, provider: 'ollama' }],
+    });
     expect(new ModelCatalog(ollama, {}).resolve('gpt-x')?.provider).toBe('ollama');
-    expect(() => parseConfig({ providers: { x: { type: 'openai-compatible' } } })).toThrow('providers.x.baseUrl: needs a baseUrl or a preset');
+    expect(() => parseConfig({ providers: { x: { type: 'openai-compatible' } } })).toThrow(
+      'providers.x.baseUrl: needs a baseUrl or a preset',
+    );
   });
 
   it('configures Azure OpenAI with exactly one credential, and Anthropic with its key', () => {
-    expect(() => parseConfig({ providers: { azure: { type: 'azure-openai', endpoint: 'https://r.openai.azure.com' } } })).toThrow('providers.azure.apiKeyEnv: needs exactly one of apiKeyEnv and entraTokenEnv');
+    expect(() => parseConfig({ providers: { azure: { type: 'azure-openai', endpoint: 'https://r.openai.azure.com' } } })).toThrow(
+      'providers.azure.apiKeyEnv: needs exactly one of apiKeyEnv and entraTokenEnv',
+    );
     const config = parseConfig({
       providers: {
         azure: { type: 'azure-openai', endpoint: 'https://r.openai.azure.com', entraTokenEnv: 'AZURE_TOKEN' },
@@ -87,7 +102,9 @@ describe('config', () => {
         { ...model, id: 'claude-x', provider: 'claude' },
       ],
     });
-    expect(() => new ModelCatalog(config, { AZURE_TOKEN: 't' })).toThrow('providers.claude.apiKeyEnv: environment variable ANTHROPIC_API_KEY is not set');
+    expect(() => new ModelCatalog(config, { AZURE_TOKEN: 't' })).toThrow(
+      'providers.claude.apiKeyEnv: environment variable ANTHROPIC_API_KEY is not set',
+    );
     expect(new ModelCatalog(config, { AZURE_TOKEN: 't', ANTHROPIC_API_KEY: 'k' }).resolve('claude-x')?.provider).toBe('claude');
   });
 
@@ -99,7 +116,9 @@ describe('config', () => {
         { ...model, id: 'claude-on-bedrock', provider: 'aws', upstream: 'anthropic.claude-3-5-sonnet-20241022-v2:0' },
       ],
     });
-    expect(() => new ModelCatalog(config, { GEMINI_API_KEY: 'k' })).toThrow('providers.aws.accessKeyIdEnv: environment variable AWS_ACCESS_KEY_ID is not set');
+    expect(() => new ModelCatalog(config, { GEMINI_API_KEY: 'k' })).toThrow(
+      'providers.aws.accessKeyIdEnv: environment variable AWS_ACCESS_KEY_ID is not set',
+    );
     const catalog = new ModelCatalog(config, { GEMINI_API_KEY: 'k', AWS_ACCESS_KEY_ID: 'AKIA', AWS_SECRET_ACCESS_KEY: 's' });
     expect(catalog.resolve('claude-on-bedrock')?.upstream).toBe('anthropic.claude-3-5-sonnet-20241022-v2:0');
     expect(() => parseConfig({ providers: { aws: { type: 'bedrock', region: 'moon' } } })).toThrow('providers.aws.region');
@@ -107,11 +126,20 @@ describe('config', () => {
 
   it('refuses routes to unknown or retired models, naming the route field', () => {
     const models = [model, { ...model, version: '0', status: 'RETIRED' }];
-    expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'nope@1' }] } } })).toThrow('routes.smart.targets[0].model: no configured model "nope@1"');
-    expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'gpt-x@1' }], fallbacks: ['gpt-x@0'] } } })).toThrow('routes.smart.fallbacks[0]: "gpt-x@0" is retired');
+    expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'nope@1' }] } } })).toThrow(
+      'routes.smart.targets[0].model: no configured model "nope@1"',
+    );
+    expect(() => parseConfig({ models, routes: { smart: { targets: [{ model: 'gpt-x@1' }], fallbacks: ['gpt-x@0'] } } })).toThrow(
+      'routes.smart.fallbacks[0]: "gpt-x@0" is retired',
+    );
     // A bare id names its default version, as in the catalog: the retired first version does not matter.
-    const retiredFirst = [{ ...model, version: '0', status: 'RETIRED' }, { ...model, default: true }];
-    expect(parseConfig({ models: retiredFirst, routes: { smart: { targets: [{ model: 'gpt-x' }] } } }).routes.smart?.targets[0]?.model).toBe('gpt-x');
+    const retiredFirst = [
+      { ...model, version: '0', status: 'RETIRED' },
+      { ...model, default: true },
+    ];
+    expect(
+      parseConfig({ models: retiredFirst, routes: { smart: { targets: [{ model: 'gpt-x' }] } } }).routes.smart?.targets[0]?.model,
+    ).toBe('gpt-x');
   });
 
   it('refuses a local model the local provider does not have, naming the model', () => {

@@ -45,7 +45,9 @@ const edgeLimitsSchema = z
      * CSRF prevention: requests a browser could send without a preflight (GET, or POST with a
      * simple content type) must carry one of these headers.
      */
-    csrfRequestHeaders: z.array(z.string().min(1)).default(['x-apollo-operation-name', 'apollo-require-preflight', 'graphql-require-preflight']),
+    csrfRequestHeaders: z
+      .array(z.string().min(1))
+      .default(['x-apollo-operation-name', 'apollo-require-preflight', 'graphql-require-preflight']),
     /** Open subscriptions per WebSocket connection, and per principal (key or JWT subject) on this replica. */
     maxSubscriptionsPerConnection: z.number().int().positive().default(20),
     maxSubscriptionsPerPrincipal: z.number().int().positive().default(100),
@@ -160,7 +162,10 @@ const accessSchema = z
      * start logs a warning. A bad credential is refused either way.
      */
     anonymous: z
-      .object({ tenant: z.string().min(1).default('anonymous'), scopes: z.array(z.enum(SCOPES)).default(['models:read', 'chat:invoke', 'embeddings:invoke']) })
+      .object({
+        tenant: z.string().min(1).default('anonymous'),
+        scopes: z.array(z.enum(SCOPES)).default(['models:read', 'chat:invoke', 'embeddings:invoke']),
+      })
       .strict()
       .optional(),
     /** The variable holding the first platform-admin key; without it, the first start makes one and prints it once. */
@@ -180,7 +185,9 @@ const accessSchema = z
   .strict()
   .prefault({});
 
-const agentName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, '1 to 64 letters, digits, _ . or - (starting with a letter or digit)');
+const agentName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, '1 to 64 letters, digits, _ . or - (starting with a letter or digit)');
 
 /** An agent defined in the config; its tools are checked against the API schema at start. */
 const agentDefinitionSchema = z
@@ -232,7 +239,11 @@ const agentsSchema = z
     /** Runs waiting on one replica; beyond, startAgentRun is refused with SERVICE_UNAVAILABLE. */
     maxQueuedRuns: z.number().int().min(0).default(200),
     /** How long a finished run and its events stay readable. */
-    retentionSeconds: z.number().int().positive().default(7 * 86_400),
+    retentionSeconds: z
+      .number()
+      .int()
+      .positive()
+      .default(7 * 86_400),
     definitions: z.array(agentDefinitionSchema).default([]),
   })
   .strict()
@@ -269,7 +280,10 @@ const providerSchema = z.discriminatedUnion('type', [
       ...remote,
     })
     .strict()
-    .refine((provider) => provider.baseUrl !== undefined || provider.preset !== undefined, { message: 'needs a baseUrl or a preset', path: ['baseUrl'] }),
+    .refine((provider) => provider.baseUrl !== undefined || provider.preset !== undefined, {
+      message: 'needs a baseUrl or a preset',
+      path: ['baseUrl'],
+    }),
   z
     .object({
       type: z.literal('azure-openai'),
@@ -281,7 +295,10 @@ const providerSchema = z.discriminatedUnion('type', [
       ...remote,
     })
     .strict()
-    .refine((provider) => (provider.apiKeyEnv === undefined) !== (provider.entraTokenEnv === undefined), { message: 'needs exactly one of apiKeyEnv and entraTokenEnv', path: ['apiKeyEnv'] }),
+    .refine((provider) => (provider.apiKeyEnv === undefined) !== (provider.entraTokenEnv === undefined), {
+      message: 'needs exactly one of apiKeyEnv and entraTokenEnv',
+      path: ['apiKeyEnv'],
+    }),
   z
     .object({
       type: z.literal('gemini'),
@@ -419,9 +436,15 @@ export const configSchema = z
     subgraphs: subgraphsSchema,
     redis: z
       .object({
-        url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+        url: z
+          .string()
+          .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+          .optional(),
         /** Prepended to every key modelgraph writes, so deployments can share one Redis. */
-        keyPrefix: z.string().regex(/^[A-Za-z0-9:_-]*$/).default('modelgraph:'),
+        keyPrefix: z
+          .string()
+          .regex(/^[A-Za-z0-9:_-]*$/)
+          .default('modelgraph:'),
       })
       .strict()
       .prefault({}),
@@ -474,7 +497,11 @@ export const configSchema = z
          */
         batchWindowMs: z.number().int().min(0).default(5),
         /** Vectors are cached by model version, dimensions and the text's SHA-256 (Redis or memory). */
-        cacheTtlSeconds: z.number().int().min(0).default(7 * 86_400),
+        cacheTtlSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .default(7 * 86_400),
         /** In-memory cache only: most vectors kept (a 3,072-dimension vector takes ~16 KB as stored). */
         cacheMaxEntries: z.number().int().positive().default(10_000),
       })
@@ -486,7 +513,9 @@ export const configSchema = z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') })
       .strict()
       .prefault({}),
-    providers: z.record(z.string().regex(/^[a-z][a-z0-9-]*$/, 'lower-case letters, digits and -'), providerSchema).prefault({ local: { type: 'local' } }),
+    providers: z
+      .record(z.string().regex(/^[a-z][a-z0-9-]*$/, 'lower-case letters, digits and -'), providerSchema)
+      .prefault({ local: { type: 'local' } }),
     models: z.array(modelSchema).prefault(LOCAL_MODELS),
     routes: z.record(modelRef, routeSchema).default({}),
     routing: routingSchema,
@@ -527,7 +556,10 @@ export const configSchema = z
       return aliased ?? versions.find((model) => model.default) ?? versions[0];
     };
     for (const [name, route] of Object.entries(config.routes)) {
-      const refsOfRoute = [...route.targets.map((target, index) => ({ ref: target.model, path: ['routes', name, 'targets', index, 'model'] })), ...route.fallbacks.map((ref, index) => ({ ref, path: ['routes', name, 'fallbacks', index] }))];
+      const refsOfRoute = [
+        ...route.targets.map((target, index) => ({ ref: target.model, path: ['routes', name, 'targets', index, 'model'] })),
+        ...route.fallbacks.map((ref, index) => ({ ref, path: ['routes', name, 'fallbacks', index] })),
+      ];
       for (const { ref, path } of refsOfRoute) {
         const model = known(ref);
         if (!model) ctx.addIssue({ code: 'custom', path, message: `no configured model "${ref}"` });

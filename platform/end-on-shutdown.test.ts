@@ -9,7 +9,8 @@ function source(values: ExecutionResult[]) {
     [Symbol.asyncIterator]: () => {
       let index = 0;
       return {
-        next: () => (index < values.length ? Promise.resolve({ done: false, value: values[index++]! }) : new Promise<never>(() => undefined)),
+        next: () =>
+          index < values.length ? Promise.resolve({ done: false, value: values[index++]! }) : new Promise<never>(() => undefined),
         return: async () => {
           state.closed = true;
           return { done: true, value: undefined };

@@ -76,7 +76,12 @@ export async function readBody(request: IncomingMessage, limit: number): Promise
  */
 export function sendRequestFailure(response: ServerResponse, error: unknown, log: Logger): void {
   if (error instanceof BodyTooLargeError) {
-    sendJson(response, 413, { errors: [{ message: error.message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }, { connection: 'close' });
+    sendJson(
+      response,
+      413,
+      { errors: [{ message: error.message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] },
+      { connection: 'close' },
+    );
     return;
   }
   log.error({ err: error }, 'request failed');
@@ -93,7 +98,12 @@ export type UpgradeVerdict = { accept: true } | { accept: false; status: number;
  * The WebSocket server for GraphQL on `path`, sharing the HTTP server's port. `verify` decides
  * each upgrade (e.g. 503 while draining, so clients go to another replica).
  */
-export function createWebSocketServer(server: Server, path: string, maxPayload: number, verify: (request: IncomingMessage) => UpgradeVerdict): WebSocketServer {
+export function createWebSocketServer(
+  server: Server,
+  path: string,
+  maxPayload: number,
+  verify: (request: IncomingMessage) => UpgradeVerdict,
+): WebSocketServer {
   return new WebSocketServer({
     server,
     path,

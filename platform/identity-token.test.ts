@@ -3,7 +3,14 @@ import { IdentityTokenError, IdentityTokens } from './identity-token.ts';
 import type { Principal } from './principal.ts';
 
 const SECRET = 'a'.repeat(40);
-const alice: Principal = { kind: 'API_KEY', subject: 'k1', tenantId: 'acme', keyId: 'k1', scopes: ['models:read'], allowedModels: ['echo'] };
+const alice: Principal = {
+  kind: 'API_KEY',
+  subject: 'k1',
+  tenantId: 'acme',
+  keyId: 'k1',
+  scopes: ['models:read'],
+  allowedModels: ['echo'],
+};
 
 afterEach(() => vi.useRealTimers());
 
@@ -15,14 +22,19 @@ describe('identity tokens', () => {
 
   it.each([
     ['another subgraph', async (tokens: IdentityTokens) => tokens.verify(await tokens.sign(alice, 'inference'), 'access')],
-    ['another secret', async (tokens: IdentityTokens) => tokens.verify(await new IdentityTokens('b'.repeat(40)).sign(alice, 'inference'), 'inference')],
+    [
+      'another secret',
+      async (tokens: IdentityTokens) => tokens.verify(await new IdentityTokens('b'.repeat(40)).sign(alice, 'inference'), 'inference'),
+    ],
     ['nothing', (tokens: IdentityTokens) => tokens.verify(undefined, 'inference')],
     ['a service token', async (tokens: IdentityTokens) => tokens.verify(await tokens.signService('inference'), 'inference')],
     [
       'a payload moved to another tenant',
       async (tokens: IdentityTokens) => {
         const [header, payload, signature] = (await tokens.sign(alice, 'inference')).split('.');
-        const moved = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), tid: 'globex' })).toString('base64url');
+        const moved = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), tid: 'globex' })).toString(
+          'base64url',
+        );
         return tokens.verify(`${header}.${moved}.${signature}`, 'inference');
       },
     ],

@@ -51,7 +51,12 @@ const KINDS: readonly PrincipalKind[] = ['API_KEY', 'JWT', 'ANONYMOUS'];
 
 const LIMIT_NAMES = ['tokensPerMinute', 'usdPerDay', 'usdPerMonth'] as const;
 const isLimits = (value: unknown): value is SpendLimits =>
-  typeof value === 'object' && value !== null && LIMIT_NAMES.every((name) => { const limit = (value as Record<string, unknown>)[name]; return limit === null || typeof limit === 'number'; });
+  typeof value === 'object' &&
+  value !== null &&
+  LIMIT_NAMES.every((name) => {
+    const limit = (value as Record<string, unknown>)[name];
+    return limit === null || typeof limit === 'number';
+  });
 
 function principalFrom(subject: string | undefined, claims: Claims): Principal {
   const { tid, kid, knd, scp, mdl, lim, act, cex } = claims;
@@ -93,7 +98,10 @@ export class IdentityTokens {
   readonly #verified: LRUCache<string, { claims: Claims & { sub?: string; aud?: unknown }; expiresAt: number }>;
 
   constructor(secret: string, ttlSeconds = 60) {
-    this.#secret = crypto.subtle.importKey('raw', new TextEncoder().encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
+    this.#secret = crypto.subtle.importKey('raw', new TextEncoder().encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, [
+      'sign',
+      'verify',
+    ]);
     this.#ttlSeconds = ttlSeconds;
     this.#signed = new LRUCache({ max: 10_000 });
     this.#verified = new LRUCache({ max: 10_000 });

@@ -33,7 +33,11 @@ function windows(now: Date): Windows {
   const month = now.toISOString().slice(0, 7);
   const nextDay = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
   const nextMonth = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
-  return { minute: { id: String(minute), resetAt: (minute + 1) * 60_000 }, day: { id: day, resetAt: nextDay }, month: { id: month, resetAt: nextMonth } };
+  return {
+    minute: { id: String(minute), resetAt: (minute + 1) * 60_000 },
+    day: { id: day, resetAt: nextDay },
+    month: { id: month, resetAt: nextMonth },
+  };
 }
 
 /** The keys of a tenant's own buckets for the current windows (for budget reports). */
@@ -48,7 +52,13 @@ export function tenantBucketKeys(settings: MeteringSettings, tenantId: string, n
 }
 
 /** The buckets a call by `principal` on `model` reserves in, for `demand`. */
-export function bucketsFor(principal: Principal, models: CatalogModel | readonly CatalogModel[], demand: ChatDemand, settings: MeteringSettings, now = new Date()): Bucket[] {
+export function bucketsFor(
+  principal: Principal,
+  models: CatalogModel | readonly CatalogModel[],
+  demand: ChatDemand,
+  settings: MeteringSettings,
+  now = new Date(),
+): Bucket[] {
   // Every version that may serve the call (a route's targets and fallbacks) reserves in its own limit.
   const targets = [...new Set(Array.isArray(models) ? models : [models as CatalogModel])];
   const { minute, day, month } = windows(now);
@@ -58,8 +68,22 @@ export function bucketsFor(principal: Principal, models: CatalogModel | readonly
   const holder = holderOf(principal);
   const candidates: (Bucket | undefined)[] = [
     limited('tokensPerMinute:key', key('tpm', 'key', holder, minute.id), principal.limits?.tokensPerMinute, demand.tokens, minute.resetAt),
-    limited('tokensPerMinute:tenant', key('tpm', 'tenant', principal.tenantId, minute.id), tenant?.tokensPerMinute, demand.tokens, minute.resetAt),
-    ...targets.map((model) => limited(`tokensPerMinute:model:${targetKey(model)}`, key('tpm', 'model', targetKey(model), minute.id), model.tokensPerMinute, demand.tokens, minute.resetAt)),
+    limited(
+      'tokensPerMinute:tenant',
+      key('tpm', 'tenant', principal.tenantId, minute.id),
+      tenant?.tokensPerMinute,
+      demand.tokens,
+      minute.resetAt,
+    ),
+    ...targets.map((model) =>
+      limited(
+        `tokensPerMinute:model:${targetKey(model)}`,
+        key('tpm', 'model', targetKey(model), minute.id),
+        model.tokensPerMinute,
+        demand.tokens,
+        minute.resetAt,
+      ),
+    ),
     limited('usdPerDay:key', key('usd', 'key', holder, day.id), micro$(principal.limits?.usdPerDay), micro, day.resetAt),
     limited('usdPerMonth:key', key('usd', 'key', holder, month.id), micro$(principal.limits?.usdPerMonth), micro, month.resetAt),
     limited('usdPerDay:tenant', key('usd', 'tenant', principal.tenantId, day.id), micro$(tenant?.usdPerDay), micro, day.resetAt),
@@ -83,7 +107,14 @@ export function overLimit(reservation: Extract<Reservation, { ok: false }>): Err
   return codedError(
     isMoney ? ErrorCode.BUDGET_EXCEEDED : ErrorCode.TOKEN_LIMIT_EXCEEDED,
     `this call needs ${scale(bucket.amount)} ${isMoney ? 'USD' : 'tokens'} of the ${scope}'s ${limitName} (${scale(bucket.limit)}); ${scale(Math.max(bucket.limit - used, 0))} remain until ${new Date(bucket.resetAt).toISOString()}`,
-    { limit: limitName, scope, max: scale(bucket.limit), remaining: scale(Math.max(bucket.limit - used, 0)), needed: scale(bucket.amount), resetAt: new Date(bucket.resetAt).toISOString() },
+    {
+      limit: limitName,
+      scope,
+      max: scale(bucket.limit),
+      remaining: scale(Math.max(bucket.limit - used, 0)),
+      needed: scale(bucket.amount),
+      resetAt: new Date(bucket.resetAt).toISOString(),
+    },
   );
 }
 
@@ -103,7 +134,8 @@ export function settle(meter: Meter, buckets: Bucket[], usage: TokenUsage, costU
   if (buckets.length === 0) return Promise.resolve();
   return meter.settle(buckets, (bucket) => {
     if (bucket.name.startsWith('usd')) return toMicroUsd(costUsd);
-    if (bucket.name.startsWith('tokensPerMinute:model:')) return bucket.name === `tokensPerMinute:model:${servedBy}` ? usage.totalTokens : 0;
+    if (bucket.name.startsWith('tokensPerMinute:model:'))
+      return bucket.name === `tokensPerMinute:model:${servedBy}` ? usage.totalTokens : 0;
     return usage.totalTokens;
   });
 }

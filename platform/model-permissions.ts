@@ -16,7 +16,8 @@ export function allowsRef(principal: Principal, catalog: ModelCatalog, ref: stri
 }
 
 /** True when the principal may see model `id`: allowed itself, or served by an allowed route. */
-export const modelReachable = (principal: Principal, catalog: ModelCatalog, id: string) => mayUseModel(principal, [id, ...catalog.routesThrough(id)]);
+export const modelReachable = (principal: Principal, catalog: ModelCatalog, id: string) =>
+  mayUseModel(principal, [id, ...catalog.routesThrough(id)]);
 
 /** What a subgraph's context must carry for the model rules. */
 interface ModelRuleContext {

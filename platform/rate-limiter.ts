@@ -88,7 +88,13 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async take(key: string, limit: RateLimit): Promise<RateDecision> {
-    const [allowed, remaining, retryAfterMs, resetMs] = (await this.#redis.eval(GCRA, 1, key, limit.windowMs / limit.max, limit.windowMs)) as number[];
+    const [allowed, remaining, retryAfterMs, resetMs] = (await this.#redis.eval(
+      GCRA,
+      1,
+      key,
+      limit.windowMs / limit.max,
+      limit.windowMs,
+    )) as number[];
     return { allowed: allowed === 1, limit: limit.max, remaining: remaining!, retryAfterMs: retryAfterMs!, resetMs: resetMs! };
   }
 }

@@ -22,7 +22,8 @@ export const accessKeys = (prefix: string) => ({
 export const auditStreamKey = (prefix: string) => `${prefix}audit`;
 
 /** A rate limit's GCRA state: one key per field coordinate, scope and holder (key id, tenant, address). */
-export const rateLimitKey = (prefix: string, coordinate: string, per: string, holder: string) => `${prefix}rl:${coordinate}:${per}:${holder}`;
+export const rateLimitKey = (prefix: string, coordinate: string, per: string, holder: string) =>
+  `${prefix}rl:${coordinate}:${per}:${holder}`;
 
 /**
  * Usage: the event stream every model call writes to, and the usage subgraph's aggregates. The

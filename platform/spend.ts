@@ -32,7 +32,11 @@ export const spent = (spend: Spend) => spend.totalTokens > 0 || spend.costUsd > 
 export function spendOf(extensions: Record<string, unknown> | undefined | null): Spend | undefined {
   const value = extensions?.[SPEND_EXTENSION] as Record<string, unknown> | undefined;
   const fields = ['promptTokens', 'completionTokens', 'totalTokens', 'costUsd'] as const;
-  if (!value || !fields.every((field) => typeof value[field] === 'number' && Number.isFinite(value[field]) && (value[field] as number) >= 0)) return undefined;
+  if (
+    !value ||
+    !fields.every((field) => typeof value[field] === 'number' && Number.isFinite(value[field]) && (value[field] as number) >= 0)
+  )
+    return undefined;
   return Object.fromEntries(fields.map((field) => [field, value[field]])) as unknown as Spend;
 }
 

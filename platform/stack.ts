@@ -42,11 +42,16 @@ interface Shared {
 }
 
 const SUBGRAPH_STARTERS: Record<SubgraphName, (config: Config, log: Logger, shared: Shared) => Promise<RunningSubgraph>> = {
-  inference: (config, log, { withProcessMetrics, identity, usage }) => startInferenceSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink, meter: usage().meter }),
-  embeddings: (config, log, { withProcessMetrics, identity, usage }) => startEmbeddingsSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink, meter: usage().meter }),
-  usage: (config, log, { withProcessMetrics, identity, usage }) => startUsageSubgraph(config, log, { withProcessMetrics, identity, store: usage().store, meter: usage().meter }),
-  access: async (config, log, { withProcessMetrics, identity, access }) => startAccessSubgraph(config, log, { withProcessMetrics, identity, access: await access() }),
-  agents: async (config, log, { withProcessMetrics, identity, access, routerUrl }) => startAgentsSubgraph(config, log, { withProcessMetrics, identity, access: await access(), routerUrl }),
+  inference: (config, log, { withProcessMetrics, identity, usage }) =>
+    startInferenceSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink, meter: usage().meter }),
+  embeddings: (config, log, { withProcessMetrics, identity, usage }) =>
+    startEmbeddingsSubgraph(config, log, { withProcessMetrics, identity, usage: usage().sink, meter: usage().meter }),
+  usage: (config, log, { withProcessMetrics, identity, usage }) =>
+    startUsageSubgraph(config, log, { withProcessMetrics, identity, store: usage().store, meter: usage().meter }),
+  access: async (config, log, { withProcessMetrics, identity, access }) =>
+    startAccessSubgraph(config, log, { withProcessMetrics, identity, access: await access() }),
+  agents: async (config, log, { withProcessMetrics, identity, access, routerUrl }) =>
+    startAgentsSubgraph(config, log, { withProcessMetrics, identity, access: await access(), routerUrl }),
 };
 
 export async function startStack(config: Config, log: Logger, role: Role, env: NodeJS.ProcessEnv = process.env): Promise<RunningStack> {
@@ -97,7 +102,13 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
       const urls = Object.fromEntries(
         SUBGRAPH_NAMES.map((name) => [name, subgraphs.find((subgraph) => subgraph.name === name)?.url ?? subgraphUrl(config, name)]),
       ) as Record<SubgraphName, string>;
-      router = await startRouter({ config, log: log.child({ component: 'router' }), subgraphUrls: urls, identity, access: await shared.access() });
+      router = await startRouter({
+        config,
+        log: log.child({ component: 'router' }),
+        subgraphUrls: urls,
+        identity,
+        access: await shared.access(),
+      });
     }
   } catch (error) {
     await stop(Date.now());

@@ -19,9 +19,24 @@ import { applyMiddleware } from 'graphql-middleware';
 import type { IMiddlewareGenerator } from 'graphql-middleware';
 import type { Registry } from 'prom-client';
 import { ErrorCode, codeOf, codedError } from './errors.ts';
-import { CLIENT_ADDRESS_HEADER, IDENTITY_CONNECTION_PARAM, IDENTITY_EXTENSION, IDENTITY_HEADER, type IdentityTokens } from './identity-token.ts';
+import {
+  CLIENT_ADDRESS_HEADER,
+  IDENTITY_CONNECTION_PARAM,
+  IDENTITY_EXTENSION,
+  IDENTITY_HEADER,
+  type IdentityTokens,
+} from './identity-token.ts';
 import type { Principal } from './principal.ts';
-import { closeWebSockets, createWebSocketServer, listen, readBody, sendJson, sendRequestFailure, serveOperationalEndpoints, stopAccepting } from './http-server.ts';
+import {
+  closeWebSockets,
+  createWebSocketServer,
+  listen,
+  readBody,
+  sendJson,
+  sendRequestFailure,
+  serveOperationalEndpoints,
+  stopAccepting,
+} from './http-server.ts';
 import { endOnShutdown, shuttingDownResult } from './end-on-shutdown.ts';
 import { InFlight } from './in-flight.ts';
 import type { Config, SubgraphName } from './config.ts';
@@ -112,7 +127,10 @@ function logOperations<TContext extends RequestContext>(): ApolloServerPlugin<TC
       return {
         async willSendResponse({ contextValue, operationName, errors, response }) {
           if (contextValue.warnings.length && response.body.kind === 'single') {
-            response.body.singleResult.extensions = { ...response.body.singleResult.extensions, [WARNINGS_EXTENSION]: contextValue.warnings };
+            response.body.singleResult.extensions = {
+              ...response.body.singleResult.extensions,
+              [WARNINGS_EXTENSION]: contextValue.warnings,
+            };
           }
           if (contextValue.principal.actor && spent(contextValue.spend) && response.body.kind === 'single') {
             response.body.singleResult.extensions = { ...response.body.singleResult.extensions, [SPEND_EXTENSION]: contextValue.spend };
@@ -142,7 +160,9 @@ function headerMap(request: IncomingMessage): HeaderMap {
 function guardableSubscriptions(schema: GraphQLSchema): GraphQLSchema {
   for (const field of Object.values(schema.getSubscriptionType()?.getFields() ?? {})) {
     if (field.resolve && field.resolve !== defaultFieldResolver) {
-      throw new Error(`Subscription.${field.name} has its own resolve; yield { ${field.name}: event } payloads instead, so its permission rule guards subscribe`);
+      throw new Error(
+        `Subscription.${field.name} has its own resolve; yield { ${field.name}: event } payloads instead, so its permission rule guards subscribe`,
+      );
     }
   }
   return schema;
@@ -150,9 +170,14 @@ function guardableSubscriptions(schema: GraphQLSchema): GraphQLSchema {
 
 const unauthenticated = (message: string) => codedError(ErrorCode.UNAUTHENTICATED, message);
 
-export async function startSubgraphServer<TContext extends RequestContext>(options: SubgraphServerOptions<TContext>): Promise<RunningSubgraph> {
+export async function startSubgraphServer<TContext extends RequestContext>(
+  options: SubgraphServerOptions<TContext>,
+): Promise<RunningSubgraph> {
   const { log, registry, identity, name: audience } = options;
-  const schema = applyMiddleware(guardableSubscriptions(buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never })), options.permissions);
+  const schema = applyMiddleware(
+    guardableSubscriptions(buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never })),
+    options.permissions,
+  );
   /** The caller of a request, or undefined (after logging why) when its token is refused. */
   const verify = async (token: unknown, requestLog: Logger): Promise<Principal | undefined> => {
     try {
@@ -208,7 +233,15 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
       context: async () => {
         const address = request.headers[CLIENT_ADDRESS_HEADER];
         const clientAddress = typeof address === 'string' ? address : null;
-        return options.extendContext({ requestId, log: requestLog, signal: aborter.signal, warnings: [], spend: noSpend(), principal, clientAddress });
+        return options.extendContext({
+          requestId,
+          log: requestLog,
+          signal: aborter.signal,
+          warnings: [],
+          spend: noSpend(),
+          principal,
+          clientAddress,
+        });
       },
     });
     const headers: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
@@ -258,7 +291,10 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
     // graphql-ws sends `complete` right after onComplete returns; count the operation as ended
     // once that is queued, so shutdown never closes a socket ahead of it.
     setImmediate(operation.end);
-    operation.log.info({ operation: operation.name, durationMs: Math.round(performance.now() - operation.started), transport: 'ws' }, 'operation completed');
+    operation.log.info(
+      { operation: operation.name, durationMs: Math.round(performance.now() - operation.started), transport: 'ws' },
+      'operation completed',
+    );
   };
   const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => maskError(error.toJSON(), error, log));
   const wsHandle = useServer(
@@ -300,7 +336,15 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
         verified.get(ctx)?.delete(id);
         // onSubscribe verified it; graphql-ws calls context only after onSubscribe accepted.
         if (!principal) throw unauthenticated('operation without a valid identity token');
-        return options.extendContext({ requestId, log: requestLog, signal: abort.signal, warnings: [], spend: noSpend(), principal, clientAddress: null });
+        return options.extendContext({
+          requestId,
+          log: requestLog,
+          signal: abort.signal,
+          warnings: [],
+          spend: noSpend(),
+          principal,
+          clientAddress: null,
+        });
       },
       onNext: (_ctx, _id, _payload, args, result) => {
         // Warnings go out once, with the first result after they were raised.
@@ -336,16 +380,16 @@ export async function startSubgraphServer<TContext extends RequestContext>(optio
   };
 
   async function stop(deadline: number): Promise<void> {
-      ready = false;
-      const http = stopAccepting(server);
-      if ((await inFlight.whenIdle(deadline)) === 'expired') {
-        log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations with SHUTTING_DOWN');
-        shuttingDown.abort();
-        await inFlight.whenIdle(Date.now() + 1_000);
-      }
-      await closeWebSockets(wsServer, () => wsHandle.dispose());
-      await http.closeAll();
-      await apollo.stop();
-      log.info(`subgraph ${options.name} stopped`);
+    ready = false;
+    const http = stopAccepting(server);
+    if ((await inFlight.whenIdle(deadline)) === 'expired') {
+      log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations with SHUTTING_DOWN');
+      shuttingDown.abort();
+      await inFlight.whenIdle(Date.now() + 1_000);
+    }
+    await closeWebSockets(wsServer, () => wsHandle.dispose());
+    await http.closeAll();
+    await apollo.stop();
+    log.info(`subgraph ${options.name} stopped`);
   }
 }

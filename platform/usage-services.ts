@@ -19,7 +19,8 @@ export interface UsageServices {
 
 export function createUsageServices(config: Config, log: Logger, singleProcess: boolean): UsageServices {
   if (!config.redis.url) {
-    if (!singleProcess) log.warn('no redis.url: usage events stay in this process, where no usage subgraph of another process can read them');
+    if (!singleProcess)
+      log.warn('no redis.url: usage events stay in this process, where no usage subgraph of another process can read them');
     const store = new MemoryUsageStore();
     return { sink: store, store, meter: new MemoryMeter(), close: () => undefined };
   }

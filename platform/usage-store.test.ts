@@ -115,10 +115,56 @@ async function rejectionCode(promise: Promise<unknown>): Promise<string | undefi
 
 /** Four calls over two tenants, three models, two days, with tags and every kind of outcome. */
 const dataset = [
-  usageEvent({ tenant: 'acme', key: 'k1', model: 'gpt-4o', provider: 'openai', time: '2024-05-01T10:15:00.000Z', costUsd: 0.5, promptTokens: 100, completionTokens: 20, totalTokens: 120, tags: ['prod'] }),
-  usageEvent({ tenant: 'acme', key: 'k2', model: 'claude', provider: 'anthropic', time: '2024-05-01T11:00:00.000Z', costUsd: 0.25, promptTokens: 7, completionTokens: 3, totalTokens: 10, tags: ['prod', 'team-a'], outcome: 'cached' }),
-  usageEvent({ tenant: 'globex', key: 'k3', model: 'gpt-4o', provider: 'azure', time: '2024-05-02T09:30:00.000Z', costUsd: 0.125, promptTokens: 40, completionTokens: 0, totalTokens: 40, tags: ['team-a'], outcome: 'UPSTREAM_TIMEOUT' }),
-  usageEvent({ tenant: 'acme', key: 'k1', model: 'gpt-4o', provider: 'openai', time: '2024-05-01T10:45:00.000Z', costUsd: 0.000001, promptTokens: 1, completionTokens: 1, totalTokens: 2, tags: ['prod'] }),
+  usageEvent({
+    tenant: 'acme',
+    key: 'k1',
+    model: 'gpt-4o',
+    provider: 'openai',
+    time: '2024-05-01T10:15:00.000Z',
+    costUsd: 0.5,
+    promptTokens: 100,
+    completionTokens: 20,
+    totalTokens: 120,
+    tags: ['prod'],
+  }),
+  usageEvent({
+    tenant: 'acme',
+    key: 'k2',
+    model: 'claude',
+    provider: 'anthropic',
+    time: '2024-05-01T11:00:00.000Z',
+    costUsd: 0.25,
+    promptTokens: 7,
+    completionTokens: 3,
+    totalTokens: 10,
+    tags: ['prod', 'team-a'],
+    outcome: 'cached',
+  }),
+  usageEvent({
+    tenant: 'globex',
+    key: 'k3',
+    model: 'gpt-4o',
+    provider: 'azure',
+    time: '2024-05-02T09:30:00.000Z',
+    costUsd: 0.125,
+    promptTokens: 40,
+    completionTokens: 0,
+    totalTokens: 40,
+    tags: ['team-a'],
+    outcome: 'UPSTREAM_TIMEOUT',
+  }),
+  usageEvent({
+    tenant: 'acme',
+    key: 'k1',
+    model: 'gpt-4o',
+    provider: 'openai',
+    time: '2024-05-01T10:45:00.000Z',
+    costUsd: 0.000001,
+    promptTokens: 1,
+    completionTokens: 1,
+    totalTokens: 2,
+    tags: ['prod'],
+  }),
 ];
 const pick = (indexes: number[]) => indexes.map((i) => dataset[i]!);
 
@@ -157,15 +203,55 @@ describe.each(implementations)('%s usage store', (_name, create) => {
     const { totals, rows } = await report(store);
     expect(inMicros(totals)).toEqual(expectedTotals(events));
     expect(rows.map(inMicros)).toEqual([expectedRow({}, events)]);
-    expect(totals.costUsd).toBeCloseTo(events.reduce((sum, event) => sum + event.costUsd, 0), 6);
+    expect(totals.costUsd).toBeCloseTo(
+      events.reduce((sum, event) => sum + event.costUsd, 0),
+      6,
+    );
   });
 
   it.each<[string, UsageGroup[], [Dimensions, number[]][]]>([
-    ['TENANT', ['TENANT'], [[{ tenant: 'acme' }, [0, 1, 3]], [{ tenant: 'globex' }, [2]]]],
-    ['KEY', ['KEY'], [[{ key: 'k1' }, [0, 3]], [{ key: 'k2' }, [1]], [{ key: 'k3' }, [2]]]],
-    ['MODEL', ['MODEL'], [[{ model: 'gpt-4o' }, [0, 2, 3]], [{ model: 'claude' }, [1]]]],
-    ['PROVIDER', ['PROVIDER'], [[{ provider: 'openai' }, [0, 3]], [{ provider: 'anthropic' }, [1]], [{ provider: 'azure' }, [2]]]],
-    ['DAY', ['DAY'], [[{ day: '2024-05-01' }, [0, 1, 3]], [{ day: '2024-05-02' }, [2]]]],
+    [
+      'TENANT',
+      ['TENANT'],
+      [
+        [{ tenant: 'acme' }, [0, 1, 3]],
+        [{ tenant: 'globex' }, [2]],
+      ],
+    ],
+    [
+      'KEY',
+      ['KEY'],
+      [
+        [{ key: 'k1' }, [0, 3]],
+        [{ key: 'k2' }, [1]],
+        [{ key: 'k3' }, [2]],
+      ],
+    ],
+    [
+      'MODEL',
+      ['MODEL'],
+      [
+        [{ model: 'gpt-4o' }, [0, 2, 3]],
+        [{ model: 'claude' }, [1]],
+      ],
+    ],
+    [
+      'PROVIDER',
+      ['PROVIDER'],
+      [
+        [{ provider: 'openai' }, [0, 3]],
+        [{ provider: 'anthropic' }, [1]],
+        [{ provider: 'azure' }, [2]],
+      ],
+    ],
+    [
+      'DAY',
+      ['DAY'],
+      [
+        [{ day: '2024-05-01' }, [0, 1, 3]],
+        [{ day: '2024-05-02' }, [2]],
+      ],
+    ],
     [
       'HOUR',
       ['HOUR'],
@@ -204,7 +290,13 @@ describe.each(implementations)('%s usage store', (_name, create) => {
   it('sorts rows by cost, highest first, then by dimension values', async () => {
     const store = create();
     const cheap = (tenant: string, model: string) => usageEvent({ tenant, model, costUsd: 0.001 });
-    const events = [cheap('b', 'm2'), cheap('a', 'm2'), usageEvent({ tenant: 'c', costUsd: 0.002 }), cheap('b', 'm1'), usageEvent({ tenant: 'z', costUsd: 0 })];
+    const events = [
+      cheap('b', 'm2'),
+      cheap('a', 'm2'),
+      usageEvent({ tenant: 'c', costUsd: 0.002 }),
+      cheap('b', 'm1'),
+      usageEvent({ tenant: 'z', costUsd: 0 }),
+    ];
     await emitAll(store, events);
     await store.drain();
     const { rows } = await report(store, {}, ['TENANT', 'MODEL']);
@@ -228,7 +320,11 @@ describe.each(implementations)('%s usage store', (_name, create) => {
     ['several fields at once', { tenant: 'acme', model: 'gpt-4o', tags: ['prod'] }, [0, 3]],
     ['a value nothing has', { tenant: 'initech' }, []],
     ['a tag nothing has', { tags: ['prod', 'staging'] }, []],
-    ['time range (hours overlapping it)', { from: new Date('2024-05-01T10:59:00.000Z'), to: new Date('2024-05-01T11:00:00.000Z') }, [0, 1, 3]],
+    [
+      'time range (hours overlapping it)',
+      { from: new Date('2024-05-01T10:59:00.000Z'), to: new Date('2024-05-01T11:00:00.000Z') },
+      [0, 1, 3],
+    ],
     ['time range (one hour)', { from: new Date('2024-05-02T09:00:00.000Z'), to: new Date('2024-05-02T09:00:00.000Z') }, [2]],
     ['time range (nothing in it)', { from: new Date('2024-05-01T12:00:00.000Z'), to: new Date('2024-05-02T08:59:59.999Z') }, []],
   ])('filters by %s', async (_label, filter, expected) => {
@@ -319,7 +415,8 @@ function inMicrosToTotals({ costMicro, ...rest }: ReturnType<typeof expectedTota
 
 describe('Redis usage pipeline', () => {
   const keysOf = (prefix: string) => usageKeys(prefix);
-  const pendingCount = async (prefix: string) => Number(((await redis.xpending(keysOf(prefix).stream(), keysOf(prefix).group)) as [number])[0]);
+  const pendingCount = async (prefix: string) =>
+    Number(((await redis.xpending(keysOf(prefix).stream(), keysOf(prefix).group)) as [number])[0]);
   const createGroup = (prefix: string) => redis.xgroup('CREATE', keysOf(prefix).stream(), keysOf(prefix).group, '0', 'MKSTREAM');
 
   async function emitted(count: number, overrides: (i: number) => Partial<UsageEvent> = () => ({})) {
@@ -336,9 +433,38 @@ describe('Redis usage pipeline', () => {
     await new RedisUsageSink(redis, prefix).emit(event);
     const [[, fields]] = (await redis.xrange(keysOf(prefix).stream(), '-', '+')) as [[string, string[]]];
     expect(fields).toEqual([
-      'id', event.id, 'time', event.time, 'tenant', 'acme', 'key', 'key-1', 'model', 'gpt-4o', 'version', '2024-08-06',
-      'provider', 'openai', 'kind', 'chat_stream', 'promptTokens', '10', 'completionTokens', '5', 'totalTokens', '15',
-      'costUsd', '0.1', 'latencyMs', '320', 'timeToFirstTokenMs', '', 'outcome', 'ok', 'tags', '["a","b"]',
+      'id',
+      event.id,
+      'time',
+      event.time,
+      'tenant',
+      'acme',
+      'key',
+      'key-1',
+      'model',
+      'gpt-4o',
+      'version',
+      '2024-08-06',
+      'provider',
+      'openai',
+      'kind',
+      'chat_stream',
+      'promptTokens',
+      '10',
+      'completionTokens',
+      '5',
+      'totalTokens',
+      '15',
+      'costUsd',
+      '0.1',
+      'latencyMs',
+      '320',
+      'timeToFirstTokenMs',
+      '',
+      'outcome',
+      'ok',
+      'tags',
+      '["a","b"]',
     ]);
   });
 
@@ -365,7 +491,8 @@ describe('Redis usage pipeline', () => {
     const { prefix, store, events } = await emitted(6);
     const { stream, group } = { stream: keysOf(prefix).stream(), group: keysOf(prefix).group };
     await createGroup(prefix);
-    const read = (consumer: string) => redis.xreadgroup('GROUP', group, consumer, 'COUNT', 2, 'STREAMS', stream, '>') as Promise<[[string, [string][]]]>;
+    const read = (consumer: string) =>
+      redis.xreadgroup('GROUP', group, consumer, 'COUNT', 2, 'STREAMS', stream, '>') as Promise<[[string, [string][]]]>;
     const [[, abandoned]] = await read('crashed');
     await read('alive');
     // Backdates the crashed consumer's entries (XCLAIM to itself with IDLE), so no test has to wait a minute.
@@ -404,7 +531,9 @@ describe('Redis usage pipeline', () => {
     await emitAll(new RedisUsageSink(redis, prefix), events);
     const connections = [redis.duplicate(), redis.duplicate()];
     try {
-      const counts = await Promise.all(connections.map((connection, i) => new RedisUsageStore(connection, prefix).drain({ consumer: `c${i}`, batch: 5 + i })));
+      const counts = await Promise.all(
+        connections.map((connection, i) => new RedisUsageStore(connection, prefix).drain({ consumer: `c${i}`, batch: 5 + i })),
+      );
       expect(counts[0]! + counts[1]!).toBe(events.length);
     } finally {
       for (const connection of connections) connection.disconnect();
@@ -421,7 +550,9 @@ describe('Redis usage pipeline', () => {
     await redis.xadd(stream, '*', 'id', 'bad', 'time', 'not a time', 'tags', '[]');
     await redis.xadd(stream, '*', 'garbage', 'yes');
     await createGroup(prefix);
-    const [[, [[firstId]]]] = (await redis.xreadgroup('GROUP', keysOf(prefix).group, 'c1', 'COUNT', 1, 'STREAMS', stream, '>')) as [[string, [[string]]]];
+    const [[, [[firstId]]]] = (await redis.xreadgroup('GROUP', keysOf(prefix).group, 'c1', 'COUNT', 1, 'STREAMS', stream, '>')) as [
+      [string, [[string]]],
+    ];
     await redis.xdel(stream, firstId);
     expect(await store.drain({ consumer: 'c1' })).toBe(2);
     expect(await pendingCount(prefix)).toBe(0);
@@ -440,7 +571,15 @@ describe('Redis usage pipeline', () => {
       expect(await redis.ttl(key)).toBeGreaterThan(399 * day);
       expect(await redis.ttl(key)).toBeLessThanOrEqual(400 * day);
     }
-    expect(await redis.hgetall(keys.row('2024-05-01T10', rowKey!))).toMatchObject({ tenant: 'acme', key: 'key-1', model: 'gpt-4o', provider: 'openai', tags: '[]', calls: '1', costMicro: String(micros(events[0]!.costUsd)) });
+    expect(await redis.hgetall(keys.row('2024-05-01T10', rowKey!))).toMatchObject({
+      tenant: 'acme',
+      key: 'key-1',
+      model: 'gpt-4o',
+      provider: 'openai',
+      tags: '[]',
+      calls: '1',
+      costMicro: String(micros(events[0]!.costUsd)),
+    });
   });
 
   it('trims the stream to about maxLength', async () => {

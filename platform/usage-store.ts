@@ -110,7 +110,18 @@ const PIPELINE_CHUNK = 1_000;
 /** The part of an event that aggregation reads. */
 type CountedEvent = Pick<
   UsageEvent,
-  'id' | 'time' | 'tenant' | 'key' | 'model' | 'provider' | 'promptTokens' | 'completionTokens' | 'totalTokens' | 'costUsd' | 'outcome' | 'tags'
+  | 'id'
+  | 'time'
+  | 'tenant'
+  | 'key'
+  | 'model'
+  | 'provider'
+  | 'promptTokens'
+  | 'completionTokens'
+  | 'totalTokens'
+  | 'costUsd'
+  | 'outcome'
+  | 'tags'
 >;
 
 /** What a row key names. */
@@ -148,7 +159,15 @@ const COST_UNITS_PER_USD = 1e9;
 
 const SUM_FIELDS = ['calls', 'promptTokens', 'completionTokens', 'totalTokens', 'costMicro', 'cachedCalls', 'failedCalls'] as const;
 const TOKEN_FIELDS = ['promptTokens', 'completionTokens', 'totalTokens'] as const;
-const zeroSums = (): Sums => ({ calls: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0, costMicro: 0, cachedCalls: 0, failedCalls: 0 });
+const zeroSums = (): Sums => ({
+  calls: 0,
+  promptTokens: 0,
+  completionTokens: 0,
+  totalTokens: 0,
+  costMicro: 0,
+  cachedCalls: 0,
+  failedCalls: 0,
+});
 
 function addInto(target: Sums, sums: Sums): void {
   for (const field of SUM_FIELDS) target[field] += sums[field];
@@ -158,7 +177,15 @@ function sumsOfEvent(event: CountedEvent): Sums {
   const { promptTokens, completionTokens, totalTokens, outcome } = event;
   const cached = outcome === 'cached';
   const failed = outcome !== 'ok' && !cached;
-  return { calls: 1, promptTokens, completionTokens, totalTokens, costMicro: Math.round(event.costUsd * COST_UNITS_PER_USD), cachedCalls: Number(cached), failedCalls: Number(failed) };
+  return {
+    calls: 1,
+    promptTokens,
+    completionTokens,
+    totalTokens,
+    costMicro: Math.round(event.costUsd * COST_UNITS_PER_USD),
+    cachedCalls: Number(cached),
+    failedCalls: Number(failed),
+  };
 }
 
 /** Why the event cannot be aggregated, or undefined. Checked before storing, so no entry poisons the stream. */
@@ -232,7 +259,14 @@ function hoursIn(filter: UsageFilter): string[] {
 }
 
 type GroupDimensions = Pick<UsageRow, 'tenant' | 'key' | 'model' | 'provider' | 'day' | 'hour'>;
-const GROUP_FIELDS = { TENANT: 'tenant', KEY: 'key', MODEL: 'model', PROVIDER: 'provider', DAY: 'day', HOUR: 'hour' } as const satisfies Record<UsageGroup, keyof GroupDimensions>;
+const GROUP_FIELDS = {
+  TENANT: 'tenant',
+  KEY: 'key',
+  MODEL: 'model',
+  PROVIDER: 'provider',
+  DAY: 'day',
+  HOUR: 'hour',
+} as const satisfies Record<UsageGroup, keyof GroupDimensions>;
 const DIMENSION_ORDER = ['tenant', 'key', 'model', 'provider', 'day', 'hour'] as const satisfies (keyof GroupDimensions)[];
 
 function groupDimensionsOf(row: StoredRow, groupBy: ReadonlySet<UsageGroup>): GroupDimensions {
@@ -286,15 +320,30 @@ function summarize(rows: StoredRow[], groupBy: UsageGroup[]): UsageReport {
 
 function checkDrainOptions({ batch = DEFAULT_BATCH, maxEvents = Number.POSITIVE_INFINITY }: DrainOptions) {
   if (!Number.isSafeInteger(batch) || batch < 1) throw new RangeError('batch must be a positive integer');
-  if (!(maxEvents >= 0) || (Number.isFinite(maxEvents) && !Number.isInteger(maxEvents))) throw new RangeError('maxEvents must be a non-negative integer');
+  if (!(maxEvents >= 0) || (Number.isFinite(maxEvents) && !Number.isInteger(maxEvents)))
+    throw new RangeError('maxEvents must be a non-negative integer');
   return { batch, maxEvents };
 }
 
 // --- Redis -------------------------------------------------------------------------------------
 
 const STREAM_FIELDS = [
-  'id', 'time', 'tenant', 'key', 'model', 'version', 'provider', 'kind', 'promptTokens', 'completionTokens',
-  'totalTokens', 'costUsd', 'latencyMs', 'timeToFirstTokenMs', 'outcome', 'tags',
+  'id',
+  'time',
+  'tenant',
+  'key',
+  'model',
+  'version',
+  'provider',
+  'kind',
+  'promptTokens',
+  'completionTokens',
+  'totalTokens',
+  'costUsd',
+  'latencyMs',
+  'timeToFirstTokenMs',
+  'outcome',
+  'tags',
 ] as const satisfies (keyof UsageEvent)[];
 
 /** Flat stream fields: tags as JSON, numbers as decimal strings, null as ''. */
@@ -429,7 +478,16 @@ export class RedisUsageStore extends RedisUsageSink implements UsageStore {
   async #claimAbandoned(consumer: string, batch: number): Promise<void> {
     let cursor = '0-0';
     do {
-      const reply = await this.redis.xautoclaim(this.keys.stream(), this.keys.group, consumer, CLAIM_IDLE_MS, cursor, 'COUNT', batch, 'JUSTID');
+      const reply = await this.redis.xautoclaim(
+        this.keys.stream(),
+        this.keys.group,
+        consumer,
+        CLAIM_IDLE_MS,
+        cursor,
+        'COUNT',
+        batch,
+        'JUSTID',
+      );
       cursor = String(reply[0]);
     } while (cursor !== '0-0');
   }
@@ -441,7 +499,16 @@ export class RedisUsageStore extends RedisUsageSink implements UsageStore {
     let counted = 0;
     while (total < read.budget) {
       const count = Math.min(read.batch, read.budget - total);
-      const reply = await this.redis.xreadgroup('GROUP', this.keys.group, read.consumer, 'COUNT', count, 'STREAMS', this.keys.stream(), cursor);
+      const reply = await this.redis.xreadgroup(
+        'GROUP',
+        this.keys.group,
+        read.consumer,
+        'COUNT',
+        count,
+        'STREAMS',
+        this.keys.stream(),
+        cursor,
+      );
       const entries = entriesOf(reply as ReadReply);
       if (entries.length === 0) break;
       counted += await this.#count(read.sha, entries);
@@ -469,7 +536,18 @@ export class RedisUsageStore extends RedisUsageSink implements UsageStore {
     const hour = hourOf(event.time);
     const dims = dimensionsOfEvent(event);
     const rowKey = rowKeyOf(dims);
-    const dimensionFields = ['tenant', dims.tenant, 'key', dims.key, 'model', dims.model, 'provider', dims.provider, 'tags', JSON.stringify(dims.tags)];
+    const dimensionFields = [
+      'tenant',
+      dims.tenant,
+      'key',
+      dims.key,
+      'model',
+      dims.model,
+      'provider',
+      dims.provider,
+      'tags',
+      JSON.stringify(dims.tags),
+    ];
     const increments = Object.entries(sumsOfEvent(event)).flat();
     const keys = [this.keys.counted(hour.slice(0, 10)), this.keys.row(hour, rowKey), this.keys.hourIndex(hour)];
     return [...keys, event.id, COUNTED_TTL_SECONDS, ROW_TTL_SECONDS, rowKey, dimensionFields.length, ...dimensionFields, ...increments];

@@ -12,7 +12,8 @@ export function checkTags(tags: readonly string[] | null | undefined, reserved: 
   const allowed = MAX_TAGS - reserved.length;
   if (tags.length > allowed) throw codedError(ErrorCode.BAD_USER_INPUT, `at most ${allowed} tags`, { field: 'tags' });
   for (const [index, tag] of tags.entries()) {
-    if (tag.length === 0 || tag.length > MAX_TAG_LENGTH) throw codedError(ErrorCode.BAD_USER_INPUT, `tags[${index}] must be 1 to ${MAX_TAG_LENGTH} characters`, { field: `tags[${index}]` });
+    if (tag.length === 0 || tag.length > MAX_TAG_LENGTH)
+      throw codedError(ErrorCode.BAD_USER_INPUT, `tags[${index}] must be 1 to ${MAX_TAG_LENGTH} characters`, { field: `tags[${index}]` });
   }
   return [...new Set([...reserved, ...tags])].sort();
 }

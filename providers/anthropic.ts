@@ -4,7 +4,18 @@
  */
 import { z } from 'zod';
 import type { Response } from 'undici';
-import type { CallOptions, ChatMessage, ChatModel, ChatRequest, ChatResult, ChatStreamPart, FinishReason, Provider, TokenUsage, ToolChoice } from './contract.ts';
+import type {
+  CallOptions,
+  ChatMessage,
+  ChatModel,
+  ChatRequest,
+  ChatResult,
+  ChatStreamPart,
+  FinishReason,
+  Provider,
+  TokenUsage,
+  ToolChoice,
+} from './contract.ts';
 import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
 import { badResponse, countedUsage, readJson } from './wire.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
@@ -53,7 +64,12 @@ function toWireBlocks(message: Exclude<ChatMessage, { role: 'system' }>): WireBl
   const text: WireBlock[] = message.content ? [{ type: 'text', text: message.content }] : [];
   switch (message.role) {
     case 'assistant':
-      return [...text, ...(message.toolCalls ?? []).map((call): WireBlock => ({ type: 'tool_use', id: call.id, name: call.name, input: toolInput(call.arguments) }))];
+      return [
+        ...text,
+        ...(message.toolCalls ?? []).map(
+          (call): WireBlock => ({ type: 'tool_use', id: call.id, name: call.name, input: toolInput(call.arguments) }),
+        ),
+      ];
     case 'tool':
       return [{ type: 'tool_result', tool_use_id: message.toolCallId, content: message.content }];
     default:
@@ -124,9 +140,7 @@ const wireToolUse = z.object({ type: z.literal('tool_use'), id: z.string(), name
 const wireBlock = z.union([
   z.object({ type: z.literal('text'), text: z.string() }),
   wireToolUse,
-  z
-    .object({ type: z.string().refine((type) => type !== 'text' && type !== 'tool_use') })
-    .transform(() => ({ type: 'skipped' as const })),
+  z.object({ type: z.string().refine((type) => type !== 'text' && type !== 'tool_use') }).transform(() => ({ type: 'skipped' as const })),
 ]);
 
 const wireMessage = z.object({
@@ -270,7 +284,11 @@ class AnthropicChatModel implements ChatModel {
       return;
     }
     if (!state.stopped) {
-      const error = new ProviderError(`${this.provider} stream ended before the answer finished`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: this.provider, retryable: false });
+      const error = new ProviderError(`${this.provider} stream ended before the answer finished`, {
+        code: 'UPSTREAM_STREAM_INTERRUPTED',
+        provider: this.provider,
+        retryable: false,
+      });
       yield { type: 'error', error };
       return;
     }

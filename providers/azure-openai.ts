@@ -26,7 +26,8 @@ export function createAzureOpenAIProvider(settings: AzureOpenAISettings): Provid
     apiKey: credential.kind === 'api-key' ? credential.key : credential.token,
     timeouts: settings.timeouts,
     ...(settings.headers && { headers: settings.headers }),
-    url: (path, deployment) => `${base}/openai/deployments/${encodeURIComponent(deployment)}${path}?api-version=${encodeURIComponent(settings.apiVersion)}`,
+    url: (path, deployment) =>
+      `${base}/openai/deployments/${encodeURIComponent(deployment)}${path}?api-version=${encodeURIComponent(settings.apiVersion)}`,
     authHeaders: credential.kind === 'api-key' ? { 'api-key': credential.key } : { authorization: `Bearer ${credential.token}` },
   });
 }

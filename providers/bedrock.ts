@@ -271,7 +271,10 @@ async function readError(response: Response): Promise<{ type: string | undefined
   const type = response.headers.get('x-amzn-errortype')?.split(':')[0]?.trim() || undefined;
   const text = await response.text().catch(() => '');
   const parsed = parseJson(text);
-  const body = parsed.ok && typeof parsed.value === 'object' && parsed.value !== null ? (parsed.value as { message?: unknown; Message?: unknown }) : {};
+  const body =
+    parsed.ok && typeof parsed.value === 'object' && parsed.value !== null
+      ? (parsed.value as { message?: unknown; Message?: unknown })
+      : {};
   const said = body.message ?? body.Message;
   const message = (typeof said === 'string' ? said : text).slice(0, 500) || undefined;
   return { type, message: type && message ? `${type}: ${message}` : (message ?? type) };
@@ -323,7 +326,8 @@ export async function* decodeEventStream(body: AsyncIterable<Uint8Array>, provid
     buffered = append(buffered, chunk);
     while (buffered.byteLength >= 4) {
       const length = new DataView(buffered.buffer, buffered.byteOffset, 4).getUint32(0);
-      if (length < MIN_FRAME_BYTES || length > MAX_FRAME_BYTES) throw badResponse(provider, `event-stream frame length ${length} is impossible`);
+      if (length < MIN_FRAME_BYTES || length > MAX_FRAME_BYTES)
+        throw badResponse(provider, `event-stream frame length ${length} is impossible`);
       if (buffered.byteLength < length) break;
       let message: Message;
       try {
@@ -373,7 +377,9 @@ class BedrockChatModel implements ChatModel {
     const { output, stopReason, usage } = parsed.data;
     const content = output.message.content.flatMap((block) => (block.text !== undefined ? [block.text] : [])).join('');
     const toolCalls = output.message.content.flatMap((block) =>
-      block.toolUse ? [{ id: block.toolUse.toolUseId, name: block.toolUse.name, arguments: JSON.stringify(block.toolUse.input ?? {}) }] : [],
+      block.toolUse
+        ? [{ id: block.toolUse.toolUseId, name: block.toolUse.name, arguments: JSON.stringify(block.toolUse.input ?? {}) }]
+        : [],
     );
     const id = response.headers.get('x-amzn-requestid');
     return {
@@ -441,7 +447,8 @@ class BedrockChatModel implements ChatModel {
   }
 
   private streamError(message: Message, messageType: 'exception' | 'error'): ProviderError {
-    const type = (messageType === 'exception' ? stringHeader(message, ':exception-type') : stringHeader(message, ':error-code')) ?? 'unknownException';
+    const type =
+      (messageType === 'exception' ? stringHeader(message, ':exception-type') : stringHeader(message, ':error-code')) ?? 'unknownException';
     const payload = parseJson(toUtf8(message.body));
     const said = payload.ok ? (payload.value as { message?: unknown } | null)?.message : undefined;
     const detail = typeof said === 'string' ? said : stringHeader(message, ':error-message');
@@ -461,7 +468,9 @@ function partsOfEvent(event: WireStreamEvent, state: StreamState): ChatStreamPar
     case 'contentBlockStart': {
       const toolUse = event.payload.start.toolUse;
       if (!toolUse) return [];
-      return [{ type: 'tool-call-delta', index: event.payload.contentBlockIndex, id: toolUse.toolUseId, name: toolUse.name, argumentsDelta: '' }];
+      return [
+        { type: 'tool-call-delta', index: event.payload.contentBlockIndex, id: toolUse.toolUseId, name: toolUse.name, argumentsDelta: '' },
+      ];
     }
     case 'contentBlockDelta': {
       const { delta, contentBlockIndex } = event.payload;

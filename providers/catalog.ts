@@ -76,7 +76,13 @@ function buildProvider(name: string, config: ProviderConfig, env: NodeJS.Process
       });
     }
     case 'gemini':
-      return createGeminiProvider({ name, baseUrl: config.baseUrl, apiKey: secret(env, name, 'apiKeyEnv', config.apiKeyEnv), headers: config.headers, timeouts: config.timeouts });
+      return createGeminiProvider({
+        name,
+        baseUrl: config.baseUrl,
+        apiKey: secret(env, name, 'apiKeyEnv', config.apiKeyEnv),
+        headers: config.headers,
+        timeouts: config.timeouts,
+      });
     case 'bedrock': {
       const sessionToken = secret(env, name, 'sessionTokenEnv', config.sessionTokenEnv);
       return createBedrockProvider({
@@ -158,7 +164,9 @@ export class ModelCatalog {
   /** The routes that may serve a model id (as a target or a fallback). */
   routesThrough(id: string): string[] {
     return Object.entries(this.#routes)
-      .filter(([, route]) => [...route.targets.map((target) => target.model), ...route.fallbacks].some((ref) => this.#byRef.get(ref)?.id === id))
+      .filter(([, route]) =>
+        [...route.targets.map((target) => target.model), ...route.fallbacks].some((ref) => this.#byRef.get(ref)?.id === id),
+      )
       .map(([name]) => name);
   }
 
@@ -175,9 +183,7 @@ export class ModelCatalog {
     const model = this.resolve(ref);
     if (!model) return undefined;
     const route = ref.includes('@') ? undefined : this.#routes[ref];
-    const refs = route
-      ? [...weightedOrder(route.targets, random).map((target) => target.model), ...route.fallbacks]
-      : [targetKey(model)];
+    const refs = route ? [...weightedOrder(route.targets, random).map((target) => target.model), ...route.fallbacks] : [targetKey(model)];
     const ordered = [...new Set(refs.map((each) => this.#byRef.get(each)!))].filter((each) => each.capabilities.includes('CHAT'));
     return { model, targets: ordered.map((each) => ({ key: targetKey(each), chat: this.chatModel(each), info: each })) };
   }

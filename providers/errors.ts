@@ -96,7 +96,12 @@ export function errorFromException(provider: string, error: unknown, phase: 'con
     return new ProviderError(`${provider} timed out`, { code: 'UPSTREAM_TIMEOUT', provider, retryable, cause: error });
   }
   if (phase === 'stream') {
-    return new ProviderError(`${provider} stream was interrupted`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider, retryable, cause: error });
+    return new ProviderError(`${provider} stream was interrupted`, {
+      code: 'UPSTREAM_STREAM_INTERRUPTED',
+      provider,
+      retryable,
+      cause: error,
+    });
   }
   const message = phase === 'connect' ? `${provider} could not be reached` : `${provider} broke off its answer`;
   return new ProviderError(message, { code: 'UPSTREAM_UNAVAILABLE', provider, retryable, cause: error });

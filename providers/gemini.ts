@@ -264,7 +264,11 @@ function toUsage(usage: z.infer<typeof wireUsage>): TokenUsage {
 
 function toToolCall(part: WireResponsePart, index: number): ToolCall | undefined {
   if (!part.functionCall) return undefined;
-  return { id: toolCallId(index, part.thoughtSignature), name: part.functionCall.name, arguments: JSON.stringify(part.functionCall.args ?? {}) };
+  return {
+    id: toolCallId(index, part.thoughtSignature),
+    name: part.functionCall.name,
+    arguments: JSON.stringify(part.functionCall.args ?? {}),
+  };
 }
 
 interface UpstreamFailure {

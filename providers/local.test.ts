@@ -6,10 +6,15 @@ import { callOptions, collect } from '../tests/support/provider-calls.ts';
 const provider = createLocalProvider('local', { streamDelayMs: 0 });
 const options = () => callOptions('test');
 
-
 describe('local echo model', () => {
   const text = '  Hello,\tworld!  How are\nyou?  ';
-  const request = { messages: [{ role: 'system' as const, content: 'be nice' }, { role: 'user' as const, content: 'first' }, { role: 'user' as const, content: text }] };
+  const request = {
+    messages: [
+      { role: 'system' as const, content: 'be nice' },
+      { role: 'user' as const, content: 'first' },
+      { role: 'user' as const, content: text },
+    ],
+  };
 
   it('answers with the last user message and real token counts', async () => {
     const result = await provider.chatModel('echo').generate(request, options());
@@ -28,7 +33,11 @@ describe('local echo model', () => {
     expect(deltas.length).toBeGreaterThan(4);
     expect(deltas.join('')).toBe(text);
     expect(deltas.every((delta) => (delta.trim().match(/\S+/g) ?? []).length <= 1)).toBe(true);
-    expect(parts.at(-1)).toEqual({ type: 'finish', finishReason: 'stop', usage: (await provider.chatModel('echo').generate(request, options())).usage });
+    expect(parts.at(-1)).toEqual({
+      type: 'finish',
+      finishReason: 'stop',
+      usage: (await provider.chatModel('echo').generate(request, options())).usage,
+    });
   });
 
   it('stops at maxTokens with finish reason length', async () => {
@@ -83,9 +92,15 @@ describe('local echo model with tools (an offline stand-in for tool loops)', () 
 
   it('calls a tool it was given when asked with /call, whole and streamed', async () => {
     const whole = await provider.chatModel('echo').generate(ask('/call list_models {"x": 1}'), options());
-    expect(whole).toMatchObject({ content: '', finishReason: 'tool_calls', toolCalls: [{ id: 'call_1', name: 'list_models', arguments: '{"x": 1}' }] });
+    expect(whole).toMatchObject({
+      content: '',
+      finishReason: 'tool_calls',
+      toolCalls: [{ id: 'call_1', name: 'list_models', arguments: '{"x": 1}' }],
+    });
     const parts = await collect(provider.chatModel('echo').stream(ask('/call list_models'), options()));
-    expect(parts.filter((part) => part.type !== 'finish')).toEqual([{ type: 'tool-call-delta', index: 0, id: 'call_1', name: 'list_models', argumentsDelta: '{}' }]);
+    expect(parts.filter((part) => part.type !== 'finish')).toEqual([
+      { type: 'tool-call-delta', index: 0, id: 'call_1', name: 'list_models', argumentsDelta: '{}' },
+    ]);
     expect(parts.at(-1)).toMatchObject({ type: 'finish', finishReason: 'tool_calls' });
   });
 
@@ -95,11 +110,22 @@ describe('local echo model with tools (an offline stand-in for tool loops)', () 
       tools,
       messages: [
         { role: 'user' as const, content: '/call list_models' },
-        { role: 'assistant' as const, content: '', toolCalls: [{ id: 'a', name: 'list_models', arguments: '{}' }, { id: 'b', name: 'list_models', arguments: '{}' }] },
+        {
+          role: 'assistant' as const,
+          content: '',
+          toolCalls: [
+            { id: 'a', name: 'list_models', arguments: '{}' },
+            { id: 'b', name: 'list_models', arguments: '{}' },
+          ],
+        },
         { role: 'tool' as const, toolCallId: 'a', content: 'first result' },
         { role: 'tool' as const, toolCallId: 'b', content: 'second result' },
       ],
     };
-    expect(await provider.chatModel('echo').generate(afterTools, options())).toMatchObject({ content: 'first result\nsecond result', finishReason: 'stop', toolCalls: [] });
+    expect(await provider.chatModel('echo').generate(afterTools, options())).toMatchObject({
+      content: 'first result\nsecond result',
+      finishReason: 'stop',
+      toolCalls: [],
+    });
   });
 });

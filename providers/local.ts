@@ -52,7 +52,12 @@ function echoAnswer(request: ChatRequest): ChatResult {
   const call = requestedCall(request);
   if (call) {
     const completionTokens = countTextTokens(call.name + call.arguments);
-    return { content: '', toolCalls: [call], finishReason: 'tool_calls', usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens } };
+    return {
+      content: '',
+      toolCalls: [call],
+      finishReason: 'tool_calls',
+      usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens },
+    };
   }
   const answer = truncateToTokens(echoed(request), request.maxTokens ?? Number.POSITIVE_INFINITY);
   return {
@@ -67,7 +72,11 @@ class EchoChatModel implements ChatModel {
   readonly provider: string;
   readonly modelId: string;
 
-  constructor(provider: string, modelId: string, private readonly streamDelayMs: number) {
+  constructor(
+    provider: string,
+    modelId: string,
+    private readonly streamDelayMs: number,
+  ) {
     this.provider = provider;
     this.modelId = modelId;
   }
@@ -89,7 +98,8 @@ class EchoChatModel implements ChatModel {
       if (signal.aborted) return;
       yield { type: 'text-delta', text: piece };
     }
-    for (const [index, call] of result.toolCalls.entries()) yield { type: 'tool-call-delta', index, id: call.id, name: call.name, argumentsDelta: call.arguments };
+    for (const [index, call] of result.toolCalls.entries())
+      yield { type: 'tool-call-delta', index, id: call.id, name: call.name, argumentsDelta: call.arguments };
     yield { type: 'finish', finishReason: result.finishReason, usage: result.usage };
   }
 }
@@ -128,7 +138,6 @@ class HashingEmbeddingModel implements EmbeddingModel {
     return { vectors: inputs.map((input) => hashingEmbedding(input, size)), usage: { promptTokens, totalTokens: promptTokens } };
   }
 }
-
 
 export class UnknownLocalModelError extends Error {
   override name = 'UnknownLocalModelError';

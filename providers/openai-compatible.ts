@@ -290,7 +290,12 @@ class OpenAICompatibleEmbeddingModel implements EmbeddingModel {
   ) {}
 
   async embed(inputs: string[], options: CallOptions & { dimensions?: number }): Promise<EmbeddingResult> {
-    const body = { model: this.modelId, input: inputs, encoding_format: 'float', ...(options.dimensions && { dimensions: options.dimensions }) };
+    const body = {
+      model: this.modelId,
+      input: inputs,
+      encoding_format: 'float',
+      ...(options.dimensions && { dimensions: options.dimensions }),
+    };
     const response = await this.transport.post('/embeddings', this.modelId, body, options);
     const parsed = wireEmbeddings.safeParse(await readJson(this.provider, response, options));
     if (!parsed.success || parsed.data.data.length !== inputs.length) {
@@ -342,4 +347,3 @@ export function createOpenAICompatibleProvider(settings: OpenAICompatibleSetting
     close: () => transport.close(),
   };
 }
-

@@ -15,7 +15,13 @@ const settings: RoutingSettings = {
 
 type Outcome = 'ok' | ProviderError;
 const rateLimited = (retryAfterMs?: number) =>
-  new ProviderError('429', { code: 'UPSTREAM_RATE_LIMITED', provider: 'p', status: 429, retryable: true, ...(retryAfterMs !== undefined && { retryAfterMs }) });
+  new ProviderError('429', {
+    code: 'UPSTREAM_RATE_LIMITED',
+    provider: 'p',
+    status: 429,
+    retryable: true,
+    ...(retryAfterMs !== undefined && { retryAfterMs }),
+  });
 const unavailable = () => new ProviderError('503', { code: 'UPSTREAM_UNAVAILABLE', provider: 'p', status: 503, retryable: true });
 const badRequest = () => new ProviderError('400', { code: 'UPSTREAM_BAD_REQUEST', provider: 'p', status: 400, retryable: false });
 
@@ -29,7 +35,12 @@ function scripted(name: string, outcomes: Outcome[] = []) {
       model.calls++;
       const outcome = outcomes.shift() ?? 'ok';
       if (outcome !== 'ok') throw outcome;
-      return { content: `from ${name}`, toolCalls: [], finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 2, totalTokens: 3 } };
+      return {
+        content: `from ${name}`,
+        toolCalls: [],
+        finishReason: 'stop',
+        usage: { promptTokens: 1, completionTokens: 2, totalTokens: 3 },
+      };
     },
     async *stream(): AsyncGenerator<ChatStreamPart> {
       model.calls++;
@@ -83,7 +94,10 @@ describe('routing', () => {
   it('stops waiting to retry the moment the caller aborts', async () => {
     const primary = scripted('primary', [rateLimited(60_000)]);
     const caller = new AbortController();
-    const pending = new Router({ ...settings, deadlineMs: 120_000, maxDelayMs: 120_000 }).generate([target(primary)], request, { signal: caller.signal, requestId: 'r' });
+    const pending = new Router({ ...settings, deadlineMs: 120_000, maxDelayMs: 120_000 }).generate([target(primary)], request, {
+      signal: caller.signal,
+      requestId: 'r',
+    });
     await Promise.resolve();
     caller.abort(new Error('gone'));
     await expect(pending).rejects.toThrow('gone');
@@ -93,13 +107,17 @@ describe('routing', () => {
     const hanging: ChatModel = {
       provider: 'p',
       modelId: 'hanging',
-      generate: (_request, { signal }) => new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true })),
+      generate: (_request, { signal }) =>
+        new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true })),
       stream: () => {
         throw new Error('unused');
       },
     };
     const router = new Router({ ...settings, attemptsPerTarget: 1, deadlineMs: 30, breakerFailures: 1 });
-    await expect(router.generate([{ key: 'hanging', chat: hanging, info: 'hanging' }], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT', retryable: true });
+    await expect(router.generate([{ key: 'hanging', chat: hanging, info: 'hanging' }], request, options())).rejects.toMatchObject({
+      code: 'UPSTREAM_TIMEOUT',
+      retryable: true,
+    });
     expect(router.circuit('hanging')).toBe('OPEN');
   });
 
@@ -114,7 +132,12 @@ describe('routing', () => {
     };
     const fallback = scripted('fallback');
     const parts = [];
-    for await (const part of new Router({ ...settings, attemptsPerTarget: 1 }).stream([{ key: 'cut', chat: cut, info: 'cut' }, target(fallback)], request, options())) parts.push(part);
+    for await (const part of new Router({ ...settings, attemptsPerTarget: 1 }).stream(
+      [{ key: 'cut', chat: cut, info: 'cut' }, target(fallback)],
+      request,
+      options(),
+    ))
+      parts.push(part);
     expect(parts[0]).toEqual({ type: 'served', served: { target: 'fallback', attempts: 2 } });
   });
 
@@ -122,7 +145,11 @@ describe('routing', () => {
     const unauthorized = new ProviderError('401', { code: 'UPSTREAM_AUTH_FAILED', provider: 'p', status: 401, retryable: false });
     const notFound = new ProviderError('404', { code: 'UPSTREAM_BAD_REQUEST', provider: 'p', status: 404, retryable: false });
     for (const error of [unauthorized, notFound]) {
-      const { served } = await new Router(settings).generate([target(scripted('primary', [error])), target(scripted('fallback'))], request, options());
+      const { served } = await new Router(settings).generate(
+        [target(scripted('primary', [error])), target(scripted('fallback'))],
+        request,
+        options(),
+      );
       expect(served.target).toBe('fallback');
     }
   });
@@ -138,7 +165,8 @@ describe('routing', () => {
       },
     };
     const router = new Router({ ...settings, breakerFailures: 2 });
-    for (let call = 0; call < 2; call++) for await (const _part of router.stream([{ key: 'cutter', chat: cutter, info: 'cutter' }], request, options())) void _part;
+    for (let call = 0; call < 2; call++)
+      for await (const _part of router.stream([{ key: 'cutter', chat: cutter, info: 'cutter' }], request, options())) void _part;
     expect(router.circuit('cutter')).toBe('OPEN');
   });
 
@@ -153,14 +181,18 @@ describe('routing', () => {
   it('does not retry or fall back on a request the provider refused as bad', async () => {
     const primary = scripted('primary', [badRequest()]);
     const fallback = scripted('fallback');
-    await expect(new Router(settings).generate([target(primary), target(fallback)], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_BAD_REQUEST' });
+    await expect(new Router(settings).generate([target(primary), target(fallback)], request, options())).rejects.toMatchObject({
+      code: 'UPSTREAM_BAD_REQUEST',
+    });
     expect(primary.calls + fallback.calls).toBe(1);
   });
 
   it('fails with the last transient error when every target failed', async () => {
     const primary = scripted('primary', [unavailable(), unavailable()]);
     const fallback = scripted('fallback', [rateLimited(), rateLimited()]);
-    await expect(new Router(settings).generate([target(primary), target(fallback)], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_RATE_LIMITED' });
+    await expect(new Router(settings).generate([target(primary), target(fallback)], request, options())).rejects.toMatchObject({
+      code: 'UPSTREAM_RATE_LIMITED',
+    });
   });
 
   it('opens a circuit after N consecutive failures, skips the target while open, and probes it after the pause', async () => {
@@ -202,7 +234,8 @@ describe('routing', () => {
     const fallback = scripted('fallback');
     const parts = [];
     const router = new Router({ ...settings, attemptsPerTarget: 1, firstTokenMs: 20 });
-    for await (const part of router.stream([{ key: 'silent', chat: silent, info: 'silent' }, target(fallback)], request, options())) parts.push(part);
+    for await (const part of router.stream([{ key: 'silent', chat: silent, info: 'silent' }, target(fallback)], request, options()))
+      parts.push(part);
     expect(parts[0]).toEqual({ type: 'served', served: { target: 'fallback', attempts: 2 } });
     expect(parts.at(-1)?.type).toBe('finish');
   });
@@ -219,7 +252,12 @@ describe('routing', () => {
       },
     };
     const router = new Router({ ...settings, attemptsPerTarget: 1, firstTokenMs: 20 });
-    for await (const _part of router.stream([{ key: 'silent', chat: silent, info: 'silent' }, target(scripted('fallback'))], request, options())) void _part;
+    for await (const _part of router.stream(
+      [{ key: 'silent', chat: silent, info: 'silent' }, target(scripted('fallback'))],
+      request,
+      options(),
+    ))
+      void _part;
     expect(aborted).toBe(true);
   });
 
@@ -258,7 +296,10 @@ describe('routing', () => {
   it('does not count a caller who leaves before the first token against the target', async () => {
     const router = new Router({ ...settings, attemptsPerTarget: 1, breakerFailures: 1 });
     const caller = new AbortController();
-    const parts = router.stream([{ key: 'slow', chat: silentModel('slow'), info: 'slow' }], request, { signal: caller.signal, requestId: 'r' });
+    const parts = router.stream([{ key: 'slow', chat: silentModel('slow'), info: 'slow' }], request, {
+      signal: caller.signal,
+      requestId: 'r',
+    });
     const first = parts.next();
     setImmediate(() => caller.abort(new Error('gone')));
     await first;
@@ -268,14 +309,17 @@ describe('routing', () => {
   it('ends a stream whose first token misses the routing deadline with UPSTREAM_TIMEOUT', async () => {
     const router = new Router({ ...settings, attemptsPerTarget: 1, deadlineMs: 30 });
     const parts = [];
-    for await (const part of router.stream([{ key: 'slow', chat: silentModel('slow'), info: 'slow' }], request, options())) parts.push(part);
+    for await (const part of router.stream([{ key: 'slow', chat: silentModel('slow'), info: 'slow' }], request, options()))
+      parts.push(part);
     expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_TIMEOUT' } });
   });
 
   it('answers with the real error at once when a failure opens the circuit, instead of waiting to retry into it', async () => {
     const router = new Router({ ...settings, breakerFailures: 1, maxDelayMs: 60_000 });
     const started = Date.now();
-    await expect(router.generate([target(scripted('primary', [rateLimited(30_000)]))], request, options())).rejects.toMatchObject({ code: 'UPSTREAM_RATE_LIMITED' });
+    await expect(router.generate([target(scripted('primary', [rateLimited(30_000)]))], request, options())).rejects.toMatchObject({
+      code: 'UPSTREAM_RATE_LIMITED',
+    });
     expect(Date.now() - started).toBeLessThan(5_000);
   });
 
@@ -291,14 +335,19 @@ describe('routing', () => {
     };
     const fallback = scripted('fallback');
     const parts = [];
-    for await (const part of new Router(settings).stream([{ key: 'midway', chat: failing, info: 'midway' }, target(fallback)], request, options())) parts.push(part);
+    for await (const part of new Router(settings).stream(
+      [{ key: 'midway', chat: failing, info: 'midway' }, target(fallback)],
+      request,
+      options(),
+    ))
+      parts.push(part);
     expect(parts.map((part) => part.type)).toEqual(['served', 'text-delta', 'error']);
     expect(fallback.calls).toBe(0);
   });
 
   it('honours 90/10 canary weights within a few percent over 1,000 picks', () => {
     let seed = 42;
-    const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
     const counts = { stable: 0, canary: 0 };
     const entries = [
       { name: 'stable' as const, weight: 90 },

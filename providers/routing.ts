@@ -66,7 +66,12 @@ function tryNext(error: unknown): error is ProviderError {
 }
 
 /** Before the first token nothing was delivered, so a failed stream may be tried again. */
-const FAILED_BEFORE_DELIVERY = new Set(['UPSTREAM_STREAM_INTERRUPTED', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'UPSTREAM_RATE_LIMITED']);
+const FAILED_BEFORE_DELIVERY = new Set([
+  'UPSTREAM_STREAM_INTERRUPTED',
+  'UPSTREAM_UNAVAILABLE',
+  'UPSTREAM_TIMEOUT',
+  'UPSTREAM_RATE_LIMITED',
+]);
 
 function retryableBeforeDelivery(error: ProviderError): ProviderError {
   if (error.retryable || !FAILED_BEFORE_DELIVERY.has(error.code)) return error;
@@ -86,7 +91,8 @@ class NoTargetAvailableError extends ProviderError {}
 const probeAbandoned = (provider: string) =>
   new ProviderError('the caller left during a circuit probe', { code: 'UPSTREAM_UNAVAILABLE', provider, retryable: true });
 
-const deadlinePassed = () => new ProviderError('no answer within the routing deadline', { code: 'UPSTREAM_TIMEOUT', provider: 'modelgraph', retryable: true });
+const deadlinePassed = () =>
+  new ProviderError('no answer within the routing deadline', { code: 'UPSTREAM_TIMEOUT', provider: 'modelgraph', retryable: true });
 
 /** Weighted random order: the first pick by weight, the rest by descending weight. */
 export function weightedOrder<T extends { weight: number }>(entries: readonly T[], random = Math.random): T[] {
@@ -110,7 +116,11 @@ export class Router {
   }
 
   /** Answers a whole chat from the first target that can, retrying and falling back as needed. */
-  async generate<T>(targets: readonly Target<T>[], request: ChatRequest, options: CallOptions): Promise<{ result: ChatResult; served: Served<T> }> {
+  async generate<T>(
+    targets: readonly Target<T>[],
+    request: ChatRequest,
+    options: CallOptions,
+  ): Promise<{ result: ChatResult; served: Served<T> }> {
     let attempts = 0;
     const result = await this.#firstSuccess(targets, options, async (target, signal) => {
       attempts++;
@@ -124,7 +134,11 @@ export class Router {
    * part that is not an error commits the stream to its target, and whatever follows (an error
    * part included) is passed through unchanged.
    */
-  async *stream<T>(targets: readonly Target<T>[], request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart | { type: 'served'; served: Served<T> }> {
+  async *stream<T>(
+    targets: readonly Target<T>[],
+    request: ChatRequest,
+    options: CallOptions,
+  ): AsyncGenerator<ChatStreamPart | { type: 'served'; served: Served<T> }> {
     let attempts = 0;
     let opened: { first: ChatStreamPart; rest: AsyncIterator<ChatStreamPart>; target: Target<T> };
     try {
@@ -135,7 +149,9 @@ export class Router {
         const own = new AbortController();
         const onDeadline = () => own.abort(deadline.reason);
         deadline.addEventListener('abort', onDeadline, { once: true });
-        const rest = target.chat.stream(request, { ...options, signal: AbortSignal.any([options.signal, own.signal]) })[Symbol.asyncIterator]();
+        const rest = target.chat
+          .stream(request, { ...options, signal: AbortSignal.any([options.signal, own.signal]) })
+          [Symbol.asyncIterator]();
         try {
           return { first: await this.#firstPart(rest, target), rest, target };
         } catch (error) {
@@ -170,11 +186,19 @@ export class Router {
     const provider = target.chat.provider;
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new ProviderError(`${provider} sent no token in time`, { code: 'UPSTREAM_TIMEOUT', provider, retryable: true })), this.settings.firstTokenMs);
+      timer = setTimeout(
+        () => reject(new ProviderError(`${provider} sent no token in time`, { code: 'UPSTREAM_TIMEOUT', provider, retryable: true })),
+        this.settings.firstTokenMs,
+      );
     });
     try {
       const next = await Promise.race([rest.next(), timedOut]);
-      if (next.done) throw new ProviderError(`${provider} ended the stream before any token`, { code: 'UPSTREAM_STREAM_INTERRUPTED', provider, retryable: true });
+      if (next.done)
+        throw new ProviderError(`${provider} ended the stream before any token`, {
+          code: 'UPSTREAM_STREAM_INTERRUPTED',
+          provider,
+          retryable: true,
+        });
       if (next.value.type === 'error') throw retryableBeforeDelivery(next.value.error);
       return next.value;
     } finally {
@@ -188,11 +212,19 @@ export class Router {
    * deadline, or would exceed `maxDelayMs` while another target is waiting. Returns the first
    * success; a request-intrinsic failure (400) is thrown at once, anything else moves on.
    */
-  async #firstSuccess<T, R>(targets: readonly Target<T>[], options: CallOptions, attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>): Promise<R> {
+  async #firstSuccess<T, R>(
+    targets: readonly Target<T>[],
+    options: CallOptions,
+    attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>,
+  ): Promise<R> {
     const deadline = Date.now() + this.settings.deadlineMs;
     const expiry = AbortSignal.timeout(this.settings.deadlineMs);
     const signal = AbortSignal.any([options.signal, expiry]);
-    let lastError: unknown = new NoTargetAvailableError('no target could serve the request', { code: 'UPSTREAM_UNAVAILABLE', provider: 'modelgraph', retryable: true });
+    let lastError: unknown = new NoTargetAvailableError('no target could serve the request', {
+      code: 'UPSTREAM_UNAVAILABLE',
+      provider: 'modelgraph',
+      retryable: true,
+    });
     for (const [index, target] of targets.entries()) {
       if (signal.aborted) break;
       const hasNext = index < targets.length - 1;
@@ -272,7 +304,11 @@ export class Router {
       breaker = circuitBreaker(handleWhen(tryNext), {
         halfOpenAfter: this.settings.breakerHalfOpenAfterMs,
         // cockatiel opens when failures > threshold × calls; 0.49 makes "at least half" open it.
-        breaker: new CountBreaker({ threshold: 0.49, size: 2 * this.settings.breakerFailures, minimumNumberOfCalls: this.settings.breakerFailures }),
+        breaker: new CountBreaker({
+          threshold: 0.49,
+          size: 2 * this.settings.breakerFailures,
+          minimumNumberOfCalls: this.settings.breakerFailures,
+        }),
       });
       breaker.onStateChange((state) => this.onCircuitChange(key, toStatus(state)));
       this.#breakers.set(key, breaker);
@@ -293,5 +329,10 @@ function toStatus(state: CircuitState): CircuitStatus {
 }
 
 function unavailable(error: unknown): ProviderError {
-  return new ProviderError('no target could serve the request', { code: 'UPSTREAM_UNAVAILABLE', provider: 'modelgraph', retryable: true, cause: error });
+  return new ProviderError('no target could serve the request', {
+    code: 'UPSTREAM_UNAVAILABLE',
+    provider: 'modelgraph',
+    retryable: true,
+    cause: error,
+  });
 }

@@ -12,7 +12,18 @@ const log = createLogger({ level: 'silent', name: 'test' });
 const from = { sourceAddress: '203.0.113.7' };
 
 function keyRecord(id: string): ApiKeyRecord {
-  return { id, tenantId: 'acme', name: 'k', scopes: ['models:read'], allowedModels: null, limits: NO_LIMITS, createdAt: new Date().toISOString(), expiresAt: null, revokedAt: null, lastUsedAt: null };
+  return {
+    id,
+    tenantId: 'acme',
+    name: 'k',
+    scopes: ['models:read'],
+    allowedModels: null,
+    limits: NO_LIMITS,
+    createdAt: new Date().toISOString(),
+    expiresAt: null,
+    revokedAt: null,
+    lastUsedAt: null,
+  };
 }
 
 afterEach(() => vi.useRealTimers());
@@ -71,7 +82,10 @@ describe('the authenticator', () => {
       const auth = new Authenticator(settings, store, new MemoryAuditLog(100), log);
       // The token claims admin; the key now holds only models:read.
       const token = await identity.signDelegation(owner());
-      expect(await auth.authenticateDelegation(token, identity, from)).toMatchObject({ ok: true, principal: { keyId: 'k1', scopes: ['models:read'], actor: 'agent-run:r1' } });
+      expect(await auth.authenticateDelegation(token, identity, from)).toMatchObject({
+        ok: true,
+        principal: { keyId: 'k1', scopes: ['models:read'], actor: 'agent-run:r1' },
+      });
       await store.revokeKey('k1', new Date());
       expect(await auth.authenticateDelegation(token, identity, from)).toMatchObject({ ok: false, reason: 'revoked' });
       auth.close();
@@ -84,7 +98,9 @@ describe('the authenticator', () => {
       expect(await refused(await identity.signDelegation(owner({ keyId: null })))).toBe(false);
       const jwtOwner = owner({ kind: 'JWT', subject: 'alice', keyId: null });
       expect(await refused(await identity.signDelegation({ ...jwtOwner, expiresAt: Date.now() - 1_000 }))).toBe(false);
-      expect(await auth.authenticateDelegation(await identity.signDelegation({ ...jwtOwner, expiresAt: Date.now() + 60_000 }), identity, from)).toMatchObject({ ok: true, principal: { subject: 'alice' } });
+      expect(
+        await auth.authenticateDelegation(await identity.signDelegation({ ...jwtOwner, expiresAt: Date.now() + 60_000 }), identity, from),
+      ).toMatchObject({ ok: true, principal: { subject: 'alice' } });
       // A subgraph's identity token, the router's service token and another secret's delegation.
       expect(await refused(await identity.sign(owner(), 'agents'))).toBe(false);
       expect(await refused(await identity.signService('agents'))).toBe(false);

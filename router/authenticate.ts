@@ -20,7 +20,7 @@ import { IdentityTokenError, type IdentityTokens } from '../platform/identity-to
 import { isScope, type Principal } from '../platform/principal.ts';
 
 export type AuthOutcome =
-  | { ok: true; principal: Principal; /** When the credential stops working (epoch ms). */ expiresAt: number | null }
+  | { ok: true; principal: Principal /** When the credential stops working (epoch ms). */; expiresAt: number | null }
   | { ok: false; reason: string; message: string };
 
 /** Who asks, for the audit event of a refusal. */
@@ -39,13 +39,22 @@ const MAX_AUDIT_FIELD = 200;
 
 function keyPrincipal(key: ApiKeyRecord): Principal {
   const { tokensPerMinute, usdPerDay, usdPerMonth } = key.limits;
-  return { kind: 'API_KEY', subject: key.id, tenantId: key.tenantId, keyId: key.id, scopes: key.scopes, allowedModels: key.allowedModels, limits: { tokensPerMinute, usdPerDay, usdPerMonth } };
+  return {
+    kind: 'API_KEY',
+    subject: key.id,
+    tenantId: key.tenantId,
+    keyId: key.id,
+    scopes: key.scopes,
+    allowedModels: key.allowedModels,
+    limits: { tokensPerMinute, usdPerDay, usdPerMonth },
+  };
 }
 
 const refusal = (reason: string, message: string): AuthOutcome => ({ ok: false, reason, message });
 
 /** The principal with its credential's expiry, which travels to subgraphs (agent runs stop at it). */
-export const withExpiry = (principal: Principal, expiresAt: number | null): Principal => (expiresAt === null ? principal : { ...principal, expiresAt });
+export const withExpiry = (principal: Principal, expiresAt: number | null): Principal =>
+  expiresAt === null ? principal : { ...principal, expiresAt };
 
 /** The credential in an HTTP request: `Authorization: Bearer <credential>` or `x-api-key`. */
 export function credentialFromHeaders(headers: Record<string, string | string[] | undefined>): string | undefined {
@@ -80,7 +89,13 @@ export class Authenticator {
 
   readonly #onRefused: (reason: string) => void;
 
-  constructor(settings: Config['access'], store: AccessStore, audit: AuditLog, log: Logger, onRefused: (reason: string) => void = () => undefined) {
+  constructor(
+    settings: Config['access'],
+    store: AccessStore,
+    audit: AuditLog,
+    log: Logger,
+    onRefused: (reason: string) => void = () => undefined,
+  ) {
     this.#onRefused = onRefused;
     this.#settings = settings;
     this.#store = store;
@@ -129,8 +144,12 @@ export class Authenticator {
       const principal = await identity.verifyDelegation(token);
       if (principal.kind === 'API_KEY') {
         // A key's standing is read again: revoked, expired or narrowed applies to the next call.
-        const current = principal.keyId ? await this.recheckKey(principal.keyId) : refusal('invalid_delegation', 'a delegation for an API key names the key');
-        outcome = current.ok ? { ...current, principal: withExpiry({ ...current.principal, actor: principal.actor! }, current.expiresAt) } : current;
+        const current = principal.keyId
+          ? await this.recheckKey(principal.keyId)
+          : refusal('invalid_delegation', 'a delegation for an API key names the key');
+        outcome = current.ok
+          ? { ...current, principal: withExpiry({ ...current.principal, actor: principal.actor! }, current.expiresAt) }
+          : current;
       } else if (principal.expiresAt !== undefined && principal.expiresAt <= Date.now()) {
         // A JWT cannot be read again: the run acts for its subject only until the token's expiry.
         outcome = refusal('expired', 'the credential the agent run acts for has expired');
@@ -160,7 +179,18 @@ export class Authenticator {
     if (credential === undefined || credential === '') {
       const anonymous = this.#settings.anonymous;
       if (!anonymous) return refusal('missing_credential', 'send an API key (Authorization: Bearer <key>) or a JWT');
-      return { ok: true, expiresAt: null, principal: { kind: 'ANONYMOUS', subject: 'anonymous', tenantId: anonymous.tenant, keyId: null, scopes: anonymous.scopes, allowedModels: null } };
+      return {
+        ok: true,
+        expiresAt: null,
+        principal: {
+          kind: 'ANONYMOUS',
+          subject: 'anonymous',
+          tenantId: anonymous.tenant,
+          keyId: null,
+          scopes: anonymous.scopes,
+          allowedModels: null,
+        },
+      };
     }
     // API keys never contain dots (ours are base64url; a bootstrap key may be any string without one).
     if (this.#jwks && !looksLikeApiKey(credential) && credential.split('.').length === 3) return this.#judgeJwt(credential);
@@ -194,7 +224,12 @@ export class Authenticator {
     let payload: JWTPayload;
     try {
       // `exp` is required: jose checks it only when present, and a token without one never expires.
-      ({ payload } = await jwtVerify(token, this.#jwks!, { issuer: jwt.issuer, audience: jwt.audience, algorithms: jwt.algorithms, requiredClaims: ['exp', 'sub'] }));
+      ({ payload } = await jwtVerify(token, this.#jwks!, {
+        issuer: jwt.issuer,
+        audience: jwt.audience,
+        algorithms: jwt.algorithms,
+        requiredClaims: ['exp', 'sub'],
+      }));
     } catch (error) {
       const code = String((error as { code?: string }).code ?? 'ERR_JWT_INVALID');
       return refusal(code.replace(/^ERR_/, '').toLowerCase(), 'the JWT was refused (signature, issuer, audience or expiry)');
@@ -234,7 +269,16 @@ export class Authenticator {
     this.#log.warn({ reason, keyId: target, sourceAddress, ...(suppressed && { notRecorded: suppressed }) }, 'authentication refused');
     const noted = suppressed ? `${reason}; ${suppressed} more refused from this address in the previous minute, not recorded` : reason;
     await this.#audit
-      .record({ actor: 'anonymous', actorTenant: null, action: 'auth.failure', target, tenant: null, sourceAddress, outcome: 'FAILED', reason: noted.slice(0, MAX_AUDIT_FIELD) })
+      .record({
+        actor: 'anonymous',
+        actorTenant: null,
+        action: 'auth.failure',
+        target,
+        tenant: null,
+        sourceAddress,
+        outcome: 'FAILED',
+        reason: noted.slice(0, MAX_AUDIT_FIELD),
+      })
       .catch((error: unknown) => this.#log.error({ err: error }, 'audit event lost'));
   }
 

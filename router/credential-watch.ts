@@ -52,7 +52,12 @@ export class CredentialWatch {
    * before the credential was checked: a change since then may have been missed, so the key is
    * read again at once.
    */
-  hold(outcome: Extract<AuthOutcome, { ok: true }>, connection: { once(event: 'close', listener: () => void): unknown }, holder: Holder, changesBefore: number): void {
+  hold(
+    outcome: Extract<AuthOutcome, { ok: true }>,
+    connection: { once(event: 'close', listener: () => void): unknown },
+    holder: Holder,
+    changesBefore: number,
+  ): void {
     const held: Held = { holder, expiresAt: outcome.expiresAt };
     this.#armExpiry(held);
     const keyId = outcome.principal.keyId;
@@ -109,6 +114,7 @@ export class CredentialWatch {
       held.expiresAt = outcome.expiresAt;
       this.#armExpiry(held);
     }
-    if (!outcome.ok) this.#log.info({ keyId, reason: outcome.reason, connections: set.size }, 'credential withdrawn: closing its open connections');
+    if (!outcome.ok)
+      this.#log.info({ keyId, reason: outcome.reason, connections: set.size }, 'credential withdrawn: closing its open connections');
   }
 }

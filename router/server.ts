@@ -114,12 +114,21 @@ function unauthenticatedBody(message: string, requestId: string | undefined) {
   return { errors: [{ message, extensions: { code: ErrorCode.UNAUTHENTICATED, ...(requestId && { requestId }) } }] };
 }
 
-export async function startRouter({ config, log, subgraphUrls, identity, access, withProcessMetrics = true }: RouterOptions): Promise<RunningRouter> {
+export async function startRouter({
+  config,
+  log,
+  subgraphUrls,
+  identity,
+  access,
+  withProcessMetrics = true,
+}: RouterOptions): Promise<RunningRouter> {
   const settings = config.router;
   const { limits } = settings;
   const registry = createRegistry('router', withProcessMetrics);
   const metrics = createRouterMetrics(registry);
-  const auth = new Authenticator(config.access, access.store, access.audit, log.child({ component: 'auth' }), (reason) => metrics.authFailures.inc({ reason }));
+  const auth = new Authenticator(config.access, access.store, access.audit, log.child({ component: 'auth' }), (reason) =>
+    metrics.authFailures.inc({ reason }),
+  );
   if (config.access.anonymous) {
     log.warn(
       { tenant: config.access.anonymous.tenant, scopes: config.access.anonymous.scopes },
@@ -157,7 +166,9 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
       useRouterMetrics(metrics),
       useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
       useDemandControl(settings.demandControl, () => metrics.rejections.inc({ reason: 'cost', field: '' })),
-      useRateLimits(limiter, config.redis.keyPrefix, settings.rateLimits, log.child({ component: 'rate-limits' }), (field) => metrics.rejections.inc({ reason: 'rate_limited', field })),
+      useRateLimits(limiter, config.redis.keyPrefix, settings.rateLimits, log.child({ component: 'rate-limits' }), (field) =>
+        metrics.rejections.inc({ reason: 'rate_limited', field }),
+      ),
       usePropagatedIdentity(identity),
       useSubgraphRequestId(),
       useSubgraphExtensions(),
@@ -189,14 +200,25 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
       const delegation = request.headers[DELEGATION_HEADER];
       const presenter = { sourceAddress: clientAddress };
       const checking =
-        typeof delegation === 'string' ? auth.authenticateDelegation(delegation, identity, presenter) : auth.authenticate(credentialFromHeaders(request.headers), presenter);
+        typeof delegation === 'string'
+          ? auth.authenticateDelegation(delegation, identity, presenter)
+          : auth.authenticate(credentialFromHeaders(request.headers), presenter);
       const outcome = await checking.catch((error: unknown) => {
         // The key store is unreachable: neither let the caller in nor call its credential bad.
         log.error({ err: error }, 'cannot check credentials: the access store is unreachable');
         return undefined;
       });
       if (!outcome) {
-        sendJson(response, 503, { errors: [{ message: 'credentials cannot be checked right now; retry', extensions: { code: ErrorCode.SERVICE_UNAVAILABLE, requestId } }] }, { 'retry-after': '1' });
+        sendJson(
+          response,
+          503,
+          {
+            errors: [
+              { message: 'credentials cannot be checked right now; retry', extensions: { code: ErrorCode.SERVICE_UNAVAILABLE, requestId } },
+            ],
+          },
+          { 'retry-after': '1' },
+        );
         return;
       }
       if (!outcome.ok) {
@@ -235,7 +257,12 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
       if (response.headersSent) continue;
       // The runtime may still try to write to it; that must not surface as an error.
       response.on('error', () => undefined);
-      sendJson(response, 503, { errors: shuttingDownResult().errors!.map((error) => error.toJSON()) }, { connection: 'close', 'retry-after': '1' });
+      sendJson(
+        response,
+        503,
+        { errors: shuttingDownResult().errors!.map((error) => error.toJSON()) },
+        { connection: 'close', 'retry-after': '1' },
+      );
     }
   }
 
@@ -253,7 +280,12 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
   const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
     const extra = ctx.extra as SocketExtra | undefined;
     const caller: CallerContext = { principal: extra?.principal, clientAddress: extra?.request?.socket.remoteAddress ?? null };
-    return { req: extra?.request, socket: extra?.socket, requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]), ...caller };
+    return {
+      req: extra?.request,
+      socket: extra?.socket,
+      requestId: acceptRequestId(extra?.request?.headers[REQUEST_ID_HEADER]),
+      ...caller,
+    };
   });
   /** Authenticates a socket from its connection_init payload (or, for non-browser clients, its upgrade headers). */
   async function authenticateSocket(extra: SocketExtra, params: Readonly<Record<string, unknown>> | undefined): Promise<boolean> {
@@ -303,7 +335,8 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
         // While draining, new operations on open sockets are refused, so they go elsewhere.
         if (draining) return shuttingDownResult().errors;
         const open = openOperations.get(ctx) ?? new Map<string, () => void>();
-        if (open.size >= limits.maxSubscriptionsPerConnection) return [tooManySubscriptions('connection', limits.maxSubscriptionsPerConnection)];
+        if (open.size >= limits.maxSubscriptionsPerConnection)
+          return [tooManySubscriptions('connection', limits.maxSubscriptionsPerConnection)];
         openOperations.set(ctx, open.set(id, wsOperations.begin()));
         return wsOptions.onSubscribe!(ctx, id, payload);
       },
@@ -329,23 +362,29 @@ export async function startRouter({ config, log, subgraphUrls, identity, access,
   };
 
   async function stop(deadline: number): Promise<void> {
-      draining = true;
-      log.info({ requests: requests.count, wsOperations: wsOperations.count }, 'router draining: no new connections; in-flight work may finish');
-      const http = stopAccepting(server);
-      const outcomes = await Promise.all([requests.whenIdle(deadline), wsOperations.whenIdle(deadline)]);
-      if (outcomes.includes('expired')) {
-        log.warn({ requests: requests.count, wsOperations: wsOperations.count }, 'shutdown deadline passed; ending open streams with SHUTTING_DOWN');
-        shuttingDown.abort();
-        answerUnfinishedWithShutdown();
-        const lastWords = Date.now() + 1_000;
-        await Promise.all([requests.whenIdle(lastWords), wsOperations.whenIdle(lastWords)]);
-      }
-      await closeWebSockets(wsServer, () => wsHandle.dispose());
-      await http.closeAll();
-      await runtime.dispose();
-      watch.close();
-      auth.close();
-      redis?.disconnect();
-      log.info('router stopped');
+    draining = true;
+    log.info(
+      { requests: requests.count, wsOperations: wsOperations.count },
+      'router draining: no new connections; in-flight work may finish',
+    );
+    const http = stopAccepting(server);
+    const outcomes = await Promise.all([requests.whenIdle(deadline), wsOperations.whenIdle(deadline)]);
+    if (outcomes.includes('expired')) {
+      log.warn(
+        { requests: requests.count, wsOperations: wsOperations.count },
+        'shutdown deadline passed; ending open streams with SHUTTING_DOWN',
+      );
+      shuttingDown.abort();
+      answerUnfinishedWithShutdown();
+      const lastWords = Date.now() + 1_000;
+      await Promise.all([requests.whenIdle(lastWords), wsOperations.whenIdle(lastWords)]);
+    }
+    await closeWebSockets(wsServer, () => wsHandle.dispose());
+    await http.closeAll();
+    await runtime.dispose();
+    watch.close();
+    auth.close();
+    redis?.disconnect();
+    log.info('router stopped');
   }
 }

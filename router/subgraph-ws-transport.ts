@@ -31,7 +31,11 @@ export function downstreamFailure(serviceName: string): ExecutionResult {
 }
 
 /** Turns a stream that throws into one that ends with a coded failure result. */
-function endCodedOnFailure(source: AsyncIterable<ExecutionResult>, serviceName: string, log: Logger): AsyncIterableIterator<ExecutionResult> {
+function endCodedOnFailure(
+  source: AsyncIterable<ExecutionResult>,
+  serviceName: string,
+  log: Logger,
+): AsyncIterableIterator<ExecutionResult> {
   const iterator = source[Symbol.asyncIterator]();
   let ended = false;
   const wrapped: AsyncIterableIterator<ExecutionResult> = {
@@ -43,7 +47,10 @@ function endCodedOnFailure(source: AsyncIterable<ExecutionResult>, serviceName: 
         return next;
       } catch (error) {
         ended = true;
-        const reason = error instanceof Error ? error.message : ((error as { reason?: string; code?: number }).reason ?? String((error as { code?: number }).code));
+        const reason =
+          error instanceof Error
+            ? error.message
+            : ((error as { reason?: string; code?: number }).reason ?? String((error as { code?: number }).code));
         log.warn({ serviceName, reason }, 'subgraph stream failed');
         return { done: false, value: downstreamFailure(serviceName) };
       }

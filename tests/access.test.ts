@@ -28,7 +28,12 @@ async function createTenant(stack: TestStack, id: string) {
 }
 
 async function createKey(stack: TestStack, input: Record<string, unknown>, asKey?: string): Promise<{ id: string; secret: string }> {
-  const { body } = await postGraphQL<{ createApiKey: { secret: string; apiKey: { id: string } } }>(stack.url, CREATE_KEY, { input }, asKey ? bearer(asKey) : {});
+  const { body } = await postGraphQL<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
+    stack.url,
+    CREATE_KEY,
+    { input },
+    asKey ? bearer(asKey) : {},
+  );
   expect(body.errors).toBeUndefined();
   return { id: body.data!.createApiKey.apiKey.id, secret: body.data!.createApiKey.secret };
 }
@@ -45,7 +50,12 @@ describe('administering tenants and keys', () => {
   it('creates a key whose secret is shown once, works at once, and is stored only as a hash', async () => {
     const { id, secret } = await createKey(stack, { tenantId: 'acme', name: 'ci', scopes: ['MODELS_READ'] });
     expect(secret).toMatch(new RegExp(`^mg_${id}_`));
-    const me = await postGraphQL<{ me: { kind: string; subject: string; tenant: { id: string }; scopes: string[] } }>(stack.url, '{ me { kind subject tenant { id } scopes } }', undefined, bearer(secret));
+    const me = await postGraphQL<{ me: { kind: string; subject: string; tenant: { id: string }; scopes: string[] } }>(
+      stack.url,
+      '{ me { kind subject tenant { id } scopes } }',
+      undefined,
+      bearer(secret),
+    );
     expect(me.body.data?.me).toEqual({ kind: 'API_KEY', subject: id, tenant: { id: 'acme' }, scopes: ['MODELS_READ'] });
     const stored = await stack.stack.access!.store.key(id);
     expect(JSON.stringify(stored)).not.toContain(secret.slice(-16));
@@ -53,7 +63,12 @@ describe('administering tenants and keys', () => {
 
   it('refuses a field the key has no scope for with FORBIDDEN, and the rest of the response survives', async () => {
     const { secret } = await createKey(stack, { tenantId: 'acme', name: 'reader', scopes: ['MODELS_READ'] });
-    const { body } = await postGraphQL<{ models: { id: string }[] }>(stack.url, '{ models { id } me { subject } }', undefined, bearer(secret));
+    const { body } = await postGraphQL<{ models: { id: string }[] }>(
+      stack.url,
+      '{ models { id } me { subject } }',
+      undefined,
+      bearer(secret),
+    );
     expect(body.data?.models.map((model) => model.id)).toContain('echo');
     const chat = await postGraphQL(stack.url, CHAT, undefined, bearer(secret));
     expect(chat.body.data).toBeNull();
@@ -61,14 +76,24 @@ describe('administering tenants and keys', () => {
   });
 
   it('limits a key to its allowed models: listing, reading and chatting', async () => {
-    const { secret } = await createKey(stack, { tenantId: 'acme', name: 'echo only', scopes: ['MODELS_READ', 'CHAT_INVOKE'], allowedModels: ['echo'] });
+    const { secret } = await createKey(stack, {
+      tenantId: 'acme',
+      name: 'echo only',
+      scopes: ['MODELS_READ', 'CHAT_INVOKE'],
+      allowedModels: ['echo'],
+    });
     const listed = await postGraphQL<{ models: { id: string }[] }>(stack.url, '{ models { id } }', undefined, bearer(secret));
     expect(listed.body.data?.models.map((model) => model.id)).toEqual(['echo']);
     // An alias of an allowed model is allowed; another model, by id or alias, is not.
     const viaAlias = await postGraphQL<{ model: { id: string } }>(stack.url, '{ model(id: "default") { id } }', undefined, bearer(secret));
     expect(viaAlias.body.data?.model.id).toBe('echo');
     for (const ref of ['gpt-test', 'smart', 'gpt-test@2024-08-06']) {
-      const refused = await postGraphQL(stack.url, `mutation { chat(input: {model: "${ref}", messages: [{role: USER, content: "x"}]}) { content } }`, undefined, bearer(secret));
+      const refused = await postGraphQL(
+        stack.url,
+        `mutation { chat(input: {model: "${ref}", messages: [{role: USER, content: "x"}]}) { content } }`,
+        undefined,
+        bearer(secret),
+      );
       expect(refused.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     }
     expect(stack.emulator.requests).toHaveLength(0);
@@ -83,7 +108,7 @@ describe('administering tenants and keys', () => {
     const { results, error } = await collectSubscription<{ chatStream: unknown }>(stack.ws({ authorization: `Bearer ${secret}` }), {
       query: 'subscription { chatStream(input: {model: "gpt-test", messages: [{role: USER, content: "x"}]}) { __typename } }',
     });
-    const errors = [...(results.flatMap((result) => result.errors ?? [])), ...((error as { extensions?: unknown }[] | undefined) ?? [])];
+    const errors = [...results.flatMap((result) => result.errors ?? []), ...((error as { extensions?: unknown }[] | undefined) ?? [])];
     expect(results.every((result) => !result.data?.chatStream)).toBe(true);
     expect(JSON.stringify(errors)).toContain('FORBIDDEN');
     expect(stack.emulator.requests.length).toBe(before);
@@ -92,7 +117,10 @@ describe('administering tenants and keys', () => {
   it('applies an update to the very next request, though the router had cached the key', async () => {
     const { id, secret } = await createKey(stack, { tenantId: 'acme', name: 'grows', scopes: ['MODELS_READ'] });
     expect((await postGraphQL(stack.url, CHAT, undefined, bearer(secret))).body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
-    const update = await postGraphQL(stack.url, `mutation { updateApiKey(input: {id: "${id}", scopes: [MODELS_READ, CHAT_INVOKE]}) { apiKey { scopes } } }`);
+    const update = await postGraphQL(
+      stack.url,
+      `mutation { updateApiKey(input: {id: "${id}", scopes: [MODELS_READ, CHAT_INVOKE]}) { apiKey { scopes } } }`,
+    );
     expect(update.body.data).toEqual({ updateApiKey: { apiKey: { scopes: ['MODELS_READ', 'CHAT_INVOKE'] } } });
     const chat = await postGraphQL<{ chat: { content: string } }>(stack.url, CHAT, undefined, bearer(secret));
     expect(chat.body.data?.chat.content).toBe('hello tenant');
@@ -101,7 +129,10 @@ describe('administering tenants and keys', () => {
   it('refuses a revoked key on the next request with 401, and records who revoked it', async () => {
     const { id, secret } = await createKey(stack, { tenantId: 'acme', name: 'doomed', scopes: ['MODELS_READ'] });
     expect((await postGraphQL(stack.url, '{ models { id } }', undefined, bearer(secret))).status).toBe(200);
-    const revoked = await postGraphQL<{ revokeApiKey: { apiKey: { revokedAt: string } } }>(stack.url, `mutation { revokeApiKey(input: {id: "${id}"}) { apiKey { revokedAt } } }`);
+    const revoked = await postGraphQL<{ revokeApiKey: { apiKey: { revokedAt: string } } }>(
+      stack.url,
+      `mutation { revokeApiKey(input: {id: "${id}"}) { apiKey { revokedAt } } }`,
+    );
     expect(revoked.body.data?.revokeApiKey.apiKey.revokedAt).toMatch(/^\d{4}-/);
     const refused = await postGraphQL(stack.url, '{ models { id } }', undefined, bearer(secret));
     expect(refused.status).toBe(401);
@@ -110,7 +141,14 @@ describe('administering tenants and keys', () => {
       stack.url,
       `{ auditLog(filter: {action: "apiKey.revoke"}, first: 5) { edges { node { actor actorTenant action target tenant outcome sourceAddress } } } }`,
     );
-    expect(audit.body.data?.auditLog.edges[0]?.node).toMatchObject({ actor: 'bootstrap', actorTenant: 'platform', action: 'apiKey.revoke', target: id, tenant: 'acme', outcome: 'SUCCESS' });
+    expect(audit.body.data?.auditLog.edges[0]?.node).toMatchObject({
+      actor: 'bootstrap',
+      actorTenant: 'platform',
+      action: 'apiKey.revoke',
+      target: id,
+      tenant: 'acme',
+      outcome: 'SUCCESS',
+    });
     expect(audit.body.data?.auditLog.edges[0]?.node.sourceAddress).toMatch(/127\.0\.0\.1/);
   });
 
@@ -121,7 +159,9 @@ describe('administering tenants and keys', () => {
     const own = await createKey(stack, { name: 'made by acme admin', scopes: ['MODELS_READ'] }, acmeAdmin.secret);
     expect((await stack.stack.access!.store.key(own.id))?.tenantId).toBe('acme');
     // Another tenant's key reads as no key (no existence oracle).
-    expect((await postGraphQL(stack.url, `{ apiKey(id: "${globexKey.id}") { id name } }`, undefined, bearer(acmeAdmin.secret))).body).toEqual({ data: { apiKey: null } });
+    expect(
+      (await postGraphQL(stack.url, `{ apiKey(id: "${globexKey.id}") { id name } }`, undefined, bearer(acmeAdmin.secret))).body,
+    ).toEqual({ data: { apiKey: null } });
     const probes = [
       `{ tenant(id: "globex") { id apiKeys { edges { node { id } } } } }`,
       `{ tenants { id } }`,
@@ -138,13 +178,23 @@ describe('administering tenants and keys', () => {
     // The refused mutations are in the audit log; the tenant admin sees only its tenant's events.
     const denied = await stack.stack.access!.audit.list({ outcome: 'DENIED', actor: acmeAdmin.id }, 10);
     expect(denied.events.map((event) => event.action).sort()).toEqual(['apiKey.create', 'apiKey.revoke', 'tenant.create']);
-    const seen = await postGraphQL<{ auditLog: { edges: { node: { tenant: string | null } }[] } }>(stack.url, '{ auditLog(first: 100, filter: {tenant: "globex"}) { edges { node { tenant } } } }', undefined, bearer(acmeAdmin.secret));
+    const seen = await postGraphQL<{ auditLog: { edges: { node: { tenant: string | null } }[] } }>(
+      stack.url,
+      '{ auditLog(first: 100, filter: {tenant: "globex"}) { edges { node { tenant } } } }',
+      undefined,
+      bearer(acmeAdmin.secret),
+    );
     expect(seen.body.data?.auditLog.edges.length).toBeGreaterThan(0);
     expect(new Set(seen.body.data?.auditLog.edges.map((edge) => edge.node.tenant))).toEqual(new Set(['acme']));
   });
 
   it('never lets a key grant more than it holds, or change itself', async () => {
-    const narrowAdmin = await createKey(stack, { tenantId: 'acme', name: 'narrow admin', scopes: ['ADMIN', 'MODELS_READ'], allowedModels: ['echo'] });
+    const narrowAdmin = await createKey(stack, {
+      tenantId: 'acme',
+      name: 'narrow admin',
+      scopes: ['ADMIN', 'MODELS_READ'],
+      allowedModels: ['echo'],
+    });
     const refusals = [
       `mutation { createApiKey(input: {name: "wider", scopes: [CHAT_INVOKE]}) { secret } }`,
       `mutation { createApiKey(input: {name: "all models", scopes: [MODELS_READ]}) { secret } }`,
@@ -167,14 +217,25 @@ describe('administering tenants and keys', () => {
     const seen: string[] = [];
     let after: string | null = null;
     do {
-      const response = await postGraphQL<KeyPage>(stack.url, 'query($after: String) { tenant(id: "paged") { apiKeys(first: 2, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } } }', { after });
+      const response = await postGraphQL<KeyPage>(
+        stack.url,
+        'query($after: String) { tenant(id: "paged") { apiKeys(first: 2, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } } }',
+        { after },
+      );
       const page: KeyPage['tenant']['apiKeys'] = response.body.data!.tenant.apiKeys;
       seen.push(...page.edges.map((edge) => edge.node.id));
       after = page.pageInfo.hasNextPage ? page.pageInfo.endCursor : null;
     } while (after);
     expect(seen).toEqual(ids);
-    const first = await postGraphQL<{ auditLog: { edges: { cursor: string }[]; pageInfo: { endCursor: string } } }>(stack.url, '{ auditLog(first: 2, filter: {tenant: "paged"}) { edges { cursor } pageInfo { endCursor } } }');
-    const next = await postGraphQL<{ auditLog: { edges: { cursor: string }[] } }>(stack.url, 'query($after: String) { auditLog(first: 2, after: $after, filter: {tenant: "paged"}) { edges { cursor } } }', { after: first.body.data!.auditLog.pageInfo.endCursor });
+    const first = await postGraphQL<{ auditLog: { edges: { cursor: string }[]; pageInfo: { endCursor: string } } }>(
+      stack.url,
+      '{ auditLog(first: 2, filter: {tenant: "paged"}) { edges { cursor } pageInfo { endCursor } } }',
+    );
+    const next = await postGraphQL<{ auditLog: { edges: { cursor: string }[] } }>(
+      stack.url,
+      'query($after: String) { auditLog(first: 2, after: $after, filter: {tenant: "paged"}) { edges { cursor } } }',
+      { after: first.body.data!.auditLog.pageInfo.endCursor },
+    );
     expect(next.body.data!.auditLog.edges.map((edge) => edge.cursor)).not.toContain(first.body.data!.auditLog.edges[0]!.cursor);
   });
 
@@ -198,9 +259,16 @@ describe('administering tenants and keys', () => {
 
   it('gives an open socket the key’s new grant, and keeps a socket whose key expires in months open', async () => {
     const inMonths = new Date(Date.now() + 90 * 86_400_000).toISOString();
-    const { id, secret } = await createKey(stack, { tenantId: 'acme', name: 'long-lived', scopes: ['MODELS_READ', 'CHAT_INVOKE'], expiresAt: inMonths });
+    const { id, secret } = await createKey(stack, {
+      tenantId: 'acme',
+      name: 'long-lived',
+      scopes: ['MODELS_READ', 'CHAT_INVOKE'],
+      expiresAt: inMonths,
+    });
     const client = stack.ws({ authorization: `Bearer ${secret}` });
-    const stream = { query: 'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "still here"}]}) { __typename } }' };
+    const stream = {
+      query: 'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "still here"}]}) { __typename } }',
+    };
     const first = await collectSubscription<{ chatStream: { __typename: string } }>(client, stream);
     expect(first.results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
     await postGraphQL(stack.url, `mutation { updateApiKey(input: {id: "${id}", scopes: [MODELS_READ]}) { apiKey { id } } }`);
@@ -214,7 +282,8 @@ describe('administering tenants and keys', () => {
     const acme = await createKey(stack, { tenantId: 'acme', name: 'chat', scopes: ['CHAT_INVOKE'] });
     const globex = await createKey(stack, { tenantId: 'globex', name: 'chat', scopes: ['CHAT_INVOKE'] });
     const once = CHAT.replace('hello tenant', 'only in this test');
-    const cachedFlag = async (key: string) => (await postGraphQL<{ chat: { cached: boolean } }>(stack.url, once, undefined, bearer(key))).body.data?.chat.cached;
+    const cachedFlag = async (key: string) =>
+      (await postGraphQL<{ chat: { cached: boolean } }>(stack.url, once, undefined, bearer(key))).body.data?.chat.cached;
     expect(await cachedFlag(acme.secret)).toBe(false);
     expect(await cachedFlag(acme.secret)).toBe(true);
     expect(await cachedFlag(globex.secret)).toBe(false);
@@ -234,7 +303,12 @@ describe('a key allowed a route', () => {
       );
       expect(routed.body.errors).toBeUndefined();
       expect(routed.body.data?.chat).toEqual({ content: 'via the route', model: { id: 'echo' } });
-      const direct = await postGraphQL(stack.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }', undefined, bearer(secret));
+      const direct = await postGraphQL(
+        stack.url,
+        'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }',
+        undefined,
+        bearer(secret),
+      );
       expect(direct.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     } finally {
       await stack.stop();
@@ -286,10 +360,16 @@ describe('revocation across router replicas (Redis pub/sub)', () => {
     });
     const { id, secret } = await createKey(stack, { name: 'replicated', scopes: ['MODELS_READ'] });
     // Both replicas authenticate (and cache) the key.
-    for (const url of [stack.url, second.url]) expect((await postGraphQL(url, '{ models { id } }', undefined, bearer(secret))).status).toBe(200);
+    for (const url of [stack.url, second.url])
+      expect((await postGraphQL(url, '{ models { id } }', undefined, bearer(secret))).status).toBe(200);
     await access.store.listening();
     await postGraphQL(stack.url, `mutation { revokeApiKey(input: {id: "${id}"}) { apiKey { id } } }`);
-    await expect.poll(async () => (await postGraphQL(second!.url, '{ models { id } }', undefined, bearer(secret))).status, { interval: 20, timeout: 2_000 }).toBe(401);
+    await expect
+      .poll(async () => (await postGraphQL(second!.url, '{ models { id } }', undefined, bearer(secret))).status, {
+        interval: 20,
+        timeout: 2_000,
+      })
+      .toBe(401);
     expect((await postGraphQL(stack.url, '{ models { id } }', undefined, bearer(secret))).status).toBe(401);
   });
 });
@@ -311,7 +391,14 @@ describe('JWT authentication', () => {
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
     const jwksUrl = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`;
     sign = (claims, { audience = 'modelgraph', expiresIn = '5m' } = {}) =>
-      new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.test').setAudience(audience).setSubject('alice').setIssuedAt().setExpirationTime(expiresIn).sign(privateKey);
+      new SignJWT(claims)
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setIssuer('https://idp.test')
+        .setAudience(audience)
+        .setSubject('alice')
+        .setIssuedAt()
+        .setExpirationTime(expiresIn)
+        .sign(privateKey);
     stack = await startTestStack({ access: { jwt: { jwksUrl, issuer: 'https://idp.test', audience: 'modelgraph' } } });
   });
   afterAll(async () => {
@@ -321,8 +408,16 @@ describe('JWT authentication', () => {
 
   it('maps a verified token’s claims to tenant, scopes and allowed models', async () => {
     const token = await sign({ tenant: 'acme', scope: 'models:read chat:invoke not-a-scope', models: ['echo'] });
-    const { body } = await postGraphQL<{ me: unknown; models: { id: string }[] }>(stack.url, '{ me { kind subject scopes allowedModels } models { id } }', undefined, bearer(token));
-    expect(body.data).toEqual({ me: { kind: 'JWT', subject: 'alice', scopes: ['MODELS_READ', 'CHAT_INVOKE'], allowedModels: ['echo'] }, models: [{ id: 'echo' }] });
+    const { body } = await postGraphQL<{ me: unknown; models: { id: string }[] }>(
+      stack.url,
+      '{ me { kind subject scopes allowedModels } models { id } }',
+      undefined,
+      bearer(token),
+    );
+    expect(body.data).toEqual({
+      me: { kind: 'JWT', subject: 'alice', scopes: ['MODELS_READ', 'CHAT_INVOKE'], allowedModels: ['echo'] },
+      models: [{ id: 'echo' }],
+    });
     const chat = await postGraphQL<{ chat: { content: string } }>(stack.url, CHAT, undefined, bearer(token));
     expect(chat.body.data?.chat.content).toBe('hello tenant');
   });
@@ -331,13 +426,30 @@ describe('JWT authentication', () => {
     ['another audience', () => sign({ tenant: 'acme', scope: 'models:read' }, { audience: 'other' })],
     ['an expired token', () => sign({ tenant: 'acme', scope: 'models:read' }, { expiresIn: '-1m' })],
     ['no tenant claim', () => sign({ scope: 'models:read' })],
-    ['a models claim that is not a list (it must not widen to every model)', () => sign({ tenant: 'acme', scope: 'models:read', models: 'echo' })],
-    ['no expiry', async () => new SignJWT({ tenant: 'acme', scope: 'models:read' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.test').setAudience('modelgraph').setSubject('alice').sign(privateKey)],
-    ['a tampered payload', async () => {
-      const [header, payload, signature] = (await sign({ tenant: 'acme', scope: 'models:read' })).split('.');
-      const altered = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), tenant: 'globex' })).toString('base64url');
-      return `${header}.${altered}.${signature}`;
-    }],
+    [
+      'a models claim that is not a list (it must not widen to every model)',
+      () => sign({ tenant: 'acme', scope: 'models:read', models: 'echo' }),
+    ],
+    [
+      'no expiry',
+      async () =>
+        new SignJWT({ tenant: 'acme', scope: 'models:read' })
+          .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+          .setIssuer('https://idp.test')
+          .setAudience('modelgraph')
+          .setSubject('alice')
+          .sign(privateKey),
+    ],
+    [
+      'a tampered payload',
+      async () => {
+        const [header, payload, signature] = (await sign({ tenant: 'acme', scope: 'models:read' })).split('.');
+        const altered = Buffer.from(
+          JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), tenant: 'globex' }),
+        ).toString('base64url');
+        return `${header}.${altered}.${signature}`;
+      },
+    ],
   ])('refuses %s with 401 UNAUTHENTICATED', async (_name, make) => {
     const { status, body } = await postGraphQL(stack.url, '{ models { id } }', undefined, bearer(await make()));
     expect(status).toBe(401);
@@ -362,7 +474,9 @@ describe('anonymous mode', () => {
 
   it('when the config enables it, serves callers without a credential with the granted scopes only, and warns at start', async () => {
     stack = await startTestStack({ access: { anonymous: { tenant: 'public', scopes: ['models:read'] } } });
-    const { body } = await postGraphQL<{ me: unknown }>(stack.url, '{ me { kind tenant { id } scopes } }', undefined, { authorization: '' });
+    const { body } = await postGraphQL<{ me: unknown }>(stack.url, '{ me { kind tenant { id } scopes } }', undefined, {
+      authorization: '',
+    });
     expect(body.data?.me).toEqual({ kind: 'ANONYMOUS', tenant: { id: 'public' }, scopes: ['MODELS_READ'] });
     expect((await postGraphQL(stack.url, CHAT, undefined, { authorization: '' })).body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect(stack.logs.some((line) => line.level === 40 && String(line.msg).startsWith('ANONYMOUS ACCESS IS ON'))).toBe(true);

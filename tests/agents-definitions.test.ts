@@ -17,7 +17,8 @@ const DEFAULT_STEPS = 3;
 const LIST_MODELS = '# Lists the models.\nquery Models { models { id } }';
 const GET_MODEL = 'query M($id: String!) { model(id: $id) { id } }';
 
-const AGENT_FIELDS = 'id name tenant { id } model instructions tools { name description document parameters } maxSteps maxTokens maxUsd maxWallTimeSeconds configured createdAt updatedAt';
+const AGENT_FIELDS =
+  'id name tenant { id } model instructions tools { name description document parameters } maxSteps maxTokens maxUsd maxWallTimeSeconds configured createdAt updatedAt';
 const CREATE = `mutation Create($input: CreateAgentInput!) { createAgent(input: $input) { agent { ${AGENT_FIELDS} } } }`;
 const UPDATE = `mutation Update($input: UpdateAgentInput!) { updateAgent(input: $input) { agent { ${AGENT_FIELDS} } } }`;
 const DELETE = 'mutation Delete($input: DeleteAgentInput!) { deleteAgent(input: $input) { name } }';
@@ -100,7 +101,13 @@ async function agentNames(key: string): Promise<string[]> {
 }
 
 /** A valid definition to vary. */
-const spec = (overrides: Record<string, unknown> = {}) => ({ name: `agent-${randomUUID().slice(0, 8)}`, model: 'gpt-test', instructions: 'Answer briefly.', tools: [], ...overrides });
+const spec = (overrides: Record<string, unknown> = {}) => ({
+  name: `agent-${randomUUID().slice(0, 8)}`,
+  model: 'gpt-test',
+  instructions: 'Answer briefly.',
+  tools: [],
+  ...overrides,
+});
 
 beforeAll(async () => {
   stack = await startTestStack({
@@ -120,7 +127,12 @@ beforeAll(async () => {
     acmeRunner: await createKey({ tenantId: 'acme', name: 'acme runner', scopes: ['AGENTS_RUN', 'CHAT_INVOKE'] }),
     acmeNoChat: await createKey({ tenantId: 'acme', name: 'runs but cannot chat', scopes: ['AGENTS_RUN'] }),
     acmeReader: await createKey({ tenantId: 'acme', name: 'acme reader', scopes: ['MODELS_READ', 'CHAT_INVOKE'] }),
-    acmeEchoRunner: await createKey({ tenantId: 'acme', name: 'echo runner', scopes: ['AGENTS_RUN', 'CHAT_INVOKE'], allowedModels: ['echo'] }),
+    acmeEchoRunner: await createKey({
+      tenantId: 'acme',
+      name: 'echo runner',
+      scopes: ['AGENTS_RUN', 'CHAT_INVOKE'],
+      allowedModels: ['echo'],
+    }),
     globexAdmin: await createKey({ tenantId: 'globex', name: 'globex admin', scopes: ['ADMIN', 'AGENTS_RUN'] }),
     globexRunner: await createKey({ tenantId: 'globex', name: 'globex runner', scopes: ['AGENTS_RUN'] }),
     initechRunner: await createKey({ tenantId: 'initech', name: 'initech runner', scopes: ['AGENTS_RUN'] }),
@@ -164,11 +176,19 @@ describe('defining an agent', () => {
     const agent = await createAgent(spec({ tools: [{ name: 'get_model', document: GET_MODEL }] }), keys.acmeAdmin);
     const [tool] = agent.tools;
     expect(tool?.description).toBe('Runs the GraphQL query M (selects model).');
-    expect(JSON.parse(tool!.parameters)).toEqual({ type: 'object', properties: { id: { type: 'string' } }, required: ['id'], additionalProperties: false });
+    expect(JSON.parse(tool!.parameters)).toEqual({
+      type: 'object',
+      properties: { id: { type: 'string' } },
+      required: ['id'],
+      additionalProperties: false,
+    });
   });
 
   it('takes a tool description given with the tool over the document comment', async () => {
-    const agent = await createAgent(spec({ tools: [{ name: 'list_models', document: LIST_MODELS, description: 'Every model id.' }] }), keys.acmeAdmin);
+    const agent = await createAgent(
+      spec({ tools: [{ name: 'list_models', document: LIST_MODELS, description: 'Every model id.' }] }),
+      keys.acmeAdmin,
+    );
     expect(agent.tools[0]?.description).toBe('Every model id.');
   });
 });
@@ -180,13 +200,33 @@ describe('refusing an invalid definition', () => {
     ['a name starting with a dash', { name: '-dash' }, 'BAD_USER_INPUT', 'name'],
     ['a name longer than 64 characters', { name: 'a'.repeat(65) }, 'BAD_USER_INPUT', 'name'],
     ['a tool document that does not parse', { tools: [tool('query {')] }, 'BAD_USER_INPUT', 'tools[0].document'],
-    ['a tool document selecting a field the API does not have', { tools: [tool(LIST_MODELS, 'ok'), tool('query { nope }')] }, 'BAD_USER_INPUT', 'tools[1].document'],
-    ['a subscription as a tool', { tools: [tool('subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { __typename } }')] }, 'BAD_USER_INPUT', 'tools[0].document'],
-    ['a document with two operations', { tools: [tool('query A { models { id } } query B { models { id } }')] }, 'BAD_USER_INPUT', 'tools[0].document'],
+    [
+      'a tool document selecting a field the API does not have',
+      { tools: [tool(LIST_MODELS, 'ok'), tool('query { nope }')] },
+      'BAD_USER_INPUT',
+      'tools[1].document',
+    ],
+    [
+      'a subscription as a tool',
+      { tools: [tool('subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { __typename } }')] },
+      'BAD_USER_INPUT',
+      'tools[0].document',
+    ],
+    [
+      'a document with two operations',
+      { tools: [tool('query A { models { id } } query B { models { id } }')] },
+      'BAD_USER_INPUT',
+      'tools[0].document',
+    ],
     ['a tool name a provider would refuse', { tools: [tool(LIST_MODELS, 'list models')] }, 'BAD_USER_INPUT', 'tools[0].name'],
     ['two tools of the same name', { tools: [tool(LIST_MODELS, 'twin'), tool(GET_MODEL, 'twin')] }, 'BAD_USER_INPUT', 'tools[1].name'],
     ['a model that does not exist', { model: 'no-such-model' }, 'MODEL_NOT_FOUND', 'model'],
-    ['a model that cannot call tools, for an agent with tools', { model: 'echo', tools: [tool(LIST_MODELS)] }, 'MODEL_CAPABILITY_UNSUPPORTED', 'model'],
+    [
+      'a model that cannot call tools, for an agent with tools',
+      { model: 'echo', tools: [tool(LIST_MODELS)] },
+      'MODEL_CAPABILITY_UNSUPPORTED',
+      'model',
+    ],
     ['a model that does not chat', { model: 'hashing-embed' }, 'MODEL_CAPABILITY_UNSUPPORTED', 'model'],
     ['blank instructions', { instructions: '  ' }, 'BAD_USER_INPUT', 'instructions'],
     ['more steps than agents.limits.maxSteps', { maxSteps: MAX_STEPS + 1 }, 'BAD_USER_INPUT', 'maxSteps'],
@@ -202,7 +242,9 @@ describe('refusing an invalid definition', () => {
 
   it('says why a tool document does not validate', async () => {
     const body = await gql(CREATE, { input: spec({ tools: [{ name: 'broken', document: 'query { nope }' }] }) }, keys.acmeAdmin);
-    expect(body.errors?.[0]?.message).toMatch(/^The document does not validate against the schema: Cannot query field "nope" on type "Query"\./);
+    expect(body.errors?.[0]?.message).toMatch(
+      /^The document does not validate against the schema: Cannot query field "nope" on type "Query"\./,
+    );
   });
 
   it('accepts exactly agents.limits.maxSteps steps', async () => {
@@ -221,10 +263,23 @@ describe('refusing an invalid definition', () => {
 describe('changing and deleting an agent', () => {
   it('changes only the fields given, keeps the rest, and lifts maxTokens on an explicit null', async () => {
     const created = await createAgent(
-      { name: 'editor', model: 'gpt-test', instructions: 'Before.', tools: [{ name: 'list_models', document: LIST_MODELS }], maxSteps: 2, maxTokens: 1_000, maxUsd: 0.5, maxWallTimeSeconds: 60 },
+      {
+        name: 'editor',
+        model: 'gpt-test',
+        instructions: 'Before.',
+        tools: [{ name: 'list_models', document: LIST_MODELS }],
+        maxSteps: 2,
+        maxTokens: 1_000,
+        maxUsd: 0.5,
+        maxWallTimeSeconds: 60,
+      },
       keys.acmeAdmin,
     );
-    const updated = await gql<{ updateAgent: { agent: AgentView } }>(UPDATE, { input: { name: 'editor', instructions: 'After.' } }, keys.acmeAdmin);
+    const updated = await gql<{ updateAgent: { agent: AgentView } }>(
+      UPDATE,
+      { input: { name: 'editor', instructions: 'After.' } },
+      keys.acmeAdmin,
+    );
     expect(updated.errors).toBeUndefined();
     const changed = updated.data!.updateAgent.agent;
     expect(changed).toEqual({ ...created, instructions: 'After.', updatedAt: expect.stringMatching(ISO_TIME) });
@@ -238,11 +293,19 @@ describe('changing and deleting an agent', () => {
 
   it('replaces every tool when tools are given, checking them as on create', async () => {
     await createAgent(spec({ name: 'retooled', tools: [{ name: 'list_models', document: LIST_MODELS }] }), keys.acmeAdmin);
-    const refused = await gql(UPDATE, { input: { name: 'retooled', tools: [{ name: 'bad', document: 'query { nope }' }] } }, keys.acmeAdmin);
+    const refused = await gql(
+      UPDATE,
+      { input: { name: 'retooled', tools: [{ name: 'bad', document: 'query { nope }' }] } },
+      keys.acmeAdmin,
+    );
     expect(refusal(refused)).toEqual({ code: 'BAD_USER_INPUT', field: 'tools[0].document' });
     expect((await agentNamed('retooled', keys.acmeAdmin))?.tools.map((tool) => tool.name)).toEqual(['list_models']);
 
-    const replaced = await gql<{ updateAgent: { agent: AgentView } }>(UPDATE, { input: { name: 'retooled', tools: [{ name: 'get_model', document: GET_MODEL }] } }, keys.acmeAdmin);
+    const replaced = await gql<{ updateAgent: { agent: AgentView } }>(
+      UPDATE,
+      { input: { name: 'retooled', tools: [{ name: 'get_model', document: GET_MODEL }] } },
+      keys.acmeAdmin,
+    );
     expect(replaced.errors).toBeUndefined();
     expect(replaced.data!.updateAgent.agent.tools.map((tool) => tool.name)).toEqual(['get_model']);
     expect((await agentNamed('retooled', keys.acmeAdmin))?.tools.map((tool) => tool.name)).toEqual(['get_model']);
@@ -300,7 +363,9 @@ describe('who may see and define agents', () => {
       expect(body.data, operation).toBeNull();
       expect(refusal(body).code, operation).toBe('FORBIDDEN');
     }
-    expect(refusal(await gql(UPDATE, { input: { name: 'acme-secret', instructions: 'Hijacked.' } }, keys.globexAdmin)).code).toBe('NOT_FOUND');
+    expect(refusal(await gql(UPDATE, { input: { name: 'acme-secret', instructions: 'Hijacked.' } }, keys.globexAdmin)).code).toBe(
+      'NOT_FOUND',
+    );
     expect(refusal(await gql(DELETE, { input: { name: 'acme-secret' } }, keys.globexAdmin)).code).toBe('NOT_FOUND');
     expect(await agentNamed('acme-secret', keys.acmeAdmin)).toEqual(original);
   });
@@ -310,9 +375,13 @@ describe('who may see and define agents', () => {
     expect(agent).toMatchObject({ id: 'globex/made-by-platform', tenant: { id: 'globex' }, configured: false });
     expect(await agentNamed('made-by-platform', keys.globexRunner)).toEqual(agent);
     expect(await agentNamed('made-by-platform', keys.acmeRunner)).toBeNull();
-    const changed = await gql<{ updateAgent: { agent: AgentView } }>(UPDATE, { input: { tenantId: 'globex', name: 'made-by-platform', maxSteps: 1 } });
+    const changed = await gql<{ updateAgent: { agent: AgentView } }>(UPDATE, {
+      input: { tenantId: 'globex', name: 'made-by-platform', maxSteps: 1 },
+    });
     expect(changed.data?.updateAgent.agent.maxSteps).toBe(1);
-    expect(await gql(DELETE, { input: { tenantId: 'globex', name: 'made-by-platform' } })).toEqual({ data: { deleteAgent: { name: 'made-by-platform' } } });
+    expect(await gql(DELETE, { input: { tenantId: 'globex', name: 'made-by-platform' } })).toEqual({
+      data: { deleteAgent: { name: 'made-by-platform' } },
+    });
   });
 });
 
@@ -327,7 +396,14 @@ describe('agents from the config', () => {
         tenant: null,
         model: 'gpt-test',
         instructions: 'Help whoever asks.',
-        tools: [{ name: 'list_models', description: 'Lists the models.', document: LIST_MODELS, parameters: '{"type":"object","properties":{},"additionalProperties":false}' }],
+        tools: [
+          {
+            name: 'list_models',
+            description: 'Lists the models.',
+            document: LIST_MODELS,
+            parameters: '{"type":"object","properties":{},"additionalProperties":false}',
+          },
+        ],
         maxSteps: DEFAULT_STEPS,
         maxTokens: null,
         maxUsd: null,
@@ -341,7 +417,13 @@ describe('agents from the config', () => {
   });
 
   it('shows an agent configured for one tenant to that tenant only', async () => {
-    expect(await agentNamed('acme-desk', keys.acmeRunner)).toMatchObject({ id: 'acme/acme-desk', tenant: { id: 'acme' }, model: 'echo', tools: [], configured: true });
+    expect(await agentNamed('acme-desk', keys.acmeRunner)).toMatchObject({
+      id: 'acme/acme-desk',
+      tenant: { id: 'acme' },
+      model: 'echo',
+      tools: [],
+      configured: true,
+    });
     expect(await agentNames(keys.acmeRunner)).toEqual(expect.arrayContaining(['acme-desk', 'helper']));
     expect(await agentNames(keys.globexRunner)).not.toContain('acme-desk');
     expect(await agentNamed('acme-desk', keys.globexRunner)).toBeNull();
@@ -370,7 +452,9 @@ describe('agents from the config', () => {
 
   it('refuses to start with a configured agent whose tool does not validate, naming the tool', async () => {
     const definitions = [{ name: 'broken', model: 'gpt-test', instructions: 'x', tools: [{ name: 'bad', document: 'query { nope }' }] }];
-    await expect(startTestStack({ agents: { definitions } })).rejects.toThrow(/^invalid agents\.definitions\[0\]\.tools\[0\]\.document: The document does not validate/);
+    await expect(startTestStack({ agents: { definitions } })).rejects.toThrow(
+      /^invalid agents\.definitions\[0\]\.tools\[0\]\.document: The document does not validate/,
+    );
   });
 });
 
@@ -387,7 +471,13 @@ describe('the audit log of agent definitions', () => {
       '{ auditLog(filter: {action: "agent.create", tenant: "audited"}, first: 10) { edges { node { actor actorTenant action target tenant outcome reason time } } } }',
     );
     expect(body.errors).toBeUndefined();
-    const event = { actor: keyId, actorTenant: 'audited', action: 'agent.create', tenant: 'audited', time: expect.stringMatching(ISO_TIME) };
+    const event = {
+      actor: keyId,
+      actorTenant: 'audited',
+      action: 'agent.create',
+      tenant: 'audited',
+      time: expect.stringMatching(ISO_TIME),
+    };
     expect(body.data?.auditLog.edges.map((edge) => edge.node)).toEqual([
       { ...event, target: 'audited/ghost', outcome: 'FAILED', reason: 'MODEL_NOT_FOUND' },
       { ...event, target: 'audited/logged', outcome: 'SUCCESS', reason: null },
@@ -406,9 +496,21 @@ describe('starting a run', () => {
     ['a key whose allowed models exclude the agent’s model', 'acmeEchoRunner', { agent: 'helper', input: 'hi' }, 'FORBIDDEN', undefined],
     ['a key without AGENTS_RUN, though an admin', 'acmeAdmin', { agent: 'helper', input: 'hi' }, 'FORBIDDEN', undefined],
     ['a key with neither AGENTS_RUN nor ADMIN', 'acmeReader', { agent: 'helper', input: 'hi' }, 'FORBIDDEN', undefined],
-    ['a key that may run agents but not chat (a run’s model calls are its chats)', 'acmeNoChat', { agent: 'helper', input: 'hi' }, 'FORBIDDEN', undefined],
+    [
+      'a key that may run agents but not chat (a run’s model calls are its chats)',
+      'acmeNoChat',
+      { agent: 'helper', input: 'hi' },
+      'FORBIDDEN',
+      undefined,
+    ],
     ['more than 9 tags of the caller’s', 'acmeRunner', { agent: 'helper', input: 'hi', tags: tags(10) }, 'BAD_USER_INPUT', 'tags'],
-    ['an empty tag, naming it by its place in the caller’s list', 'acmeRunner', { agent: 'helper', input: 'hi', tags: ['fine', ''] }, 'BAD_USER_INPUT', 'tags[1]'],
+    [
+      'an empty tag, naming it by its place in the caller’s list',
+      'acmeRunner',
+      { agent: 'helper', input: 'hi', tags: ['fine', ''] },
+      'BAD_USER_INPUT',
+      'tags[1]',
+    ],
   ])('refuses %s before any model call', async (_case, holder, input, code, field) => {
     const before = stack.emulator.requests.length;
     const body = await gql(START, { input }, keys[holder]);
@@ -420,11 +522,26 @@ describe('starting a run', () => {
   it('accepts 9 tags of the caller’s, beside the agent’s own', async () => {
     const before = stack.emulator.requests.length;
     // The echo model is served locally, so this run never reaches the emulator.
-    const body = await gql<{ startAgentRun: { run: { id: string; status: string; tags: string[] } } }>(START, { input: { agent: 'acme-desk', input: 'hi', tags: tags(9) } }, keys.acmeEchoRunner);
+    const body = await gql<{ startAgentRun: { run: { id: string; status: string; tags: string[] } } }>(
+      START,
+      { input: { agent: 'acme-desk', input: 'hi', tags: tags(9) } },
+      keys.acmeEchoRunner,
+    );
     expect(body.errors).toBeUndefined();
-    expect(body.data?.startAgentRun.run).toEqual({ id: expect.stringMatching(/^run_[0-9a-f-]{36}$/), status: 'QUEUED', tags: ['agent:acme-desk', ...tags(9)].sort() });
+    expect(body.data?.startAgentRun.run).toEqual({
+      id: expect.stringMatching(/^run_[0-9a-f-]{36}$/),
+      status: 'QUEUED',
+      tags: ['agent:acme-desk', ...tags(9)].sort(),
+    });
     const id = body.data!.startAgentRun.run.id;
-    const run = async () => (await gql<{ agentRun: { status: string; output: string | null } | null }>('query($id: ID!) { agentRun(id: $id) { status output } }', { id }, keys.acmeEchoRunner)).data?.agentRun;
+    const run = async () =>
+      (
+        await gql<{ agentRun: { status: string; output: string | null } | null }>(
+          'query($id: ID!) { agentRun(id: $id) { status output } }',
+          { id },
+          keys.acmeEchoRunner,
+        )
+      ).data?.agentRun;
     await expect.poll(run, { interval: 20, timeout: 10_000 }).toEqual({ status: 'SUCCEEDED', output: 'hi' });
     expect(stack.emulator.requests.length).toBe(before);
   });
@@ -441,7 +558,9 @@ describe('starting a run', () => {
       expect(refusal(body).code).toBe('FORBIDDEN');
     }
     // No run of initech's was ever started.
-    expect(await gql('{ agentRuns(tenant: "initech") { edges { cursor } pageInfo { hasNextPage } } }')).toEqual({ data: { agentRuns: { edges: [], pageInfo: { hasNextPage: false } } } });
+    expect(await gql('{ agentRuns(tenant: "initech") { edges { cursor } pageInfo { hasNextPage } } }')).toEqual({
+      data: { agentRuns: { edges: [], pageInfo: { hasNextPage: false } } },
+    });
   });
 });
 
@@ -451,16 +570,31 @@ describe('a config that later names a tenant’s own agent', () => {
     const before = await startTestStack({ redis });
     try {
       await postGraphQL(before.url, 'mutation { createTenant(input: {id: "acme", name: "acme inc"}) { tenant { id } } }');
-      const key = await postGraphQL<{ createApiKey: { secret: string } }>(before.url, CREATE_KEY, { input: { tenantId: 'acme', name: 'runner', scopes: ['ADMIN', 'AGENTS_RUN', 'CHAT_INVOKE'] } });
+      const key = await postGraphQL<{ createApiKey: { secret: string } }>(before.url, CREATE_KEY, {
+        input: { tenantId: 'acme', name: 'runner', scopes: ['ADMIN', 'AGENTS_RUN', 'CHAT_INVOKE'] },
+      });
       const auth = { authorization: `Bearer ${key.body.data!.createApiKey.secret}` };
-      const own = await postGraphQL(before.url, CREATE, { input: spec({ name: 'late', model: 'echo', instructions: 'The tenant’s own.' }) }, auth);
+      const own = await postGraphQL(
+        before.url,
+        CREATE,
+        { input: spec({ name: 'late', model: 'echo', instructions: 'The tenant’s own.' }) },
+        auth,
+      );
       expect(own.body.errors).toBeUndefined();
       // A replica on the same Redis whose config, deployed after the tenant defined its agent, has a shared one of that name.
-      const after = await startTestStack({ redis, agents: { definitions: [{ name: 'late', model: 'echo', instructions: 'The shared one.' }] } });
+      const after = await startTestStack({
+        redis,
+        agents: { definitions: [{ name: 'late', model: 'echo', instructions: 'The shared one.' }] },
+      });
       try {
         const listed = await postGraphQL<{ agents: AgentView[] }>(after.url, AGENTS, undefined, auth);
         const named = await postGraphQL<{ agent: AgentView | null }>(after.url, AGENT, { name: 'late' }, auth);
-        const started = await postGraphQL<{ startAgentRun: { run: { agent: { id: string } } } }>(after.url, 'mutation { startAgentRun(input: {agent: "late", input: "hi"}) { run { agent { id } } } }', undefined, auth);
+        const started = await postGraphQL<{ startAgentRun: { run: { agent: { id: string } } } }>(
+          after.url,
+          'mutation { startAgentRun(input: {agent: "late", input: "hi"}) { run { agent { id } } } }',
+          undefined,
+          auth,
+        );
         const shown = listed.body.data?.agents.filter((agent) => agent.name === 'late');
         expect(shown).toHaveLength(1);
         expect(named.body.data?.agent).toEqual(shown?.[0]);

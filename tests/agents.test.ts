@@ -37,8 +37,10 @@ async function agentStack(overrides: Record<string, unknown> = {}) {
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 
 const LIST_MODELS = '# Lists the models this key may use.\nquery Models { models { id } }';
-const ASK_MODEL = 'mutation Ask($prompt: String!) { chat(input: {model: "gpt-test", messages: [{role: USER, content: $prompt}]}) { content } }';
-const START_RUN = 'mutation Start($agent: String!, $input: String!) { startAgentRun(input: {agent: $agent, input: $input}) { run { id } } }';
+const ASK_MODEL =
+  'mutation Ask($prompt: String!) { chat(input: {model: "gpt-test", messages: [{role: USER, content: $prompt}]}) { content } }';
+const START_RUN =
+  'mutation Start($agent: String!, $input: String!) { startAgentRun(input: {agent: $agent, input: $input}) { run { id } } }';
 const MINT_KEY = 'mutation Mint($name: String!) { createApiKey(input: {name: $name, scopes: [ADMIN]}) { secret } }';
 
 interface AgentInput {
@@ -54,7 +56,14 @@ async function createAgent(stack: TestStack, input: AgentInput, headers: Record<
   const { body } = await postGraphQL(
     stack.url,
     'mutation($input: CreateAgentInput!) { createAgent(input: $input) { agent { id } } }',
-    { input: { model: 'gpt-test', instructions: 'You answer questions about models.', tools: [{ name: 'list_models', document: LIST_MODELS }], ...input } },
+    {
+      input: {
+        model: 'gpt-test',
+        instructions: 'You answer questions about models.',
+        tools: [{ name: 'list_models', document: LIST_MODELS }],
+        ...input,
+      },
+    },
     headers,
   );
   expect(body.errors).toBeUndefined();
@@ -110,7 +119,10 @@ const EVENTS = `subscription($runId: ID!, $after: String) {
 
 /** Every event of a run after `after` (none: from the first), until the run finishes. */
 async function followRun(stack: TestStack, runId: string, after?: string, connectionParams?: Record<string, unknown>): Promise<RunEvent[]> {
-  const { results, error } = await collectSubscription<{ agentRunEvents: RunEvent }>(stack.ws(connectionParams), { query: EVENTS, variables: { runId, after } });
+  const { results, error } = await collectSubscription<{ agentRunEvents: RunEvent }>(stack.ws(connectionParams), {
+    query: EVENTS,
+    variables: { runId, after },
+  });
   expect(error).toBeUndefined();
   for (const result of results) expect(result.errors).toBeUndefined();
   return results.map((result) => result.data!.agentRunEvents);
@@ -125,7 +137,12 @@ interface RunState {
   cursor: string | null;
   error: { code: string; message: string } | null;
   usage: { promptTokens: number; completionTokens: number; totalTokens: number; costUsd: number };
-  steps: { number: number; content: string; usage: { totalTokens: number }; toolCalls: { id: string; tool: string; arguments: string; result: string | null; error: { code: string; message: string } | null }[] }[];
+  steps: {
+    number: number;
+    content: string;
+    usage: { totalTokens: number };
+    toolCalls: { id: string; tool: string; arguments: string; result: string | null; error: { code: string; message: string } | null }[];
+  }[];
 }
 
 async function runState(stack: TestStack, id: string, headers: Record<string, string> = {}): Promise<RunState | null | undefined> {
@@ -138,7 +155,9 @@ const chatRequests = (stack: TestStack) => stack.emulator.requests.filter((reque
 /** The tool results the model was given in a request, by tool call id. */
 function toolMessages(request: { body: Record<string, unknown> }): Record<string, string> {
   const messages = request.body.messages as { role: string; tool_call_id?: string; content: string }[];
-  return Object.fromEntries(messages.filter((message) => message.role === 'tool').map((message) => [message.tool_call_id!, message.content]));
+  return Object.fromEntries(
+    messages.filter((message) => message.role === 'tool').map((message) => [message.tool_call_id!, message.content]),
+  );
 }
 
 describe('agent runs', () => {
@@ -146,7 +165,12 @@ describe('agent runs', () => {
     const { stack } = await agentStack();
     await createAgent(stack, { name: 'guide' });
     stack.emulator.script(
-      { kind: 'chat', content: 'Let me look.', toolCalls: [{ id: 'call_1', name: 'list_models', arguments: '{}' }], usage: { prompt: 120, completion: 10 } },
+      {
+        kind: 'chat',
+        content: 'Let me look.',
+        toolCalls: [{ id: 'call_1', name: 'list_models', arguments: '{}' }],
+        usage: { prompt: 120, completion: 10 },
+      },
       { kind: 'chat', content: 'You can use echo, gpt-test, hashing-embed and backup.', usage: { prompt: 200, completion: 12 } },
     );
     const runId = await startRun(stack, 'guide', 'Which models can I use?');
@@ -210,7 +234,12 @@ describe('agent runs', () => {
     const { stack } = await agentStack();
     await createAgent(stack, { name: 'delegator', tools: [{ name: 'ask_model', document: ASK_MODEL }], maxTokens: 1_000 });
     stack.emulator.script(
-      { kind: 'chat', content: '', toolCalls: [{ id: 'ask', name: 'ask_model', arguments: '{"prompt": "summarise"}' }], usage: { prompt: 100, completion: 10 } },
+      {
+        kind: 'chat',
+        content: '',
+        toolCalls: [{ id: 'ask', name: 'ask_model', arguments: '{"prompt": "summarise"}' }],
+        usage: { prompt: 100, completion: 10 },
+      },
       // The tool's own chat (a whole one), far bigger than the run has left.
       { kind: 'chat', content: 'a long summary', usage: { prompt: 600, completion: 300 } },
     );
@@ -218,7 +247,11 @@ describe('agent runs', () => {
     const events = await followRun(stack, runId);
     expect(events.find((event) => event.__typename === 'AgentToolResulted')).toMatchObject({ error: null });
     // 110 for the agent's call plus 900 for the tool's: no room for another step.
-    expect(events.at(-1)).toMatchObject({ status: 'FAILED', error: { code: 'TOKEN_LIMIT_EXCEEDED' }, usage: { promptTokens: 700, completionTokens: 310, totalTokens: 1_010 } });
+    expect(events.at(-1)).toMatchObject({
+      status: 'FAILED',
+      error: { code: 'TOKEN_LIMIT_EXCEEDED' },
+      usage: { promptTokens: 700, completionTokens: 310, totalTokens: 1_010 },
+    });
     expect(events.at(-1)!.usage!.costUsd).toBeCloseTo((700 * 2.5 + 310 * 10) / 1e6, 9);
     expect(chatRequests(stack)).toHaveLength(2);
   });
@@ -246,21 +279,37 @@ describe('agent runs', () => {
     const { stack } = await agentStack();
     await createAgent(stack, { name: 'parallel', tools: [{ name: 'ask_model', document: ASK_MODEL }] });
     stack.emulator.script(
-      { kind: 'chat', content: '', toolCalls: [{ id: 'a', name: 'ask_model', arguments: '{"prompt": "first"}' }, { id: 'b', name: 'ask_model', arguments: '{"prompt": "second"}' }] },
+      {
+        kind: 'chat',
+        content: '',
+        toolCalls: [
+          { id: 'a', name: 'ask_model', arguments: '{"prompt": "first"}' },
+          { id: 'b', name: 'ask_model', arguments: '{"prompt": "second"}' },
+        ],
+      },
       // Each tool's chat gets its headers, then silence: one after the other, the second would never start.
       { kind: 'chat', content: 'never finished', stallBody: true },
       { kind: 'chat', content: 'never finished', stallBody: true },
     );
     const runId = await startRun(stack, 'parallel', 'ask twice');
     while (chatRequests(stack).length < 3) await stack.emulator.nextRequest();
-    expect(chatRequests(stack).slice(1).map((request) => (request.body.messages as { content: string }[])[0]!.content).sort()).toEqual(['first', 'second']);
-    const { body } = await postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id: runId });
+    expect(
+      chatRequests(stack)
+        .slice(1)
+        .map((request) => (request.body.messages as { content: string }[])[0]!.content)
+        .sort(),
+    ).toEqual(['first', 'second']);
+    const { body } = await postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', {
+      id: runId,
+    });
     expect(body.errors).toBeUndefined();
     expect((await followRun(stack, runId)).at(-1)).toMatchObject({ status: 'CANCELLED' });
   });
 
   it('applies the owner’s rate limits to tool calls', async () => {
-    const { stack } = await agentStack({ router: { port: 0, shutdownGraceMs: 2_000, rateLimits: { 'Query.models': { max: 1, window: '1m' } } } });
+    const { stack } = await agentStack({
+      router: { port: 0, shutdownGraceMs: 2_000, rateLimits: { 'Query.models': { max: 1, window: '1m' } } },
+    });
     await createAgent(stack, { name: 'guide' });
     stack.emulator.script(
       { kind: 'chat', content: '', toolCalls: [{ id: 'a', name: 'list_models', arguments: '{}' }] },
@@ -278,7 +327,10 @@ describe('agent runs', () => {
     await createAgent(stack, {
       name: 'careful',
       tools: [
-        { name: 'model_details', document: 'query Details { models { id provider upstream version status contextWindow maxOutputTokens } }' },
+        {
+          name: 'model_details',
+          document: 'query Details { models { id provider upstream version status contextWindow maxOutputTokens } }',
+        },
         { name: 'ask_model', document: ASK_MODEL },
         { name: 'start_run', document: START_RUN },
         { name: 'mint_key', document: MINT_KEY },
@@ -301,7 +353,9 @@ describe('agent runs', () => {
       { kind: 'chat', content: 'nothing worked' },
     );
     const events = await followRun(stack, await startRun(stack, 'careful', 'try everything'));
-    const codes = Object.fromEntries(events.filter((event) => event.__typename === 'AgentToolResulted').map((event) => [event.callId, event.error?.code]));
+    const codes = Object.fromEntries(
+      events.filter((event) => event.__typename === 'AgentToolResulted').map((event) => [event.callId, event.error?.code]),
+    );
     expect(codes).toEqual({
       outside: 'TOOL_NOT_ALLOWED',
       wrong: 'BAD_USER_INPUT',
@@ -338,13 +392,18 @@ describe('agent runs', () => {
     expect(events.at(-1)).toMatchObject({ status: 'FAILED', error: { code: 'STEP_LIMIT_EXCEEDED' } });
     expect(events.filter((event) => event.__typename === 'AgentToolCalled').map((event) => event.callId)).toEqual(['one']);
     expect(chatRequests(stack)).toHaveLength(2);
-    expect((await runState(stack, runId))).toMatchObject({ status: 'FAILED', error: { code: 'STEP_LIMIT_EXCEEDED' } });
+    expect(await runState(stack, runId)).toMatchObject({ status: 'FAILED', error: { code: 'STEP_LIMIT_EXCEEDED' } });
   });
 
   it('keeps a run within its token limit: the next step is refused when it no longer fits', async () => {
     const { stack } = await agentStack();
     await createAgent(stack, { name: 'frugal', maxTokens: 400 });
-    stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'a', name: 'list_models', arguments: '{}' }], usage: { prompt: 150, completion: 200 } });
+    stack.emulator.script({
+      kind: 'chat',
+      content: '',
+      toolCalls: [{ id: 'a', name: 'list_models', arguments: '{}' }],
+      usage: { prompt: 150, completion: 200 },
+    });
     const runId = await startRun(stack, 'frugal', 'go');
     const events = await followRun(stack, runId);
     expect(events.at(-1)).toMatchObject({ status: 'FAILED', error: { code: 'TOKEN_LIMIT_EXCEEDED' }, usage: { totalTokens: 350 } });
@@ -381,7 +440,11 @@ describe('agent runs', () => {
     const runId = await startRun(stack, 'slow', 'go');
     const following = followRun(stack, runId);
     await requested;
-    const { body } = await postGraphQL<{ cancelAgentRun: { run: { id: string } } }>(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id: runId });
+    const { body } = await postGraphQL<{ cancelAgentRun: { run: { id: string } } }>(
+      stack.url,
+      'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }',
+      { id: runId },
+    );
     expect(body.errors).toBeUndefined();
     expect((await following).at(-1)).toMatchObject({ status: 'CANCELLED', error: { code: 'CANCELLED' } });
     await aborted;
@@ -396,9 +459,16 @@ describe('agent runs', () => {
     const runId = await startRun(stack, 'slow', 'go', bearer(owner.secret));
     const following = followRun(stack, runId);
     await requested;
-    const { body } = await postGraphQL(stack.url, 'mutation($id: ID!) { updateApiKey(input: {id: $id, scopes: [CHAT_INVOKE, MODELS_READ]}) { apiKey { scopes } } }', { id: owner.id });
+    const { body } = await postGraphQL(
+      stack.url,
+      'mutation($id: ID!) { updateApiKey(input: {id: $id, scopes: [CHAT_INVOKE, MODELS_READ]}) { apiKey { scopes } } }',
+      { id: owner.id },
+    );
     expect(body.errors).toBeUndefined();
-    expect((await following).at(-1)).toMatchObject({ status: 'CANCELLED', error: { code: 'CANCELLED', message: "the owner's API key was denied the agents:run scope" } });
+    expect((await following).at(-1)).toMatchObject({
+      status: 'CANCELLED',
+      error: { code: 'CANCELLED', message: "the owner's API key was denied the agents:run scope" },
+    });
   });
 
   it('cancels the runs of a key when it is revoked', async () => {
@@ -411,7 +481,9 @@ describe('agent runs', () => {
     // Followed by the platform admin: the owner's own socket closes when its key is revoked.
     const following = followRun(stack, runId);
     await requested;
-    const { body } = await postGraphQL(stack.url, 'mutation($id: ID!) { revokeApiKey(input: {id: $id}) { apiKey { revokedAt } } }', { id: owner.id });
+    const { body } = await postGraphQL(stack.url, 'mutation($id: ID!) { revokeApiKey(input: {id: $id}) { apiKey { revokedAt } } }', {
+      id: owner.id,
+    });
     expect(body.errors).toBeUndefined();
     const finished = (await following).at(-1)!;
     expect(finished).toMatchObject({ status: 'CANCELLED', error: { code: 'CANCELLED' } });
@@ -427,7 +499,12 @@ describe('agent runs', () => {
     );
     const runId = await startRun(stack, 'guide', 'models?');
     // The first subscriber leaves after the second step's first piece of text.
-    const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${stack.adminKey}` } });
+    const client = createClient({
+      url: stack.wsUrl,
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { authorization: `Bearer ${stack.adminKey}` },
+    });
     const before: RunEvent[] = [];
     await new Promise<void>((resolve, reject) => {
       const stop = client.subscribe<{ agentRunEvents: RunEvent }>(
@@ -451,7 +528,11 @@ describe('agent runs', () => {
     const after = await followRun(stack, runId, before.at(-1)!.cursor);
     const everything = await followRun(stack, runId);
     expect([...before, ...after]).toEqual(everything);
-    expect(after.at(-1)).toMatchObject({ __typename: 'AgentRunFinished', status: 'SUCCEEDED', output: 'Here are all the models you can use today, one by one.' });
+    expect(after.at(-1)).toMatchObject({
+      __typename: 'AgentRunFinished',
+      status: 'SUCCEEDED',
+      output: 'Here are all the models you can use today, one by one.',
+    });
     // From the last cursor there is nothing more, and the subscription ends at once.
     expect(await followRun(stack, runId, after.at(-1)!.cursor)).toEqual([]);
   });
@@ -467,7 +548,11 @@ describe('agent runs', () => {
           redis: { url: REDIS_URL, keyPrefix: prefix },
           router: { port: 0 },
           subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
-          providers: { local: { type: 'local' }, emulated: { type: 'openai-compatible', baseUrl: stack.emulator.baseUrl }, backup: { type: 'openai-compatible', baseUrl: stack.emulator.baseUrl } },
+          providers: {
+            local: { type: 'local' },
+            emulated: { type: 'openai-compatible', baseUrl: stack.emulator.baseUrl },
+            backup: { type: 'openai-compatible', baseUrl: stack.emulator.baseUrl },
+          },
           models: TEST_MODELS,
         }),
       ],
@@ -482,7 +567,12 @@ describe('agent runs', () => {
       { kind: 'chat', content: 'Four models are configured here.', chunkDelayMs: 20 },
     );
     const runId = await startRun(stack, 'guide', 'How many models?');
-    const client = createClient({ url: otherUrl.replace(/^http/, 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${stack.adminKey}` } });
+    const client = createClient({
+      url: otherUrl.replace(/^http/, 'ws'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { authorization: `Bearer ${stack.adminKey}` },
+    });
     const { results, error } = await collectSubscription<{ agentRunEvents: RunEvent }>(client, { query: EVENTS, variables: { runId } });
     await client.dispose();
     expect(error).toBeUndefined();
@@ -499,8 +589,37 @@ describe('agent runs', () => {
     const store = new RedisRunStore(redis, prefix);
     const id = `run_${randomUUID()}`;
     const now = new Date().toISOString();
-    const agent = { tenantId: 'platform', name: 'gone', model: 'gpt-test', instructions: 'x', tools: [], maxSteps: 2, maxTokens: null, maxUsd: null, maxWallTimeSeconds: 60, configured: false, createdAt: now, updatedAt: now };
-    const run: AgentRunRecord = { id, tenantId: 'platform', owner: 'someone', keyId: null, agent, input: 'x', tags: [], status: 'RUNNING', output: null, error: null, steps: [], usage: NO_USAGE, createdAt: now, startedAt: now, finishedAt: null };
+    const agent = {
+      tenantId: 'platform',
+      name: 'gone',
+      model: 'gpt-test',
+      instructions: 'x',
+      tools: [],
+      maxSteps: 2,
+      maxTokens: null,
+      maxUsd: null,
+      maxWallTimeSeconds: 60,
+      configured: false,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const run: AgentRunRecord = {
+      id,
+      tenantId: 'platform',
+      owner: 'someone',
+      keyId: null,
+      agent,
+      input: 'x',
+      tags: [],
+      status: 'RUNNING',
+      output: null,
+      error: null,
+      steps: [],
+      usage: NO_USAGE,
+      createdAt: now,
+      startedAt: now,
+      finishedAt: null,
+    };
     await store.create(run);
     expect(await runState(stack, id)).toMatchObject({ status: 'FAILED', error: { code: 'INTERNAL_SERVER_ERROR' } });
     expect((await followRun(stack, id)).map((event) => event.status)).toEqual(['FAILED']);
@@ -529,9 +648,12 @@ describe('agent runs', () => {
     const { body } = await postGraphQL(stack.url, 'mutation { startAgentRun(input: {agent: "slow", input: "third"}) { run { id } } }');
     expect(body.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE');
 
-    const cancel = (id: string) => postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id });
+    const cancel = (id: string) =>
+      postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id });
     await cancel(queued);
-    expect((await followRun(stack, queued)).map((event) => [event.__typename, event.status, event.error?.code])).toEqual([['AgentRunFinished', 'CANCELLED', 'CANCELLED']]);
+    expect((await followRun(stack, queued)).map((event) => [event.__typename, event.status, event.error?.code])).toEqual([
+      ['AgentRunFinished', 'CANCELLED', 'CANCELLED'],
+    ]);
     expect((await runState(stack, running))?.status).toBe('RUNNING');
     await cancel(running);
     expect((await followRun(stack, running)).at(-1)).toMatchObject({ status: 'CANCELLED' });
@@ -543,7 +665,10 @@ describe('agent runs', () => {
     stack.emulator.script({ kind: 'chat', content: 'listed' });
     const runId = await startRun(stack, 'guide', 'hello');
     const finished = (await followRun(stack, runId)).at(-1)!;
-    const { body } = await postGraphQL<{ agentRuns: { edges: { node: { id: string; status: string; cursor: string | null } }[] } }>(stack.url, '{ agentRuns(first: 5) { edges { node { id status cursor } } } }');
+    const { body } = await postGraphQL<{ agentRuns: { edges: { node: { id: string; status: string; cursor: string | null } }[] } }>(
+      stack.url,
+      '{ agentRuns(first: 5) { edges { node { id status cursor } } } }',
+    );
     expect(body.data?.agentRuns.edges.map((edge) => edge.node)).toEqual([{ id: runId, status: 'SUCCEEDED', cursor: finished.cursor }]);
 
     const badList = await postGraphQL(stack.url, '{ agentRuns(first: 5, after: "garbage") { edges { cursor } } }');
@@ -555,9 +680,25 @@ describe('agent runs', () => {
   it('still lists an agent whose stored tool the API no longer accepts, saying so', async () => {
     const { stack, prefix } = await agentStack();
     const now = new Date().toISOString();
-    const stale = { tenantId: 'platform', name: 'stale', model: 'gpt-test', instructions: 'x', tools: [{ name: 'gone', description: null, document: 'query { removedField }' }], maxSteps: 2, maxTokens: null, maxUsd: null, maxWallTimeSeconds: 60, configured: false, createdAt: now, updatedAt: now };
+    const stale = {
+      tenantId: 'platform',
+      name: 'stale',
+      model: 'gpt-test',
+      instructions: 'x',
+      tools: [{ name: 'gone', description: null, document: 'query { removedField }' }],
+      maxSteps: 2,
+      maxTokens: null,
+      maxUsd: null,
+      maxWallTimeSeconds: 60,
+      configured: false,
+      createdAt: now,
+      updatedAt: now,
+    };
     await redis.hset(`${prefix}{agents}:definitions:platform`, 'stale', JSON.stringify(stale));
-    const { body } = await postGraphQL<{ agents: { name: string; tools: { description: string }[] }[] }>(stack.url, '{ agents { name tools { description } } }');
+    const { body } = await postGraphQL<{ agents: { name: string; tools: { description: string }[] }[] }>(
+      stack.url,
+      '{ agents { name tools { description } } }',
+    );
     expect(body.errors).toBeUndefined();
     expect(body.data?.agents[0]?.tools[0]?.description).toContain('no longer fit the API');
     const started = await postGraphQL(stack.url, 'mutation { startAgentRun(input: {agent: "stale", input: "go"}) { run { id } } }');
@@ -567,19 +708,32 @@ describe('agent runs', () => {
   it('shows a run to its owner and its tenant’s admins only, and refuses forged delegations at the router', async () => {
     const { stack } = await agentStack();
     const owner = await tenantKey(stack, 'acme', ['AGENTS_RUN', 'CHAT_INVOKE', 'MODELS_READ']);
-    const { body: created } = await postGraphQL<{ createApiKey: { secret: string } }>(stack.url, 'mutation { createApiKey(input: {tenantId: "acme", name: "colleague", scopes: [AGENTS_RUN, CHAT_INVOKE]}) { secret } }');
+    const { body: created } = await postGraphQL<{ createApiKey: { secret: string } }>(
+      stack.url,
+      'mutation { createApiKey(input: {tenantId: "acme", name: "colleague", scopes: [AGENTS_RUN, CHAT_INVOKE]}) { secret } }',
+    );
     const colleague = created.data!.createApiKey.secret;
     const stranger = await tenantKey(stack, 'globex', ['AGENTS_RUN', 'CHAT_INVOKE', 'ADMIN']);
     await createAgent(stack, { name: 'guide', tenantId: 'acme' } as AgentInput);
     stack.emulator.script({ kind: 'chat', content: 'private answer' });
     const runId = await startRun(stack, 'guide', 'a private question', bearer(owner.secret));
-    expect((await followRun(stack, runId, undefined, { authorization: `Bearer ${owner.secret}` })).at(-1)).toMatchObject({ output: 'private answer' });
+    expect((await followRun(stack, runId, undefined, { authorization: `Bearer ${owner.secret}` })).at(-1)).toMatchObject({
+      output: 'private answer',
+    });
 
     for (const outsider of [colleague, stranger.secret]) {
       expect(await runState(stack, runId, bearer(outsider))).toBeNull();
-      const { results } = await collectSubscription(stack.ws({ authorization: `Bearer ${outsider}` }), { query: EVENTS, variables: { runId } });
+      const { results } = await collectSubscription(stack.ws({ authorization: `Bearer ${outsider}` }), {
+        query: EVENTS,
+        variables: { runId },
+      });
       expect(results[0]?.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
-      const cancel = await postGraphQL(stack.url, 'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }', { id: runId }, bearer(outsider));
+      const cancel = await postGraphQL(
+        stack.url,
+        'mutation($id: ID!) { cancelAgentRun(input: {runId: $id}) { run { id } } }',
+        { id: runId },
+        bearer(outsider),
+      );
       expect(cancel.body.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
     }
     // The platform admin (the stack's key) administers every tenant.

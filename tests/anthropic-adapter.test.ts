@@ -24,8 +24,6 @@ const options = () => callOptions('req-1');
 const hello: ChatRequest = { messages: [{ role: 'user', content: 'Hello there' }] };
 const model = () => provider.chatModel('claude-test');
 
-
-
 /** Serves one fixed body for every request, for wire details the emulator's script cannot express. */
 async function withRawServer<T>(contentType: string, body: string, use: (raw: Provider) => Promise<T>): Promise<T> {
   const server: Server = createServer((_request, response) => {
@@ -34,7 +32,12 @@ async function withRawServer<T>(contentType: string, body: string, use: (raw: Pr
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  const raw = createAnthropicProvider({ name: 'raw', baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, apiKey: 'k', timeouts });
+  const raw = createAnthropicProvider({
+    name: 'raw',
+    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    apiKey: 'k',
+    timeouts,
+  });
   try {
     return await use(raw);
   } finally {
@@ -44,7 +47,8 @@ async function withRawServer<T>(contentType: string, body: string, use: (raw: Pr
   }
 }
 
-const sse = (...events: object[]) => events.map((event) => `event: ${(event as { type: string }).type}\ndata: ${JSON.stringify(event)}\n\n`).join('');
+const sse = (...events: object[]) =>
+  events.map((event) => `event: ${(event as { type: string }).type}\ndata: ${JSON.stringify(event)}\n\n`).join('');
 
 /** The Anthropic wire format itself; behaviour shared by every adapter is in provider-conformance.test.ts. */
 describe('Anthropic adapter: wire format', () => {
@@ -58,7 +62,12 @@ describe('Anthropic adapter: wire format', () => {
       stop: ['END'],
     };
     const result = await model().generate(request, options());
-    expect(result).toMatchObject({ id: 'msg_emulated', content: 'Hi!', finishReason: 'stop', usage: { promptTokens: 9, completionTokens: 2, totalTokens: 11 } });
+    expect(result).toMatchObject({
+      id: 'msg_emulated',
+      content: 'Hi!',
+      finishReason: 'stop',
+      usage: { promptTokens: 9, completionTokens: 2, totalTokens: 11 },
+    });
     const sent = emulator.requests.at(-1)!;
     expect(sent.path).toBe('/v1/messages');
     expect(sent.headers['x-api-key']).toBe('sk-ant-test-secret');
@@ -78,7 +87,14 @@ describe('Anthropic adapter: wire format', () => {
   it('always sends max_tokens, which Anthropic requires: the configured default, else 4096', async () => {
     await model().generate(hello, options());
     expect(emulator.requests.at(-1)!.body.max_tokens).toBe(4096);
-    const configured = createAnthropicProvider({ name: 'c', baseUrl: emulator.baseUrl, apiKey: 'k', timeouts, defaultMaxTokens: 1024, version: '2024-01-01' });
+    const configured = createAnthropicProvider({
+      name: 'c',
+      baseUrl: emulator.baseUrl,
+      apiKey: 'k',
+      timeouts,
+      defaultMaxTokens: 1024,
+      version: '2024-01-01',
+    });
     await configured.chatModel('claude-test').generate(hello, options());
     expect(emulator.requests.at(-1)!.body.max_tokens).toBe(1024);
     expect(emulator.requests.at(-1)!.headers['anthropic-version']).toBe('2024-01-01');
@@ -108,10 +124,16 @@ describe('Anthropic adapter: wire format', () => {
       },
       options(),
     );
-    expect(result).toMatchObject({ content: 'Let me look.', finishReason: 'tool_calls', toolCalls: [{ id: 'toolu_2', name: 'lookup', arguments: '{"q":"y"}' }] });
+    expect(result).toMatchObject({
+      content: 'Let me look.',
+      finishReason: 'tool_calls',
+      toolCalls: [{ id: 'toolu_2', name: 'lookup', arguments: '{"q":"y"}' }],
+    });
     const sent = emulator.requests.at(-1)!.body;
     expect(sent.system).toBe('Use tools.');
-    expect(sent.tools).toEqual([{ name: 'lookup', description: 'Looks up', input_schema: { type: 'object', properties: { q: { type: 'string' } } } }]);
+    expect(sent.tools).toEqual([
+      { name: 'lookup', description: 'Looks up', input_schema: { type: 'object', properties: { q: { type: 'string' } } } },
+    ]);
     expect(sent.tool_choice).toEqual({ type: 'any' });
     expect(sent.messages).toEqual([
       { role: 'user', content: [{ type: 'text', text: 'find x and z' }] },
@@ -156,7 +178,12 @@ describe('Anthropic adapter: wire format', () => {
   });
 
   it('streams text deltas, then tool calls indexed by content block with id and name first', async () => {
-    emulator.script({ kind: 'chat', content: 'one two', toolCalls: [{ id: 'toolu_9', name: 'lookup', arguments: '{"q":"x"}' }], usage: { prompt: 7, completion: 5 } });
+    emulator.script({
+      kind: 'chat',
+      content: 'one two',
+      toolCalls: [{ id: 'toolu_9', name: 'lookup', arguments: '{"q":"x"}' }],
+      usage: { prompt: 7, completion: 5 },
+    });
     const parts = await collect(model().stream(hello, options()));
     expect(emulator.requests.at(-1)!.body.stream).toBe(true);
     expect(parts.filter((part) => part.type === 'text-delta')).toEqual([
@@ -167,7 +194,11 @@ describe('Anthropic adapter: wire format', () => {
     expect(calls[0]).toEqual({ type: 'tool-call-delta', index: 1, id: 'toolu_9', name: 'lookup', argumentsDelta: '' });
     expect(calls.every((part) => part.index === 1)).toBe(true);
     expect(calls.map((part) => part.argumentsDelta).join('')).toBe('{"q":"x"}');
-    expect(parts.at(-1)).toEqual({ type: 'finish', finishReason: 'tool_calls', usage: { promptTokens: 7, completionTokens: 5, totalTokens: 12 } });
+    expect(parts.at(-1)).toEqual({
+      type: 'finish',
+      finishReason: 'tool_calls',
+      usage: { promptTokens: 7, completionTokens: 5, totalTokens: 12 },
+    });
   });
 
   it('counts cached prompt tokens, skips thinking blocks, and reads a tool call without arguments as {}', async () => {
@@ -195,7 +226,10 @@ describe('Anthropic adapter: wire format', () => {
 
   it('streams as documented: pings, thinking and unknown events skipped, cumulative usage, empty tool input as {}', async () => {
     const body = sse(
-      { type: 'message_start', message: { id: 'msg_1', content: [], usage: { input_tokens: 25, cache_read_input_tokens: 5, output_tokens: 1 } } },
+      {
+        type: 'message_start',
+        message: { id: 'msg_1', content: [], usage: { input_tokens: 25, cache_read_input_tokens: 5, output_tokens: 1 } },
+      },
       { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '' } },
       { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'hmm' } },
       { type: 'content_block_stop', index: 0 },
@@ -227,20 +261,30 @@ describe('Anthropic adapter: wire format', () => {
       { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 2 } },
     );
     const parts = await withRawServer('text/event-stream', body, (raw) => collect(raw.chatModel('m').stream(hello, options())));
-    expect(parts).toEqual([{ type: 'text-delta', text: 'Hi' }, { type: 'error', error: expect.objectContaining({ code: 'UPSTREAM_STREAM_INTERRUPTED', retryable: false }) }]);
+    expect(parts).toEqual([
+      { type: 'text-delta', text: 'Hi' },
+      { type: 'error', error: expect.objectContaining({ code: 'UPSTREAM_STREAM_INTERRUPTED', retryable: false }) },
+    ]);
   });
 
   it('reports an error event mid-stream as unavailable and not retryable, with its type and message', async () => {
     emulator.script({ kind: 'chat', content: 'a b c', errorAfterChunks: 1 });
     const parts = await collect(model().stream(hello, options()));
     expect(parts[0]).toEqual({ type: 'text-delta', text: 'a ' });
-    expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_UNAVAILABLE', retryable: false, upstreamMessage: 'overloaded_error: Overloaded' } });
+    expect(parts.at(-1)).toMatchObject({
+      type: 'error',
+      error: { code: 'UPSTREAM_UNAVAILABLE', retryable: false, upstreamMessage: 'overloaded_error: Overloaded' },
+    });
   });
 
   it('reads the error type and message of an HTTP error, and never carries the API key', async () => {
     emulator.script(
       { kind: 'error', status: 529 },
-      { kind: 'error', status: 401, body: { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key: sk-ant-test-secret' } } },
+      {
+        kind: 'error',
+        status: 401,
+        body: { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key: sk-ant-test-secret' } },
+      },
     );
     expect(await providerError(model().generate(hello, options()))).toMatchObject({
       code: 'UPSTREAM_UNAVAILABLE',

@@ -17,7 +17,13 @@ const options = () => ({ signal: new AbortController().signal, requestId: 'r' })
 describe('Azure OpenAI addressing and credentials', () => {
   it('calls the deployment path with api-version and the api-key header', async () => {
     const endpoint = emulator.baseUrl.replace(/\/v1$/, '');
-    const provider = createAzureOpenAIProvider({ name: 'azure', endpoint, apiVersion: '2024-10-21', credential: { kind: 'api-key', key: 'azure-key-1' }, timeouts });
+    const provider = createAzureOpenAIProvider({
+      name: 'azure',
+      endpoint,
+      apiVersion: '2024-10-21',
+      credential: { kind: 'api-key', key: 'azure-key-1' },
+      timeouts,
+    });
     const result = await provider.chatModel('my gpt deployment').generate(hello, options());
     expect(result.content).toBe('Hello');
     const sent = emulator.requests.at(-1)!;
@@ -29,7 +35,13 @@ describe('Azure OpenAI addressing and credentials', () => {
 
   it('sends a Microsoft Entra ID token as a bearer token instead', async () => {
     const endpoint = emulator.baseUrl.replace(/\/v1$/, '');
-    const provider = createAzureOpenAIProvider({ name: 'azure', endpoint, apiVersion: '2024-10-21', credential: { kind: 'entra', token: 'entra-token-1' }, timeouts });
+    const provider = createAzureOpenAIProvider({
+      name: 'azure',
+      endpoint,
+      apiVersion: '2024-10-21',
+      credential: { kind: 'entra', token: 'entra-token-1' },
+      timeouts,
+    });
     await provider.chatModel('dep').generate(hello, options());
     const sent = emulator.requests.at(-1)!;
     expect(sent.headers.authorization).toBe('Bearer entra-token-1');

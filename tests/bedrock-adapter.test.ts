@@ -12,12 +12,26 @@ import { createBedrockProvider, decodeEventStream, type BedrockCredentials } fro
 import type { ChatStreamPart, Provider } from '../providers/contract.ts';
 import { ProviderError } from '../providers/errors.ts';
 import { countTextTokens } from '../providers/tokens.ts';
-import { corruptFrame, eventFrame, exceptionFrame, startBedrockEmulator, type BedrockEmulator, type BedrockRecordedRequest } from './emulator/bedrock.ts';
+import {
+  corruptFrame,
+  eventFrame,
+  exceptionFrame,
+  startBedrockEmulator,
+  type BedrockEmulator,
+  type BedrockRecordedRequest,
+} from './emulator/bedrock.ts';
 import { callOptions, collect, providerError } from './support/provider-calls.ts';
 
 const REGION = 'us-east-1';
-const credentials: BedrockCredentials = { accessKeyId: 'AKIAWIREFORMAT000001', secretAccessKey: 'wire/format+Secret/Key0000000000000000000' };
-const temporary: BedrockCredentials = { accessKeyId: 'ASIATEMPORARY0000001', secretAccessKey: 'temporary/Secret+Key000000000000000000000', sessionToken: 'session-token-0001' };
+const credentials: BedrockCredentials = {
+  accessKeyId: 'AKIAWIREFORMAT000001',
+  secretAccessKey: 'wire/format+Secret/Key0000000000000000000',
+};
+const temporary: BedrockCredentials = {
+  accessKeyId: 'ASIATEMPORARY0000001',
+  secretAccessKey: 'temporary/Secret+Key000000000000000000000',
+  sessionToken: 'session-token-0001',
+};
 const MODEL = 'anthropic.claude-3-5-haiku-20241022-v1:0';
 const timeouts = { connectMs: 2_000, firstByteMs: 5_000, idleMs: 300, totalMs: 10_000 };
 
@@ -39,8 +53,6 @@ afterAll(async () => {
 const options = () => callOptions('req-1');
 const hello = { messages: [{ role: 'user' as const, content: 'Hello there' }] };
 
-
-
 const header = (request: BedrockRecordedRequest, name: string) => String(request.headers[name] ?? '');
 
 /** Recomputes a recorded request's signature independently of the emulator, from what was on the wire. */
@@ -48,19 +60,31 @@ async function recomputeAuthorization(request: BedrockRecordedRequest, secret: B
   const signedHeaders = /SignedHeaders=([^,]+)/.exec(header(request, 'authorization'))![1]!.split(';');
   const headers = Object.fromEntries(signedHeaders.map((name) => [name, header(request, name)]));
   const amzDate = header(request, 'x-amz-date');
-  const signingDate = new Date(`${amzDate.slice(0, 4)}-${amzDate.slice(4, 6)}-${amzDate.slice(6, 11)}:${amzDate.slice(11, 13)}:${amzDate.slice(13)}`);
+  const signingDate = new Date(
+    `${amzDate.slice(0, 4)}-${amzDate.slice(4, 6)}-${amzDate.slice(6, 11)}:${amzDate.slice(11, 13)}:${amzDate.slice(13)}`,
+  );
   const signer = new SignatureV4({ service: 'bedrock', region: REGION, credentials: secret, sha256: Sha256 });
-  const signed = await signer.sign(new HttpRequest({ method: 'POST', protocol: 'http:', hostname: '127.0.0.1', path: request.path, headers, body: request.rawBody }), { signingDate });
+  const signed = await signer.sign(
+    new HttpRequest({ method: 'POST', protocol: 'http:', hostname: '127.0.0.1', path: request.path, headers, body: request.rawBody }),
+    { signingDate },
+  );
   return String(signed.headers.authorization);
 }
 
 /** Rewrites a signed request's body (or headers) and replays it, as a tamperer on the wire would. */
-async function replay(request: BedrockRecordedRequest, change: { body?: string; headers?: Record<string, string> }): Promise<globalThis.Response> {
+async function replay(
+  request: BedrockRecordedRequest,
+  change: { body?: string; headers?: Record<string, string> },
+): Promise<globalThis.Response> {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(request.headers)) {
     if (value !== undefined && !['host', 'content-length', 'connection'].includes(name)) headers[name] = String(value);
   }
-  return fetch(`${emulator.baseUrl}${request.path}`, { method: 'POST', headers: { ...headers, ...change.headers }, body: change.body ?? request.rawBody });
+  return fetch(`${emulator.baseUrl}${request.path}`, {
+    method: 'POST',
+    headers: { ...headers, ...change.headers },
+    body: change.body ?? request.rawBody,
+  });
 }
 
 describe('Bedrock adapter: SigV4 signing', () => {
@@ -70,7 +94,9 @@ describe('Bedrock adapter: SigV4 signing', () => {
     const sent = emulator.requests.at(-1)!;
     expect(sent.path).toBe('/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse');
     expect(header(sent, 'authorization')).toMatch(
-      new RegExp(`^AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/\\d{8}/us-east-1/bedrock/aws4_request, SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}$`),
+      new RegExp(
+        `^AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/\\d{8}/us-east-1/bedrock/aws4_request, SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}$`,
+      ),
     );
     expect(header(sent, 'x-amz-date')).toMatch(/^\d{8}T\d{6}Z$/);
     const signedHeaders = /SignedHeaders=([^,]+)/.exec(header(sent, 'authorization'))![1]!.split(';');
@@ -113,7 +139,10 @@ describe('Bedrock adapter: SigV4 signing', () => {
 
   it('is refused when the signature is scoped to another region', async () => {
     const elsewhere = bedrock({ region: 'eu-west-1' });
-    expect(await providerError(elsewhere.chatModel(MODEL).generate(hello, options()))).toMatchObject({ status: 403, upstreamMessage: expect.stringMatching(/^InvalidSignatureException: .*region/) });
+    expect(await providerError(elsewhere.chatModel(MODEL).generate(hello, options()))).toMatchObject({
+      status: 403,
+      upstreamMessage: expect.stringMatching(/^InvalidSignatureException: .*region/),
+    });
     await elsewhere.close();
   });
 
@@ -152,7 +181,15 @@ describe('Bedrock adapter: Converse wire format', () => {
       system: [{ text: 'Be brief.' }],
       inferenceConfig: { maxTokens: 50, temperature: 0, topP: 0.9, stopSequences: ['END'] },
       toolConfig: {
-        tools: [{ toolSpec: { name: 'lookup', description: 'Looks up', inputSchema: { json: { type: 'object', properties: { q: { type: 'string' } } } } } }],
+        tools: [
+          {
+            toolSpec: {
+              name: 'lookup',
+              description: 'Looks up',
+              inputSchema: { json: { type: 'object', properties: { q: { type: 'string' } } } },
+            },
+          },
+        ],
         toolChoice: { any: {} },
       },
     });
@@ -163,7 +200,9 @@ describe('Bedrock adapter: Converse wire format', () => {
     [{ name: 'lookup' }, { tool: { name: 'lookup' } }],
     ['none', undefined],
   ] as const)('maps tool choice %j to %j (Converse has no "none": it is left out)', async (choice, wire) => {
-    await provider.chatModel(MODEL).generate({ ...hello, tools: [{ name: 'lookup', parameters: { type: 'object' } }], toolChoice: choice }, options());
+    await provider
+      .chatModel(MODEL)
+      .generate({ ...hello, tools: [{ name: 'lookup', parameters: { type: 'object' } }], toolChoice: choice }, options());
     const toolConfig = emulator.requests.at(-1)!.body.toolConfig as { toolChoice?: unknown; tools: unknown[] };
     expect(toolConfig.tools).toHaveLength(1);
     expect(toolConfig.toolChoice).toEqual(wire);
@@ -215,7 +254,12 @@ describe('Bedrock adapter: Converse wire format', () => {
   });
 
   it('reads text, tool calls, usage and the request id from a Converse answer', async () => {
-    emulator.script({ kind: 'chat', content: 'Let me look.', toolCalls: [{ id: 'tooluse_9', name: 'lookup', arguments: '{"q":"x"}' }], usage: { prompt: 12, completion: 5 } });
+    emulator.script({
+      kind: 'chat',
+      content: 'Let me look.',
+      toolCalls: [{ id: 'tooluse_9', name: 'lookup', arguments: '{"q":"x"}' }],
+      usage: { prompt: 12, completion: 5 },
+    });
     const result = await provider.chatModel(MODEL).generate(hello, options());
     expect(result).toMatchObject({
       content: 'Let me look.',
@@ -240,12 +284,23 @@ describe('Bedrock adapter: Converse wire format', () => {
   });
 
   it('names the AWS error type in the upstream message, and treats ModelNotReadyException as unavailable', async () => {
-    emulator.script({ kind: 'error', status: 400 }, { kind: 'error', status: 429, headers: { 'x-amzn-errortype': 'ModelNotReadyException:http://internal.amazon.com/coral/com.amazon.bedrock/' } });
+    emulator.script(
+      { kind: 'error', status: 400 },
+      {
+        kind: 'error',
+        status: 429,
+        headers: { 'x-amzn-errortype': 'ModelNotReadyException:http://internal.amazon.com/coral/com.amazon.bedrock/' },
+      },
+    );
     expect(await providerError(provider.chatModel(MODEL).generate(hello, options()))).toMatchObject({
       code: 'UPSTREAM_BAD_REQUEST',
       upstreamMessage: 'ValidationException: Malformed input request, please reformat your input and try again.',
     });
-    expect(await providerError(provider.chatModel(MODEL).generate(hello, options()))).toMatchObject({ status: 429, code: 'UPSTREAM_UNAVAILABLE', retryable: true });
+    expect(await providerError(provider.chatModel(MODEL).generate(hello, options()))).toMatchObject({
+      status: 429,
+      code: 'UPSTREAM_UNAVAILABLE',
+      retryable: true,
+    });
   });
 
   it('redacts the secret key if an upstream error quotes it', async () => {
@@ -255,7 +310,9 @@ describe('Bedrock adapter: Converse wire format', () => {
   });
 
   it('refuses to build an embedding model for now', () => {
-    expect(() => provider.embeddingModel('amazon.titan-embed-text-v2:0', { dimensions: 256, maxBatchSize: 1 })).toThrow(/not supported yet/);
+    expect(() => provider.embeddingModel('amazon.titan-embed-text-v2:0', { dimensions: 256, maxBatchSize: 1 })).toThrow(
+      /not supported yet/,
+    );
   });
 });
 
@@ -291,7 +348,11 @@ async function decodeError(body: AsyncIterable<Uint8Array>): Promise<ProviderErr
 }
 
 /** A bare server answering every request with these bytes, written in the given slices. */
-async function serveBytes(bytes: Uint8Array, sliceBytes: number, contentType = 'application/vnd.amazon.eventstream'): Promise<{ endpoint: string; server: Server }> {
+async function serveBytes(
+  bytes: Uint8Array,
+  sliceBytes: number,
+  contentType = 'application/vnd.amazon.eventstream',
+): Promise<{ endpoint: string; server: Server }> {
   const server = createServer((request, response) => {
     void (async () => {
       for await (const _chunk of request); // drain the request
@@ -325,7 +386,14 @@ describe('Bedrock adapter: event-stream framing', () => {
     const bytes = concat(textStream);
     const expected = ['messageStart', 'contentBlockDelta', 'contentBlockDelta', 'contentBlockStop', 'messageStop', 'metadata'];
     expect(await eventTypes(chunksOf(bytes, []))).toEqual(expected);
-    expect(await eventTypes(chunksOf(bytes, Array.from({ length: bytes.length - 1 }, (_, index) => index + 1)))).toEqual(expected);
+    expect(
+      await eventTypes(
+        chunksOf(
+          bytes,
+          Array.from({ length: bytes.length - 1 }, (_, index) => index + 1),
+        ),
+      ),
+    ).toEqual(expected);
     for (let cut = 1; cut < textStream[0]!.length + textStream[1]!.length + 2; cut++) {
       expect(await eventTypes(chunksOf(bytes, [cut, cut + 3]))).toEqual(expected);
     }
@@ -337,12 +405,17 @@ describe('Bedrock adapter: event-stream framing', () => {
   });
 
   it('rejects an impossible frame length at once instead of waiting for 4 GB', async () => {
-    expect(await decodeError(chunksOf(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), []))).toMatchObject({ code: 'UPSTREAM_BAD_RESPONSE' });
+    expect(await decodeError(chunksOf(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), []))).toMatchObject({
+      code: 'UPSTREAM_BAD_RESPONSE',
+    });
   });
 
   it('reports a body that ends inside a frame as interrupted', async () => {
     const bytes = concat(textStream.slice(0, 2));
-    expect(await decodeError(chunksOf(bytes.subarray(0, bytes.length - 3), [10]))).toMatchObject({ code: 'UPSTREAM_STREAM_INTERRUPTED', retryable: false });
+    expect(await decodeError(chunksOf(bytes.subarray(0, bytes.length - 3), [10]))).toMatchObject({
+      code: 'UPSTREAM_STREAM_INTERRUPTED',
+      retryable: false,
+    });
   });
 
   it('streams text reassembled from frames written a few bytes at a time over HTTP', async () => {
@@ -374,7 +447,11 @@ describe('Bedrock adapter: event-stream framing', () => {
       { type: 'tool-call-delta', index: 1, argumentsDelta: '"Paris"}' },
     ]);
     // No metadata frame: usage is counted, over the text and the tool arguments.
-    expect(parts.at(-1)).toMatchObject({ type: 'finish', finishReason: 'tool_calls', usage: { completionTokens: countTextTokens('Checking.{"city":"Paris"}') } });
+    expect(parts.at(-1)).toMatchObject({
+      type: 'finish',
+      finishReason: 'tool_calls',
+      usage: { completionTokens: countTextTokens('Checking.{"city":"Paris"}') },
+    });
   });
 
   it('ignores event types it does not know', async () => {
@@ -383,10 +460,19 @@ describe('Bedrock adapter: event-stream framing', () => {
   });
 
   it('maps an in-stream throttlingException to a rate-limit error part that is not retryable', async () => {
-    const parts = await streamFrom(concat([...textStream.slice(0, 2), exceptionFrame('throttlingException', 'Too many tokens, please wait before trying again.')]));
+    const parts = await streamFrom(
+      concat([...textStream.slice(0, 2), exceptionFrame('throttlingException', 'Too many tokens, please wait before trying again.')]),
+    );
     expect(parts).toEqual([
       { type: 'text-delta', text: 'Hello ' },
-      { type: 'error', error: expect.objectContaining({ code: 'UPSTREAM_RATE_LIMITED', retryable: false, upstreamMessage: 'throttlingException: Too many tokens, please wait before trying again.' }) },
+      {
+        type: 'error',
+        error: expect.objectContaining({
+          code: 'UPSTREAM_RATE_LIMITED',
+          retryable: false,
+          upstreamMessage: 'throttlingException: Too many tokens, please wait before trying again.',
+        }),
+      },
     ]);
   });
 
@@ -397,7 +483,9 @@ describe('Bedrock adapter: event-stream framing', () => {
       body: fromUtf8('{"contentBlockIndex": 0, "delta": {"text": "bro'),
     });
     const parts = await streamFrom(concat([textStream[0]!, frame]));
-    expect(parts).toMatchObject([{ type: 'error', error: { code: 'UPSTREAM_BAD_RESPONSE', upstreamMessage: 'contentBlockDelta payload is not JSON' } }]);
+    expect(parts).toMatchObject([
+      { type: 'error', error: { code: 'UPSTREAM_BAD_RESPONSE', upstreamMessage: 'contentBlockDelta payload is not JSON' } },
+    ]);
   });
 
   it('reports a stream that ends cleanly before messageStop as interrupted', async () => {

@@ -15,7 +15,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const chat = (content: string) => postGraphQL<ChatMutation>(stack.url, print(ChatDocument), { input: { model: 'gpt-test', messages: [{ role: 'USER', content }] } });
+const chat = (content: string) =>
+  postGraphQL<ChatMutation>(stack.url, print(ChatDocument), { input: { model: 'gpt-test', messages: [{ role: 'USER', content }] } });
 
 async function stillServes() {
   const { body } = await chat('ping');
@@ -30,11 +31,16 @@ function postChunked(url: string, totalBytes: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
     const headers = { ...adminHeaders(url), 'content-type': 'application/json' };
-    const request = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers }, (response) => {
-      response.resume();
-      resolve(response.statusCode ?? 0);
-    });
-    request.on('error', (error: NodeJS.ErrnoException) => (error.code === 'EPIPE' || error.code === 'ECONNRESET' ? resolve(413) : reject(error)));
+    const request = httpRequest(
+      { host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers },
+      (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      },
+    );
+    request.on('error', (error: NodeJS.ErrnoException) =>
+      error.code === 'EPIPE' || error.code === 'ECONNRESET' ? resolve(413) : reject(error),
+    );
     const chunk = Buffer.alloc(64 * 1024, 'a');
     request.write('{"query": "{ models { id } }", "extensions": {"pad": "');
     let sent = 0;
@@ -75,7 +81,11 @@ describe('the router edge', () => {
   it('grants CORS to an allowed origin', async () => {
     const preflight = await fetch(stack.url, {
       method: 'OPTIONS',
-      headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, authorization' },
+      headers: {
+        origin: 'https://app.example.com',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'content-type, authorization',
+      },
     });
     expect(preflight.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
     expect(preflight.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('authorization');
@@ -132,7 +142,9 @@ describe('the router edge', () => {
         query: print(ChatStreamDocument),
         variables: { input: { model: 'no-such-model', messages: [{ role: 'USER', content: 'x' }] } },
       });
-      const errors = [...results.flatMap((result) => result.errors ?? []), ...(Array.isArray(error) ? error : [])] as { extensions?: Record<string, unknown> }[];
+      const errors = [...results.flatMap((result) => result.errors ?? []), ...(Array.isArray(error) ? error : [])] as {
+        extensions?: Record<string, unknown>;
+      }[];
       expect(errors[0]?.extensions?.code).toBe('MODEL_NOT_FOUND');
       expect(errors[0]?.extensions?.requestId).toEqual(expect.any(String));
     }
@@ -143,14 +155,14 @@ describe('the router edge', () => {
       query: print(ChatStreamDocument),
       variables: { input: { model: 'echo', messages: [{ role: 'WIZARD', content: 'x' }] } },
     });
-    const errors = [...results.flatMap((result) => result.errors ?? []), ...(Array.isArray(error) ? error : [])] as { extensions?: Record<string, unknown> }[];
+    const errors = [...results.flatMap((result) => result.errors ?? []), ...(Array.isArray(error) ? error : [])] as {
+      extensions?: Record<string, unknown>;
+    }[];
     expect(errors[0]?.extensions?.code).toBe('BAD_USER_INPUT');
   });
 
   it('labels metrics for at most a bounded number of client-chosen operation names', async () => {
-    await Promise.all(
-      Array.from({ length: 260 }, (_, index) => postGraphQL(stack.url, `query Name${index} { models { id } }`)),
-    );
+    await Promise.all(Array.from({ length: 260 }, (_, index) => postGraphQL(stack.url, `query Name${index} { models { id } }`)));
     const metrics = await (await fetch(stack.url.replace('/graphql', '/metrics'))).text();
     const series = metrics.split('\n').filter((line) => line.startsWith('modelgraph_router_operations_total{'));
     expect(series.length).toBeLessThanOrEqual(210);
@@ -162,10 +174,18 @@ describe('subscriptions per key', () => {
   it('caps the subscriptions one key holds open across its sockets, while another key is not affected', async () => {
     const capped = await startTestStack({ router: { port: 0, limits: { maxSubscriptionsPerPrincipal: 2 } } }, { localStreamDelayMs: 200 });
     try {
-      const slow = { query: 'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "one two three four five six"}]}) { __typename } }' };
+      const slow = {
+        query:
+          'subscription { chatStream(input: {model: "echo", messages: [{role: USER, content: "one two three four five six"}]}) { __typename } }',
+      };
       // Two slow streams on two sockets of the admin key stay open...
       await Promise.all(
-        [capped.ws(), capped.ws()].map((client) => new Promise<void>((resolve) => client.subscribe(slow, { next: () => resolve(), error: () => resolve(), complete: () => resolve() }))),
+        [capped.ws(), capped.ws()].map(
+          (client) =>
+            new Promise<void>((resolve) =>
+              client.subscribe(slow, { next: () => resolve(), error: () => resolve(), complete: () => resolve() }),
+            ),
+        ),
       );
       // ...so a third, on a third socket, is refused with the per-key limit.
       const third = await collectSubscription(capped.ws(), slow);
@@ -173,8 +193,14 @@ describe('subscriptions per key', () => {
       expect(errors).toContain('OPERATION_LIMIT_EXCEEDED');
       expect(errors).toContain('subscriptionsPerPrincipal');
       // Another key streams.
-      const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(capped.url, 'mutation { createApiKey(input: {name: "other", scopes: [CHAT_INVOKE]}) { secret } }');
-      const other = await collectSubscription<{ chatStream: { __typename: string } }>(capped.ws({ authorization: `Bearer ${body.data!.createApiKey.secret}` }), slow);
+      const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+        capped.url,
+        'mutation { createApiKey(input: {name: "other", scopes: [CHAT_INVOKE]}) { secret } }',
+      );
+      const other = await collectSubscription<{ chatStream: { __typename: string } }>(
+        capped.ws({ authorization: `Bearer ${body.data!.createApiKey.secret}` }),
+        slow,
+      );
       expect(other.results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
     } finally {
       await capped.stop();

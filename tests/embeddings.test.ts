@@ -27,7 +27,12 @@ const EMBEDDINGS = `query Embed($input: EmbeddingsInput!) {
 }`;
 
 interface EmbeddingsData {
-  embeddings: { vectors: number[][]; dimensions: number; model: { id: string; version: string; dimensions: number | null }; usage: { promptTokens: number; totalTokens: number; cachedInputs: number } };
+  embeddings: {
+    vectors: number[][];
+    dimensions: number;
+    model: { id: string; version: string; dimensions: number | null };
+    usage: { promptTokens: number; totalTokens: number; cachedInputs: number };
+  };
 }
 
 let stack: TestStack | undefined;
@@ -83,7 +88,10 @@ describe('embeddings', () => {
     expect(first.body.data?.embeddings.usage.cachedInputs).toBe(0);
     const before = upstreamCalls(stack).length;
     const again = await embed(stack, { inputs: ['cache me', 'and not me'] });
-    expect(again.body.data?.embeddings.vectors).toEqual([emulatedEmbedding('cache me', DIMENSIONS), emulatedEmbedding('and not me', DIMENSIONS)]);
+    expect(again.body.data?.embeddings.vectors).toEqual([
+      emulatedEmbedding('cache me', DIMENSIONS),
+      emulatedEmbedding('and not me', DIMENSIONS),
+    ]);
     expect(again.body.data?.embeddings.usage).toMatchObject({ cachedInputs: 1 });
     expect(again.body.data?.embeddings.usage.promptTokens).toBeLessThan(first.body.data!.embeddings.usage.promptTokens + 10);
     const calls = upstreamCalls(stack).slice(before);
@@ -144,19 +152,32 @@ describe('embeddings', () => {
     const { body } = await embed(stack, { inputs: ['a', 'b', 'c', 'd'] });
     expect(body.errors).toBeUndefined();
     expect(body.data?.embeddings.vectors).toHaveLength(4);
-    expect(upstreamCalls(stack).map((call) => call.body.input)).toEqual([['a', 'b', 'c', 'd'], ['a', 'b'], ['c', 'd']]);
+    expect(upstreamCalls(stack).map((call) => call.body.input)).toEqual([
+      ['a', 'b', 'c', 'd'],
+      ['a', 'b'],
+      ['c', 'd'],
+    ]);
   });
 
   it('keeps each tenant’s vector cache apart (a hit would tell one tenant what another embedded)', async () => {
     stack = await startEmbeddingStack({ batchWindowMs: 0 });
     const keyFor = async (tenant: string) => {
       await postGraphQL(stack!.url, `mutation { createTenant(input: {id: "${tenant}", name: "${tenant}"}) { tenant { id } } }`);
-      const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(stack!.url, `mutation { createApiKey(input: {tenantId: "${tenant}", name: "e", scopes: [EMBEDDINGS_INVOKE]}) { secret } }`);
+      const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+        stack!.url,
+        `mutation { createApiKey(input: {tenantId: "${tenant}", name: "e", scopes: [EMBEDDINGS_INVOKE]}) { secret } }`,
+      );
       return { authorization: `Bearer ${body.data!.createApiKey.secret}` };
     };
     const [alpha, beta] = [await keyFor('alpha'), await keyFor('beta')];
     const query = 'query($input: EmbeddingsInput!) { embeddings(input: $input) { usage { cachedInputs } } }';
-    const ask = (headers: Record<string, string>) => postGraphQL<{ embeddings: { usage: { cachedInputs: number } } }>(stack!.url, query, { input: { model: 'embed-test', inputs: ['the merger'] } }, headers);
+    const ask = (headers: Record<string, string>) =>
+      postGraphQL<{ embeddings: { usage: { cachedInputs: number } } }>(
+        stack!.url,
+        query,
+        { input: { model: 'embed-test', inputs: ['the merger'] } },
+        headers,
+      );
     expect((await ask(alpha)).body.data?.embeddings.usage.cachedInputs).toBe(0);
     expect((await ask(alpha)).body.data?.embeddings.usage.cachedInputs).toBe(1);
     expect((await ask(beta)).body.data?.embeddings.usage.cachedInputs).toBe(0);
@@ -220,13 +241,20 @@ describe('embeddings', () => {
 
   it('embeds with the offline hashing model, and reports Model.dimensions beside the inference fields', async () => {
     stack = await startTestStack();
-    const { body } = await postGraphQL<{ embeddings: { vectors: number[][] }; models: { id: string; dimensions: number | null; contextWindow: number }[] }>(
+    const { body } = await postGraphQL<{
+      embeddings: { vectors: number[][] };
+      models: { id: string; dimensions: number | null; contextWindow: number }[];
+    }>(
       stack.url,
       '{ embeddings(input: {model: "hashing-embed", inputs: ["offline"]}) { vectors } models { id dimensions contextWindow } }',
     );
     expect(body.errors).toBeUndefined();
     expect(body.data?.embeddings.vectors[0]).toHaveLength(32);
-    expect(body.data?.models.find((model) => model.id === 'hashing-embed')).toEqual({ id: 'hashing-embed', dimensions: 32, contextWindow: 8192 });
+    expect(body.data?.models.find((model) => model.id === 'hashing-embed')).toEqual({
+      id: 'hashing-embed',
+      dimensions: 32,
+      contextWindow: 8192,
+    });
     expect(body.data?.models.find((model) => model.id === 'echo')?.dimensions).toBeNull();
   });
 });

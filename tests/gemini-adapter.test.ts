@@ -21,9 +21,11 @@ afterAll(async () => {
 const options = () => callOptions('req-1');
 const hello: ChatRequest = { messages: [{ role: 'user', content: 'Hello there' }] };
 const chat = () => provider.chatModel('gemini-test');
-const weather = { name: 'weather', description: 'Current weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
-
-
+const weather = {
+  name: 'weather',
+  description: 'Current weather',
+  parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+};
 
 /** The Gemini wire format itself; behaviour shared by every adapter is in provider-conformance.test.ts. */
 describe('Gemini adapter: wire format', () => {
@@ -71,10 +73,20 @@ describe('Gemini adapter: wire format', () => {
       [{ name: 'weather' }, { mode: 'ANY', allowedFunctionNames: ['weather'] }],
     ] as const;
     for (const [toolChoice, config] of choices) {
-      await chat().generate({ ...hello, tools: [weather, { name: 'now', parameters: { type: 'object', properties: {} } }], toolChoice }, options());
+      await chat().generate(
+        { ...hello, tools: [weather, { name: 'now', parameters: { type: 'object', properties: {} } }], toolChoice },
+        options(),
+      );
       const sent = emulator.requests.at(-1)!.body;
       // A function without parameters declares none: Gemini refuses an OBJECT without properties.
-      expect(sent.tools).toEqual([{ functionDeclarations: [{ name: 'weather', description: 'Current weather', parametersJsonSchema: weather.parameters }, { name: 'now' }] }]);
+      expect(sent.tools).toEqual([
+        {
+          functionDeclarations: [
+            { name: 'weather', description: 'Current weather', parametersJsonSchema: weather.parameters },
+            { name: 'now' },
+          ],
+        },
+      ]);
       expect(sent.toolConfig).toEqual({ functionCallingConfig: config });
     }
   });
@@ -125,7 +137,10 @@ describe('Gemini adapter: wire format', () => {
       { role: 'user', parts: [{ text: 'Weather in Paris and Rome?' }] },
       {
         role: 'model',
-        parts: [{ functionCall: { name: 'weather', args: { city: 'Paris' } } }, { functionCall: { name: 'forecast', args: { city: 'Rome' } } }],
+        parts: [
+          { functionCall: { name: 'weather', args: { city: 'Paris' } } },
+          { functionCall: { name: 'forecast', args: { city: 'Rome' } } },
+        ],
       },
       {
         role: 'user',
@@ -152,7 +167,9 @@ describe('Gemini adapter: wire format', () => {
       options(),
     );
     const contents = emulator.requests.at(-1)!.body.contents as { parts: { functionResponse?: { name: string } }[] }[];
-    expect(contents.flatMap((content) => content.parts.flatMap((part) => (part.functionResponse ? [part.functionResponse.name] : [])))).toEqual(['first', 'second']);
+    expect(
+      contents.flatMap((content) => content.parts.flatMap((part) => (part.functionResponse ? [part.functionResponse.name] : []))),
+    ).toEqual(['first', 'second']);
   });
 
   it('refuses, without calling Gemini, a tool result that answers no earlier call', async () => {
@@ -184,7 +201,11 @@ describe('Gemini adapter: wire format', () => {
     emulator.scriptNative([answer], [answer]);
     const whole = await chat().generate({ ...hello, tools: [weather] }, options());
     // The thought summary is not answer text; thinking tokens are billed as output.
-    expect(whole).toMatchObject({ content: '', finishReason: 'tool_calls', usage: { promptTokens: 10, completionTokens: 38, totalTokens: 48 } });
+    expect(whole).toMatchObject({
+      content: '',
+      finishReason: 'tool_calls',
+      usage: { promptTokens: 10, completionTokens: 38, totalTokens: 48 },
+    });
     expect(whole.toolCalls.map((call) => call.id)).toEqual(['call_0~c2lnbmF0dXJl+/==', 'call_1']);
     const streamed = await collect(chat().stream({ ...hello, tools: [weather] }, options()));
     expect(streamed.flatMap((part) => (part.type === 'tool-call-delta' ? [part.id] : []))).toEqual(['call_0~c2lnbmF0dXJl+/==', 'call_1']);
@@ -226,7 +247,11 @@ describe('Gemini adapter: wire format', () => {
   it('finishes a blocked prompt, which has no candidates, as content_filter', async () => {
     const blocked = { promptFeedback: { blockReason: 'PROHIBITED_CONTENT' }, usageMetadata: { promptTokenCount: 5, totalTokenCount: 5 } };
     emulator.scriptNative([blocked], [blocked]);
-    expect(await chat().generate(hello, options())).toMatchObject({ content: '', finishReason: 'content_filter', usage: { promptTokens: 5, completionTokens: 0 } });
+    expect(await chat().generate(hello, options())).toMatchObject({
+      content: '',
+      finishReason: 'content_filter',
+      usage: { promptTokens: 5, completionTokens: 0 },
+    });
     expect(await collect(chat().stream(hello, options()))).toEqual([
       { type: 'finish', finishReason: 'content_filter', usage: { promptTokens: 5, completionTokens: 0, totalTokens: 5 } },
     ]);
@@ -242,7 +267,10 @@ describe('Gemini adapter: wire format', () => {
     const parts = await collect(chat().stream(hello, options()));
     expect(parts).toMatchObject([
       { type: 'text-delta', text: 'a ' },
-      { type: 'error', error: { code: 'UPSTREAM_UNAVAILABLE', retryable: false, upstreamMessage: expect.stringContaining('internal error') } },
+      {
+        type: 'error',
+        error: { code: 'UPSTREAM_UNAVAILABLE', retryable: false, upstreamMessage: expect.stringContaining('internal error') },
+      },
     ]);
   });
 
@@ -257,9 +285,17 @@ describe('Gemini adapter: wire format', () => {
     };
     emulator.script({ kind: 'error', status: 400, body }, { kind: 'error', status: 400 });
     const error = await providerError(chat().generate(hello, options()));
-    expect(error).toMatchObject({ code: 'UPSTREAM_AUTH_FAILED', status: 400, retryable: false, upstreamMessage: 'API key not valid: [redacted]. Please pass a valid API key.' });
+    expect(error).toMatchObject({
+      code: 'UPSTREAM_AUTH_FAILED',
+      status: 400,
+      retryable: false,
+      upstreamMessage: 'API key not valid: [redacted]. Please pass a valid API key.',
+    });
     expect(JSON.stringify({ ...error, message: error.message })).not.toContain('AIza-test-secret');
-    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_REQUEST', upstreamMessage: 'Request contains an invalid argument.' });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({
+      code: 'UPSTREAM_BAD_REQUEST',
+      upstreamMessage: 'Request contains an invalid argument.',
+    });
   });
 
   it('reads the wait of a 429 from RetryInfo in the body, and prefers a Retry-After header', async () => {
@@ -272,13 +308,20 @@ describe('Gemini adapter: wire format', () => {
       },
     };
     emulator.script({ kind: 'error', status: 429, body }, { kind: 'error', status: 429, body, headers: { 'retry-after': '3' } });
-    expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryable: true, retryAfterMs: 22_500 });
+    expect(await providerError(chat().generate(hello, options()))).toMatchObject({
+      code: 'UPSTREAM_RATE_LIMITED',
+      retryable: true,
+      retryAfterMs: 22_500,
+    });
     expect(await providerError(chat().generate(hello, options()))).toMatchObject({ retryAfterMs: 3_000 });
   });
 
   it('reports an unreachable server as unavailable and retryable', async () => {
     const dead = createGeminiProvider({ name: 'dead', baseUrl: 'http://127.0.0.1:1/v1beta', timeouts });
-    expect(await providerError(dead.chatModel('x').generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE', retryable: true });
+    expect(await providerError(dead.chatModel('x').generate(hello, options()))).toMatchObject({
+      code: 'UPSTREAM_UNAVAILABLE',
+      retryable: true,
+    });
     await dead.close();
   });
 
@@ -289,7 +332,10 @@ describe('Gemini adapter: wire format', () => {
     expect(result.vectors).toHaveLength(2);
     expect(result.vectors[0]).toHaveLength(4);
     expect(result.vectors[0]).not.toEqual(result.vectors[1]);
-    expect(result.usage).toEqual({ promptTokens: countTextTokens('a') + countTextTokens('bbb'), totalTokens: countTextTokens('a') + countTextTokens('bbb') });
+    expect(result.usage).toEqual({
+      promptTokens: countTextTokens('a') + countTextTokens('bbb'),
+      totalTokens: countTextTokens('a') + countTextTokens('bbb'),
+    });
     const sent = emulator.requests.at(-1)!;
     expect(sent.path).toBe('/v1beta/models/embedding-test:batchEmbedContents');
     expect(sent.body).toEqual({

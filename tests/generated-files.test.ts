@@ -84,6 +84,8 @@ describe('generated files', () => {
 
 /** The values of `enum ErrorCode` in a subgraph's SDL. */
 function declaredErrorCodes(sdl: string): string[] {
-  const definition = parse(sdl).definitions.find((node): node is EnumTypeDefinitionNode => node.kind === Kind.ENUM_TYPE_DEFINITION && node.name.value === 'ErrorCode');
+  const definition = parse(sdl).definitions.find(
+    (node): node is EnumTypeDefinitionNode => node.kind === Kind.ENUM_TYPE_DEFINITION && node.name.value === 'ErrorCode',
+  );
   return definition?.values?.map((value) => value.name.value) ?? [];
 }

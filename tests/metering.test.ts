@@ -37,7 +37,12 @@ async function meteredStack(metering: Record<string, unknown>) {
     started.url,
     'mutation { createApiKey(input: {tenantId: "acme", name: "metered", scopes: [CHAT_INVOKE, MODELS_READ]}) { secret apiKey { id } } }',
   );
-  return { stack: started, prefix, auth: { authorization: `Bearer ${body.data!.createApiKey.secret}` }, keyId: body.data!.createApiKey.apiKey.id };
+  return {
+    stack: started,
+    prefix,
+    auth: { authorization: `Bearer ${body.data!.createApiKey.secret}` },
+    keyId: body.data!.createApiKey.apiKey.id,
+  };
 }
 
 const chatCalls = (target: TestStack) => target.emulator.requests.filter((request) => request.path.endsWith('/chat/completions')).length;
@@ -48,14 +53,27 @@ describe('budgets and token limits', () => {
     const setup = await meteredStack({ tenants: { acme: { usdPerDay: (K * WORST_MICRO) / 1_000_000 } } });
     stack = setup.stack;
     // Each answer uses its whole reservation, so settling frees nothing while the others race.
-    stack.emulator.script(...Array.from({ length: K }, () => ({ kind: 'chat' as const, content: 'priced', usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS } })));
-    const answers = await Promise.all(Array.from({ length: 50 }, () => postGraphQL<{ chat: { usage: { costUsd: number } } }>(stack!.url, CHAT, undefined, setup.auth)));
+    stack.emulator.script(
+      ...Array.from({ length: K }, () => ({
+        kind: 'chat' as const,
+        content: 'priced',
+        usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS },
+      })),
+    );
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, () => postGraphQL<{ chat: { usage: { costUsd: number } } }>(stack!.url, CHAT, undefined, setup.auth)),
+    );
     const served = answers.filter((answer) => answer.body.data?.chat);
     expect(served).toHaveLength(K);
     expect(chatCalls(stack)).toBe(K);
     const refused = answers.filter((answer) => answer.body.errors);
     expect(refused).toHaveLength(50 - K);
-    expect(refused[0]?.body.errors?.[0]?.extensions).toMatchObject({ code: 'BUDGET_EXCEEDED', limit: 'usdPerDay', scope: 'tenant', max: (K * WORST_MICRO) / 1_000_000 });
+    expect(refused[0]?.body.errors?.[0]?.extensions).toMatchObject({
+      code: 'BUDGET_EXCEEDED',
+      limit: 'usdPerDay',
+      scope: 'tenant',
+      max: (K * WORST_MICRO) / 1_000_000,
+    });
     // The spend kept equals what the provider reported, to the cent (here to the micro-dollar).
     const reported = served.reduce((sum, answer) => sum + answer.body.data!.chat.usage.costUsd, 0);
     const kept = Number(await redis.get(`${setup.prefix}{meter}:usd:tenant:acme:${today()}`));
@@ -65,7 +83,9 @@ describe('budgets and token limits', () => {
     const inference = stack.stack.subgraphs.find((subgraph) => subgraph.name === 'inference')!;
     const metrics = await (await fetch(`http://127.0.0.1:${inference.port}/metrics`)).text();
     expect(metrics).toMatch(new RegExp(`modelgraph_meter_rejections_total\\{limit="usdPerDay",scope="tenant"[^}]*\\} ${50 - K}`));
-    expect(metrics).toMatch(new RegExp(`modelgraph_tokens_total\\{tenant="acme",model="gpt-test@2024-08-06",kind="completion"[^}]*\\} ${K * MAX_TOKENS}`));
+    expect(metrics).toMatch(
+      new RegExp(`modelgraph_tokens_total\\{tenant="acme",model="gpt-test@2024-08-06",kind="completion"[^}]*\\} ${K * MAX_TOKENS}`),
+    );
     expect(metrics).toMatch(/modelgraph_cost_usd_total\{tenant="acme",model="gpt-test@2024-08-06"/);
     // Admins (and the tenant) read the budget and what remains of it.
     const budget = await postGraphQL<{ tenant: { budget: { usdPerDay: number; usdSpentToday: number; usdRemainingToday: number } } }>(
@@ -81,7 +101,10 @@ describe('budgets and token limits', () => {
     const setup = await meteredStack({});
     stack = setup.stack;
     const perCall = PROMPT_TOKENS + MAX_TOKENS;
-    await postGraphQL(stack.url, `mutation { updateApiKey(input: {id: "${setup.keyId}", limits: {tokensPerMinute: ${perCall * 2}}}) { apiKey { id } } }`);
+    await postGraphQL(
+      stack.url,
+      `mutation { updateApiKey(input: {id: "${setup.keyId}", limits: {tokensPerMinute: ${perCall * 2}}}) { apiKey { id } } }`,
+    );
     // The first call reports fewer tokens than reserved: the difference goes back.
     stack.emulator.script({ kind: 'chat', content: 'short', usage: { prompt: PROMPT_TOKENS, completion: 10 } });
     expect((await postGraphQL(stack.url, CHAT, undefined, setup.auth)).body.errors).toBeUndefined();
@@ -92,7 +115,12 @@ describe('budgets and token limits', () => {
     expect((await postGraphQL(stack.url, CHAT, undefined, setup.auth)).body.errors).toBeUndefined();
     const before = chatCalls(stack);
     const refused = await postGraphQL(stack.url, CHAT, undefined, setup.auth);
-    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'TOKEN_LIMIT_EXCEEDED', limit: 'tokensPerMinute', scope: 'key', max: perCall * 2 });
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({
+      code: 'TOKEN_LIMIT_EXCEEDED',
+      limit: 'tokensPerMinute',
+      scope: 'key',
+      max: perCall * 2,
+    });
     expect(refused.body.errors?.[0]?.extensions?.resetAt).toMatch(/^\d{4}-/);
     expect(chatCalls(stack)).toBe(before);
   });
@@ -105,9 +133,12 @@ describe('budgets and token limits', () => {
     expect((await postGraphQL(stack.url, CHAT, undefined, setup.auth)).body.errors?.[0]?.extensions?.code).toBe('UPSTREAM_UNAVAILABLE');
     expect(Number(await redis.get(bucket))).toBe(0);
     stack.emulator.script({ kind: 'chat', content: 'streamed words', usage: { prompt: 9, completion: 4 } });
-    const { results } = await collectSubscription<{ chatStream: { __typename: string } }>(stack.ws({ authorization: setup.auth.authorization }), {
-      query: `subscription { chatStream(input: {model: "gpt-test", maxTokens: ${MAX_TOKENS}, messages: [{role: USER, content: "${PROMPT}"}]}) { __typename } }`,
-    });
+    const { results } = await collectSubscription<{ chatStream: { __typename: string } }>(
+      stack.ws({ authorization: setup.auth.authorization }),
+      {
+        query: `subscription { chatStream(input: {model: "gpt-test", maxTokens: ${MAX_TOKENS}, messages: [{role: USER, content: "${PROMPT}"}]}) { __typename } }`,
+      },
+    );
     expect(results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
     await expect.poll(async () => Number(await redis.get(bucket))).toBe(13);
   });
@@ -115,16 +146,34 @@ describe('budgets and token limits', () => {
 
 describe('embeddings under budgets', () => {
   it('refuses an embeddings request over the key’s tokens per minute before any provider call, and settles cached inputs to nothing', async () => {
-    const embed = { id: 'embed-metered', provider: 'emulated', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 64, maxOutputTokens: 1, dimensions: 8 };
+    const embed = {
+      id: 'embed-metered',
+      provider: 'emulated',
+      version: '1',
+      capabilities: ['EMBEDDINGS'],
+      contextWindow: 64,
+      maxOutputTokens: 1,
+      dimensions: 8,
+    };
     const prefix = `mg-test:${randomUUID()}:`;
-    stack = await startTestStack({ redis: { url: REDIS_URL, keyPrefix: prefix }, models: [...TEST_MODELS, embed], embeddings: { batchWindowMs: 0 } });
+    stack = await startTestStack({
+      redis: { url: REDIS_URL, keyPrefix: prefix },
+      models: [...TEST_MODELS, embed],
+      embeddings: { batchWindowMs: 0 },
+    });
     const target = stack;
     const { body } = await postGraphQL<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
       target.url,
       'mutation { createApiKey(input: {name: "e", scopes: [EMBEDDINGS_INVOKE], limits: {tokensPerMinute: 6}}) { secret apiKey { id } } }',
     );
     const auth = { authorization: `Bearer ${body.data!.createApiKey.secret}` };
-    const ask = (inputs: string[]) => postGraphQL(target.url, 'query($inputs: [String!]!) { embeddings(input: {model: "embed-metered", inputs: $inputs}) { dimensions } }', { inputs }, auth);
+    const ask = (inputs: string[]) =>
+      postGraphQL(
+        target.url,
+        'query($inputs: [String!]!) { embeddings(input: {model: "embed-metered", inputs: $inputs}) { dimensions } }',
+        { inputs },
+        auth,
+      );
     expect((await ask(['one two three'])).body.errors).toBeUndefined();
     // Cached now: the second ask reserves its tokens and settles to nothing.
     expect((await ask(['one two three'])).body.errors).toBeUndefined();
@@ -141,7 +190,12 @@ describe('what a reservation counts', () => {
   it('counts tool definitions as prompt tokens, so a huge tool schema cannot slip past a token limit', async () => {
     const setup = await meteredStack({ tenants: { acme: { tokensPerMinute: 2_000 } } });
     stack = setup.stack;
-    const parameters = JSON.stringify({ type: 'object', properties: Object.fromEntries(Array.from({ length: 150 }, (_, index) => [`field_${index}`, { type: 'string', description: `the value number ${index}` }])) });
+    const parameters = JSON.stringify({
+      type: 'object',
+      properties: Object.fromEntries(
+        Array.from({ length: 150 }, (_, index) => [`field_${index}`, { type: 'string', description: `the value number ${index}` }]),
+      ),
+    });
     const { body } = await postGraphQL(
       stack.url,
       'mutation($input: ChatInput!) { chat(input: $input) { content } }',

@@ -20,19 +20,26 @@ afterAll(async () => {
 const options = () => callOptions('req-1');
 const hello = { messages: [{ role: 'user' as const, content: 'Hello there' }] };
 
-
-
 /** The OpenAI wire format itself; behaviour shared by every adapter is in provider-conformance.test.ts. */
 describe('OpenAI-compatible adapter: wire format', () => {
   it('sends a chat completion request in the OpenAI wire format and reads the answer with usage', async () => {
     emulator.script({ kind: 'chat', content: 'Hi!', usage: { prompt: 9, completion: 2 } });
     const result = await provider.chatModel('gpt-test').generate({ ...hello, maxTokens: 50, temperature: 0 }, options());
-    expect(result).toMatchObject({ content: 'Hi!', finishReason: 'stop', usage: { promptTokens: 9, completionTokens: 2, totalTokens: 11 } });
+    expect(result).toMatchObject({
+      content: 'Hi!',
+      finishReason: 'stop',
+      usage: { promptTokens: 9, completionTokens: 2, totalTokens: 11 },
+    });
     const sent = emulator.requests.at(-1)!;
     expect(sent.path).toBe('/v1/chat/completions');
     expect(sent.headers.authorization).toBe('Bearer sk-test-secret');
     expect(sent.headers['x-client-request-id']).toBe('req-1');
-    expect(sent.body).toMatchObject({ model: 'gpt-test', max_tokens: 50, temperature: 0, messages: [{ role: 'user', content: 'Hello there' }] });
+    expect(sent.body).toMatchObject({
+      model: 'gpt-test',
+      max_tokens: 50,
+      temperature: 0,
+      messages: [{ role: 'user', content: 'Hello there' }],
+    });
     expect(sent.body.stream).toBeUndefined();
   });
 
@@ -54,7 +61,10 @@ describe('OpenAI-compatible adapter: wire format', () => {
     expect(result.toolCalls).toEqual([{ id: 'call_1', name: 'lookup', arguments: '{"q":"x"}' }]);
     const sent = emulator.requests.at(-1)!.body;
     expect(sent.tools).toEqual([
-      { type: 'function', function: { name: 'lookup', description: 'Looks up', parameters: { type: 'object', properties: { q: { type: 'string' } } } } },
+      {
+        type: 'function',
+        function: { name: 'lookup', description: 'Looks up', parameters: { type: 'object', properties: { q: { type: 'string' } } } },
+      },
     ]);
     expect(sent.tool_choice).toBe('auto');
     expect(sent.messages).toEqual([
@@ -70,7 +80,11 @@ describe('OpenAI-compatible adapter: wire format', () => {
     expect(emulator.requests.at(-1)!.body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
     const text = parts.flatMap((part) => (part.type === 'text-delta' ? [part.text] : []));
     expect(text).toEqual(['one ', 'two ', 'three']);
-    expect(parts.at(-1)).toEqual({ type: 'finish', finishReason: 'stop', usage: { promptTokens: 7, completionTokens: 3, totalTokens: 10 } });
+    expect(parts.at(-1)).toEqual({
+      type: 'finish',
+      finishReason: 'stop',
+      usage: { promptTokens: 7, completionTokens: 3, totalTokens: 10 },
+    });
   });
 
   it('never carries the API key in an error, even when the upstream echoes it', async () => {
@@ -87,7 +101,11 @@ describe('OpenAI-compatible adapter: wire format', () => {
       { kind: 'error', status: 429 },
     );
     const model = provider.chatModel('gpt-test');
-    expect(await providerError(model.generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_RATE_LIMITED', retryable: true, retryAfterMs: 7000 });
+    expect(await providerError(model.generate(hello, options()))).toMatchObject({
+      code: 'UPSTREAM_RATE_LIMITED',
+      retryable: true,
+      retryAfterMs: 7000,
+    });
     expect(await providerError(model.generate(hello, options()))).toMatchObject({ retryAfterMs: 1500 });
     const bare = await providerError(model.generate(hello, options()));
     expect(bare.code).toBe('UPSTREAM_RATE_LIMITED');
@@ -102,7 +120,9 @@ describe('OpenAI-compatible adapter: wire format', () => {
   });
 
   it('embeds a batch in input order', async () => {
-    const result = await provider.embeddingModel('embed-test', { dimensions: 4, maxBatchSize: 16 }).embed(['a', 'bbb'], { ...options(), dimensions: 4 });
+    const result = await provider
+      .embeddingModel('embed-test', { dimensions: 4, maxBatchSize: 16 })
+      .embed(['a', 'bbb'], { ...options(), dimensions: 4 });
     expect(result.vectors).toHaveLength(2);
     expect(result.vectors[0]).toHaveLength(4);
     expect(result.vectors[0]).not.toEqual(result.vectors[1]);

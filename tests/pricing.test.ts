@@ -35,7 +35,8 @@ describe('usage cost', () => {
     stack = await startTestStack();
     stack.emulator.script({ kind: 'chat', content: 'streamed and priced', usage: { prompt: 40, completion: 7 } });
     const { results } = await collectSubscription<{ chatStream: { __typename: string; usage?: Usage } }>(stack.ws(), {
-      query: 'subscription($input: ChatInput!) { chatStream(input: $input) { __typename ... on ChatCompleted { usage { promptTokens completionTokens totalTokens costUsd } } } }',
+      query:
+        'subscription($input: ChatInput!) { chatStream(input: $input) { __typename ... on ChatCompleted { usage { promptTokens completionTokens totalTokens costUsd } } } }',
       variables: { input: { ...input, temperature: 0.5 } },
     });
     const completed = results.at(-1)?.data?.chatStream;
@@ -44,9 +45,19 @@ describe('usage cost', () => {
   });
 
   it('prices embeddings by their input tokens, and cached inputs at nothing', async () => {
-    const priced = { id: 'embed-priced', provider: 'emulated', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 64, maxOutputTokens: 1, dimensions: 8, pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 } };
+    const priced = {
+      id: 'embed-priced',
+      provider: 'emulated',
+      version: '1',
+      capabilities: ['EMBEDDINGS'],
+      contextWindow: 64,
+      maxOutputTokens: 1,
+      dimensions: 8,
+      pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 },
+    };
     stack = await startTestStack({ models: [...TEST_MODELS, priced], embeddings: { batchWindowMs: 0 } });
-    const query = '{ embeddings(input: {model: "embed-priced", inputs: ["one two three"]}) { usage { promptTokens costUsd cachedInputs } } }';
+    const query =
+      '{ embeddings(input: {model: "embed-priced", inputs: ["one two three"]}) { usage { promptTokens costUsd cachedInputs } } }';
     const fresh = await postGraphQL<{ embeddings: { usage: { promptTokens: number; costUsd: number } } }>(stack.url, query);
     const { promptTokens, costUsd } = fresh.body.data!.embeddings.usage;
     expect(promptTokens).toBeGreaterThan(0);

@@ -17,7 +17,12 @@ const AUTH = { authorization: `Bearer ${BOOTSTRAP_KEY}` };
 
 /** A graphql-ws client of the router at `url` (http), authenticated with `key`. */
 const wsClient = (url: string, key = BOOTSTRAP_KEY) =>
-  createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${key}` } });
+  createClient({
+    url: url.replace('http', 'ws'),
+    webSocketImpl: WebSocket,
+    retryAttempts: 0,
+    connectionParams: { authorization: `Bearer ${key}` },
+  });
 
 const running: ModelgraphProcess[] = [];
 afterEach(() => {
@@ -48,12 +53,20 @@ const words = (count: number) => Array.from({ length: count }, (_, index) => `w$
 describe('modelgraph as a process', () => {
   it('starts with a config file and answers a chat through the router', async () => {
     const { url } = await startAll(0, 1_000);
-    const { body } = await postGraphQL<{ chat: { content: string } }>(url, 'mutation { chat(input: {model: "default", messages: [{role: USER, content: "hi there"}]}) { content } }', undefined, AUTH);
+    const { body } = await postGraphQL<{ chat: { content: string } }>(
+      url,
+      'mutation { chat(input: {model: "default", messages: [{role: USER, content: "hi there"}]}) { content } }',
+      undefined,
+      AUTH,
+    );
     expect(body.data?.chat.content).toBe('hi there');
   });
 
   it('started as `npm start` does, with no key and no Redis, prints a new admin key once and accepts it', async () => {
-    const config = writeConfig({ router: { port: 0 }, subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } } });
+    const config = writeConfig({
+      router: { port: 0 },
+      subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
+    });
     const process = start(['all', '--config', config]);
     const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
     const url = ready.url as string;
@@ -63,7 +76,9 @@ describe('modelgraph as a process', () => {
     const key = /\bmg_bootstrap_\S+/.exec(process.stderr())?.[0];
     expect(process.stderr().split(key!).length - 1).toBe(1);
     expect(JSON.stringify(process.lines)).not.toContain(key);
-    const { status, body } = await postGraphQL<{ models: { id: string }[] }>(url, '{ models { id } }', undefined, { authorization: `Bearer ${key!}` });
+    const { status, body } = await postGraphQL<{ models: { id: string }[] }>(url, '{ models { id } }', undefined, {
+      authorization: `Bearer ${key!}`,
+    });
     expect(status).toBe(200);
     expect(body.data?.models.length).toBeGreaterThan(0);
     // Without it the router refuses.
@@ -89,21 +104,33 @@ describe('modelgraph as a process', () => {
     const env = { MODELGRAPH_IDENTITY_SECRET: randomBytes(32).toString('hex'), REDIS_URL };
     const redis = { keyPrefix: `mg-test:${randomUUID()}:` };
     const inference = start(['subgraph', 'inference', '--config', writeConfig({ redis, subgraphs: { inference: { port: 0 } } })], env);
-    const access = start(['subgraph', 'access', '--config', writeConfig({ redis, subgraphs: { access: { port: 0 } } })], { ...env, MODELGRAPH_BOOTSTRAP_KEY: BOOTSTRAP_KEY });
+    const access = start(['subgraph', 'access', '--config', writeConfig({ redis, subgraphs: { access: { port: 0 } } })], {
+      ...env,
+      MODELGRAPH_BOOTSTRAP_KEY: BOOTSTRAP_KEY,
+    });
     const [inferenceListening, accessListening] = await Promise.all([
       inference.waitForLine((line) => line.msg === 'subgraph inference listening'),
       access.waitForLine((line) => line.msg === 'subgraph access listening'),
     ]);
     const at = (listening: Record<string, unknown>) => `http://127.0.0.1:${listening.port as number}/graphql`;
-    const routerConfig = writeConfig({ redis, router: { port: 0 }, subgraphs: { inference: { url: at(inferenceListening) }, access: { url: at(accessListening) } } });
+    const routerConfig = writeConfig({
+      redis,
+      router: { port: 0 },
+      subgraphs: { inference: { url: at(inferenceListening) }, access: { url: at(accessListening) } },
+    });
     const router = start(['router', '--config', routerConfig], env);
     const ready = await router.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
-    const { body } = await postGraphQL<{ chat: { content: string } }>(ready.url as string, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "split"}]}) { content } }', undefined, AUTH);
-    expect(body.data?.chat.content).toBe('split');
-    const { results } = await collectSubscription<ChatStreamSubscription>(
-      wsClient(ready.url as string),
-      { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: [{ role: 'USER', content: 'over ws' }] } } },
+    const { body } = await postGraphQL<{ chat: { content: string } }>(
+      ready.url as string,
+      'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "split"}]}) { content } }',
+      undefined,
+      AUTH,
     );
+    expect(body.data?.chat.content).toBe('split');
+    const { results } = await collectSubscription<ChatStreamSubscription>(wsClient(ready.url as string), {
+      query: CHAT_STREAM,
+      variables: { input: { model: 'echo', messages: [{ role: 'USER', content: 'over ws' }] } },
+    });
     expect(results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
   });
 
@@ -227,7 +254,12 @@ describe('modelgraph as a process, with a slow upstream', () => {
       const process = start(['all', '--config', config], { MODELGRAPH_BOOTSTRAP_KEY: BOOTSTRAP_KEY });
       const ready = await process.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
       const reachedUpstream = emulator.nextRequest();
-      const pending = postGraphQL(ready.url as string, 'mutation { chat(input: {model: "slow", messages: [{role: USER, content: "hi"}]}) { content } }', undefined, AUTH);
+      const pending = postGraphQL(
+        ready.url as string,
+        'mutation { chat(input: {model: "slow", messages: [{role: USER, content: "hi"}]}) { content } }',
+        undefined,
+        AUTH,
+      );
       await reachedUpstream;
       process.child.kill('SIGTERM');
       const { status, body } = await pending;

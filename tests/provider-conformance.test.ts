@@ -12,10 +12,13 @@ import { callOptions, collect, providerError } from './support/provider-calls.ts
 
 const API_KEY = 'sk-conformance-secret';
 const timeouts = { connectMs: 2_000, firstByteMs: 5_000, idleMs: 400, totalMs: 10_000 };
-const hello: ChatRequest = { messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello there' }] };
+const hello: ChatRequest = {
+  messages: [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Hello there' },
+  ],
+};
 const options = () => callOptions('req-conformance');
-
-
 
 const text = (parts: ChatStreamPart[]) => parts.flatMap((part) => (part.type === 'text-delta' ? [part.text] : [])).join('');
 
@@ -39,7 +42,12 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
   it('answers a chat with its text, finish reason and usage', async () => {
     subject.emulator.script({ kind: 'chat', content: 'Hi! How can I help?', usage: { prompt: 9, completion: 6 } });
     const result = await chat().generate({ ...hello, maxTokens: 50, temperature: 0 }, options());
-    expect(result).toMatchObject({ content: 'Hi! How can I help?', finishReason: 'stop', toolCalls: [], usage: { promptTokens: 9, completionTokens: 6, totalTokens: 15 } });
+    expect(result).toMatchObject({
+      content: 'Hi! How can I help?',
+      finishReason: 'stop',
+      toolCalls: [],
+      usage: { promptTokens: 9, completionTokens: 6, totalTokens: 15 },
+    });
   });
 
   it('streams deltas in order that join to the answer, then finish with usage', async () => {
@@ -47,13 +55,23 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
     const parts = await collect(chat().stream(hello, options()));
     expect(parts.filter((part) => part.type === 'text-delta').length).toBeGreaterThanOrEqual(2);
     expect(text(parts)).toBe('one two three four');
-    expect(parts.at(-1)).toEqual({ type: 'finish', finishReason: 'stop', usage: { promptTokens: 7, completionTokens: 4, totalTokens: 11 } });
+    expect(parts.at(-1)).toEqual({
+      type: 'finish',
+      finishReason: 'stop',
+      usage: { promptTokens: 7, completionTokens: 4, totalTokens: 11 },
+    });
   });
 
   it('sends tools, and returns the tool calls the model asks for, whole and streamed', async () => {
     const request: ChatRequest = {
       messages: [{ role: 'user', content: 'Weather in Paris?' }],
-      tools: [{ name: 'weather', description: 'Current weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }],
+      tools: [
+        {
+          name: 'weather',
+          description: 'Current weather',
+          parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+        },
+      ],
     };
     const call = { id: 'call_1', name: 'weather', arguments: '{"city":"Paris"}' };
     subject.emulator.script({ kind: 'chat', content: '', toolCalls: [call] }, { kind: 'chat', content: '', toolCalls: [call] });
@@ -129,7 +147,10 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
   });
 
   it('reports malformed upstream data as a bad response, streamed and whole', async () => {
-    subject.emulator.script({ kind: 'chat', content: 'a b c', malformedAfterChunks: 1 }, { kind: 'chat', content: 'x', malformedBody: true });
+    subject.emulator.script(
+      { kind: 'chat', content: 'a b c', malformedAfterChunks: 1 },
+      { kind: 'chat', content: 'x', malformedBody: true },
+    );
     const parts = await collect(chat().stream(hello, options()));
     expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_BAD_RESPONSE' } });
     expect(await providerError(chat().generate(hello, options()))).toMatchObject({ code: 'UPSTREAM_BAD_RESPONSE' });
@@ -167,11 +188,14 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
   });
 
   // Only providers with an embeddings API get this case (Anthropic and Bedrock have none here).
-  if (target.embeddings) it('embeds a batch in input order', async () => {
-    const result = await provider.embeddingModel(subject.embeddingModelId!, { dimensions: 4, maxBatchSize: 16 }).embed(['a', 'bbb', 'cc'], { ...options(), dimensions: 4 });
-    expect(result.vectors).toHaveLength(3);
-    expect(result.vectors.every((vector) => vector.length === 4)).toBe(true);
-    expect(result.vectors[0]).not.toEqual(result.vectors[1]);
-    expect(result.usage.promptTokens).toBeGreaterThan(0);
-  });
+  if (target.embeddings)
+    it('embeds a batch in input order', async () => {
+      const result = await provider
+        .embeddingModel(subject.embeddingModelId!, { dimensions: 4, maxBatchSize: 16 })
+        .embed(['a', 'bbb', 'cc'], { ...options(), dimensions: 4 });
+      expect(result.vectors).toHaveLength(3);
+      expect(result.vectors.every((vector) => vector.length === 4)).toBe(true);
+      expect(result.vectors[0]).not.toEqual(result.vectors[1]);
+      expect(result.usage.promptTokens).toBeGreaterThan(0);
+    });
 });

@@ -16,11 +16,15 @@ afterEach(async () => {
 });
 
 /** How many operations the inference subgraph has served (its log lines). */
-const servedByInference = (target: TestStack) => target.logs.filter((line) => line.subgraph === 'inference' && line.msg === 'operation completed').length;
+const servedByInference = (target: TestStack) =>
+  target.logs.filter((line) => line.subgraph === 'inference' && line.msg === 'operation completed').length;
 
 async function keyIn(target: TestStack, tenant: string, scopes = '[CHAT_INVOKE, MODELS_READ]') {
   await postGraphQL(target.url, `mutation { createTenant(input: {id: "${tenant}", name: "${tenant}"}) { tenant { id } } }`);
-  const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(target.url, `mutation { createApiKey(input: {tenantId: "${tenant}", name: "k", scopes: ${scopes}}) { secret } }`);
+  const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+    target.url,
+    `mutation { createApiKey(input: {tenantId: "${tenant}", name: "k", scopes: ${scopes}}) { secret } }`,
+  );
   return { authorization: `Bearer ${body.data!.createApiKey.secret}` };
 }
 
@@ -42,7 +46,13 @@ describe('@rateLimit', () => {
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(19);
     expect(refused.headers.get('ratelimit-limit')).toBe('3');
     expect(refused.body.data ?? null).toBeNull();
-    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', field: 'Mutation.chat', per: 'API_KEY', limit: 3, remaining: 0 });
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({
+      code: 'RATE_LIMITED',
+      field: 'Mutation.chat',
+      per: 'API_KEY',
+      limit: 3,
+      remaining: 0,
+    });
     expect(refused.body.errors?.[0]?.extensions?.retryAfterMs).toBeGreaterThan(19_000);
     expect(servedByInference(stack)).toBe(served);
     const metrics = await (await fetch(stack.url.replace('/graphql', '/metrics'))).text();
@@ -55,10 +65,18 @@ describe('@rateLimit', () => {
   it('counts every alias of a limited field, and counts per tenant when told to', async () => {
     stack = await startTestStack({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 2, window: '1h', per: 'TENANT' } } } });
     const first = await keyIn(stack, 'acme');
-    const { body } = await postGraphQL(stack.url, 'mutation { a: chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } b: chat(input: {model: "echo", messages: [{role: USER, content: "y"}]}) { content } }', undefined, first);
+    const { body } = await postGraphQL(
+      stack.url,
+      'mutation { a: chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } b: chat(input: {model: "echo", messages: [{role: USER, content: "y"}]}) { content } }',
+      undefined,
+      first,
+    );
     expect(body.errors).toBeUndefined();
     // A second key of the same tenant finds the tenant's allowance spent.
-    const { body: createdBody } = await postGraphQL<{ createApiKey: { secret: string } }>(stack.url, 'mutation { createApiKey(input: {tenantId: "acme", name: "k2", scopes: [CHAT_INVOKE]}) { secret } }');
+    const { body: createdBody } = await postGraphQL<{ createApiKey: { secret: string } }>(
+      stack.url,
+      'mutation { createApiKey(input: {tenantId: "acme", name: "k2", scopes: [CHAT_INVOKE]}) { secret } }',
+    );
     const refused = await postGraphQL(stack.url, CHAT, undefined, { authorization: `Bearer ${createdBody.data!.createApiKey.secret}` });
     expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', per: 'TENANT' });
   });
@@ -70,7 +88,9 @@ describe('@rateLimit', () => {
     const first = await collectSubscription<{ chatStream: { __typename: string } }>(client, stream);
     expect(first.results.at(-1)?.data?.chatStream.__typename).toBe('ChatCompleted');
     const second = await collectSubscription(client, stream);
-    const errors = second.results.flatMap((result) => result.errors ?? []).concat(((second.error as unknown[] | undefined) ?? []) as never[]);
+    const errors = second.results
+      .flatMap((result) => result.errors ?? [])
+      .concat(((second.error as unknown[] | undefined) ?? []) as never[]);
     expect(JSON.stringify(errors)).toContain('RATE_LIMITED');
   });
 

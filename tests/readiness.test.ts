@@ -74,7 +74,12 @@ describe('readiness with Redis', () => {
     const config = testConfig('http://127.0.0.1:9/v1', redisAt(`redis://:${password}@127.0.0.1:${port}`));
     const started = startStack(config, log, { kind: 'all' }, { MODELGRAPH_BOOTSTRAP_KEY: bootstrapKey });
     // If it started after all, stop it again so the failure below is the only effect.
-    cleanups.push(() => started.then((running) => running.stop(Date.now()), () => undefined));
+    cleanups.push(() =>
+      started.then(
+        (running) => running.stop(Date.now()),
+        () => undefined,
+      ),
+    );
     const error = await started.then(
       () => undefined,
       (reason: unknown) => reason,
@@ -107,7 +112,9 @@ describe('readiness with Redis', () => {
     expect(status).toBe(200);
     expect(body.data?.models.length).toBeGreaterThan(0);
     // A key the router has not seen cannot be checked without Redis: it is not let in.
-    const unknown = await postGraphQL(stack.url, '{ models { id } }', undefined, { authorization: `Bearer ${newKeySecret('never-stored').secret}` });
+    const unknown = await postGraphQL(stack.url, '{ models { id } }', undefined, {
+      authorization: `Bearer ${newKeySecret('never-stored').secret}`,
+    });
     expect(unknown.status).not.toBe(200);
     expect(unknown.body.data ?? null).toBeNull();
   });

@@ -14,7 +14,9 @@ afterEach(async () => {
 });
 
 const chat = (input: Record<string, unknown>) =>
-  postGraphQL<ChatMutation>(stack!.url, print(ChatDocument), { input: { model: 'gpt-test', messages: [{ role: 'USER', content: 'cache me' }], ...input } });
+  postGraphQL<ChatMutation>(stack!.url, print(ChatDocument), {
+    input: { model: 'gpt-test', messages: [{ role: 'USER', content: 'cache me' }], ...input },
+  });
 const upstreamCalls = () => stack!.emulator.requests.length;
 
 describe.each([
@@ -26,7 +28,12 @@ describe.each([
     const first = await chat({ temperature: 0 });
     const second = await chat({ temperature: 0 });
     expect(first.body.data?.chat).toMatchObject({ cached: false, servedBy: { attempts: 1 } });
-    expect(second.body.data?.chat).toMatchObject({ cached: true, content: first.body.data?.chat.content, usage: first.body.data?.chat.usage, servedBy: { attempts: 0, version: '2024-08-06' } });
+    expect(second.body.data?.chat).toMatchObject({
+      cached: true,
+      content: first.body.data?.chat.content,
+      usage: first.body.data?.chat.usage,
+      servedBy: { attempts: 0, version: '2024-08-06' },
+    });
     expect(upstreamCalls()).toBe(1);
   });
 

@@ -58,7 +58,10 @@ describe('router with its subgraph down', () => {
   it('answers queries and mutations with DOWNSTREAM_SERVICE_ERROR naming the service, without its address', async () => {
     stack = await startTestStack();
     await stack.stack.subgraphs[0]!.stop(Date.now());
-    for (const query of ['{ models { id } }', 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }']) {
+    for (const query of [
+      '{ models { id } }',
+      'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }',
+    ]) {
       const { status, body } = await postGraphQL(stack.url, query);
       expect(status).toBe(200);
       expect(body.errors?.[0]?.extensions).toMatchObject({ code: 'DOWNSTREAM_SERVICE_ERROR', serviceName: 'inference' });
@@ -87,8 +90,18 @@ describe('a subgraph restarting under an open stream', () => {
     const { deltas, errors } = await streamFifteenWords(stack.ws(), () => {
       // Stop the subgraph at once and start a new one on the same port.
       restarted = old.stop(Date.now()).then(async () => {
-        const config = { ...stack!.config, subgraphs: { ...stack!.config.subgraphs, inference: { ...stack!.config.subgraphs.inference, port: old.port } } };
-        extra.push(await startInferenceSubgraph(config, stack!.log, { withProcessMetrics: false, identity: stack!.stack.identity, usage: { emit: async () => undefined }, meter: new MemoryMeter() }));
+        const config = {
+          ...stack!.config,
+          subgraphs: { ...stack!.config.subgraphs, inference: { ...stack!.config.subgraphs.inference, port: old.port } },
+        };
+        extra.push(
+          await startInferenceSubgraph(config, stack!.log, {
+            withProcessMetrics: false,
+            identity: stack!.stack.identity,
+            usage: { emit: async () => undefined },
+            meter: new MemoryMeter(),
+          }),
+        );
       });
     });
     await restarted;
@@ -96,7 +109,10 @@ describe('a subgraph restarting under an open stream', () => {
     expect(deltas.length).toBeLessThan(15);
     expect(['SHUTTING_DOWN', 'DOWNSTREAM_SERVICE_ERROR']).toContain(errors[0]?.extensions?.code);
     // The new instance serves new requests.
-    const { body } = await postGraphQL<{ chat: { content: string } }>(stack.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "back"}]}) { content } }');
+    const { body } = await postGraphQL<{ chat: { content: string } }>(
+      stack.url,
+      'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "back"}]}) { content } }',
+    );
     expect(body.data?.chat.content).toBe('back');
   });
 });
@@ -113,8 +129,16 @@ describe('a subgraph connection lost mid-stream', () => {
       access: stack.stack.access!,
       withProcessMetrics: false,
     });
-    cleanups.push(() => router.stop(Date.now()), () => proxy.close());
-    const client = createClient({ url: router.url.replace('http', 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${stack.adminKey}` } });
+    cleanups.push(
+      () => router.stop(Date.now()),
+      () => proxy.close(),
+    );
+    const client = createClient({
+      url: router.url.replace('http', 'ws'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { authorization: `Bearer ${stack.adminKey}` },
+    });
     cleanups.push(async () => client.dispose());
     const { deltas, errors } = await streamFifteenWords(client, () => void proxy.cut());
     expect(new Set(deltas).size).toBe(deltas.length);

@@ -2,7 +2,16 @@ import { print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient } from 'graphql-ws';
-import { ChatDocument, ChatStreamDocument, ModelByRefDocument, ModelsDocument, type ChatMutation, type ChatStreamSubscription, type ModelByRefQuery, type ModelsQuery } from '../codegen/operations.ts';
+import {
+  ChatDocument,
+  ChatStreamDocument,
+  ModelByRefDocument,
+  ModelsDocument,
+  type ChatMutation,
+  type ChatStreamSubscription,
+  type ModelByRefQuery,
+  type ModelsQuery,
+} from '../codegen/operations.ts';
 import { adminHeaders, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 
@@ -17,7 +26,8 @@ afterAll(async () => {
 const CHAT = print(ChatDocument);
 const CHAT_STREAM = print(ChatStreamDocument);
 const user = (content: string) => [{ role: 'USER', content }];
-const chat = (input: Record<string, unknown>, headers?: Record<string, string>) => postGraphQL<ChatMutation>(stack.url, CHAT, { input }, headers);
+const chat = (input: Record<string, unknown>, headers?: Record<string, string>) =>
+  postGraphQL<ChatMutation>(stack.url, CHAT, { input }, headers);
 
 /** Asserts a GraphQL error response with a code and no internals, then that the router still serves. */
 async function expectCodedError(response: Awaited<ReturnType<typeof chat>>, code: string) {
@@ -51,10 +61,15 @@ describe('router over GraphQL over HTTP', () => {
 
   it('serves queries over GET and refuses mutations over GET', async () => {
     const headers = { ...adminHeaders(stack.url), 'apollo-require-preflight': 'true' };
-    const query = await fetch(`${stack.url}?query=${encodeURIComponent('{ models { id } }')}`, { headers: { ...headers, accept: 'application/graphql-response+json' } });
+    const query = await fetch(`${stack.url}?query=${encodeURIComponent('{ models { id } }')}`, {
+      headers: { ...headers, accept: 'application/graphql-response+json' },
+    });
     expect(query.status).toBe(200);
     expect(((await query.json()) as { data: ModelsQuery }).data.models).toHaveLength(4);
-    const mutation = await fetch(`${stack.url}?query=${encodeURIComponent('mutation { chat(input: {model: "echo", messages: []}) { id } }')}`, { headers });
+    const mutation = await fetch(
+      `${stack.url}?query=${encodeURIComponent('mutation { chat(input: {model: "echo", messages: []}) { id } }')}`,
+      { headers },
+    );
     expect(mutation.status).toBe(405);
   });
 
@@ -77,7 +92,12 @@ describe('router over GraphQL over HTTP', () => {
 
   it("returns the upstream's answer with its usage and the model that served it", async () => {
     stack.emulator.script({ kind: 'chat', content: 'Upstream says hi.', usage: { prompt: 11, completion: 4 } });
-    const { body } = await chat({ model: 'smart', messages: [{ role: 'SYSTEM', content: 'Be brief.' }, ...user('Hi')], maxTokens: 20, temperature: 0 });
+    const { body } = await chat({
+      model: 'smart',
+      messages: [{ role: 'SYSTEM', content: 'Be brief.' }, ...user('Hi')],
+      maxTokens: 20,
+      temperature: 0,
+    });
     expect(body.errors).toBeUndefined();
     expect(body.data?.chat).toMatchObject({
       content: 'Upstream says hi.',
@@ -90,7 +110,10 @@ describe('router over GraphQL over HTTP', () => {
     expect(stack.emulator.requests.at(-1)!.body).toMatchObject({
       model: 'gpt-test-upstream',
       max_tokens: 20,
-      messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }],
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Hi' },
+      ],
     });
   });
 
@@ -101,7 +124,10 @@ describe('router over GraphQL over HTTP', () => {
       messages: user('Weather in Paris?'),
       tools: [{ name: 'weather', description: 'Current weather', parameters: '{"type":"object","properties":{"city":{"type":"string"}}}' }],
     });
-    expect(body.data?.chat).toMatchObject({ finishReason: 'TOOL_CALLS', toolCalls: [{ id: 'call_1', name: 'weather', arguments: '{"city":"Paris"}' }] });
+    expect(body.data?.chat).toMatchObject({
+      finishReason: 'TOOL_CALLS',
+      toolCalls: [{ id: 'call_1', name: 'weather', arguments: '{"city":"Paris"}' }],
+    });
   });
 
   describe('refuses bad input with a documented code, and keeps serving', () => {
@@ -116,7 +142,10 @@ describe('router over GraphQL over HTTP', () => {
 
     it('bad role in variables → BAD_USER_INPUT; as a literal → GRAPHQL_VALIDATION_FAILED', async () => {
       await expectCodedError(await chat({ model: 'echo', messages: [{ role: 'WIZARD', content: 'x' }] }), 'BAD_USER_INPUT');
-      const literal = await postGraphQL(stack.url, 'mutation { chat(input: {model: "echo", messages: [{role: WIZARD, content: "x"}]}) { id } }');
+      const literal = await postGraphQL(
+        stack.url,
+        'mutation { chat(input: {model: "echo", messages: [{role: WIZARD, content: "x"}]}) { id } }',
+      );
       await expectCodedError(literal as Awaited<ReturnType<typeof chat>>, 'GRAPHQL_VALIDATION_FAILED');
     });
 
@@ -144,7 +173,12 @@ describe('router over GraphQL over HTTP', () => {
     });
 
     it('upstream 429 → UPSTREAM_RATE_LIMITED with retryAfterMs and none of the upstream text', async () => {
-      stack.emulator.script({ kind: 'error', status: 429, headers: { 'retry-after': '3' }, body: { error: { message: 'org-secret-id over quota' } } });
+      stack.emulator.script({
+        kind: 'error',
+        status: 429,
+        headers: { 'retry-after': '3' },
+        body: { error: { message: 'org-secret-id over quota' } },
+      });
       const error = await expectCodedError(await chat({ model: 'gpt-test', messages: user('x') }), 'UPSTREAM_RATE_LIMITED');
       expect(error.extensions).toMatchObject({ retryAfterMs: 3000, retryable: true, provider: 'emulated', upstreamStatus: 429 });
       expect(JSON.stringify(error)).not.toContain('org-secret-id');
@@ -195,8 +229,12 @@ describe('router over GraphQL over HTTP', () => {
     await chat({ model: 'nope', messages: user('count me') });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/modelgraph_router_operations_total\{operation="Chat",type="mutation",outcome="ok",component="router"\} [1-9]/);
-    expect(metrics).toMatch(/modelgraph_router_operations_total\{operation="Chat",type="mutation",outcome="error",component="router"\} [1-9]/);
-    expect(metrics).toMatch(/modelgraph_router_operation_duration_seconds_count\{component="router",operation="Chat",type="mutation"\} [1-9]/);
+    expect(metrics).toMatch(
+      /modelgraph_router_operations_total\{operation="Chat",type="mutation",outcome="error",component="router"\} [1-9]/,
+    );
+    expect(metrics).toMatch(
+      /modelgraph_router_operation_duration_seconds_count\{component="router",operation="Chat",type="mutation"\} [1-9]/,
+    );
     expect(metrics).toContain('modelgraph_router_open_subscriptions');
   });
 });
@@ -215,7 +253,10 @@ describe('router streaming', () => {
       const content = 'The quick brown fox jumps over the lazy dog, twice over.';
       stack.emulator.script({ kind: 'chat', content, usage: { prompt: 6, completion: 13 }, chunkDelayMs: 2 });
       const client = transport === 'SSE' ? stack.sse() : stack.ws();
-      const { results, error } = await collectSubscription<ChatStreamSubscription>(client, { query: CHAT_STREAM, variables: { input: streamInput } });
+      const { results, error } = await collectSubscription<ChatStreamSubscription>(client, {
+        query: CHAT_STREAM,
+        variables: { input: streamInput },
+      });
       expect(error).toBeUndefined();
       const events = eventsOf(results);
       const deltas = events.filter((event) => event.__typename === 'ChatDelta');
@@ -234,14 +275,21 @@ describe('router streaming', () => {
     it(`ends a stream the upstream cuts with ChatFailed, then completes, over ${transport}`, async () => {
       stack.emulator.script({ kind: 'chat', content: 'one two three four five', cutAfterChunks: 2 });
       const client = transport === 'SSE' ? stack.sse() : stack.ws();
-      const { results, error } = await collectSubscription<ChatStreamSubscription>(client, { query: CHAT_STREAM, variables: { input: streamInput } });
+      const { results, error } = await collectSubscription<ChatStreamSubscription>(client, {
+        query: CHAT_STREAM,
+        variables: { input: streamInput },
+      });
       expect(error).toBeUndefined();
       const events = eventsOf(results);
       expect(events.slice(0, 2)).toEqual([
         { __typename: 'ChatDelta', content: 'one ' },
         { __typename: 'ChatDelta', content: 'two ' },
       ]);
-      expect(events[2]).toMatchObject({ __typename: 'ChatFailed', code: 'UPSTREAM_STREAM_INTERRUPTED', servedBy: { provider: 'emulated', attempts: 1 } });
+      expect(events[2]).toMatchObject({
+        __typename: 'ChatFailed',
+        code: 'UPSTREAM_STREAM_INTERRUPTED',
+        servedBy: { provider: 'emulated', attempts: 1 },
+      });
       // The usage of what was delivered ("one two ") is still reported.
       const failed = events[2] as { usage: { completionTokens: number; promptTokens: number } };
       expect(failed.usage.completionTokens).toBe(countTextTokens('one two '));
@@ -256,7 +304,13 @@ describe('router streaming', () => {
       variables: { input: { model: 'echo', messages: user('Hello from the local model') } },
     });
     const events = eventsOf(results);
-    expect(events.filter((event) => event.__typename === 'ChatDelta').map((event) => (event as { content: string }).content)).toEqual(['Hello ', 'from ', 'the ', 'local ', 'model']);
+    expect(events.filter((event) => event.__typename === 'ChatDelta').map((event) => (event as { content: string }).content)).toEqual([
+      'Hello ',
+      'from ',
+      'the ',
+      'local ',
+      'model',
+    ]);
     expect(events.at(-1)).toMatchObject({ __typename: 'ChatCompleted', finishReason: 'STOP' });
   });
 
@@ -266,7 +320,10 @@ describe('router streaming', () => {
       variables: { input: { model: 'nope', messages: user('x') } },
     });
     const errors = results.flatMap((result) => result.errors ?? []);
-    const codes = [...errors.map((item) => item.extensions?.code), ...(Array.isArray(error) ? error.map((item: { extensions?: { code?: string } }) => item.extensions?.code) : [])];
+    const codes = [
+      ...errors.map((item) => item.extensions?.code),
+      ...(Array.isArray(error) ? error.map((item: { extensions?: { code?: string } }) => item.extensions?.code) : []),
+    ];
     expect(codes).toContain('MODEL_NOT_FOUND');
     expect(results.every((result) => !result.data?.chatStream)).toBe(true);
   });
@@ -295,12 +352,19 @@ describe('router streaming', () => {
         super(address, protocols, { headers: { 'x-request-id': 'ws-req-42' } });
       }
     }
-    const client = createClient({ url: stack.wsUrl, webSocketImpl: TracedWebSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${stack.adminKey}` } });
+    const client = createClient({
+      url: stack.wsUrl,
+      webSocketImpl: TracedWebSocket,
+      retryAttempts: 0,
+      connectionParams: { authorization: `Bearer ${stack.adminKey}` },
+    });
     await collectSubscription(client, { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: user('hi') } } });
     // A mutation over the same socket reaches the subgraph over HTTP, with the same id.
     await collectSubscription(client, { query: CHAT, variables: { input: { model: 'echo', messages: user('hi') } } });
     await client.dispose();
-    const traced = stack.logs.filter((line) => line.subgraph === 'inference' && line.requestId === 'ws-req-42' && line.msg === 'operation completed');
+    const traced = stack.logs.filter(
+      (line) => line.subgraph === 'inference' && line.requestId === 'ws-req-42' && line.msg === 'operation completed',
+    );
     expect(traced.map((line) => line.transport ?? 'http').sort()).toEqual(['http', 'ws']);
   });
 });

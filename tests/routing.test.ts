@@ -14,10 +14,17 @@ afterEach(async () => {
   stack = undefined;
 });
 
-const chat = (model: string) => postGraphQL<ChatMutation>(stack!.url, print(ChatDocument), { input: { model, messages: [{ role: 'USER', content: 'route me' }] } });
+const chat = (model: string) =>
+  postGraphQL<ChatMutation>(stack!.url, print(ChatDocument), { input: { model, messages: [{ role: 'USER', content: 'route me' }] } });
 const upstreamModels = () => stack!.emulator.requests.map((request) => request.body.model);
 const health = async (ref: string) =>
-  (await postGraphQL<{ model: { health: { circuit: string } } }>(stack!.url, 'query($id: String!) { model(id: $id) { health { circuit } } }', { id: ref })).body.data?.model.health.circuit;
+  (
+    await postGraphQL<{ model: { health: { circuit: string } } }>(
+      stack!.url,
+      'query($id: String!) { model(id: $id) { health { circuit } } }',
+      { id: ref },
+    )
+  ).body.data?.model.health.circuit;
 
 const resilient = {
   routes: { resilient: { targets: [{ model: 'gpt-test@2024-08-06' }], fallbacks: ['backup@1'] } },
@@ -66,10 +73,14 @@ describe('routing through the stack', () => {
   it('never serves a pinned version from a cache entry a fallback produced', async () => {
     stack = await startTestStack({ ...resilient, routing: { ...resilient.routing, breaker: { failures: 10, halfOpenAfterMs: 60_000 } } });
     stack.emulator.script({ kind: 'error', status: 503 }, { kind: 'error', status: 503 }, { kind: 'chat', content: 'from backup' });
-    const routed = await postGraphQL<ChatMutation>(stack.url, print(ChatDocument), { input: { model: 'resilient', temperature: 0, messages: [{ role: 'USER', content: 'same' }] } });
+    const routed = await postGraphQL<ChatMutation>(stack.url, print(ChatDocument), {
+      input: { model: 'resilient', temperature: 0, messages: [{ role: 'USER', content: 'same' }] },
+    });
     expect(routed.body.data?.chat.servedBy.provider).toBe('backup');
     for (const model of ['resilient', 'gpt-test@2024-08-06', 'gpt-test']) {
-      const { body } = await postGraphQL<ChatMutation>(stack.url, print(ChatDocument), { input: { model, temperature: 0, messages: [{ role: 'USER', content: 'same' }] } });
+      const { body } = await postGraphQL<ChatMutation>(stack.url, print(ChatDocument), {
+        input: { model, temperature: 0, messages: [{ role: 'USER', content: 'same' }] },
+      });
       expect(body.data?.chat.cached).toBe(false);
     }
   });
@@ -104,7 +115,16 @@ describe('routing through the stack', () => {
   });
 
   it('splits traffic 90/10 by canary weight within a few percent over 1,000 calls', async () => {
-    stack = await startTestStack({ routes: { canary: { targets: [{ model: 'gpt-test@2024-08-06', weight: 90 }, { model: 'backup@1', weight: 10 }] } } });
+    stack = await startTestStack({
+      routes: {
+        canary: {
+          targets: [
+            { model: 'gpt-test@2024-08-06', weight: 90 },
+            { model: 'backup@1', weight: 10 },
+          ],
+        },
+      },
+    });
     for (let batch = 0; batch < 10; batch++) await Promise.all(Array.from({ length: 100 }, () => chat('canary')));
     const canary = upstreamModels().filter((model) => model === 'backup-upstream').length;
     expect(upstreamModels()).toHaveLength(1_000);
@@ -117,9 +137,29 @@ describe('routing through the stack', () => {
   it('refuses a deprecated version once its sunset date has come, and warns when a deprecated fallback answers', async () => {
     stack = await startTestStack({
       models: [
-        { id: 'echo', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'DEPRECATED', sunset: '2000-01-01', replacement: 'echo@2' },
+        {
+          id: 'echo',
+          provider: 'local',
+          version: '1',
+          capabilities: ['CHAT'],
+          contextWindow: 4096,
+          maxOutputTokens: 32,
+          status: 'DEPRECATED',
+          sunset: '2000-01-01',
+          replacement: 'echo@2',
+        },
         { id: 'echo', provider: 'local', version: '2', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, default: true },
-        { id: 'old', provider: 'local', upstream: 'echo', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'DEPRECATED', sunset: '2999-01-01' },
+        {
+          id: 'old',
+          provider: 'local',
+          upstream: 'echo',
+          version: '1',
+          capabilities: ['CHAT'],
+          contextWindow: 4096,
+          maxOutputTokens: 32,
+          status: 'DEPRECATED',
+          sunset: '2999-01-01',
+        },
         { id: 'gpt-test', provider: 'emulated', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32 },
       ],
       routes: { guarded: { targets: [{ model: 'gpt-test@1' }], fallbacks: ['old@1'] } },
@@ -137,9 +177,28 @@ describe('routing through the stack', () => {
   it('serves a bare id by its default version and a pin by exactly that version, warns about a deprecated one, and refuses a retired one by name', async () => {
     stack = await startTestStack({
       models: [
-        { id: 'echo', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'RETIRED', replacement: 'echo@2' },
+        {
+          id: 'echo',
+          provider: 'local',
+          version: '1',
+          capabilities: ['CHAT'],
+          contextWindow: 4096,
+          maxOutputTokens: 32,
+          status: 'RETIRED',
+          replacement: 'echo@2',
+        },
         { id: 'echo', provider: 'local', version: '2', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, default: true },
-        { id: 'echo', provider: 'local', version: '3', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, status: 'DEPRECATED', sunset: '2027-01-31', replacement: 'echo@2' },
+        {
+          id: 'echo',
+          provider: 'local',
+          version: '3',
+          capabilities: ['CHAT'],
+          contextWindow: 4096,
+          maxOutputTokens: 32,
+          status: 'DEPRECATED',
+          sunset: '2027-01-31',
+          replacement: 'echo@2',
+        },
       ],
     });
     expect((await chat('echo')).body.data?.chat.servedBy.version).toBe('2');
@@ -151,12 +210,14 @@ describe('routing through the stack', () => {
     expect((deprecated.body as { extensions?: { warnings?: unknown[] } }).extensions?.warnings).toEqual([
       expect.objectContaining({ code: 'MODEL_DEPRECATED', model: 'echo@3', sunset: '2027-01-31', replacement: 'echo@2' }),
     ]);
-    expect((((await chat('echo')).body as { extensions?: { warnings?: unknown[] } }).extensions?.warnings)).toBeUndefined();
+    expect(((await chat('echo')).body as { extensions?: { warnings?: unknown[] } }).extensions?.warnings).toBeUndefined();
     const streamed = await collectSubscription<ChatStreamSubscription>(stack.ws(), {
       query: print(ChatStreamDocument),
       variables: { input: { model: 'echo@3', messages: [{ role: 'USER', content: 'hi' }] } },
     });
-    const streamedWarnings = streamed.results.flatMap((result) => ((result as { extensions?: { warnings?: unknown[] } }).extensions?.warnings ?? []));
+    const streamedWarnings = streamed.results.flatMap(
+      (result) => (result as { extensions?: { warnings?: unknown[] } }).extensions?.warnings ?? [],
+    );
     expect(streamedWarnings).toEqual([expect.objectContaining({ code: 'MODEL_DEPRECATED', model: 'echo@3' })]);
     const listed = await postGraphQL<{ models: { id: string; version: string }[] }>(stack.url, '{ models { id version } }');
     expect(listed.body.data?.models).toEqual([{ id: 'echo', version: '2' }]);

@@ -28,7 +28,17 @@ const CHAT_STREAM = `subscription Stream($input: ChatInput!) {
 }`;
 /** Twenty words: with the local model streaming a word every 50 ms, a stream stays open about a second. */
 const SLOW_STREAM = {
-  input: { model: 'echo', maxTokens: 32, messages: [{ role: 'USER', content: 'one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty' }] },
+  input: {
+    model: 'echo',
+    maxTokens: 32,
+    messages: [
+      {
+        role: 'USER',
+        content:
+          'one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty',
+      },
+    ],
+  },
 };
 const STREAM_DELAY_MS = 50;
 
@@ -196,7 +206,8 @@ const jsonHeaders = (credential?: Record<string, string>) => ({
 });
 
 /** POSTs `{ models { id } }` with exactly these credential headers (none when empty). */
-const modelsWith = (credential: Record<string, string>) => send(stack.url, { method: 'POST', headers: jsonHeaders(credential), body: JSON.stringify({ query: MODELS }) });
+const modelsWith = (credential: Record<string, string>) =>
+  send(stack.url, { method: 'POST', headers: jsonHeaders(credential), body: JSON.stringify({ query: MODELS }) });
 
 /**
  * A body of `totalBytes` sent with `transfer-encoding: chunked` (no declared size), with the
@@ -213,7 +224,11 @@ function postChunked(totalBytes: number): Promise<Answer> {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('end', () =>
-          resolve({ status: response.statusCode ?? 0, headers: new Headers(response.headers as Record<string, string>), body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body }),
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: new Headers(response.headers as Record<string, string>),
+            body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body,
+          }),
         );
       },
     );
@@ -240,12 +255,22 @@ function postDeclaringOnly(declaredBytes: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const target = new URL(stack.url);
     const request = httpRequest(
-      { host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers: { ...jsonHeaders(), 'content-length': String(declaredBytes) } },
+      {
+        host: target.hostname,
+        port: target.port,
+        path: target.pathname,
+        method: 'POST',
+        headers: { ...jsonHeaders(), 'content-length': String(declaredBytes) },
+      },
       (response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('end', () => {
-          resolve({ status: response.statusCode ?? 0, headers: new Headers(response.headers as Record<string, string>), body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body });
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: new Headers(response.headers as Record<string, string>),
+            body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body,
+          });
           request.destroy();
         });
       },
@@ -259,9 +284,23 @@ function postDeclaringOnly(declaredBytes: number): Promise<Answer> {
 
 const subgraphUrl = (name: 'inference' | 'access') => stack.stack.subgraphs.find((subgraph) => subgraph.name === name)!.url;
 
-const principalOf = (key: Key, tenantId: string, scopes: Principal['scopes']): Principal => ({ kind: 'API_KEY', subject: key.id, tenantId, keyId: key.id, scopes, allowedModels: null });
+const principalOf = (key: Key, tenantId: string, scopes: Principal['scopes']): Principal => ({
+  kind: 'API_KEY',
+  subject: key.id,
+  tenantId,
+  keyId: key.id,
+  scopes,
+  allowedModels: null,
+});
 
-const platformAdmin = (): Principal => ({ kind: 'API_KEY', subject: 'forger', tenantId: 'platform', keyId: 'forger', scopes: ['admin', 'models:read', 'chat:invoke'], allowedModels: null });
+const platformAdmin = (): Principal => ({
+  kind: 'API_KEY',
+  subject: 'forger',
+  tenantId: 'platform',
+  keyId: 'forger',
+  scopes: ['admin', 'models:read', 'chat:invoke'],
+  allowedModels: null,
+});
 
 const base64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
@@ -294,8 +333,10 @@ async function openSubscriptions(target: TestStack): Promise<number | undefined>
   const value = /^modelgraph_router_open_subscriptions(?:\{[^}]*\})? (\d+)$/m.exec(metrics)?.[1];
   return value === undefined ? undefined : Number(value);
 }
-const ofId = (id: string, type?: string) => (message: ProtocolMessage) => message.id === id && (type === undefined || message.type === type);
-const eventOf = (message: ProtocolMessage) => (message.payload as { data?: { chatStream?: { __typename: string } } } | undefined)?.data?.chatStream?.__typename;
+const ofId = (id: string, type?: string) => (message: ProtocolMessage) =>
+  message.id === id && (type === undefined || message.type === type);
+const eventOf = (message: ProtocolMessage) =>
+  (message.payload as { data?: { chatStream?: { __typename: string } } } | undefined)?.data?.chatStream?.__typename;
 
 // ─── Hostile operation documents ─────────────────────────────────────────────────────────────
 
@@ -322,14 +363,30 @@ function fragmentExplosion(levels: number, leaf: string): string {
   return `{ models { ...X0 } } ${fragments.join(' ')} fragment X${levels} on Model { ${leaf} }`;
 }
 
-const MODEL_SCALARS = ['id', 'provider', 'upstream', 'version', 'aliases', 'status', 'sunset', 'replacement', 'capabilities', 'contextWindow', 'maxOutputTokens'];
+const MODEL_SCALARS = [
+  'id',
+  'provider',
+  'upstream',
+  'version',
+  'aliases',
+  'status',
+  'sunset',
+  'replacement',
+  'capabilities',
+  'contextWindow',
+  'maxOutputTokens',
+];
 
 describe('hostile operation documents are refused before any work, and the router keeps serving', () => {
   hostile([
     {
       name: 'a batched array of operations → 400 BAD_USER_INPUT, none of them run',
       async attack() {
-        const answer = await send(stack.url, { method: 'POST', headers: jsonHeaders(), body: JSON.stringify([{ query: MODELS }, { query: MODELS }]) });
+        const answer = await send(stack.url, {
+          method: 'POST',
+          headers: jsonHeaders(),
+          body: JSON.stringify([{ query: MODELS }, { query: MODELS }]),
+        });
         expectRefused(answer, { status: 400, code: 'BAD_USER_INPUT' });
       },
     },
@@ -337,7 +394,12 @@ describe('hostile operation documents are refused before any work, and the route
       name: '31 aliases → 400 OPERATION_LIMIT_EXCEEDED (aliases, max 30)',
       async attack() {
         const aliases = Array.from({ length: 31 }, (_, index) => `a${index}: id`).join(' ');
-        expectRefused(await post(`{ models { ${aliases} } }`), { status: 400, code: 'OPERATION_LIMIT_EXCEEDED', limit: 'aliases', max: 30 });
+        expectRefused(await post(`{ models { ${aliases} } }`), {
+          status: 400,
+          code: 'OPERATION_LIMIT_EXCEEDED',
+          limit: 'aliases',
+          max: 30,
+        });
       },
     },
     {
@@ -369,20 +431,35 @@ describe('hostile operation documents are refused before any work, and the route
     {
       name: 'a fragment explosion multiplying one alias → 400 OPERATION_LIMIT_EXCEEDED (aliases counted as spread)',
       async attack() {
-        expectRefused(await post(fragmentExplosion(20, 'alias: id')), { status: 400, code: 'OPERATION_LIMIT_EXCEEDED', limit: 'aliases', max: 30 });
+        expectRefused(await post(fragmentExplosion(20, 'alias: id')), {
+          status: 400,
+          code: 'OPERATION_LIMIT_EXCEEDED',
+          limit: 'aliases',
+          max: 30,
+        });
       },
     },
     {
       name: '22 directives → 400 OPERATION_LIMIT_EXCEEDED (directives, max 20)',
       async attack() {
         const fields = MODEL_SCALARS.map((field) => `${field} @include(if: true) @skip(if: false)`).join(' ');
-        expectRefused(await post(`{ models { ${fields} } }`), { status: 400, code: 'OPERATION_LIMIT_EXCEEDED', limit: 'directives', max: 20 });
+        expectRefused(await post(`{ models { ${fields} } }`), {
+          status: 400,
+          code: 'OPERATION_LIMIT_EXCEEDED',
+          limit: 'directives',
+          max: 20,
+        });
       },
     },
     {
       name: 'a document of over 2,000 tokens → 400 OPERATION_LIMIT_EXCEEDED (tokens, max 2000)',
       async attack() {
-        expectRefused(await post(`{ models { ${'id '.repeat(2_100)} } }`), { status: 400, code: 'OPERATION_LIMIT_EXCEEDED', limit: 'tokens', max: 2_000 });
+        expectRefused(await post(`{ models { ${'id '.repeat(2_100)} } }`), {
+          status: 400,
+          code: 'OPERATION_LIMIT_EXCEEDED',
+          limit: 'tokens',
+          max: 2_000,
+        });
       },
     },
     {
@@ -412,7 +489,12 @@ describe('hostile operation documents are refused before any work, and the route
     {
       name: 'suggestion harvesting with misspelt nested fields, arguments and types → no suggestion',
       async attack() {
-        for (const query of ['{ models { ide } }', '{ model(ids: "echo") { id } }', '{ models { ...F } } fragment F on Modle { id }', 'query ($i: ChatInpt!) { models { id } }']) {
+        for (const query of [
+          '{ models { ide } }',
+          '{ model(ids: "echo") { id } }',
+          '{ models { ...F } } fragment F on Modle { id }',
+          'query ($i: ChatInpt!) { models { id } }',
+        ]) {
           expectRefused(await post(query), { status: 400, code: 'GRAPHQL_VALIDATION_FAILED' });
         }
       },
@@ -438,7 +520,9 @@ describe('hostile operation documents are refused before any work, and the route
     {
       name: '_entities through the router → 400 GRAPHQL_VALIDATION_FAILED: it is not in the public schema',
       async attack() {
-        const answer = await post(`{ _entities(representations: [{__typename: "ApiKey", id: "${keys.globexReader.id}"}]) { ... on ApiKey { id name } } }`);
+        const answer = await post(
+          `{ _entities(representations: [{__typename: "ApiKey", id: "${keys.globexReader.id}"}]) { ... on ApiKey { id name } } }`,
+        );
         expectRefused(answer, { status: 400, code: 'GRAPHQL_VALIDATION_FAILED' });
         expect(JSON.stringify(answer.body)).not.toContain('globex secret project');
       },
@@ -467,14 +551,20 @@ describe('hostile HTTP requests are refused at the edge, and the router keeps se
     {
       name: 'a GET without a CSRF-prevention header (a cross-site <img> or link) → 403 FORBIDDEN',
       async attack() {
-        const answer = await send(`${stack.url}?query=${encodeURIComponent(MODELS)}`, { headers: { ...adminHeaders(stack.url), accept: 'application/json' } });
+        const answer = await send(`${stack.url}?query=${encodeURIComponent(MODELS)}`, {
+          headers: { ...adminHeaders(stack.url), accept: 'application/json' },
+        });
         expectRefused(answer, { status: 403, code: 'FORBIDDEN' });
       },
     },
     {
       name: 'a text/plain POST (what a cross-site form sends without a preflight) → 403 FORBIDDEN',
       async attack() {
-        const answer = await send(stack.url, { method: 'POST', headers: { ...adminHeaders(stack.url), 'content-type': 'text/plain' }, body: JSON.stringify({ query: MODELS }) });
+        const answer = await send(stack.url, {
+          method: 'POST',
+          headers: { ...adminHeaders(stack.url), 'content-type': 'text/plain' },
+          body: JSON.stringify({ query: MODELS }),
+        });
         expectRefused(answer, { status: 403, code: 'FORBIDDEN' });
       },
     },
@@ -547,7 +637,11 @@ describe('authenticated callers are held to their scopes, models and tenant', ()
     {
       name: 'a key without admin asking for a key beside its models → that field FORBIDDEN, models still answered',
       async attack() {
-        const answer = await post(`{ models { id } apiKey(id: "${keys.modelsOnly.id}") { id name } }`, undefined, bearer(keys.modelsOnly.secret));
+        const answer = await post(
+          `{ models { id } apiKey(id: "${keys.modelsOnly.id}") { id name } }`,
+          undefined,
+          bearer(keys.modelsOnly.secret),
+        );
         expect(answer.status).toBe(200);
         expect((answer.body.data as { models: { id: string }[] }).models.map((model) => model.id)).toEqual(MODEL_IDS);
         expect(answer.body.data?.apiKey).toBeNull();
@@ -576,8 +670,16 @@ describe('authenticated callers are held to their scopes, models and tenant', ()
     {
       name: "a tenant admin reading another tenant's key by id → null, exactly as for a key that does not exist",
       async attack() {
-        const answer = await post(`{ apiKey(id: "${keys.globexReader.id}") { id name tenant { id } scopes } }`, undefined, bearer(keys.acmeAdmin.secret));
-        const missing = await post('{ apiKey(id: "no-such-key") { id name tenant { id } scopes } }', undefined, bearer(keys.acmeAdmin.secret));
+        const answer = await post(
+          `{ apiKey(id: "${keys.globexReader.id}") { id name tenant { id } scopes } }`,
+          undefined,
+          bearer(keys.acmeAdmin.secret),
+        );
+        const missing = await post(
+          '{ apiKey(id: "no-such-key") { id name tenant { id } scopes } }',
+          undefined,
+          bearer(keys.acmeAdmin.secret),
+        );
         expect(answer.status).toBe(200);
         expect(answer.body.data).toEqual({ apiKey: null });
         // No existence oracle: another tenant's key and no key answer alike.
@@ -587,9 +689,13 @@ describe('authenticated callers are held to their scopes, models and tenant', ()
       },
     },
     {
-      name: "a tenant admin reading another tenant and its keys → FORBIDDEN, null",
+      name: 'a tenant admin reading another tenant and its keys → FORBIDDEN, null',
       async attack() {
-        const answer = await post('{ tenant(id: "globex") { id name apiKeys { edges { node { id name } } } } }', undefined, bearer(keys.acmeAdmin.secret));
+        const answer = await post(
+          '{ tenant(id: "globex") { id name apiKeys { edges { node { id name } } } } }',
+          undefined,
+          bearer(keys.acmeAdmin.secret),
+        );
         expect(answer.body.data).toEqual({ tenant: null });
         expect(answer.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
         expect(JSON.stringify(answer.body)).not.toMatch(/globex inc|globex secret project/);
@@ -600,7 +706,11 @@ describe('authenticated callers are held to their scopes, models and tenant', ()
       name: 'a tenant admin creating a key in another tenant → FORBIDDEN, no key and no secret made',
       async attack() {
         const before = (await stack.stack.access!.store.keys('globex')).length;
-        const answer = await post(CREATE_KEY, { input: { tenantId: 'globex', name: 'backdoor', scopes: ['ADMIN'] } }, bearer(keys.acmeAdmin.secret));
+        const answer = await post(
+          CREATE_KEY,
+          { input: { tenantId: 'globex', name: 'backdoor', scopes: ['ADMIN'] } },
+          bearer(keys.acmeAdmin.secret),
+        );
         expectRefused(answer, { status: 200, code: 'FORBIDDEN' });
         expect(JSON.stringify(answer.body)).not.toMatch(/mg_/);
         expect((await stack.stack.access!.store.keys('globex')).length).toBe(before);
@@ -609,7 +719,10 @@ describe('authenticated callers are held to their scopes, models and tenant', ()
     {
       name: "a tenant admin revoking another tenant's key → FORBIDDEN, the key still works",
       async attack() {
-        expectRefused(await post(REVOKE_KEY, { id: keys.globexAdmin.id }, bearer(keys.acmeAdmin.secret)), { status: 200, code: 'FORBIDDEN' });
+        expectRefused(await post(REVOKE_KEY, { id: keys.globexAdmin.id }, bearer(keys.acmeAdmin.secret)), {
+          status: 200,
+          code: 'FORBIDDEN',
+        });
         expect((await stack.stack.access!.store.key(keys.globexAdmin.id))?.revokedAt).toBeNull();
         const stillWorks = await post('{ me { subject } }', undefined, bearer(keys.globexAdmin.secret));
         expect(stillWorks.body.data).toEqual({ me: { subject: keys.globexAdmin.id } });
@@ -657,8 +770,20 @@ describe('a subgraph reached directly serves nothing without the router’s sign
     {
       name: 'an unsigned (alg: none) token → 401',
       async attack() {
-        const claims = { tid: 'platform', kid: null, knd: 'API_KEY', scp: ['admin'], mdl: null, sub: 'forger', iss: 'modelgraph-router', aud: 'access', exp: Math.floor(Date.now() / 1000) + 60 };
-        expectTurnedAway(await toSubgraph('access', '{ tenants { id } }', `${base64url({ alg: 'none', typ: 'JWT' })}.${base64url(claims)}.`));
+        const claims = {
+          tid: 'platform',
+          kid: null,
+          knd: 'API_KEY',
+          scp: ['admin'],
+          mdl: null,
+          sub: 'forger',
+          iss: 'modelgraph-router',
+          aud: 'access',
+          exp: Math.floor(Date.now() / 1000) + 60,
+        };
+        expectTurnedAway(
+          await toSubgraph('access', '{ tenants { id } }', `${base64url({ alg: 'none', typ: 'JWT' })}.${base64url(claims)}.`),
+        );
       },
     },
     {
@@ -675,7 +800,12 @@ describe('a subgraph reached directly serves nothing without the router’s sign
           'access',
           'query ($representations: [_Any!]!) { _entities(representations: $representations) { ... on ApiKey { id name scopes tenant { id } } ... on Tenant { id name apiKeys { edges { node { id name } } } } } }',
           token,
-          { representations: [{ __typename: 'ApiKey', id: keys.globexReader.id }, { __typename: 'Tenant', id: 'globex' }] },
+          {
+            representations: [
+              { __typename: 'ApiKey', id: keys.globexReader.id },
+              { __typename: 'Tenant', id: 'globex' },
+            ],
+          },
         );
         expect(answer.status).toBe(200);
         expect(answer.body.data).toEqual({ _entities: [null, null] });
@@ -691,7 +821,10 @@ describe('a subgraph reached directly serves nothing without the router’s sign
         const socket = openRawSocket(subgraphUrl('inference').replace(/^http/, 'ws'));
         sockets.push(socket);
         await socket.opened;
-        socket.send({ type: 'connection_init', payload: { [IDENTITY_CONNECTION_PARAM]: await new IdentityTokens('y'.repeat(40)).signService('inference') } });
+        socket.send({
+          type: 'connection_init',
+          payload: { [IDENTITY_CONNECTION_PARAM]: await new IdentityTokens('y'.repeat(40)).signService('inference') },
+        });
         expect(await socket.closed).toEqual({ code: 4403, reason: 'Forbidden' });
         expect(socket.messages).toEqual([]);
       },
@@ -722,7 +855,10 @@ describe('WebSocket abuse closes the offending socket with the documented code, 
           async attack() {
             const socket = rawSocket();
             await socket.opened;
-            socket.send({ type: 'connection_init', payload: { authorization: `Bearer ${presented('mg_💥_\u0000\u202e; DROP TABLE keys;--')}` } });
+            socket.send({
+              type: 'connection_init',
+              payload: { authorization: `Bearer ${presented('mg_💥_\u0000\u202e; DROP TABLE keys;--')}` },
+            });
             expect(await socket.closed).toEqual({ code: 4403, reason: 'Forbidden' });
             refusedCredentials++;
             expect(socket.messages).toEqual([]);
@@ -802,7 +938,9 @@ describe('WebSocket abuse closes the offending socket with the documented code, 
           async attack() {
             const socket = rawSocket();
             await socket.init(adminInit());
-            socket.send(JSON.stringify(subscribeMessage('big', `{ models { id } } # ${'x'.repeat(stack.config.router.wsMaxPayloadBytes)}`)));
+            socket.send(
+              JSON.stringify(subscribeMessage('big', `{ models { id } } # ${'x'.repeat(stack.config.router.wsMaxPayloadBytes)}`)),
+            );
             expect((await socket.closed).code).toBe(1009);
             expect(socket.messages.filter((message) => message.id === 'big')).toEqual([]);
           },
@@ -820,7 +958,11 @@ describe('WebSocket abuse closes the offending socket with the documented code, 
             await adminCall(stack, REVOKE_KEY, { id: key.id });
             expect(await socket.closed).toEqual({ code: 4403, reason: 'Forbidden: credential withdrawn' });
             // Cut, not finished: no ChatCompleted, no complete.
-            expect(socket.messages.filter((message) => message.id === 'live' && (message.type === 'complete' || eventOf(message) === 'ChatCompleted'))).toEqual([]);
+            expect(
+              socket.messages.filter(
+                (message) => message.id === 'live' && (message.type === 'complete' || eventOf(message) === 'ChatCompleted'),
+              ),
+            ).toEqual([]);
             // The router lets go of the stream.
             await expect.poll(() => openSubscriptions(stack)).toBe(0);
 

@@ -7,7 +7,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TEST_MODELS, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const EMBED = { id: 'embed-test', provider: 'emulated', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 64, maxOutputTokens: 1, dimensions: 8, pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 } };
+const EMBED = {
+  id: 'embed-test',
+  provider: 'emulated',
+  version: '1',
+  capabilities: ['EMBEDDINGS'],
+  contextWindow: 64,
+  maxOutputTokens: 1,
+  dimensions: 8,
+  pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 },
+};
 
 let stack: TestStack | undefined;
 afterEach(async () => {
@@ -25,9 +34,13 @@ const USAGE_FIELDS = 'promptTokens completionTokens totalTokens costUsd';
 const range = () => ({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() });
 
 const chat = (target: TestStack, content: string, extra: Record<string, unknown> = {}) =>
-  postGraphQL<{ chat: { usage: Usage } }>(target.url, `mutation($input: ChatInput!) { chat(input: $input) { usage { ${USAGE_FIELDS} } } }`, {
-    input: { model: 'gpt-test', messages: [{ role: 'USER', content }], ...extra },
-  });
+  postGraphQL<{ chat: { usage: Usage } }>(
+    target.url,
+    `mutation($input: ChatInput!) { chat(input: $input) { usage { ${USAGE_FIELDS} } } }`,
+    {
+      input: { model: 'gpt-test', messages: [{ role: 'USER', content }], ...extra },
+    },
+  );
 
 async function stream(target: TestStack, content: string): Promise<Usage> {
   const { results } = await collectSubscription<{ chatStream: { __typename: string; usage?: Usage } }>(target.ws(), {
@@ -38,7 +51,10 @@ async function stream(target: TestStack, content: string): Promise<Usage> {
 }
 
 interface Report {
-  usage: { totals: Usage & { calls: number; cachedCalls: number; failedCalls: number }; rows: { model: string | null; totals: { calls: number } }[] };
+  usage: {
+    totals: Usage & { calls: number; cachedCalls: number; failedCalls: number };
+    rows: { model: string | null; totals: { calls: number } }[];
+  };
 }
 const report = (target: TestStack, filter: Record<string, unknown> = {}, groupBy: string[] = [], headers?: Record<string, string>) =>
   postGraphQL<Report>(
@@ -58,7 +74,11 @@ const sum = (usages: Usage[]) =>
 
 describe('usage', () => {
   it('adds up exactly what M mixed calls reported: whole, streamed, failed mid-stream, failed, cached, embeddings', async () => {
-    stack = await startTestStack({ redis: { url: REDIS_URL, keyPrefix: `mg-test:${randomUUID()}:` }, models: [...TEST_MODELS, EMBED], embeddings: { batchWindowMs: 0 } });
+    stack = await startTestStack({
+      redis: { url: REDIS_URL, keyPrefix: `mg-test:${randomUUID()}:` },
+      models: [...TEST_MODELS, EMBED],
+      embeddings: { batchWindowMs: 0 },
+    });
     const target = stack;
     target.emulator.script(
       { kind: 'chat', content: 'whole answer', usage: { prompt: 31, completion: 7 } },
@@ -89,9 +109,19 @@ describe('usage', () => {
     await expect.poll(async () => (await report(target)).body.data?.usage.totals.calls, { timeout: 5_000 }).toBe(M);
     const { body } = await report(target, {}, ['MODEL']);
     const totals = body.data!.usage.totals;
-    expect(totals).toMatchObject({ calls: M, cachedCalls: 1, failedCalls: 2, promptTokens: expected.promptTokens, completionTokens: expected.completionTokens, totalTokens: expected.totalTokens });
+    expect(totals).toMatchObject({
+      calls: M,
+      cachedCalls: 1,
+      failedCalls: 2,
+      promptTokens: expected.promptTokens,
+      completionTokens: expected.completionTokens,
+      totalTokens: expected.totalTokens,
+    });
     expect(totals.costUsd).toBeCloseTo(expected.costUsd, 9);
-    expect(Object.fromEntries(body.data!.usage.rows.map((row) => [row.model, row.totals.calls]))).toEqual({ 'gpt-test': 6, 'embed-test': 1 });
+    expect(Object.fromEntries(body.data!.usage.rows.map((row) => [row.model, row.totals.calls]))).toEqual({
+      'gpt-test': 6,
+      'embed-test': 1,
+    });
     // Tags select the calls that carried them.
     const tagged = await report(target, { tags: ['team-a'] });
     expect(tagged.body.data?.usage.totals).toMatchObject({ calls: 1, promptTokens: 31, completionTokens: 7 });
@@ -106,8 +136,16 @@ describe('usage', () => {
       'mutation { createApiKey(input: {tenantId: "acme", name: "reader", scopes: [USAGE_READ, CHAT_INVOKE, MODELS_READ]}) { secret } }',
     );
     const acme = { authorization: `Bearer ${created.data!.createApiKey.secret}` };
-    await postGraphQL(target.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "platform call"}]}) { content } }');
-    await postGraphQL(target.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "acme call"}]}) { content } }', undefined, acme);
+    await postGraphQL(
+      target.url,
+      'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "platform call"}]}) { content } }',
+    );
+    await postGraphQL(
+      target.url,
+      'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "acme call"}]}) { content } }',
+      undefined,
+      acme,
+    );
     await expect.poll(async () => (await report(target)).body.data?.usage.totals.calls).toBe(2);
     expect((await report(target, {}, [], acme)).body.data?.usage.totals.calls).toBe(1);
     expect((await report(target, { tenant: 'platform' }, [], acme)).body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
@@ -127,7 +165,11 @@ describe('usage', () => {
       { authorization: acme.authorization },
     );
     expect(perKey.body.data).toEqual({ me: { apiKey: { usage: { calls: 1 } } }, model: { usage: { calls: 1 } } });
-    const all = await postGraphQL<{ model: { usage: { calls: number } } }>(target.url, 'query($from: String!, $to: String!) { model(id: "echo") { usage(from: $from, to: $to) { calls } } }', { from, to });
+    const all = await postGraphQL<{ model: { usage: { calls: number } } }>(
+      target.url,
+      'query($from: String!, $to: String!) { model(id: "echo") { usage(from: $from, to: $to) { calls } } }',
+      { from, to },
+    );
     expect(all.body.data?.model.usage.calls).toBe(2);
   });
 });

@@ -43,20 +43,30 @@ interface Walk {
   readVariables: boolean;
 }
 
-function directiveArguments(field: GraphQLField<unknown, unknown>, name: string, variables: Record<string, unknown>): Record<string, unknown> | undefined {
+function directiveArguments(
+  field: GraphQLField<unknown, unknown>,
+  name: string,
+  variables: Record<string, unknown>,
+): Record<string, unknown> | undefined {
   const directive = field.astNode?.directives?.find((each) => each.name.value === name);
   if (!directive) return undefined;
-  return Object.fromEntries((directive.arguments ?? []).map((argument) => [argument.name.value, valueFromASTUntyped(argument.value, variables)]));
+  return Object.fromEntries(
+    (directive.arguments ?? []).map((argument) => [argument.name.value, valueFromASTUntyped(argument.value, variables)]),
+  );
 }
 
 /** The size a list field is assumed to have for this selection. */
 function listSize(field: GraphQLField<unknown, unknown>, node: FieldNode, walk: Walk): { size: number; sizedFields: string[] } {
-  const spec = directiveArguments(field, 'listSize', walk.variables) as { assumedSize?: number; slicingArguments?: string[]; sizedFields?: string[] } | undefined;
+  const spec = directiveArguments(field, 'listSize', walk.variables) as
+    | { assumedSize?: number; slicingArguments?: string[]; sizedFields?: string[] }
+    | undefined;
   const sliced = (spec?.slicingArguments ?? [])
     .map((name) => {
       const argument = node.arguments?.find((each) => each.name.value === name);
       if (argument?.value.kind === Kind.VARIABLE) walk.readVariables = true;
-      const value = argument ? valueFromASTUntyped(argument.value, walk.variables) : field.args.find((each) => each.name === name)?.defaultValue;
+      const value = argument
+        ? valueFromASTUntyped(argument.value, walk.variables)
+        : field.args.find((each) => each.name === name)?.defaultValue;
       return typeof value === 'number' ? value : undefined;
     })
     .filter((value): value is number => value !== undefined);
@@ -103,7 +113,13 @@ function fieldCost(parent: GraphQLNamedType | undefined, node: FieldNode, walk: 
 const estimates = new WeakMap<DocumentNode, Map<string, number>>();
 
 /** The estimated cost of the operation `document` selects (by `operationName`). */
-export function estimateCost(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown>, defaultListSize: number): number {
+export function estimateCost(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operationName: string | null | undefined,
+  variables: Record<string, unknown>,
+  defaultListSize: number,
+): number {
   const cacheKey = `${defaultListSize}:${operationName ?? ''}`;
   const known = estimates.get(document)?.get(cacheKey);
   if (known !== undefined) return known;
@@ -112,11 +128,19 @@ export function estimateCost(schema: GraphQLSchema, document: DocumentNode, oper
   return cost;
 }
 
-function walkCost(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown>, defaultListSize: number): { cost: number; readVariables: boolean } {
+function walkCost(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operationName: string | null | undefined,
+  variables: Record<string, unknown>,
+  defaultListSize: number,
+): { cost: number; readVariables: boolean } {
   const operation = getOperationAST(document, operationName);
   if (!operation) return { cost: 0, readVariables: false };
   const fragments = Object.fromEntries(
-    document.definitions.filter((definition): definition is FragmentDefinitionNode => definition.kind === Kind.FRAGMENT_DEFINITION).map((fragment) => [fragment.name.value, fragment]),
+    document.definitions
+      .filter((definition): definition is FragmentDefinitionNode => definition.kind === Kind.FRAGMENT_DEFINITION)
+      .map((fragment) => [fragment.name.value, fragment]),
   );
   const root = schema.getRootType(operation.operation) ?? undefined;
   const walk: Walk = { schema, fragments, variables, defaultListSize, readVariables: false };
@@ -125,17 +149,33 @@ function walkCost(schema: GraphQLSchema, document: DocumentNode, operationName: 
 }
 
 export function useDemandControl(settings: Settings, onRefused: () => void = () => undefined): GatewayPlugin {
-  const refuseIfTooExpensive = (args: { schema: GraphQLSchema; document: DocumentNode; operationName?: string | null; variableValues?: unknown; contextValue: unknown }) => {
-    const cost = estimateCost(args.schema, args.document, args.operationName, (args.variableValues ?? {}) as Record<string, unknown>, settings.defaultListSize);
+  const refuseIfTooExpensive = (args: {
+    schema: GraphQLSchema;
+    document: DocumentNode;
+    operationName?: string | null;
+    variableValues?: unknown;
+    contextValue: unknown;
+  }) => {
+    const cost = estimateCost(
+      args.schema,
+      args.document,
+      args.operationName,
+      (args.variableValues ?? {}) as Record<string, unknown>,
+      settings.defaultListSize,
+    );
     const tenant = callerOf(args.contextValue).principal?.tenantId;
     const maxCost = (tenant !== undefined ? settings.tenants[tenant] : undefined) ?? settings.maxCost;
     if (cost <= maxCost) return undefined;
     onRefused();
-    return codedError(ErrorCode.COST_ESTIMATED_TOO_EXPENSIVE, `the operation's estimated cost ${cost} is over this tenant's maximum of ${maxCost}`, {
-      cost,
-      maxCost,
-      http: { status: 400 },
-    });
+    return codedError(
+      ErrorCode.COST_ESTIMATED_TOO_EXPENSIVE,
+      `the operation's estimated cost ${cost} is over this tenant's maximum of ${maxCost}`,
+      {
+        cost,
+        maxCost,
+        http: { status: 400 },
+      },
+    );
   };
   return {
     onExecute({ args, setResultAndStopExecution }) {

@@ -33,7 +33,12 @@ const SUGGESTION = /\s*Did you mean [^?]*\?/g;
 
 function withCode(error: GraphQLError, code: ErrorCode, requestId?: string, suggestions = true): GraphQLError {
   const limit = brokenLimitOf(error);
-  if (limit) return rebuild(error, error.message.replace(/^Syntax Error: /, ''), { code: ErrorCode.OPERATION_LIMIT_EXCEEDED, ...limit, ...(requestId && { requestId }) });
+  if (limit)
+    return rebuild(error, error.message.replace(/^Syntax Error: /, ''), {
+      code: ErrorCode.OPERATION_LIMIT_EXCEEDED,
+      ...limit,
+      ...(requestId && { requestId }),
+    });
   const message = suggestions ? error.message : error.message.replace(SUGGESTION, '');
   if (isErrorCode(error.extensions?.code) && !requestId && message === error.message) return error;
   const current = isErrorCode(error.extensions?.code) ? error.extensions.code : code;
@@ -48,7 +53,9 @@ export function createErrorMasker(log: Logger) {
     if (error instanceof GraphQLError) {
       const code = error.extensions?.code;
       if (isErrorCode(code)) {
-        return code === ErrorCode.INTERNAL_SERVER_ERROR && error.message !== INTERNAL ? rebuild(error, INTERNAL, { ...error.extensions }) : error;
+        return code === ErrorCode.INTERNAL_SERVER_ERROR && error.message !== INTERNAL
+          ? rebuild(error, INTERNAL, { ...error.extensions })
+          : error;
       }
       const original = error.originalError;
       if (original instanceof GraphQLError && isErrorCode(original.extensions?.code)) {
@@ -80,7 +87,16 @@ function addRequestId(result: ExecutionResult, requestId: string | null | undefi
   return {
     ...result,
     errors: result.errors.map((error) =>
-      error.extensions?.requestId ? error : new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, originalError: error.originalError, extensions: { ...error.extensions, requestId } }),
+      error.extensions?.requestId
+        ? error
+        : new GraphQLError(error.message, {
+            nodes: error.nodes,
+            source: error.source,
+            positions: error.positions,
+            path: error.path,
+            originalError: error.originalError,
+            extensions: { ...error.extensions, requestId },
+          }),
     ),
   };
 }
@@ -97,7 +113,11 @@ function variableErrors(args: ExecutionArgs, requestId: string | undefined, sugg
 const REFUSED = Symbol('refused');
 
 /** Stops an operation whose variables do not coerce; otherwise returns its request id. */
-function refuseBadVariables(args: ExecutionArgs, stop: (result: ExecutionResult) => void, suggestions: boolean): string | undefined | typeof REFUSED {
+function refuseBadVariables(
+  args: ExecutionArgs,
+  stop: (result: ExecutionResult) => void,
+  suggestions: boolean,
+): string | undefined | typeof REFUSED {
   const requestId = requestIdOf(args.contextValue);
   const invalid = variableErrors(args, requestId, suggestions);
   if (!invalid) return requestId;
@@ -110,12 +130,14 @@ export function useErrorCodes({ suggestions = true }: { suggestions?: boolean } 
   return {
     onParse({ context }) {
       return ({ result, replaceParseResult }) => {
-        if (result instanceof GraphQLError) replaceParseResult(withCode(result, ErrorCode.GRAPHQL_PARSE_FAILED, requestIdOf(context), suggestions));
+        if (result instanceof GraphQLError)
+          replaceParseResult(withCode(result, ErrorCode.GRAPHQL_PARSE_FAILED, requestIdOf(context), suggestions));
       };
     },
     onValidate({ context }) {
       return ({ result, setResult }) => {
-        if (result.length) setResult(result.map((error) => withCode(error, ErrorCode.GRAPHQL_VALIDATION_FAILED, requestIdOf(context), suggestions)));
+        if (result.length)
+          setResult(result.map((error) => withCode(error, ErrorCode.GRAPHQL_VALIDATION_FAILED, requestIdOf(context), suggestions)));
       };
     },
     onExecute({ args, setResultAndStopExecution }) {

@@ -53,7 +53,6 @@ export function createRouterMetrics(registry: Registry): RouterMetrics {
   };
 }
 
-
 function outcome(result: ExecutionResult): 'ok' | 'error' {
   return result.errors?.length ? 'error' : 'ok';
 }

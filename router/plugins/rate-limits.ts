@@ -100,18 +100,28 @@ function rateLimitHeaders(decision: RateDecision): Record<string, string> {
 }
 
 export function rateLimited(limit: FieldLimit, decision: RateDecision) {
-  return codedError(ErrorCode.RATE_LIMITED, `rate limit of ${limit.max} calls per ${limit.windowMs / 1000} s for ${limit.coordinate} reached; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`, {
-    field: limit.coordinate,
-    per: limit.per,
-    limit: limit.max,
-    remaining: 0,
-    retryAfterMs: decision.retryAfterMs,
-    resetMs: decision.resetMs,
-    http: { status: 429, headers: { 'retry-after': String(Math.ceil(decision.retryAfterMs / 1000)), ...rateLimitHeaders(decision) } },
-  });
+  return codedError(
+    ErrorCode.RATE_LIMITED,
+    `rate limit of ${limit.max} calls per ${limit.windowMs / 1000} s for ${limit.coordinate} reached; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`,
+    {
+      field: limit.coordinate,
+      per: limit.per,
+      limit: limit.max,
+      remaining: 0,
+      retryAfterMs: decision.retryAfterMs,
+      resetMs: decision.resetMs,
+      http: { status: 429, headers: { 'retry-after': String(Math.ceil(decision.retryAfterMs / 1000)), ...rateLimitHeaders(decision) } },
+    },
+  );
 }
 
-export function useRateLimits(limiter: RateLimiter, keyPrefix: string, overrides: RateLimitOverrides, log: Logger, onRefused: (field: string) => void = () => undefined): GatewayPlugin {
+export function useRateLimits(
+  limiter: RateLimiter,
+  keyPrefix: string,
+  overrides: RateLimitOverrides,
+  log: Logger,
+  onRefused: (field: string) => void = () => undefined,
+): GatewayPlugin {
   const bySchema = new WeakMap<GraphQLSchema, Map<string, FieldLimit>>();
   /** The limited selections of a document (parsed documents are cached and reused by the runtime). */
   const byDocument = new WeakMap<DocumentNode, FieldLimit[]>();

@@ -8,10 +8,14 @@ import { holderOf } from '../../platform/principal.ts';
 import { callerOf } from './identity.ts';
 
 export function tooManySubscriptions(scope: 'connection' | 'principal', max: number) {
-  return codedError(ErrorCode.OPERATION_LIMIT_EXCEEDED, `at most ${max} open subscriptions per ${scope === 'connection' ? 'connection' : 'key'}`, {
-    limit: scope === 'connection' ? 'subscriptionsPerConnection' : 'subscriptionsPerPrincipal',
-    max,
-  });
+  return codedError(
+    ErrorCode.OPERATION_LIMIT_EXCEEDED,
+    `at most ${max} open subscriptions per ${scope === 'connection' ? 'connection' : 'key'}`,
+    {
+      limit: scope === 'connection' ? 'subscriptionsPerConnection' : 'subscriptionsPerPrincipal',
+      max,
+    },
+  );
 }
 
 export function useSubscriptionCaps(maxPerPrincipal: number): GatewayPlugin {

@@ -3,7 +3,14 @@
  * keys. Each validates its input into a coded error, runs against the store, and leaves exactly
  * one audit event (SUCCESS or FAILED; DENIED events come from the permission rules).
  */
-import { NO_LIMITS, newKeySecret, type ApiKeyPatch, type ApiKeyRecord, type KeyLimits, type TenantRecord } from '../../platform/access-store.ts';
+import {
+  NO_LIMITS,
+  newKeySecret,
+  type ApiKeyPatch,
+  type ApiKeyRecord,
+  type KeyLimits,
+  type TenantRecord,
+} from '../../platform/access-store.ts';
 import { callerAuditEvent, type NewAuditEvent } from '../../platform/audit-log.ts';
 import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
 import { holderOf, type Principal, type Scope } from '../../platform/principal.ts';
@@ -17,7 +24,8 @@ const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_US
 export const notFound = (what: string) => codedError(ErrorCode.NOT_FOUND, `${what} not found`);
 
 /** The audit event of an access action by the caller of `context`. */
-export const auditEvent = (context: AccessContext, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent => callerAuditEvent(context, action, fields);
+export const auditEvent = (context: AccessContext, action: string, fields: Partial<NewAuditEvent>): NewAuditEvent =>
+  callerAuditEvent(context, action, fields);
 
 /**
  * Nobody grants more than they hold: the scopes of a new or changed key must be the caller's, and
@@ -34,7 +42,12 @@ function checkGrant(principal: Principal, scopes: readonly Scope[] | undefined, 
 }
 
 /** Runs an action and records its outcome; a failure is recorded with its code, then rethrown. */
-async function audited<T>(context: AccessContext, action: string, target: { target: string | null; tenant: string | null }, run: () => Promise<T>): Promise<T> {
+async function audited<T>(
+  context: AccessContext,
+  action: string,
+  target: { target: string | null; tenant: string | null },
+  run: () => Promise<T>,
+): Promise<T> {
   try {
     const result = await run();
     await context.audit.record(auditEvent(context, action, target));
@@ -81,7 +94,8 @@ function checkLimits(limits: LimitsInput | null | undefined, base: KeyLimits): K
   for (const field of Object.keys(NO_LIMITS) as (keyof KeyLimits)[]) {
     const value = limits[field];
     if (value === undefined) continue;
-    if (value !== null && !(Number.isFinite(value) && value >= 0)) throw badInput(`limits.${field}`, `limits.${field} must be zero or more`);
+    if (value !== null && !(Number.isFinite(value) && value >= 0))
+      throw badInput(`limits.${field}`, `limits.${field} must be zero or more`);
     merged[field] = value;
   }
   return merged;

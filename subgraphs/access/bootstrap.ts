@@ -28,11 +28,25 @@ function bootstrapRecord(now: Date): ApiKeyRecord {
 }
 
 /** Ensures the platform tenant and a bootstrap key; answers the key's secret when it made a new one. */
-export async function bootstrapAccess(store: AccessStore, audit: AuditLog, fromEnv: string | undefined, envName: string): Promise<string | undefined> {
+export async function bootstrapAccess(
+  store: AccessStore,
+  audit: AuditLog,
+  fromEnv: string | undefined,
+  envName: string,
+): Promise<string | undefined> {
   const now = new Date();
   await store.createTenant({ id: PLATFORM_TENANT, name: 'Platform operators', createdAt: now.toISOString() });
   const record = (reason: string) =>
-    audit.record({ actor: 'modelgraph', actorTenant: PLATFORM_TENANT, action: 'apiKey.bootstrap', target: BOOTSTRAP_KEY_ID, tenant: PLATFORM_TENANT, sourceAddress: null, outcome: 'SUCCESS', reason });
+    audit.record({
+      actor: 'modelgraph',
+      actorTenant: PLATFORM_TENANT,
+      action: 'apiKey.bootstrap',
+      target: BOOTSTRAP_KEY_ID,
+      tenant: PLATFORM_TENANT,
+      sourceAddress: null,
+      outcome: 'SUCCESS',
+      reason,
+    });
   if (fromEnv !== undefined && fromEnv !== '') {
     if (fromEnv.length < MIN_LENGTH) throw new ConfigError(`${envName} must be at least ${MIN_LENGTH} characters`);
     // Stored once per value: a restart neither changes it nor brings back a revoked one.

@@ -19,7 +19,11 @@ export interface AccessSubgraphOptions {
   access: AccessServices;
 }
 
-export async function startAccessSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, access }: AccessSubgraphOptions): Promise<RunningSubgraph> {
+export async function startAccessSubgraph(
+  config: Config,
+  log: Logger,
+  { withProcessMetrics, identity, access }: AccessSubgraphOptions,
+): Promise<RunningSubgraph> {
   return startSubgraphServer<AccessContext>({
     name: 'access',
     typeDefs: parse(readFileSync(ACCESS_SCHEMA_FILE, 'utf8')),

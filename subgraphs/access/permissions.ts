@@ -38,15 +38,21 @@ const platformAdmin = rule('platform-admin', { cache: 'contextual' })((_parent, 
 type Verdict = true | { target: string | null; tenant: string | null };
 
 /** An admin mutation's rule: on refusal, a DENIED audit event, then FORBIDDEN. */
-function adminMutation(action: string, judge: (principal: Principal, args: { input: Record<string, unknown> }, context: AccessContext) => Promise<Verdict> | Verdict) {
-  return rule(`admin:${action}`, { cache: 'no_cache' })(async (_parent, args: { input: Record<string, unknown> }, context: AccessContext) => {
-    // An agent run acting for an admin does not administer: a model must not mint or revoke keys
-    // (a new key's secret would land in its context, its run record and a provider's logs).
-    const verdict = context.principal.actor === undefined ? await judge(context.principal, args, context) : { target: null, tenant: null };
-    if (verdict === true) return true;
-    await context.audit.record(auditEvent(context, action, { ...verdict, outcome: 'DENIED', reason: ErrorCode.FORBIDDEN }));
-    return forbidden(`this key may not ${action.replace('.', ' ')} here`);
-  });
+function adminMutation(
+  action: string,
+  judge: (principal: Principal, args: { input: Record<string, unknown> }, context: AccessContext) => Promise<Verdict> | Verdict,
+) {
+  return rule(`admin:${action}`, { cache: 'no_cache' })(
+    async (_parent, args: { input: Record<string, unknown> }, context: AccessContext) => {
+      // An agent run acting for an admin does not administer: a model must not mint or revoke keys
+      // (a new key's secret would land in its context, its run record and a provider's logs).
+      const verdict =
+        context.principal.actor === undefined ? await judge(context.principal, args, context) : { target: null, tenant: null };
+      if (verdict === true) return true;
+      await context.audit.record(auditEvent(context, action, { ...verdict, outcome: 'DENIED', reason: ErrorCode.FORBIDDEN }));
+      return forbidden(`this key may not ${action.replace('.', ' ')} here`);
+    },
+  );
 }
 
 const mayCreateTenant = adminMutation('tenant.create', (principal, { input }) =>

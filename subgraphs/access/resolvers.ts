@@ -68,7 +68,12 @@ export const resolvers: Resolvers = {
     revokeApiKey: async (_parent, { input }, context) => ({ apiKey: await revokeApiKey(context, input.id) }),
   },
   Principal: {
-    tenant: async (principal, _args, { store }) => (await store.tenant(principal.tenantId)) ?? { id: principal.tenantId, name: principal.tenantId, createdAt: new Date(0).toISOString() },
+    tenant: async (principal, _args, { store }) =>
+      (await store.tenant(principal.tenantId)) ?? {
+        id: principal.tenantId,
+        name: principal.tenantId,
+        createdAt: new Date(0).toISOString(),
+      },
     apiKey: async (principal, _args, { store }) => (principal.keyId ? ((await store.key(principal.keyId)) ?? null) : null),
   },
   Tenant: {

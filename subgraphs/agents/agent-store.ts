@@ -92,7 +92,13 @@ export class RedisAgentStore implements AgentStore {
   }
 
   async replace(definition: AgentDefinition) {
-    const replaced = await this.#redis.eval(REPLACE, 1, this.#keys.definitions(tenantOf(definition)), definition.name, JSON.stringify(definition));
+    const replaced = await this.#redis.eval(
+      REPLACE,
+      1,
+      this.#keys.definitions(tenantOf(definition)),
+      definition.name,
+      JSON.stringify(definition),
+    );
     return replaced === 1;
   }
 

@@ -137,7 +137,8 @@ export class AgentDirectory {
     if (!AGENT_NAME.test(spec.name)) throw badInput('name', 'an agent name is 1 to 64 letters, digits, _ . or -');
     this.#checkModel(spec.model, spec.tools.length > 0);
     if (spec.instructions.trim() === '') throw badInput('instructions', 'instructions must not be empty');
-    if (spec.instructions.length > limits.maxInstructionsChars) throw badInput('instructions', `instructions are at most ${limits.maxInstructionsChars} characters`);
+    if (spec.instructions.length > limits.maxInstructionsChars)
+      throw badInput('instructions', `instructions are at most ${limits.maxInstructionsChars} characters`);
     if (spec.tools.length > limits.maxTools) throw badInput('tools', `at most ${limits.maxTools} tools`);
     const names = new Set<string>();
     const tools = spec.tools.map((tool, index) => {
@@ -157,7 +158,8 @@ export class AgentDirectory {
     checkRange('maxSteps', maxSteps, 1, limits.maxSteps);
     checkRange('maxWallTimeSeconds', maxWallTimeSeconds, 1, limits.maxWallTimeSeconds);
     if (spec.maxTokens != null) checkRange('maxTokens', spec.maxTokens, 1, Number.MAX_SAFE_INTEGER);
-    if (spec.maxUsd != null && !(spec.maxUsd > 0 && Number.isFinite(spec.maxUsd))) throw badInput('maxUsd', 'maxUsd must be a positive amount');
+    if (spec.maxUsd != null && !(spec.maxUsd > 0 && Number.isFinite(spec.maxUsd)))
+      throw badInput('maxUsd', 'maxUsd must be a positive amount');
     return {
       tenantId,
       name: spec.name,
@@ -177,9 +179,13 @@ export class AgentDirectory {
   #checkModel(ref: string, withTools: boolean): void {
     const model = this.#catalog.resolve(ref);
     if (!model) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${ref}"`, { field: 'model', model: ref });
-    if (!model.capabilities.includes('CHAT')) throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not chat`, { field: 'model', capability: 'CHAT' });
+    if (!model.capabilities.includes('CHAT'))
+      throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not chat`, { field: 'model', capability: 'CHAT' });
     if (withTools && !model.capabilities.includes('TOOLS')) {
-      throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not call tools`, { field: 'model', capability: 'TOOLS' });
+      throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not call tools`, {
+        field: 'model',
+        capability: 'TOOLS',
+      });
     }
   }
 }

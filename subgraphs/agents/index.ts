@@ -36,16 +36,25 @@ export interface AgentsSubgraphOptions {
   routerUrl: () => string;
 }
 
-export async function startAgentsSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, access, routerUrl }: AgentsSubgraphOptions): Promise<RunningSubgraph> {
+export async function startAgentsSubgraph(
+  config: Config,
+  log: Logger,
+  { withProcessMetrics, identity, access, routerUrl }: AgentsSubgraphOptions,
+): Promise<RunningSubgraph> {
   const settings = config.agents;
   const catalog = new ModelCatalog(config);
   const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   if (redis) await redisAnswers(redis, 1_000);
   const { keyPrefix } = config.redis;
-  const runs = redis ? new RedisRunStore(redis, keyPrefix, { retentionSeconds: settings.retentionSeconds }) : new MemoryRunStore({ retentionSeconds: settings.retentionSeconds });
+  const runs = redis
+    ? new RedisRunStore(redis, keyPrefix, { retentionSeconds: settings.retentionSeconds })
+    : new MemoryRunStore({ retentionSeconds: settings.retentionSeconds });
   const router = new RouterClient(routerUrl, identity);
   const registry = createRegistry('agents', withProcessMetrics);
-  const runner = new Runner({ runs, router, catalog, settings, log: log.child({ component: 'runs' }), metrics: createAgentMetrics(registry) }, access.store);
+  const runner = new Runner(
+    { runs, router, catalog, settings, log: log.child({ component: 'runs' }), metrics: createAgentMetrics(registry) },
+    access.store,
+  );
   const release = async (deadline: number) => {
     await runner.stop(deadline);
     await Promise.all([runs.close(), router.close(), catalog.close()]);

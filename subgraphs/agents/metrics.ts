@@ -17,7 +17,11 @@ export function createAgentMetrics(registry: Registry): AgentMetrics {
       registers: [registry],
     }),
     runsActive: new Gauge({ name: 'modelgraph_agent_runs_active', help: 'Agent runs executing on this replica.', registers: [registry] }),
-    runsQueued: new Gauge({ name: 'modelgraph_agent_runs_queued', help: 'Agent runs waiting for a slot on this replica (agents.maxConcurrentRuns).', registers: [registry] }),
+    runsQueued: new Gauge({
+      name: 'modelgraph_agent_runs_queued',
+      help: 'Agent runs waiting for a slot on this replica (agents.maxConcurrentRuns).',
+      registers: [registry],
+    }),
     toolCalls: new Counter({
       name: 'modelgraph_agent_tool_calls_total',
       help: 'Tool calls of agent runs, by outcome: OK, or the error code the model was shown.',

@@ -88,7 +88,8 @@ const ORDER = {
 
 describe('compileOperationTool', () => {
   it('describes a variable-free query as an object without properties, and keeps the document verbatim', () => {
-    const document = '# Lists the models this key may use, with their prices.\nquery Models { models { id pricing { inputPerMillionTokens } } }';
+    const document =
+      '# Lists the models this key may use, with their prices.\nquery Models { models { id pricing { inputPerMillionTokens } } }';
     const models = compileOperationTool(api, { name: 'list_models', description: null, document });
     expect(models).toMatchObject({
       name: 'list_models',
@@ -123,7 +124,8 @@ describe('compileOperationTool', () => {
                   toolCallId: { type: 'string', description: 'For role TOOL: the id of the tool call this message answers.' },
                   toolCalls: {
                     type: 'array',
-                    description: 'For role ASSISTANT: the tool calls the model asked for in this turn (answered by the TOOL messages after it).',
+                    description:
+                      'For role ASSISTANT: the tool calls the model asked for in this turn (answered by the TOOL messages after it).',
                     items: {
                       type: 'object',
                       description: 'A tool call the model made earlier in the conversation, sent back with its ASSISTANT message.',
@@ -192,7 +194,10 @@ describe('compileOperationTool', () => {
   });
 
   it('takes variable defaults and input field defaults as JSON, and leaves defaulted variables out of required', () => {
-    const page = tool(catalog, 'query Page($page: Page, $first: Int = 5, $order: Order! = OLDEST) { items(page: $page) { id } recent(first: $first, order: $order) { id } }');
+    const page = tool(
+      catalog,
+      'query Page($page: Page, $first: Int = 5, $order: Order! = OLDEST) { items(page: $page) { id } recent(first: $first, order: $order) { id } }',
+    );
     expect(page.parameters).toEqual({
       type: 'object',
       properties: {
@@ -261,7 +266,8 @@ describe('compileOperationTool', () => {
     });
 
     const ranged = tool(catalog, 'query Ranged($range: Range!) { ranged(range: $range) { id } }');
-    const within = (ranged.parameters as { properties: { range: { properties: { within: { properties: Record<string, unknown> } } } } }).properties.range.properties.within;
+    const within = (ranged.parameters as { properties: { range: { properties: { within: { properties: Record<string, unknown> } } } } })
+      .properties.range.properties.within;
     expect(within.properties.range).toEqual({ type: 'object', description: 'a Range (as above)' });
     expect(within.properties.not).toEqual(again);
   });
@@ -333,7 +339,9 @@ describe('refused tool definitions', () => {
         message: `The tool name ${JSON.stringify(name)} must be 1 to 64 letters, digits, "_" or "-".`,
       });
     }
-    expect(compileOperationTool(api, { name: `A-z_9${'x'.repeat(59)}`, description: null, document: '{ models { id } }' }).name).toHaveLength(64);
+    expect(
+      compileOperationTool(api, { name: `A-z_9${'x'.repeat(59)}`, description: null, document: '{ models { id } }' }).name,
+    ).toHaveLength(64);
   });
 
   it('refuses a document that does not parse, with the syntax error and where it is', () => {
@@ -396,7 +404,11 @@ describe('OperationTool.coerce', () => {
   const message = { role: 'USER', content: 'Hello' };
 
   it('coerces arguments as the server coerces variables: enums by name, defaults filled in, a single value as a list', () => {
-    expect(chat.coerce({ input: { model: 'echo', messages: [message, { role: 'ASSISTANT', content: 'Hi' }], cache: { ttlSeconds: 60 }, tags: 'demo' } })).toEqual({
+    expect(
+      chat.coerce({
+        input: { model: 'echo', messages: [message, { role: 'ASSISTANT', content: 'Hi' }], cache: { ttlSeconds: 60 }, tags: 'demo' },
+      }),
+    ).toEqual({
       ok: true,
       variables: {
         input: {
@@ -416,7 +428,9 @@ describe('OperationTool.coerce', () => {
     expect(chat.coerce({})).toEqual({ ok: false, errors: ['Variable "$input" of required type "ChatInput!" was not provided.'] });
     expect(chat.coerce({ input: { model: 'echo' } })).toEqual({
       ok: false,
-      errors: ['Variable "$input" got invalid value { model: "echo" }; Field "messages" of required type "[ChatMessageInput!]!" was not provided.'],
+      errors: [
+        'Variable "$input" got invalid value { model: "echo" }; Field "messages" of required type "[ChatMessageInput!]!" was not provided.',
+      ],
     });
   });
 
@@ -460,7 +474,9 @@ describe('OperationTool.coerce', () => {
     if (result.ok) return;
     expect(result.errors).toHaveLength(10);
     expect(result.errors[0]).toBe('Unknown argument "extra"; this tool takes "input".');
-    expect(result.errors[9]).toBe('Variable "$input" got invalid value "NOBODY" at "input.messages[8].role"; Value "NOBODY" does not exist in "ChatRole" enum.');
+    expect(result.errors[9]).toBe(
+      'Variable "$input" got invalid value "NOBODY" at "input.messages[8].role"; Value "NOBODY" does not exist in "ChatRole" enum.',
+    );
   });
 });
 
@@ -481,7 +497,7 @@ describe('parseToolArguments', () => {
     expect(parseToolArguments('"text"')).toEqual({ ok: false, error: 'The arguments must be a JSON object; got a string.' });
   });
 
-  it('refuses text that is not JSON, with the parser\'s message', () => {
+  it("refuses text that is not JSON, with the parser's message", () => {
     const result = parseToolArguments('not json');
     expect(result.ok).toBe(false);
     if (result.ok) return;

@@ -113,9 +113,7 @@ export function compileOperationTool(
 }
 
 /** Parses the model's argument text: a JSON object (empty text counts as {}), or the problem. */
-export function parseToolArguments(
-  text: string,
-): { ok: true; value: Record<string, unknown> } | { ok: false; error: string } {
+export function parseToolArguments(text: string): { ok: true; value: Record<string, unknown> } | { ok: false; error: string } {
   if (text.trim() === '') return { ok: true, value: {} };
   let value: unknown;
   try {
@@ -130,7 +128,10 @@ export function parseToolArguments(
 
 function parseDocument(text: string): DocumentNode {
   if (text.length > MAX_DOCUMENT_LENGTH) {
-    throw new ToolDefinitionError('document', `The document is ${text.length} characters long; at most ${MAX_DOCUMENT_LENGTH} are allowed.`);
+    throw new ToolDefinitionError(
+      'document',
+      `The document is ${text.length} characters long; at most ${MAX_DOCUMENT_LENGTH} are allowed.`,
+    );
   }
   try {
     return parse(text, { maxTokens: MAX_DOCUMENT_TOKENS });
@@ -146,10 +147,16 @@ function onlyOperation(document: DocumentNode): OperationDefinitionNode {
   const operations = document.definitions.filter((definition) => definition.kind === Kind.OPERATION_DEFINITION);
   const [operation] = operations;
   if (operations.length !== 1 || !operation) {
-    throw new ToolDefinitionError('document', `The document must contain exactly one operation (fragments may accompany it); it has ${operations.length}.`);
+    throw new ToolDefinitionError(
+      'document',
+      `The document must contain exactly one operation (fragments may accompany it); it has ${operations.length}.`,
+    );
   }
   if (operation.operation === OperationTypeNode.SUBSCRIPTION) {
-    throw new ToolDefinitionError('document', 'The operation is a subscription; a tool must be a query or a mutation, because it returns one result.');
+    throw new ToolDefinitionError(
+      'document',
+      'The operation is a subscription; a tool must be a query or a mutation, because it returns one result.',
+    );
   }
   return operation;
 }
@@ -193,7 +200,9 @@ function leadingComment(operation: OperationDefinitionNode): string {
 }
 
 function generatedDescription(operation: OperationDefinitionNode): string {
-  const fields = new Set(operation.selectionSet.selections.flatMap((selection) => (selection.kind === Kind.FIELD ? [selection.name.value] : [])));
+  const fields = new Set(
+    operation.selectionSet.selections.flatMap((selection) => (selection.kind === Kind.FIELD ? [selection.name.value] : [])),
+  );
   const name = operation.name ? ` ${operation.name.value}` : '';
   const selects = fields.size > 0 ? ` (selects ${[...fields].join(', ')})` : '';
   return `Runs the GraphQL ${operation.operation}${name}${selects}.`;
@@ -201,7 +210,13 @@ function generatedDescription(operation: OperationDefinitionNode): string {
 
 // --- the arguments' JSON Schema ----------------------------------------------------------------
 
-const JSON_TYPE_OF_SCALAR: Readonly<Record<string, string>> = { Int: 'integer', Float: 'number', String: 'string', ID: 'string', Boolean: 'boolean' };
+const JSON_TYPE_OF_SCALAR: Readonly<Record<string, string>> = {
+  Int: 'integer',
+  Float: 'number',
+  String: 'string',
+  ID: 'string',
+  Boolean: 'boolean',
+};
 
 /**
  * Optional values are not in `required` and keep their plain type (no `null` unions, which some
@@ -281,7 +296,10 @@ function enumSchema(type: GraphQLEnumType): JsonSchema {
   const values = type.getValues();
   const notes = values
     .filter((value) => nonBlank(value.description) || value.deprecationReason != null)
-    .map((value) => `- ${value.name}${value.description ? `: ${value.description}` : ''}${deprecation(value.deprecationReason, ' (deprecated: %)') ?? ''}`);
+    .map(
+      (value) =>
+        `- ${value.name}${value.description ? `: ${value.description}` : ''}${deprecation(value.deprecationReason, ' (deprecated: %)') ?? ''}`,
+    );
   const description = joinDescriptions(type.description, notes.join('\n'));
   return { type: 'string', ...(description && { description }), enum: values.map((value) => value.name) };
 }
@@ -299,7 +317,10 @@ function inputObjectSchema(type: GraphQLInputObjectType, path: readonly string[]
 }
 
 function inputFieldSchema(field: GraphQLInputField, path: readonly string[]): JsonSchema {
-  const property = withDescription(inputTypeSchema(field.type, path), joinDescriptions(field.description, deprecation(field.deprecationReason, 'Deprecated: %')));
+  const property = withDescription(
+    inputTypeSchema(field.type, path),
+    joinDescriptions(field.description, deprecation(field.deprecationReason, 'Deprecated: %')),
+  );
   const defaultValue = jsonDefault(field);
   if (defaultValue !== undefined) property.default = defaultValue;
   return property;

@@ -26,20 +26,31 @@ const agentVisible = rule('agent-visible', { cache: 'no_cache' })((agent: AgentD
   agent.tenantId === null || agent.tenantId === principal.tenantId || isPlatformAdmin(principal) ? true : notYours(),
 );
 
-const runVisible = rule('run-visible', { cache: 'no_cache' })(({ run }: RunView, _args, { principal }: AgentsContext) => (mayWatch(principal, run) ? true : notYours()));
+const runVisible = rule('run-visible', { cache: 'no_cache' })(({ run }: RunView, _args, { principal }: AgentsContext) =>
+  mayWatch(principal, run) ? true : notYours(),
+);
 
 /**
  * The tenant an agent definition change is for (`input.tenantId`, else the caller's) must be the
  * caller's to administer; a refusal leaves a DENIED audit event, as access changes do.
  */
 const administersInputTenant = (action: string) =>
-  rule(`agent-admin:${action}`, { cache: 'no_cache' })(async (_parent, { input }: { input: { tenantId?: string | null; name: string } }, context: AgentsContext) => {
-    const tenantId = input.tenantId ?? context.principal.tenantId;
-    // An agent acting for an admin does not administer: a model must not redefine agents.
-    if (administers(context.principal, tenantId) && context.principal.actor === undefined) return true;
-    await context.audit.record(callerAuditEvent(context, action, { target: `${tenantId}/${input.name}`, tenant: tenantId, outcome: 'DENIED', reason: ErrorCode.FORBIDDEN }));
-    return forbidden('only admins of the tenant may define its agents');
-  });
+  rule(`agent-admin:${action}`, { cache: 'no_cache' })(
+    async (_parent, { input }: { input: { tenantId?: string | null; name: string } }, context: AgentsContext) => {
+      const tenantId = input.tenantId ?? context.principal.tenantId;
+      // An agent acting for an admin does not administer: a model must not redefine agents.
+      if (administers(context.principal, tenantId) && context.principal.actor === undefined) return true;
+      await context.audit.record(
+        callerAuditEvent(context, action, {
+          target: `${tenantId}/${input.name}`,
+          tenant: tenantId,
+          outcome: 'DENIED',
+          reason: ErrorCode.FORBIDDEN,
+        }),
+      );
+      return forbidden('only admins of the tenant may define its agents');
+    },
+  );
 
 const notActingForARun = rule('not-agent-run', { cache: 'contextual' })((_parent, _args, { principal }: AgentsContext) =>
   principal.actor === undefined ? true : forbidden('an agent run cannot start agent runs'),

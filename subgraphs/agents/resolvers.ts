@@ -21,7 +21,6 @@ const agentTag = (name: string) => `agent:${name}`.slice(0, 64);
 const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_USER_INPUT, message, { field });
 const runNotFound = () => codedError(ErrorCode.NOT_FOUND, 'agent run not found');
 
-
 async function visibleRun(id: string, { runs, principal }: AgentsContext): Promise<RunView | undefined> {
   if (!RUN_ID.test(id)) return undefined;
   const view = await runs.get(id);
@@ -35,9 +34,16 @@ async function visibleRun(id: string, { runs, principal }: AgentsContext): Promi
 async function endIfAbandoned(view: RunView, { runs }: AgentsContext): Promise<RunView> {
   if (isFinal(view.run.status)) return view;
   const at = new Date().toISOString();
-  const error = { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'the replica running this run stopped before it finished; start it again' };
+  const error = {
+    code: ErrorCode.INTERNAL_SERVER_ERROR,
+    message: 'the replica running this run stopped before it finished; start it again',
+  };
   const snapshot: AgentRunRecord = { ...view.run, status: 'FAILED', error, finishedAt: at };
-  const ended = await runs.finishIfAbandoned(view.run.id, { type: 'RUN_FINISHED', at, status: 'FAILED', output: null, error, usage: view.run.usage }, snapshot);
+  const ended = await runs.finishIfAbandoned(
+    view.run.id,
+    { type: 'RUN_FINISHED', at, status: 'FAILED', output: null, error, usage: view.run.usage },
+    snapshot,
+  );
   return ended ? ((await runs.get(view.run.id)) ?? view) : view;
 }
 
@@ -46,7 +52,8 @@ async function audited<T>(context: AgentsContext, action: string, tenantId: stri
   const target = { target: `${tenantId}/${name}`, tenant: tenantId };
   let result: T;
   try {
-    if (tenantId !== context.principal.tenantId && !(await context.tenantExists(tenantId))) throw codedError(ErrorCode.NOT_FOUND, `tenant "${tenantId}" not found`, { field: 'tenantId' });
+    if (tenantId !== context.principal.tenantId && !(await context.tenantExists(tenantId)))
+      throw codedError(ErrorCode.NOT_FOUND, `tenant "${tenantId}" not found`, { field: 'tenantId' });
     result = await change();
   } catch (error) {
     await context.audit
@@ -55,7 +62,9 @@ async function audited<T>(context: AgentsContext, action: string, tenantId: stri
     throw error;
   }
   // The change is made: a lost audit event is logged, not reported as a failed change.
-  await context.audit.record(callerAuditEvent(context, action, target)).catch((auditError: unknown) => context.log.error({ err: auditError, action }, 'audit event lost'));
+  await context.audit
+    .record(callerAuditEvent(context, action, target))
+    .catch((auditError: unknown) => context.log.error({ err: auditError, action }, 'audit event lost'));
   return result;
 }
 
@@ -69,14 +78,20 @@ function toSpec(input: { [K in keyof AgentSpec]?: unknown }): Partial<AgentSpec>
 }
 
 /** The agent a run starts with, its compiled tools and the run's tags; or a coded refusal before anything is stored. */
-async function admitRun(input: { agent: string; input: string; tags?: string[] | null }, { directory, principal, settings, catalog }: AgentsContext) {
+async function admitRun(
+  input: { agent: string; input: string; tags?: string[] | null },
+  { directory, principal, settings, catalog }: AgentsContext,
+) {
   const agent = await directory.find(principal.tenantId, input.agent);
   if (!agent) throw codedError(ErrorCode.NOT_FOUND, `agent "${input.agent}" not found`, { field: 'agent' });
   if (input.input.trim() === '') throw badInput('input', 'input must not be empty');
-  if (input.input.length > settings.limits.maxInputChars) throw badInput('input', `input is at most ${settings.limits.maxInputChars} characters`);
+  if (input.input.length > settings.limits.maxInputChars)
+    throw badInput('input', `input is at most ${settings.limits.maxInputChars} characters`);
   // Its model calls are the caller's chats: refused now rather than at the first step.
-  if (!hasScope(principal, 'chat:invoke')) throw codedError(ErrorCode.FORBIDDEN, 'running an agent needs the chat:invoke scope too: its model calls are your chats');
-  if (!allowsRef(principal, catalog, agent.model)) throw codedError(ErrorCode.FORBIDDEN, `this key may not use model "${agent.model}", the model of agent "${agent.name}"`);
+  if (!hasScope(principal, 'chat:invoke'))
+    throw codedError(ErrorCode.FORBIDDEN, 'running an agent needs the chat:invoke scope too: its model calls are your chats');
+  if (!allowsRef(principal, catalog, agent.model))
+    throw codedError(ErrorCode.FORBIDDEN, `this key may not use model "${agent.model}", the model of agent "${agent.name}"`);
   const tags = checkTags(input.tags, [agentTag(agent.name)]);
   try {
     return { agent, tools: directory.tools(agent), tags };
@@ -93,7 +108,11 @@ function newRun(agent: AgentDefinition, input: string, tags: string[], { princip
     tenantId: principal.tenantId,
     owner: holderOf(principal),
     keyId: principal.keyId,
-    agent: { ...agent, maxSteps: Math.min(agent.maxSteps, limits.maxSteps), maxWallTimeSeconds: Math.min(agent.maxWallTimeSeconds, limits.maxWallTimeSeconds) },
+    agent: {
+      ...agent,
+      maxSteps: Math.min(agent.maxSteps, limits.maxSteps),
+      maxWallTimeSeconds: Math.min(agent.maxWallTimeSeconds, limits.maxWallTimeSeconds),
+    },
     input,
     tags,
     status: 'QUEUED',
@@ -117,7 +136,8 @@ export const resolvers: Resolvers = {
     },
     agentRuns: async (_parent, { tenant, first, after }, { runs, principal }) => {
       const tenantId = tenant ?? principal.tenantId;
-      if (tenantId !== principal.tenantId && !isPlatformAdmin(principal)) throw codedError(ErrorCode.FORBIDDEN, 'this belongs to another tenant');
+      if (tenantId !== principal.tenantId && !isPlatformAdmin(principal))
+        throw codedError(ErrorCode.FORBIDDEN, 'this belongs to another tenant');
       if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE) throw badInput('first', `first must be 1 to ${MAX_PAGE}`);
       if (after != null && !isListCursor(after)) throw badInput('after', 'after must be an endCursor of agentRuns');
       const page = await runs.list(tenantId, first, after ?? undefined);
@@ -140,7 +160,9 @@ export const resolvers: Resolvers = {
     },
     updateAgent: async (_parent, { input }, context) => {
       const tenantId = input.tenantId ?? context.principal.tenantId;
-      const agent = await audited(context, 'agent.update', tenantId, input.name, () => context.directory.update(tenantId, input.name, toSpec(input)));
+      const agent = await audited(context, 'agent.update', tenantId, input.name, () =>
+        context.directory.update(tenantId, input.name, toSpec(input)),
+      );
       return { agent };
     },
     deleteAgent: async (_parent, { input }, context) => {
@@ -189,11 +211,23 @@ export const resolvers: Resolvers = {
     tenant: (agent) => (agent.tenantId === null ? null : { id: agent.tenantId }),
     tools: (agent, _args, { directory }) => {
       try {
-        return directory.tools(agent).map((tool) => ({ name: tool.name, description: tool.description, document: tool.document, parameters: JSON.stringify(tool.parameters) }));
+        return directory
+          .tools(agent)
+          .map((tool) => ({
+            name: tool.name,
+            description: tool.description,
+            document: tool.document,
+            parameters: JSON.stringify(tool.parameters),
+          }));
       } catch (error) {
         // A stored tool the API has outgrown: shown, so its admins can see and fix it (runs refuse it).
         const problem = (error as Error).message;
-        return agent.tools.map((tool) => ({ name: tool.name, description: `(this agent's tools no longer fit the API: ${problem})`, document: tool.document, parameters: '{}' }));
+        return agent.tools.map((tool) => ({
+          name: tool.name,
+          description: `(this agent's tools no longer fit the API: ${problem})`,
+          document: tool.document,
+          parameters: '{}',
+        }));
       }
     },
   },

@@ -25,7 +25,12 @@ export interface GraphQLResult {
 /** What a chat input looks like on the wire (`ChatInput` of the API schema). */
 export interface ChatInputWire {
   model: string;
-  messages: { role: 'SYSTEM' | 'USER' | 'ASSISTANT' | 'TOOL'; content: string; toolCallId?: string; toolCalls?: { id: string; name: string; arguments: string }[] }[];
+  messages: {
+    role: 'SYSTEM' | 'USER' | 'ASSISTANT' | 'TOOL';
+    content: string;
+    toolCallId?: string;
+    toolCalls?: { id: string; name: string; arguments: string }[];
+  }[];
   tools?: { name: string; description: string; parameters: string }[];
   maxTokens?: number;
   tags?: string[];
@@ -56,7 +61,6 @@ interface StreamPayload {
   message?: string;
 }
 
-
 /** The first error of a result, as a run error (a code from the enum, or INTERNAL_SERVER_ERROR). */
 export function firstError(errors: GraphQLResult['errors']): RunError {
   const first = errors?.[0];
@@ -76,7 +80,12 @@ export class RouterClient {
   }
 
   /** Runs an operation as `principal`; a transport failure becomes a coded error result. */
-  async execute(principal: Principal, request: { query: string; variables?: Record<string, unknown>; operationName?: string | undefined }, requestId: string, signal: AbortSignal): Promise<GraphQLResult> {
+  async execute(
+    principal: Principal,
+    request: { query: string; variables?: Record<string, unknown>; operationName?: string | undefined },
+    requestId: string,
+    signal: AbortSignal,
+  ): Promise<GraphQLResult> {
     let response;
     try {
       response = await this.#post(principal, request, 'application/graphql-response+json, application/json', requestId, signal);
@@ -94,7 +103,14 @@ export class RouterClient {
     try {
       return JSON.parse(text) as GraphQLResult;
     } catch {
-      return { errors: [{ message: `the router answered ${response.status} without a GraphQL result`, extensions: { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR } }] };
+      return {
+        errors: [
+          {
+            message: `the router answered ${response.status} without a GraphQL result`,
+            extensions: { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR },
+          },
+        ],
+      };
     }
   }
 
@@ -118,7 +134,13 @@ export class RouterClient {
       } catch {
         errors = undefined;
       }
-      yield { kind: 'failed', error: errors?.length ? firstError(errors) : { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR, message: `the router answered ${response.status}` }, usage: NO_USAGE };
+      yield {
+        kind: 'failed',
+        error: errors?.length
+          ? firstError(errors)
+          : { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR, message: `the router answered ${response.status}` },
+        usage: NO_USAGE,
+      };
       return;
     }
     for await (const message of parseSse(response.body as ReadableStream<Uint8Array>)) {
@@ -141,7 +163,11 @@ export class RouterClient {
       }
     }
     if (signal.aborted) throw signal.reason;
-    yield { kind: 'failed', error: { code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the model stream ended before it finished' }, usage: NO_USAGE };
+    yield {
+      kind: 'failed',
+      error: { code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the model stream ended before it finished' },
+      usage: NO_USAGE,
+    };
   }
 
   async close(): Promise<void> {

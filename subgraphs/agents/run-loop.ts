@@ -18,7 +18,16 @@ import type { ChatMessage } from '../../providers/contract.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import { parseToolArguments, type OperationTool } from './operation-tools.ts';
-import { NO_USAGE, type AgentRunEventRecord, type AgentRunRecord, type AgentRunStatus, type RunError, type RunUsage, type StepRecord, type ToolCallRecord } from './records.ts';
+import {
+  NO_USAGE,
+  type AgentRunEventRecord,
+  type AgentRunRecord,
+  type AgentRunStatus,
+  type RunError,
+  type RunUsage,
+  type StepRecord,
+  type ToolCallRecord,
+} from './records.ts';
 import { firstError, type ChatInputWire, type GraphQLResult, type RouterClient } from './router-client.ts';
 import { RunFinishedError, type RunStore } from './run-store.ts';
 import { addSpend, spendOf, type Spend } from '../../platform/spend.ts';
@@ -82,7 +91,8 @@ export class RunLoop {
     } catch (error) {
       const stop = error instanceof RunStop ? error : this.#signal.reason instanceof RunStop ? this.#signal.reason : undefined;
       if (!stop) this.#deps.log.error({ err: error, runId: run.id }, 'agent run failed unexpectedly');
-      const { status, error: runError } = stop ?? new RunStop('FAILED', { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'the run failed unexpectedly' });
+      const { status, error: runError } =
+        stop ?? new RunStop('FAILED', { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'the run failed unexpectedly' });
       outcome = { status, output: null, error: runError };
     }
     // Calls still in flight (siblings of a failed tool call) stop before the end is recorded.
@@ -106,7 +116,10 @@ export class RunLoop {
       // The calls of the last allowed step would run with no model call left to read their results.
       if (number >= maxSteps) {
         step.finishedAt = now();
-        throw new RunStop('FAILED', { code: ErrorCode.STEP_LIMIT_EXCEEDED, message: `the agent asked for tools after its last allowed step (maxSteps ${maxSteps})` });
+        throw new RunStop('FAILED', {
+          code: ErrorCode.STEP_LIMIT_EXCEEDED,
+          message: `the agent asked for tools after its last allowed step (maxSteps ${maxSteps})`,
+        });
       }
       await this.#runTools(step, toolCalls);
       step.finishedAt = now();
@@ -119,7 +132,9 @@ export class RunLoop {
     const input: ChatInputWire = {
       model: agent.model,
       messages: this.#messages,
-      ...(this.#tools.length && { tools: this.#tools.map((tool) => ({ name: tool.name, description: tool.description, parameters: JSON.stringify(tool.parameters) })) }),
+      ...(this.#tools.length && {
+        tools: this.#tools.map((tool) => ({ name: tool.name, description: tool.description, parameters: JSON.stringify(tool.parameters) })),
+      }),
       ...(maxTokens !== undefined && { maxTokens }),
       tags,
     };
@@ -151,7 +166,10 @@ export class RunLoop {
     // Each call joins the snapshot with its own event, so a snapshot never runs ahead of its cursor.
     for (const call of calls) {
       step.toolCalls.push({ id: call.id, tool: call.name, arguments: call.arguments, result: null, error: null });
-      await this.#append({ type: 'TOOL_CALLED', at: now(), step: step.number, callId: call.id, tool: call.name, arguments: call.arguments }, true);
+      await this.#append(
+        { type: 'TOOL_CALLED', at: now(), step: step.number, callId: call.id, tool: call.name, arguments: call.arguments },
+        true,
+      );
     }
     // Independent calls run at once; each result is recorded as it arrives. One that fails the
     // run (its result could not be recorded) ends it, and the end aborts the others.
@@ -161,7 +179,11 @@ export class RunLoop {
     this.#checkSignal();
     // The model reads the results in the order it asked for them.
     for (const call of step.toolCalls) {
-      this.#messages.push({ role: 'TOOL', toolCallId: call.id, content: call.error && call.result === null ? JSON.stringify({ error: call.error }) : call.result! });
+      this.#messages.push({
+        role: 'TOOL',
+        toolCallId: call.id,
+        content: call.error && call.result === null ? JSON.stringify({ error: call.error }) : call.result!,
+      });
     }
   }
 
@@ -172,23 +194,48 @@ export class RunLoop {
     // Model calls the tool's operation made (a chat, embeddings) are the run's spending too.
     if (outcome.spend) this.#charge(step, outcome.spend);
     this.#deps.metrics.toolCalls.inc({ outcome: outcome.error?.code ?? 'OK' });
-    await this.#append({ type: 'TOOL_RESULTED', at: now(), step: step.number, callId: call.id, tool: call.tool, result: call.result, error: call.error }, true);
+    await this.#append(
+      { type: 'TOOL_RESULTED', at: now(), step: step.number, callId: call.id, tool: call.tool, result: call.result, error: call.error },
+      true,
+    );
   }
 
   /** `requestId` is ours: the model's call ids may hold anything, and go nowhere near a header. */
-  async #toolOutcome(call: ToolCallRecord, requestId: string): Promise<{ result: string | null; error: RunError | null; spend?: Spend | undefined }> {
+  async #toolOutcome(
+    call: ToolCallRecord,
+    requestId: string,
+  ): Promise<{ result: string | null; error: RunError | null; spend?: Spend | undefined }> {
     const tool = this.#tools.find((candidate) => candidate.name === call.tool);
     if (!tool) {
       const names = this.#tools.map((candidate) => candidate.name).join(', ') || 'none';
-      return { result: null, error: { code: ErrorCode.TOOL_NOT_ALLOWED, message: `there is no tool "${call.tool}" for this agent (its tools: ${names})` } };
+      return {
+        result: null,
+        error: { code: ErrorCode.TOOL_NOT_ALLOWED, message: `there is no tool "${call.tool}" for this agent (its tools: ${names})` },
+      };
     }
     const parsed = parseToolArguments(call.arguments);
-    if (!parsed.ok) return { result: null, error: { code: ErrorCode.BAD_USER_INPUT, message: `the arguments of "${tool.name}" are not a JSON object: ${parsed.error}` } };
+    if (!parsed.ok)
+      return {
+        result: null,
+        error: { code: ErrorCode.BAD_USER_INPUT, message: `the arguments of "${tool.name}" are not a JSON object: ${parsed.error}` },
+      };
     const coerced = tool.coerce(parsed.value);
-    if (!coerced.ok) return { result: null, error: { code: ErrorCode.BAD_USER_INPUT, message: `the arguments of "${tool.name}" do not fit its parameters: ${coerced.errors.join('; ')}` } };
+    if (!coerced.ok)
+      return {
+        result: null,
+        error: {
+          code: ErrorCode.BAD_USER_INPUT,
+          message: `the arguments of "${tool.name}" do not fit its parameters: ${coerced.errors.join('; ')}`,
+        },
+      };
     let answer: GraphQLResult;
     try {
-      answer = await this.#deps.router.execute(this.#principal, { query: tool.document, variables: coerced.variables, operationName: tool.operationName }, requestId, this.#signal);
+      answer = await this.#deps.router.execute(
+        this.#principal,
+        { query: tool.document, variables: coerced.variables, operationName: tool.operationName },
+        requestId,
+        this.#signal,
+      );
     } catch (error) {
       if (this.#signal.aborted) return { result: null, error: stopError(this.#signal.reason) };
       throw error;
@@ -197,7 +244,14 @@ export class RunLoop {
     const result = JSON.stringify(compact(answer));
     const max = this.#deps.settings.maxToolResultBytes;
     if (Buffer.byteLength(result) > max) {
-      return { result: null, error: { code: ErrorCode.TOOL_RESULT_TOO_LARGE, message: `the result of "${tool.name}" is ${Buffer.byteLength(result)} bytes, over the ${max}-byte limit; ask for less` }, spend };
+      return {
+        result: null,
+        error: {
+          code: ErrorCode.TOOL_RESULT_TOO_LARGE,
+          message: `the result of "${tool.name}" is ${Buffer.byteLength(result)} bytes, over the ${max}-byte limit; ask for less`,
+        },
+        spend,
+      };
     }
     return { result, error: answer.errors?.length ? firstError(answer.errors) : null, spend };
   }
@@ -213,27 +267,48 @@ export class RunLoop {
     if (!plan) return undefined;
     const targets = [plan.model, ...plan.targets.map((target) => target.info)];
     const messages: ChatMessage[] = this.#messages.map((message) =>
-      message.role === 'TOOL' ? { role: 'tool', content: message.content, toolCallId: message.toolCallId ?? '' } : { role: message.role.toLowerCase() as 'user', content: message.content },
+      message.role === 'TOOL'
+        ? { role: 'tool', content: message.content, toolCallId: message.toolCallId ?? '' }
+        : { role: message.role.toLowerCase() as 'user', content: message.content },
     );
-    const prompt = countChatTokens(messages) + (this.#tools.length ? countTextTokens(JSON.stringify(this.#tools.map(({ name, description, parameters }) => ({ name, description, parameters })))) : 0);
+    const prompt =
+      countChatTokens(messages) +
+      (this.#tools.length
+        ? countTextTokens(JSON.stringify(this.#tools.map(({ name, description, parameters }) => ({ name, description, parameters }))))
+        : 0);
     let most = Math.min(plan.model.maxOutputTokens, plan.model.contextWindow - prompt);
-    if (most < 1) throw new RunStop('FAILED', { code: ErrorCode.CONTEXT_WINDOW_EXCEEDED, message: `the conversation (${prompt} tokens) no longer fits the context window of "${plan.model.id}" (${plan.model.contextWindow})` });
+    if (most < 1)
+      throw new RunStop('FAILED', {
+        code: ErrorCode.CONTEXT_WINDOW_EXCEEDED,
+        message: `the conversation (${prompt} tokens) no longer fits the context window of "${plan.model.id}" (${plan.model.contextWindow})`,
+      });
     if (agent.maxTokens !== null) {
       most = Math.min(most, agent.maxTokens - usage.totalTokens - prompt);
-      if (most < 1) throw new RunStop('FAILED', { code: ErrorCode.TOKEN_LIMIT_EXCEEDED, message: `the run has ${Math.max(0, agent.maxTokens - usage.totalTokens)} of its ${agent.maxTokens} tokens left, not enough for the next step's prompt (${prompt}) and any output` });
+      if (most < 1)
+        throw new RunStop('FAILED', {
+          code: ErrorCode.TOKEN_LIMIT_EXCEEDED,
+          message: `the run has ${Math.max(0, agent.maxTokens - usage.totalTokens)} of its ${agent.maxTokens} tokens left, not enough for the next step's prompt (${prompt}) and any output`,
+        });
     }
     if (agent.maxUsd !== null) {
       const inPrice = Math.max(...targets.map((model) => model.pricing.inputPerMillionTokens)) / 1e6;
       const outPrice = Math.max(...targets.map((model) => model.pricing.outputPerMillionTokens)) / 1e6;
       const left = agent.maxUsd - usage.costUsd - prompt * inPrice;
       if (outPrice > 0) most = Math.min(most, Math.floor(left / outPrice));
-      if (left <= 0 || most < 1) throw new RunStop('FAILED', { code: ErrorCode.BUDGET_EXCEEDED, message: `the run has $${Math.max(0, agent.maxUsd - usage.costUsd).toFixed(6)} of its $${agent.maxUsd} left, not enough for the next step` });
+      if (left <= 0 || most < 1)
+        throw new RunStop('FAILED', {
+          code: ErrorCode.BUDGET_EXCEEDED,
+          message: `the run has $${Math.max(0, agent.maxUsd - usage.costUsd).toFixed(6)} of its $${agent.maxUsd} left, not enough for the next step`,
+        });
     }
     return Math.max(1, most);
   }
 
   #checkSignal(): void {
-    if (this.#signal.aborted) throw this.#signal.reason instanceof RunStop ? this.#signal.reason : new RunStop('CANCELLED', { code: ErrorCode.CANCELLED, message: 'the run was stopped' });
+    if (this.#signal.aborted)
+      throw this.#signal.reason instanceof RunStop
+        ? this.#signal.reason
+        : new RunStop('CANCELLED', { code: ErrorCode.CANCELLED, message: 'the run was stopped' });
   }
 
   async #finish(status: AgentRunStatus, output: string | null, error: RunError | null): Promise<void> {

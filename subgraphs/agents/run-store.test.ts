@@ -2,7 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentKeys } from '../../platform/redis-keys.ts';
-import { NO_USAGE, type AgentDefinition, type AgentRunEventRecord, type AgentRunRecord, type AgentRunStatus, type StoredRunEvent } from './records.ts';
+import {
+  NO_USAGE,
+  type AgentDefinition,
+  type AgentRunEventRecord,
+  type AgentRunRecord,
+  type AgentRunStatus,
+  type StoredRunEvent,
+} from './records.ts';
 import { MemoryRunStore, RedisRunStore, RunFinishedError, isCursor, type RunPage, type RunStore } from './run-store.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -88,7 +95,14 @@ function runRecord(overrides: Partial<AgentRunRecord> = {}): AgentRunRecord {
 
 const delta = (content: string): AgentRunEventRecord => ({ type: 'TEXT_DELTA', at: AT, step: 1, content });
 
-const finish = (status: AgentRunStatus = 'SUCCEEDED'): AgentRunEventRecord => ({ type: 'RUN_FINISHED', at: AT, status, output: 'done', error: null, usage: NO_USAGE });
+const finish = (status: AgentRunStatus = 'SUCCEEDED'): AgentRunEventRecord => ({
+  type: 'RUN_FINISHED',
+  at: AT,
+  status,
+  output: 'done',
+  error: null,
+  usage: NO_USAGE,
+});
 
 /** What each event says: a delta's text, else its type. */
 function contents(events: StoredRunEvent[]): string[] {

@@ -223,7 +223,12 @@ interface FollowSource {
  * atomic, so an event appended after a read rings the bell and one appended before it is read:
  * none is missed, and the cursor only moves forward, so none is yielded twice.
  */
-async function* followRun(source: FollowSource, after: string | undefined, signal: AbortSignal, idle: IdleCheck): AsyncGenerator<StoredRunEvent> {
+async function* followRun(
+  source: FollowSource,
+  after: string | undefined,
+  signal: AbortSignal,
+  idle: IdleCheck,
+): AsyncGenerator<StoredRunEvent> {
   const stopped = () => signal.aborted || source.closed();
   let cursor = after;
   while (!stopped()) {
@@ -270,7 +275,10 @@ export class MemoryRunStore implements RunStore {
   readonly #maxRuns: number;
   #closed = false;
 
-  constructor({ retentionSeconds = DEFAULT_RETENTION_SECONDS, maxRuns = DEFAULT_MAX_RUNS }: { retentionSeconds?: number; maxRuns?: number } = {}) {
+  constructor({
+    retentionSeconds = DEFAULT_RETENTION_SECONDS,
+    maxRuns = DEFAULT_MAX_RUNS,
+  }: { retentionSeconds?: number; maxRuns?: number } = {}) {
     this.#retentionMs = retentionSeconds * 1000;
     this.#maxRuns = maxRuns;
   }
@@ -278,7 +286,15 @@ export class MemoryRunStore implements RunStore {
   async create(run: AgentRunRecord) {
     if (this.#find(run.id)) throw new Error(`Run ${run.id} exists already`);
     const position = positionOf(run);
-    this.#runs.set(run.id, { run: structuredClone(run), cursor: null, position, events: [], finished: false, cancel: undefined, expiresAt: Infinity });
+    this.#runs.set(run.id, {
+      run: structuredClone(run),
+      cursor: null,
+      position,
+      events: [],
+      finished: false,
+      cancel: undefined,
+      expiresAt: Infinity,
+    });
     this.#bound();
   }
 
@@ -306,7 +322,11 @@ export class MemoryRunStore implements RunStore {
     this.#bells.set(runId, bells.add(bell));
     const detach = ringOnAbort(signal, bell);
     try {
-      const source = { look: async (cursor: string | undefined, count: number) => this.#look(runId, cursor, count), bell, closed: () => this.#closed };
+      const source = {
+        look: async (cursor: string | undefined, count: number) => this.#look(runId, cursor, count),
+        bell,
+        closed: () => this.#closed,
+      };
       yield* followRun(source, after, signal, idle);
     } finally {
       detach();
@@ -543,7 +563,11 @@ export class RedisRunStore implements RunStore {
         if (this.#closed) return;
         throw error;
       }
-      const source = { look: (cursor: string | undefined, count: number) => this.#look(runId, cursor, count), bell, closed: () => this.#closed };
+      const source = {
+        look: (cursor: string | undefined, count: number) => this.#look(runId, cursor, count),
+        bell,
+        closed: () => this.#closed,
+      };
       yield* followRun(source, after, signal, idle);
     } finally {
       detach();
@@ -695,7 +719,10 @@ export class RedisRunStore implements RunStore {
     if (!watch?.bells.delete(bell) || watch.bells.size > 0) return;
     this.#watches.delete(channel);
     watch.subscribed.catch(() => undefined);
-    if (!this.#closed) await this.#subscriber().unsubscribe(channel).catch(() => undefined);
+    if (!this.#closed)
+      await this.#subscriber()
+        .unsubscribe(channel)
+        .catch(() => undefined);
   }
 
   #subscriber(): Redis {

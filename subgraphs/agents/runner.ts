@@ -63,7 +63,10 @@ export class Runner {
     if (this.#stopping) throw codedError(ErrorCode.SHUTTING_DOWN, 'this replica is shutting down; start the run again');
     const { maxConcurrentRuns, maxQueuedRuns } = this.#deps.settings;
     if (this.#active.size >= maxConcurrentRuns && this.#waiting.length >= maxQueuedRuns) {
-      throw codedError(ErrorCode.SERVICE_UNAVAILABLE, `this replica is running ${maxConcurrentRuns} runs with ${maxQueuedRuns} waiting; start the run again later`);
+      throw codedError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        `this replica is running ${maxConcurrentRuns} runs with ${maxQueuedRuns} waiting; start the run again later`,
+      );
     }
     // Leased before it exists, so no reader can take the new run for an abandoned one.
     await this.#deps.runs.holdLease(run.id, LEASE_MS);
@@ -84,12 +87,18 @@ export class Runner {
 
   async #stop(deadline: number): Promise<void> {
     this.#stopping = true;
-    const shutdown = new RunStop('FAILED', { code: ErrorCode.SHUTTING_DOWN, message: 'the replica running it shut down; start the run again' });
+    const shutdown = new RunStop('FAILED', {
+      code: ErrorCode.SHUTTING_DOWN,
+      message: 'the replica running it shut down; start the run again',
+    });
     // Queued runs never started: they end at once, so nothing waits on them.
     for (const { run, principal, tools } of this.#waiting.splice(0)) this.#launch(run, principal, tools, shutdown);
     const all = () => Promise.all([...this.#active.values()].map((active) => active.done));
     let timer: NodeJS.Timeout | undefined;
-    const expired = await Promise.race([all().then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), Math.max(0, deadline - Date.now()))))]);
+    const expired = await Promise.race([
+      all().then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), Math.max(0, deadline - Date.now())))),
+    ]);
     clearTimeout(timer);
     if (expired) for (const active of this.#active.values()) active.controller.abort(shutdown);
     await all();
@@ -117,7 +126,10 @@ export class Runner {
         controller.abort(
           credentialMs < wallTimeMs
             ? new RunStop('CANCELLED', { code: ErrorCode.CANCELLED, message: 'the owner’s credential expired' })
-            : new RunStop('FAILED', { code: ErrorCode.TIME_LIMIT_EXCEEDED, message: `the run took longer than its ${run.agent.maxWallTimeSeconds} s` }),
+            : new RunStop('FAILED', {
+                code: ErrorCode.TIME_LIMIT_EXCEEDED,
+                message: `the run took longer than its ${run.agent.maxWallTimeSeconds} s`,
+              }),
         ),
       Math.max(0, Math.min(wallTimeMs, credentialMs)),
     );
@@ -164,7 +176,9 @@ export class Runner {
   /** A key changed: its runs here end when it no longer authenticates. */
   async #onKeyChanged(keyId: string): Promise<void> {
     const runs = [...this.#active.values()].map((active) => active.run).concat(this.#waiting.map((entry) => entry.run));
-    const affected = new Set(runs.filter((run) => run.keyId !== null && (keyId === EVERY_KEY || run.keyId === keyId)).map((run) => run.keyId!));
+    const affected = new Set(
+      runs.filter((run) => run.keyId !== null && (keyId === EVERY_KEY || run.keyId === keyId)).map((run) => run.keyId!),
+    );
     for (const keyOf of affected) {
       let key;
       try {
@@ -187,12 +201,22 @@ export class Runner {
   #renewLeases(): void {
     const now = Date.now();
     const held: { run: AgentRunRecord; renewedAt: number; renewed: (at: number) => void }[] = [
-      ...[...this.#active.values()].map((active) => ({ run: active.run, renewedAt: active.renewedAt, renewed: (at: number) => (active.renewedAt = at) })),
+      ...[...this.#active.values()].map((active) => ({
+        run: active.run,
+        renewedAt: active.renewedAt,
+        renewed: (at: number) => (active.renewedAt = at),
+      })),
       ...this.#waiting.map((entry) => ({ run: entry.run, renewedAt: entry.renewedAt, renewed: (at: number) => (entry.renewedAt = at) })),
     ];
     for (const { run, renewedAt, renewed } of held) {
       if (now - renewedAt > LEASE_LOST_MS) {
-        this.#stopRun(run.id, new RunStop('FAILED', { code: ErrorCode.SERVICE_UNAVAILABLE, message: 'the run could not keep its lease: the run store is unreachable' }));
+        this.#stopRun(
+          run.id,
+          new RunStop('FAILED', {
+            code: ErrorCode.SERVICE_UNAVAILABLE,
+            message: 'the run could not keep its lease: the run store is unreachable',
+          }),
+        );
         continue;
       }
       this.#deps.runs.holdLease(run.id, LEASE_MS).then(

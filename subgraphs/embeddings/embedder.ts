@@ -58,19 +58,27 @@ export interface EmbedderObserver {
   cache(model: CatalogModel, hits: number, misses: number): void;
 }
 
-const badInput = (field: string, message: string, details: Record<string, unknown> = {}) => codedError(ErrorCode.BAD_USER_INPUT, message, { field, ...details });
+const badInput = (field: string, message: string, details: Record<string, unknown> = {}) =>
+  codedError(ErrorCode.BAD_USER_INPUT, message, { field, ...details });
 
 function resolveModel(catalog: ModelCatalog, ref: string): CatalogModel {
   const model = catalog.isRoute(ref) ? undefined : catalog.resolve(ref);
   if (!model) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no embedding model, alias or version pin "${ref}"`, { model: ref });
   if (!model.capabilities.includes('EMBEDDINGS')) {
-    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not embed`, { model: model.id, capability: 'EMBEDDINGS' });
+    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not embed`, {
+      model: model.id,
+      capability: 'EMBEDDINGS',
+    });
   }
   if (isRetired(model)) {
-    throw codedError(ErrorCode.MODEL_RETIRED, `model "${targetKey(model)}" is retired${model.replacement ? `; use "${model.replacement}"` : ''}`, {
-      model: targetKey(model),
-      ...(model.replacement && { replacement: model.replacement }),
-    });
+    throw codedError(
+      ErrorCode.MODEL_RETIRED,
+      `model "${targetKey(model)}" is retired${model.replacement ? `; use "${model.replacement}"` : ''}`,
+      {
+        model: targetKey(model),
+        ...(model.replacement && { replacement: model.replacement }),
+      },
+    );
   }
   return model;
 }
@@ -96,7 +104,13 @@ export class Embedder {
   /** Loads in flight by cache key: identical texts asked for at once go upstream once. */
   readonly #inFlight = new Map<string, Promise<number[]>>();
 
-  constructor(catalog: ModelCatalog, cache: ResponseCache | undefined, settings: EmbedderSettings, log: Logger, observer: EmbedderObserver) {
+  constructor(
+    catalog: ModelCatalog,
+    cache: ResponseCache | undefined,
+    settings: EmbedderSettings,
+    log: Logger,
+    observer: EmbedderObserver,
+  ) {
     this.#catalog = catalog;
     this.#cache = cache;
     this.#settings = settings;
@@ -108,7 +122,9 @@ export class Embedder {
     const model = resolveModel(this.#catalog, request.model);
     const dimensions = this.#dimensions(model, request.dimensions);
     const tokens = this.#checkInputs(model, request.inputs, caller);
-    const cacheKeys = request.inputs.map((text) => `emb:${caller.cacheScope}:${targetKey(model)}:${dimensions}:${createHash('sha256').update(text).digest('hex')}`);
+    const cacheKeys = request.inputs.map(
+      (text) => `emb:${caller.cacheScope}:${targetKey(model)}:${dimensions}:${createHash('sha256').update(text).digest('hex')}`,
+    );
     const cached = await this.#fromCache(cacheKeys);
     const batcher = this.#batcher(model, dimensions);
     // Inputs this request loads itself are what it pays for; joined loads and cache hits cost nothing.
@@ -133,7 +149,12 @@ export class Embedder {
       model,
       dimensions,
       vectors: request.normalize ? vectors.map(l2Normalized) : vectors,
-      usage: { promptTokens: paidTokens, totalTokens: paidTokens, cachedInputs: request.inputs.length - own.size, costUsd: priceUsd(model, paidTokens, 0) },
+      usage: {
+        promptTokens: paidTokens,
+        totalTokens: paidTokens,
+        cachedInputs: request.inputs.length - own.size,
+        costUsd: priceUsd(model, paidTokens, 0),
+      },
     };
   }
 
@@ -166,17 +187,23 @@ export class Embedder {
     // Per operation, not per field: aliases cannot multiply the limit.
     caller.budget.inputs += inputs.length;
     if (caller.budget.inputs > this.#settings.maxInputs) {
-      throw badInput('inputs', `at most ${this.#settings.maxInputs} inputs per operation (all embeddings fields together)`, { max: this.#settings.maxInputs });
+      throw badInput('inputs', `at most ${this.#settings.maxInputs} inputs per operation (all embeddings fields together)`, {
+        max: this.#settings.maxInputs,
+      });
     }
     return inputs.map((text, index) => {
       if (text.trim().length === 0) throw badInput(`inputs[${index}]`, `inputs[${index}] is empty`);
       const count = countTextTokens(text);
       if (count > model.contextWindow) {
-        throw codedError(ErrorCode.CONTEXT_WINDOW_EXCEEDED, `inputs[${index}] has ${count} tokens; model "${model.id}" takes at most ${model.contextWindow}`, {
-          field: `inputs[${index}]`,
-          promptTokens: count,
-          contextWindow: model.contextWindow,
-        });
+        throw codedError(
+          ErrorCode.CONTEXT_WINDOW_EXCEEDED,
+          `inputs[${index}] has ${count} tokens; model "${model.id}" takes at most ${model.contextWindow}`,
+          {
+            field: `inputs[${index}]`,
+            promptTokens: count,
+            contextWindow: model.contextWindow,
+          },
+        );
       }
       return count;
     });
@@ -197,14 +224,20 @@ export class Embedder {
   #store(key: string, vector: number[]): void {
     const cache = this.#cache;
     if (!cache || this.#settings.cacheTtlMs === 0) return;
-    cache.set(key, encodeVector(vector), this.#settings.cacheTtlMs).catch((error: unknown) => this.#log.warn({ err: error }, 'could not cache a vector'));
+    cache
+      .set(key, encodeVector(vector), this.#settings.cacheTtlMs)
+      .catch((error: unknown) => this.#log.warn({ err: error }, 'could not cache a vector'));
   }
 
   #batcher(model: CatalogModel, dimensions: number): Batcher {
     const key = `${targetKey(model)}:${dimensions}`;
     let batcher = this.#loaders.get(key);
     if (!batcher) {
-      batcher = new Batcher((texts) => this.#call(model, dimensions, texts), this.#catalog.embeddingModel(model).maxBatchSize, this.#settings.batchWindowMs);
+      batcher = new Batcher(
+        (texts) => this.#call(model, dimensions, texts),
+        this.#catalog.embeddingModel(model).maxBatchSize,
+        this.#settings.batchWindowMs,
+      );
       this.#loaders.set(key, batcher);
     }
     return batcher;
@@ -219,24 +252,47 @@ export class Embedder {
     const requestId = randomUUID();
     try {
       // A batch serves many callers, so no one caller's disconnect cancels it; provider timeouts bound it.
-      const result = await embedding.embed([...texts], { signal: new AbortController().signal, requestId, ...(dimensions !== model.dimensions && { dimensions }) });
-      if (result.vectors.length !== texts.length) throw new Error(`provider returned ${result.vectors.length} vectors for ${texts.length} inputs`);
-      if (result.vectors.some((vector) => vector.length !== dimensions)) throw new Error(`provider returned vectors that are not ${dimensions} long`);
+      const result = await embedding.embed([...texts], {
+        signal: new AbortController().signal,
+        requestId,
+        ...(dimensions !== model.dimensions && { dimensions }),
+      });
+      if (result.vectors.length !== texts.length)
+        throw new Error(`provider returned ${result.vectors.length} vectors for ${texts.length} inputs`);
+      if (result.vectors.some((vector) => vector.length !== dimensions))
+        throw new Error(`provider returned vectors that are not ${dimensions} long`);
       this.#observer.call(model, texts.length, 'ok');
       return result.vectors.map(asFloat32);
     } catch (error) {
       if (error instanceof ProviderError && error.code === 'UPSTREAM_BAD_REQUEST' && texts.length > 1) {
         this.#observer.call(model, texts.length, 'split');
         const half = Math.ceil(texts.length / 2);
-        const [first, second] = await Promise.all([this.#call(model, dimensions, texts.slice(0, half)), this.#call(model, dimensions, texts.slice(half))]);
+        const [first, second] = await Promise.all([
+          this.#call(model, dimensions, texts.slice(0, half)),
+          this.#call(model, dimensions, texts.slice(half)),
+        ]);
         return [...first, ...second];
       }
       const coded =
         error instanceof ProviderError
           ? codedError(error.code, publicMessage(error), publicDetails(error))
-          : codedError(ErrorCode.UPSTREAM_BAD_RESPONSE, `provider ${model.provider} answered the embeddings call in a way modelgraph could not read`, { provider: model.provider });
+          : codedError(
+              ErrorCode.UPSTREAM_BAD_RESPONSE,
+              `provider ${model.provider} answered the embeddings call in a way modelgraph could not read`,
+              { provider: model.provider },
+            );
       this.#observer.call(model, texts.length, String(coded.extensions.code));
-      this.#log.warn({ provider: model.provider, model: targetKey(model), inputs: texts.length, requestId, code: coded.extensions.code, err: error instanceof ProviderError ? { message: error.upstreamMessage } : error }, 'embeddings call failed');
+      this.#log.warn(
+        {
+          provider: model.provider,
+          model: targetKey(model),
+          inputs: texts.length,
+          requestId,
+          code: coded.extensions.code,
+          err: error instanceof ProviderError ? { message: error.upstreamMessage } : error,
+        },
+        'embeddings call failed',
+      );
       return texts.map(() => coded);
     }
   }

@@ -49,7 +49,11 @@ function embeddingMetrics(registry: Registry): EmbedderObserver {
   };
 }
 
-export async function startEmbeddingsSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage, meter }: EmbeddingsSubgraphOptions): Promise<RunningSubgraph> {
+export async function startEmbeddingsSubgraph(
+  config: Config,
+  log: Logger,
+  { withProcessMetrics, identity, usage, meter }: EmbeddingsSubgraphOptions,
+): Promise<RunningSubgraph> {
   const settings = config.embeddings;
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('embeddings', withProcessMetrics);
@@ -87,7 +91,10 @@ export async function startEmbeddingsSubgraph(config: Config, log: Logger, { wit
   return {
     ...running,
     stop(deadline) {
-      stopped ??= running.stop(deadline).then(() => Promise.all([catalog.close(), cache.close()])).then(() => undefined);
+      stopped ??= running
+        .stop(deadline)
+        .then(() => Promise.all([catalog.close(), cache.close()]))
+        .then(() => undefined);
       return stopped;
     },
   };

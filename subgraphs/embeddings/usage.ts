@@ -28,11 +28,20 @@ async function reserveFor(context: EmbeddingsContext, request: EmbeddingsRequest
 export async function embedWithUsage(context: EmbeddingsContext, request: EmbeddingsRequest): Promise<EmbeddingsAnswer> {
   const tags = checkTags(request.tags);
   const startedAt = performance.now();
-  const base = { tenant: context.principal.tenantId, key: holderOf(context.principal), kind: 'embeddings' as const, timeToFirstTokenMs: null, tags };
+  const base = {
+    tenant: context.principal.tenantId,
+    key: holderOf(context.principal),
+    kind: 'embeddings' as const,
+    timeToFirstTokenMs: null,
+    tags,
+  };
   const reserved = await reserveFor(context, request);
   let spent = { totalTokens: 0, costUsd: 0 };
   try {
-    const answer = await context.embedder.embed(request, { cacheScope: context.cacheShared ? 'shared' : `tenant:${context.principal.tenantId}`, budget: context.inputBudget });
+    const answer = await context.embedder.embed(request, {
+      cacheScope: context.cacheShared ? 'shared' : `tenant:${context.principal.tenantId}`,
+      budget: context.inputBudget,
+    });
     const { usage, model } = answer;
     spent = usage;
     emit(context, {
@@ -53,14 +62,29 @@ export async function embedWithUsage(context: EmbeddingsContext, request: Embedd
     const code = codeOf(error);
     const model = context.catalog.resolve(request.model);
     if (code?.startsWith('UPSTREAM_') && model) {
-      emit(context, { ...base, model: model.id, version: model.version, provider: model.provider, promptTokens: spent.totalTokens, completionTokens: 0, totalTokens: spent.totalTokens, costUsd: spent.costUsd, latencyMs: Math.round(performance.now() - startedAt), outcome: code });
+      emit(context, {
+        ...base,
+        model: model.id,
+        version: model.version,
+        provider: model.provider,
+        promptTokens: spent.totalTokens,
+        completionTokens: 0,
+        totalTokens: spent.totalTokens,
+        costUsd: spent.costUsd,
+        latencyMs: Math.round(performance.now() - startedAt),
+        outcome: code,
+      });
     }
     throw error;
   } finally {
     const model = context.catalog.resolve(request.model);
-    await settle(context.meter, reserved, { promptTokens: spent.totalTokens, completionTokens: 0, totalTokens: spent.totalTokens }, spent.costUsd, model && targetKey(model)).catch((error: unknown) =>
-      context.log.error({ err: error }, 'could not settle a reservation'),
-    );
+    await settle(
+      context.meter,
+      reserved,
+      { promptTokens: spent.totalTokens, completionTokens: 0, totalTokens: spent.totalTokens },
+      spent.costUsd,
+      model && targetKey(model),
+    ).catch((error: unknown) => context.log.error({ err: error }, 'could not settle a reservation'));
   }
 }
 

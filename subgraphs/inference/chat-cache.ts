@@ -45,6 +45,8 @@ export function cacheable(request: ChatRequest, control: ChatCacheInput | null |
  * answer and a route never gets another route's.
  */
 export function cacheKey(scope: string, ref: string, model: CatalogModel, request: ChatRequest): string {
-  const digest = createHash('sha256').update(canonicalJson({ v: 2, ref, model: targetKey(model), request })).digest('hex');
+  const digest = createHash('sha256')
+    .update(canonicalJson({ v: 2, ref, model: targetKey(model), request }))
+    .digest('hex');
   return `chat:${scope}:${digest}`;
 }

@@ -4,7 +4,12 @@
  * GraphQL errors (whole chat) or a final `ChatFailed` event (stream) here and nowhere else.
  */
 import { randomUUID } from 'node:crypto';
-import type { ChatInput, ChatMessageInput, ErrorCode as SchemaErrorCode, FinishReason as SchemaFinishReason } from '../../codegen/inference.resolvers.ts';
+import type {
+  ChatInput,
+  ChatMessageInput,
+  ErrorCode as SchemaErrorCode,
+  FinishReason as SchemaFinishReason,
+} from '../../codegen/inference.resolvers.ts';
 import { isRetired, priceUsd, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { cacheKey, cacheable, type CachedChat } from './chat-cache.ts';
 import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
@@ -87,14 +92,21 @@ function badInput(field: string, message: string) {
 }
 
 function toMessage(message: ChatMessageInput, index: number): ChatMessage {
-  if (message.toolCalls?.length && message.role !== 'ASSISTANT') throw badInput(`messages[${index}].toolCalls`, 'only an ASSISTANT message carries tool calls');
+  if (message.toolCalls?.length && message.role !== 'ASSISTANT')
+    throw badInput(`messages[${index}].toolCalls`, 'only an ASSISTANT message carries tool calls');
   switch (message.role) {
     case 'SYSTEM':
       return { role: 'system', content: message.content };
     case 'USER':
       return { role: 'user', content: message.content };
     case 'ASSISTANT':
-      return { role: 'assistant', content: message.content, ...(message.toolCalls?.length && { toolCalls: message.toolCalls.map(({ id, name, arguments: args }) => ({ id, name, arguments: args })) }) };
+      return {
+        role: 'assistant',
+        content: message.content,
+        ...(message.toolCalls?.length && {
+          toolCalls: message.toolCalls.map(({ id, name, arguments: args }) => ({ id, name, arguments: args })),
+        }),
+      };
     case 'TOOL':
       if (!message.toolCallId) throw badInput(`messages[${index}].toolCallId`, 'a TOOL message needs the toolCallId it answers');
       return { role: 'tool', content: message.content, toolCallId: message.toolCallId };
@@ -146,10 +158,14 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   const { model } = plan;
   // A retired version named directly is refused; a route simply skips its retired targets.
   if (!catalog.isRoute(input.model) && isRetired(model)) {
-    throw codedError(ErrorCode.MODEL_RETIRED, `model "${model.id}@${model.version}" is retired${model.replacement ? `; use "${model.replacement}"` : ''}`, {
-      model: `${model.id}@${model.version}`,
-      ...(model.replacement && { replacement: model.replacement }),
-    });
+    throw codedError(
+      ErrorCode.MODEL_RETIRED,
+      `model "${model.id}@${model.version}" is retired${model.replacement ? `; use "${model.replacement}"` : ''}`,
+      {
+        model: `${model.id}@${model.version}`,
+        ...(model.replacement && { replacement: model.replacement }),
+      },
+    );
   }
   if (!model.capabilities.includes('CHAT')) {
     throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not chat`, { model: model.id, capability: 'CHAT' });
@@ -160,7 +176,10 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   checkRange('topP', input.topP, 0, 1);
   if ((input.stop?.length ?? 0) > MAX_STOP_SEQUENCES) throw badInput('stop', `at most ${MAX_STOP_SEQUENCES} stop sequences`);
   if (input.tools?.length && !model.capabilities.includes('TOOLS')) {
-    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not call tools`, { model: model.id, capability: 'TOOLS' });
+    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not call tools`, {
+      model: model.id,
+      capability: 'TOOLS',
+    });
   }
 
   const messages = input.messages.map(toMessage);
@@ -253,7 +272,15 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
   const cached = await fromCache(prepared, context);
   if (cached) {
     context.metrics.calls.inc({ ...labels, outcome: 'cached' });
-    emitChatUsage(context, { kind: 'chat', model, usage: NOTHING, startedAt, timeToFirstTokenMs: null, outcome: 'cached', tags: prepared.tags });
+    emitChatUsage(context, {
+      kind: 'chat',
+      model,
+      usage: NOTHING,
+      startedAt,
+      timeToFirstTokenMs: null,
+      outcome: 'cached',
+      tags: prepared.tags,
+    });
     return cached;
   }
   const reserved = await reserveOrCount(context, prepared);
@@ -269,7 +296,14 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     warnIfDeprecated(context, served.target);
     // Stored only when the version the request names answered (not a canary or a fallback).
     if (prepared.cache && context.cache && served.target === prepared.model) {
-      const entry: CachedChat = { ...(result.id && { id: result.id }), content: result.content, toolCalls: result.toolCalls, finishReason: result.finishReason, usage: result.usage, servedBy: targetKey(served.target) };
+      const entry: CachedChat = {
+        ...(result.id && { id: result.id }),
+        content: result.content,
+        toolCalls: result.toolCalls,
+        finishReason: result.finishReason,
+        usage: result.usage,
+        servedBy: targetKey(served.target),
+      };
       await context.cache.set(prepared.cache.key, JSON.stringify(entry), prepared.cache.ttlMs).catch((error: unknown) => {
         context.log.warn({ err: error }, 'response cache unavailable; answer not stored');
       });
@@ -297,14 +331,30 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     stopTimer();
     // To the real usage; a failed call used nothing.
     await settleOrLog(context, reserved, used ?? NOTHING, servedModel);
-    emitChatUsage(context, { kind: 'chat', model: servedModel, usage: used ?? NOTHING, startedAt, timeToFirstTokenMs: null, outcome, tags: prepared.tags });
+    emitChatUsage(context, {
+      kind: 'chat',
+      model: servedModel,
+      usage: used ?? NOTHING,
+      startedAt,
+      timeToFirstTokenMs: null,
+      outcome,
+      tags: prepared.tags,
+    });
   }
 }
 
 /** Reserves a call's worst case; a refusal is counted by limit and scope, then thrown. */
 async function reserveOrCount(context: InferenceContext, prepared: PreparedChat): Promise<Bucket[]> {
   try {
-    return await reserve(context.meter, bucketsFor(context.principal, prepared.targets.map(({ info }) => info), prepared.demand, context.metering));
+    return await reserve(
+      context.meter,
+      bucketsFor(
+        context.principal,
+        prepared.targets.map(({ info }) => info),
+        prepared.demand,
+        context.metering,
+      ),
+    );
   } catch (error) {
     const extensions = (error as { extensions?: { limit?: string; scope?: string } }).extensions;
     if (extensions?.limit && extensions.scope) context.metrics.meterRejections.inc({ limit: extensions.limit, scope: extensions.scope });
@@ -319,7 +369,9 @@ const NOTHING: PricedUsage = { promptTokens: 0, completionTokens: 0, totalTokens
  * to nothing); a failure is logged (the window's end releases what it holds).
  */
 async function settleOrLog(context: InferenceContext, reserved: Bucket[], usage: PricedUsage, servedBy?: CatalogModel): Promise<void> {
-  await settle(context.meter, reserved, usage, usage.costUsd, servedBy && targetKey(servedBy)).catch((error: unknown) => context.log.error({ err: error }, 'could not settle a reservation'));
+  await settle(context.meter, reserved, usage, usage.costUsd, servedBy && targetKey(servedBy)).catch((error: unknown) =>
+    context.log.error({ err: error }, 'could not settle a reservation'),
+  );
 }
 
 /** Assembles streamed tool-call fragments by index. */
@@ -426,7 +478,13 @@ async function* chatEvents(
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: 'ok' });
           used = priced(part.usage, served.model);
           outcome = 'ok';
-          yield { __typename: 'ChatCompleted', finishReason: FINISH_REASONS[part.finishReason], toolCalls: toolCalls.calls, usage: used, servedBy: served };
+          yield {
+            __typename: 'ChatCompleted',
+            finishReason: FINISH_REASONS[part.finishReason],
+            toolCalls: toolCalls.calls,
+            usage: used,
+            servedBy: served,
+          };
           return;
         case 'error':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: part.error.code });
@@ -453,7 +511,15 @@ async function* chatEvents(
     // Once a provider took the call, the prompt (and what was delivered) is paid for.
     const final = used ?? (reachedProvider || delivered ? priced(deliveredUsage(), served.model) : NOTHING);
     await settleOnce(final, served.model);
-    emitChatUsage(context, { kind: 'chat_stream', model: served.model, usage: final, startedAt: started, timeToFirstTokenMs, outcome, tags: prepared.tags });
+    emitChatUsage(context, {
+      kind: 'chat_stream',
+      model: served.model,
+      usage: final,
+      startedAt: started,
+      timeToFirstTokenMs,
+      outcome,
+      tags: prepared.tags,
+    });
     context.metrics.duration.observe({ ...labels, mode: 'stream' }, (performance.now() - started) / 1000);
     context.signal.removeEventListener('abort', onCallerGone);
     upstream.abort(new Error('stream closed'));

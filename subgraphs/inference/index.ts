@@ -29,7 +29,11 @@ export interface InferenceSubgraphOptions {
   meter: Meter;
 }
 
-export async function startInferenceSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, usage, meter }: InferenceSubgraphOptions): Promise<RunningSubgraph> {
+export async function startInferenceSubgraph(
+  config: Config,
+  log: Logger,
+  { withProcessMetrics, identity, usage, meter }: InferenceSubgraphOptions,
+): Promise<RunningSubgraph> {
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('inference', withProcessMetrics);
   const metrics = createProviderMetrics(registry);
@@ -53,7 +57,11 @@ export async function startInferenceSubgraph(config: Config, log: Logger, { with
   // Give Redis a moment to connect so the first requests can use the cache; never block the start.
   if (redis) await redisAnswers(redis, 1_000);
   const metering = { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants };
-  const cache = !config.cache.enabled ? undefined : redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(config.cache.maxEntries);
+  const cache = !config.cache.enabled
+    ? undefined
+    : redis
+      ? new RedisResponseCache(redis, config.redis.keyPrefix)
+      : new MemoryResponseCache(config.cache.maxEntries);
   const cacheTtlMs = config.cache.ttlSeconds * 1000;
   const running = await startSubgraphServer<InferenceContext>({
     name: 'inference',

@@ -22,7 +22,8 @@ export const resolvers: Resolvers = {
     model: (_parent, { id }, { catalog }) => catalog.resolve(id) ?? null,
   },
   Mutation: {
-    chat: (_parent, { input }, context) => runChat(withCache(prepare(input, context), input, context.cacheTtlMs, cacheScope(context)), context),
+    chat: (_parent, { input }, context) =>
+      runChat(withCache(prepare(input, context), input, context.cacheTtlMs, cacheScope(context)), context),
   },
   Subscription: {
     chatStream: {

@@ -26,14 +26,20 @@ export interface UsageSubgraphOptions {
   meter: Meter;
 }
 
-export async function startUsageSubgraph(config: Config, log: Logger, { withProcessMetrics, identity, store, meter }: UsageSubgraphOptions): Promise<RunningSubgraph> {
+export async function startUsageSubgraph(
+  config: Config,
+  log: Logger,
+  { withProcessMetrics, identity, store, meter }: UsageSubgraphOptions,
+): Promise<RunningSubgraph> {
   // One fixed consumer name per deployment's usage subgraph, so a restart finds its own pending
   // events at once (the store also takes over entries other consumers left for a minute).
   const consumer = DEFAULT_CONSUMER;
   let draining: Promise<unknown> = Promise.resolve();
   /** One drain at a time per process; a report waits for the one in progress and runs its own. */
   const drain = () => {
-    draining = draining.then(() => store.drain({ consumer })).catch((error: unknown) => log.warn({ err: error }, 'usage events not aggregated yet'));
+    draining = draining
+      .then(() => store.drain({ consumer }))
+      .catch((error: unknown) => log.warn({ err: error }, 'usage events not aggregated yet'));
     return draining;
   };
   const timer = setInterval(() => void drain(), DRAIN_EVERY_MS);
@@ -55,7 +61,12 @@ export async function startUsageSubgraph(config: Config, log: Logger, { withProc
     ...listenSettings(config, 'usage'),
     log,
     registry: createRegistry('usage', withProcessMetrics),
-    extendContext: (base) => ({ ...base, store: reporting, meter, metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants } }),
+    extendContext: (base) => ({
+      ...base,
+      store: reporting,
+      meter,
+      metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants },
+    }),
   });
   return {
     ...running,

@@ -38,14 +38,26 @@ export const resolvers: Resolvers = {
         to: time('filter.to', filter.to),
       });
       const report = await context.store.report(request, groupBy);
-      return { totals: report.totals, rows: report.rows.map(({ tenant: t, key: k, model: m, provider: p, day, hour, ...totals }) => ({ tenant: t, key: k, model: m, provider: p, day, hour, totals })) };
+      return {
+        totals: report.totals,
+        rows: report.rows.map(({ tenant: t, key: k, model: m, provider: p, day, hour, ...totals }) => ({
+          tenant: t,
+          key: k,
+          model: m,
+          provider: p,
+          day,
+          hour,
+          totals,
+        })),
+      };
     },
   },
   Tenant: {
     __resolveReference: (reference) => reference,
     usage: (tenant, { from, to }, context) => totalsFor(context, from, to, { tenant: tenant.id }),
     budget: async (tenant, _args, context) => {
-      if (!isPlatformAdmin(context.principal) && tenant.id !== context.principal.tenantId) throw codedError(ErrorCode.FORBIDDEN, 'a tenant reads only its own budget');
+      if (!isPlatformAdmin(context.principal) && tenant.id !== context.principal.tenantId)
+        throw codedError(ErrorCode.FORBIDDEN, 'a tenant reads only its own budget');
       const limits = context.metering.tenants[tenant.id] ?? {};
       const keys = tenantBucketKeys(context.metering, tenant.id);
       const [tokens, dayMicro, monthMicro] = await context.meter.used([keys.tokensThisMinute, keys.usdToday.key, keys.usdThisMonth.key]);

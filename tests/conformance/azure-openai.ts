@@ -12,7 +12,13 @@ export const target: ConformanceTarget = {
     return {
       emulator,
       provider: (timeouts, apiKey) =>
-        createAzureOpenAIProvider({ name: 'azure-openai', endpoint, apiVersion: '2024-10-21', credential: { kind: 'api-key', key: apiKey }, timeouts }),
+        createAzureOpenAIProvider({
+          name: 'azure-openai',
+          endpoint,
+          apiVersion: '2024-10-21',
+          credential: { kind: 'api-key', key: apiKey },
+          timeouts,
+        }),
       chatModelId: 'gpt-4o-deployment',
       embeddingModelId: 'embed-deployment',
     };

@@ -9,7 +9,8 @@ export const target: ConformanceTarget = {
     const emulator = await startOpenAIEmulator();
     return {
       emulator,
-      provider: (timeouts, apiKey) => createOpenAICompatibleProvider({ name: 'openai-compatible', baseUrl: emulator.baseUrl, apiKey, timeouts }),
+      provider: (timeouts, apiKey) =>
+        createOpenAICompatibleProvider({ name: 'openai-compatible', baseUrl: emulator.baseUrl, apiKey, timeouts }),
       chatModelId: 'gpt-test',
       embeddingModelId: 'embed-test',
     };

@@ -10,7 +10,16 @@ import { once } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
+import {
+  contentPieces,
+  wordCount,
+  type ProviderEmulator,
+  type RecordedRequest,
+  type Scripted,
+  type ScriptedChat,
+  type ScriptedError,
+  EmulatorLog,
+} from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 export type AnthropicEmulator = ProviderEmulator;
@@ -26,12 +35,17 @@ interface Message {
   content: string | Block[];
 }
 
-const blocksOf = (message: Message): Block[] => (typeof message.content === 'string' ? [{ type: 'text', text: message.content }] : message.content);
+const blocksOf = (message: Message): Block[] =>
+  typeof message.content === 'string' ? [{ type: 'text', text: message.content }] : message.content;
 
 function lastUserText(body: Record<string, unknown>): string {
   const messages = (body.messages ?? []) as Message[];
   const last = messages.findLast((message) => message.role === 'user');
-  return last ? blocksOf(last).flatMap((block) => (block.type === 'text' ? [block.text ?? ''] : [])).join('') : '';
+  return last
+    ? blocksOf(last)
+        .flatMap((block) => (block.type === 'text' ? [block.text ?? ''] : []))
+        .join('')
+    : '';
 }
 
 /** The error type Anthropic's documentation gives for a status. */
@@ -50,13 +64,18 @@ function errorType(status: number): string {
 
 /** What the real API would refuse with 400/401 before answering, or undefined. */
 function refusal(headers: RecordedRequest['headers'], body: Record<string, unknown>): ScriptedError | undefined {
-  const refuse = (status: number, message: string): ScriptedError => ({ kind: 'error', status, body: { type: 'error', error: { type: errorType(status), message } } });
+  const refuse = (status: number, message: string): ScriptedError => ({
+    kind: 'error',
+    status,
+    body: { type: 'error', error: { type: errorType(status), message } },
+  });
   if (!headers['x-api-key']) return refuse(401, 'x-api-key header is required');
   if (!headers['anthropic-version']) return refuse(400, 'anthropic-version: header is required');
   if (typeof body.max_tokens !== 'number') return refuse(400, 'max_tokens: Field required');
   const messages = (body.messages ?? []) as Message[];
   for (const [index, message] of messages.entries()) {
-    if (message.role !== 'user' && message.role !== 'assistant') return refuse(400, `messages.${index}.role: Input should be 'user' or 'assistant'`);
+    if (message.role !== 'user' && message.role !== 'assistant')
+      return refuse(400, `messages.${index}.role: Input should be 'user' or 'assistant'`);
     const calls = message.role === 'assistant' ? blocksOf(message).filter((block) => block.type === 'tool_use') : [];
     const answered = new Set(blocksOf(messages[index + 1] ?? { role: '', content: [] }).map((block) => block.tool_use_id));
     if (calls.some((call) => !answered.has(call.id))) {
@@ -68,13 +87,20 @@ function refusal(headers: RecordedRequest['headers'], body: Record<string, unkno
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {
   if (answer.usage === null) return undefined;
-  return { input_tokens: answer.usage?.prompt ?? JSON.stringify(body.messages ?? []).length, output_tokens: answer.usage?.completion ?? wordCount(answer.content) };
+  return {
+    input_tokens: answer.usage?.prompt ?? JSON.stringify(body.messages ?? []).length,
+    output_tokens: answer.usage?.completion ?? wordCount(answer.content),
+  };
 }
 
 const stopReason = (answer: ScriptedChat) => answer.finishReason ?? (answer.toolCalls?.length ? 'tool_use' : 'end_turn');
 
 function sendError(response: ServerResponse, answer: ScriptedError): void {
-  const body = answer.body ?? { type: 'error', error: { type: errorType(answer.status), message: `emulated error ${answer.status}` }, request_id: 'req_emulated' };
+  const body = answer.body ?? {
+    type: 'error',
+    error: { type: errorType(answer.status), message: `emulated error ${answer.status}` },
+    request_id: 'req_emulated',
+  };
   response.writeHead(answer.status, { 'content-type': 'application/json', 'request-id': 'req_emulated', ...answer.headers });
   response.end(typeof body === 'string' ? body : JSON.stringify(body));
 }
@@ -85,18 +111,46 @@ function sendMessage(response: ServerResponse, answer: ScriptedChat, body: Recor
   if (answer.stallBody) return void response.write('{"id": "msg_slow", ');
   const content = [
     ...(answer.content ? [{ type: 'text', text: answer.content }] : []),
-    ...(answer.toolCalls ?? []).map((call) => ({ type: 'tool_use', id: call.id, name: call.name, input: JSON.parse(call.arguments || '{}') as unknown })),
+    ...(answer.toolCalls ?? []).map((call) => ({
+      type: 'tool_use',
+      id: call.id,
+      name: call.name,
+      input: JSON.parse(call.arguments || '{}') as unknown,
+    })),
   ];
   const usage = usageOf(answer, body);
-  const message = { id: 'msg_emulated', type: 'message', role: 'assistant', model: body.model, content, stop_reason: stopReason(answer), stop_sequence: null, ...(usage && { usage }) };
+  const message = {
+    id: 'msg_emulated',
+    type: 'message',
+    role: 'assistant',
+    model: body.model,
+    content,
+    stop_reason: stopReason(answer),
+    stop_sequence: null,
+    ...(usage && { usage }),
+  };
   response.end(JSON.stringify(message));
 }
 
 async function streamMessage(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): Promise<void> {
-  const send = (data: { type: string } & Record<string, unknown>) => response.write(`event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`);
+  const send = (data: { type: string } & Record<string, unknown>) =>
+    response.write(`event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`);
   const usage = usageOf(answer, body);
-  response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'request-id': 'req_emulated' });
-  const start = { id: 'msg_emulated', type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null };
+  response.writeHead(200, {
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'request-id': 'req_emulated',
+  });
+  const start = {
+    id: 'msg_emulated',
+    type: 'message',
+    role: 'assistant',
+    model: body.model,
+    content: [],
+    stop_reason: null,
+    stop_sequence: null,
+  };
   send({ type: 'message_start', message: { ...start, ...(usage && { usage: { input_tokens: usage.input_tokens, output_tokens: 1 } }) } });
   let index = 0;
   if (answer.content) {
@@ -109,7 +163,9 @@ async function streamMessage(response: ServerResponse, answer: ScriptedChat, bod
         return;
       }
       if (sent === answer.malformedAfterChunks) {
-        response.end(`event: content_block_delta\ndata: {"type": "content_block_delta", "index": ${index}, "delta": {"type": "text_delta", "text": "bro\n\n`);
+        response.end(
+          `event: content_block_delta\ndata: {"type": "content_block_delta", "index": ${index}, "delta": {"type": "text_delta", "text": "bro\n\n`,
+        );
         return;
       }
       if (sent === answer.stallAfterChunks) return; // keep the socket open and silent
@@ -133,7 +189,11 @@ async function streamMessage(response: ServerResponse, answer: ScriptedChat, bod
     }
     send({ type: 'content_block_stop', index: index++ });
   }
-  send({ type: 'message_delta', delta: { stop_reason: stopReason(answer), stop_sequence: null }, ...(usage && { usage: { output_tokens: usage.output_tokens } }) });
+  send({
+    type: 'message_delta',
+    delta: { stop_reason: stopReason(answer), stop_sequence: null },
+    ...(usage && { usage: { output_tokens: usage.output_tokens } }),
+  });
   send({ type: 'message_stop' });
   response.end();
 }
@@ -150,7 +210,11 @@ export async function startAnthropicEmulator(): Promise<AnthropicEmulator> {
       const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
       log.record(recorded, response);
       if (recorded.path !== '/v1/messages') {
-        return sendError(response, { kind: 'error', status: 404, body: { type: 'error', error: { type: 'not_found_error', message: 'Not Found' } } });
+        return sendError(response, {
+          kind: 'error',
+          status: 404,
+          body: { type: 'error', error: { type: 'not_found_error', message: 'Not Found' } },
+        });
       }
       const refused = refusal(recorded.headers, body);
       if (refused) return sendError(response, refused);

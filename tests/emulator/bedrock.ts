@@ -16,7 +16,16 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
+import {
+  contentPieces,
+  wordCount,
+  type ProviderEmulator,
+  type RecordedRequest,
+  type Scripted,
+  type ScriptedChat,
+  type ScriptedError,
+  EmulatorLog,
+} from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 
@@ -78,7 +87,8 @@ interface Denial {
   message: string;
 }
 
-const AUTHORIZATION = /^AWS4-HMAC-SHA256 Credential=([^/,\s]+)\/(\d{8})\/([^/,\s]+)\/([^/,\s]+)\/aws4_request,\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/;
+const AUTHORIZATION =
+  /^AWS4-HMAC-SHA256 Credential=([^/,\s]+)\/(\d{8})\/([^/,\s]+)\/([^/,\s]+)\/aws4_request,\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/;
 /** AWS refuses signatures more than five minutes away from its clock. */
 const MAX_SKEW_MS = 5 * 60_000;
 
@@ -100,19 +110,43 @@ function headerValue(request: IncomingMessage, name: string): string | undefined
  * the raw path and the raw body; the payload hash and session token come from what we trust, not
  * from the request, so a changed body or a stolen token does not verify.
  */
-async function checkSignature(request: IncomingMessage, rawBody: Buffer, region: string, trusted: Map<string, EmulatedCredentials>): Promise<Denial | undefined> {
+async function checkSignature(
+  request: IncomingMessage,
+  rawBody: Buffer,
+  region: string,
+  trusted: Map<string, EmulatedCredentials>,
+): Promise<Denial | undefined> {
   const authorization = headerValue(request, 'authorization');
   if (!authorization) return { type: 'MissingAuthenticationTokenException', message: 'Missing Authentication Token' };
   const match = AUTHORIZATION.exec(authorization);
-  if (!match) return { type: 'IncompleteSignatureException', message: "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'." };
-  const [, accessKeyId, scopeDate, scopeRegion, service, signedHeaderList] = match as unknown as [string, string, string, string, string, string];
-  if (service !== 'bedrock') return { type: 'InvalidSignatureException', message: "Credential should be scoped to correct service: 'bedrock'." };
-  if (scopeRegion !== region) return { type: 'InvalidSignatureException', message: `Credential should be scoped to a valid region, not '${scopeRegion}'.` };
+  if (!match)
+    return {
+      type: 'IncompleteSignatureException',
+      message: "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'.",
+    };
+  const [, accessKeyId, scopeDate, scopeRegion, service, signedHeaderList] = match as unknown as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
+  if (service !== 'bedrock')
+    return { type: 'InvalidSignatureException', message: "Credential should be scoped to correct service: 'bedrock'." };
+  if (scopeRegion !== region)
+    return { type: 'InvalidSignatureException', message: `Credential should be scoped to a valid region, not '${scopeRegion}'.` };
   const amzDate = headerValue(request, 'x-amz-date') ?? '';
   const signingDate = parseAmzDate(amzDate);
-  if (!signingDate) return { type: 'IncompleteSignatureException', message: "Authorization header requires existence of a valid 'X-Amz-Date' header." };
-  if (!amzDate.startsWith(scopeDate)) return { type: 'InvalidSignatureException', message: 'Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.' };
-  if (Math.abs(Date.now() - signingDate.getTime()) > MAX_SKEW_MS) return { type: 'InvalidSignatureException', message: `Signature expired: ${amzDate} is too far from now.` };
+  if (!signingDate)
+    return { type: 'IncompleteSignatureException', message: "Authorization header requires existence of a valid 'X-Amz-Date' header." };
+  if (!amzDate.startsWith(scopeDate))
+    return {
+      type: 'InvalidSignatureException',
+      message: 'Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.',
+    };
+  if (Math.abs(Date.now() - signingDate.getTime()) > MAX_SKEW_MS)
+    return { type: 'InvalidSignatureException', message: `Signature expired: ${amzDate} is too far from now.` };
   const signedHeaders = signedHeaderList.split(';');
   if (!signedHeaders.includes('host') || !signedHeaders.includes('x-amz-date')) {
     return { type: 'InvalidSignatureException', message: "'Host' and 'X-Amz-Date' must be signed headers." };
@@ -127,15 +161,30 @@ async function checkSignature(request: IncomingMessage, rawBody: Buffer, region:
     if (value !== undefined) headers[name] = value;
   }
   const [path = '/', query = ''] = (request.url ?? '/').split('?', 2);
-  const signer = new SignatureV4({ service: 'bedrock', region, credentials, sha256: Sha256, applyChecksum: signedHeaders.includes('x-amz-content-sha256') });
+  const signer = new SignatureV4({
+    service: 'bedrock',
+    region,
+    credentials,
+    sha256: Sha256,
+    applyChecksum: signedHeaders.includes('x-amz-content-sha256'),
+  });
   const expected = await signer.sign(
-    new HttpRequest({ method: request.method ?? 'POST', protocol: 'http:', hostname: '127.0.0.1', path, query: Object.fromEntries(new URLSearchParams(query)), headers, body: rawBody }),
+    new HttpRequest({
+      method: request.method ?? 'POST',
+      protocol: 'http:',
+      hostname: '127.0.0.1',
+      path,
+      query: Object.fromEntries(new URLSearchParams(query)),
+      headers,
+      body: rawBody,
+    }),
     { signingDate },
   );
   if (expected.headers.authorization === authorization) return undefined;
   return {
     type: 'InvalidSignatureException',
-    message: 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.',
+    message:
+      'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.',
   };
 }
 
@@ -157,7 +206,12 @@ const ERRORS: Record<number, [type: string, message: string]> = {
 };
 
 function sendError(response: ServerResponse, answer: ScriptedError, denial?: Denial): void {
-  const [type, message] = denial ? [denial.type, denial.message] : (ERRORS[answer.status] ?? [answer.status >= 500 ? 'InternalServerException' : 'ValidationException', `emulated error ${answer.status}`]);
+  const [type, message] = denial
+    ? [denial.type, denial.message]
+    : (ERRORS[answer.status] ?? [
+        answer.status >= 500 ? 'InternalServerException' : 'ValidationException',
+        `emulated error ${answer.status}`,
+      ]);
   const body = answer.body ?? { message };
   response.writeHead(answer.status, {
     'content-type': 'application/json',
@@ -197,11 +251,20 @@ function sendConverse(response: ServerResponse, answer: ScriptedChat, body: Reco
   }
   const content = [
     ...(answer.content !== '' || !answer.toolCalls?.length ? [{ text: answer.content }] : []),
-    ...(answer.toolCalls ?? []).map((call) => ({ toolUse: { toolUseId: call.id, name: call.name, input: JSON.parse(call.arguments) as unknown } })),
+    ...(answer.toolCalls ?? []).map((call) => ({
+      toolUse: { toolUseId: call.id, name: call.name, input: JSON.parse(call.arguments) as unknown },
+    })),
   ];
   const usage = usageOf(answer, body);
   response.writeHead(200, headers);
-  response.end(JSON.stringify({ output: { message: { role: 'assistant', content } }, stopReason: stopReasonOf(answer), ...(usage && { usage }), metrics: { latencyMs: 42 } }));
+  response.end(
+    JSON.stringify({
+      output: { message: { role: 'assistant', content } },
+      stopReason: stopReasonOf(answer),
+      ...(usage && { usage }),
+      metrics: { latencyMs: 42 },
+    }),
+  );
 }
 
 async function streamConverse(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): Promise<void> {
@@ -221,7 +284,9 @@ async function streamConverse(response: ServerResponse, answer: ScriptedChat, bo
     }
     if (sent === answer.stallAfterChunks) return; // keep the socket open and silent
     if (sent === answer.errorAfterChunks) {
-      response.end(exceptionFrame('internalServerException', 'The system encountered an unexpected error during processing. Try your request again.'));
+      response.end(
+        exceptionFrame('internalServerException', 'The system encountered an unexpected error during processing. Try your request again.'),
+      );
       return;
     }
     if (answer.chunkDelayMs) await new Promise((resolve) => setTimeout(resolve, answer.chunkDelayMs));
@@ -248,7 +313,9 @@ async function streamConverse(response: ServerResponse, answer: ScriptedChat, bo
 
 const ROUTE = /^\/model\/([^/?]+)\/(converse|converse-stream)(\?|$)/;
 
-export async function startBedrockEmulator(options: { region?: string; credentials?: EmulatedCredentials[] } = {}): Promise<BedrockEmulator> {
+export async function startBedrockEmulator(
+  options: { region?: string; credentials?: EmulatedCredentials[] } = {},
+): Promise<BedrockEmulator> {
   const region = options.region ?? 'us-east-1';
   const trusted = new Map((options.credentials ?? []).map((credentials) => [credentials.accessKeyId, credentials]));
   const log = new EmulatorLog<Scripted, BedrockRecordedRequest>();
@@ -270,11 +337,17 @@ export async function startBedrockEmulator(options: { region?: string; credentia
     // Refused requests never reach the model, so they leave the script alone.
     const denial = await checkSignature(request, raw, region, trusted);
     if (denial) return sendError(response, { kind: 'error', status: 403 }, denial);
-    if (!parsed) return sendError(response, { kind: 'error', status: 400 }, { type: 'SerializationException', message: 'Could not parse the request body as JSON.' });
+    if (!parsed)
+      return sendError(
+        response,
+        { kind: 'error', status: 400 },
+        { type: 'SerializationException', message: 'Could not parse the request body as JSON.' },
+      );
     const answer: Scripted = queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
     if (answer.kind === 'error') return sendError(response, answer);
     const route = ROUTE.exec(recorded.path);
-    if (!route) return sendError(response, { kind: 'error', status: 404 }, { type: 'UnknownOperationException', message: 'Unknown operation' });
+    if (!route)
+      return sendError(response, { kind: 'error', status: 404 }, { type: 'UnknownOperationException', message: 'Unknown operation' });
     if (route[2] === 'converse-stream') return streamConverse(response, answer, body);
     return sendConverse(response, answer, body);
   }

@@ -10,7 +10,16 @@ import { once } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
+import {
+  contentPieces,
+  wordCount,
+  type ProviderEmulator,
+  type RecordedRequest,
+  type Scripted,
+  type ScriptedChat,
+  type ScriptedError,
+  EmulatorLog,
+} from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 
@@ -42,7 +51,10 @@ const STATUSES: Record<number, [status: string, message: string]> = {
   409: ['ABORTED', 'The operation was aborted.'],
   413: ['INVALID_ARGUMENT', 'The request is too large.'],
   429: ['RESOURCE_EXHAUSTED', 'Resource has been exhausted (e.g. check quota).'],
-  500: ['INTERNAL', 'An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting'],
+  500: [
+    'INTERNAL',
+    'An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting',
+  ],
   503: ['UNAVAILABLE', 'The model is overloaded. Please try again later.'],
   504: ['DEADLINE_EXCEEDED', 'The request timed out. Please try again.'],
   // Gemini never answers 529 (Anthropic's "overloaded"); it says that with 503 UNAVAILABLE.
@@ -168,7 +180,13 @@ function sendArray(response: ServerResponse, answer: ScriptedChat, body: Record<
   const frames = streamFrames(answer);
   const usage = usageOf(answer, body);
   const last = frames.length - 1;
-  sendJson(response, 200, frames.map((frame, index) => responseOf(frame.parts, index === last ? (answer.finishReason ?? 'STOP') : undefined, index === last ? usage : undefined)));
+  sendJson(
+    response,
+    200,
+    frames.map((frame, index) =>
+      responseOf(frame.parts, index === last ? (answer.finishReason ?? 'STOP') : undefined, index === last ? usage : undefined),
+    ),
+  );
 }
 
 function embedding(request: Record<string, unknown>): { values: number[] } {
@@ -182,7 +200,13 @@ function sendEmbeddings(response: ServerResponse, method: string, body: Record<s
   if (method === 'embedContent') return sendJson(response, 200, { embedding: embedding(body) });
   const requests = (body.requests ?? []) as Record<string, unknown>[];
   if (requests.length > 100) {
-    const error = { error: { code: 400, message: '* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch\n', status: 'INVALID_ARGUMENT' } };
+    const error = {
+      error: {
+        code: 400,
+        message: '* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch\n',
+        status: 'INVALID_ARGUMENT',
+      },
+    };
     return sendJson(response, 400, error);
   }
   sendJson(response, 200, { embeddings: requests.map(embedding) });

@@ -9,7 +9,16 @@ import { createHash } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { contentPieces, wordCount, type ProviderEmulator, type RecordedRequest, type Scripted, type ScriptedChat, type ScriptedError, EmulatorLog } from './script.ts';
+import {
+  contentPieces,
+  wordCount,
+  type ProviderEmulator,
+  type RecordedRequest,
+  type Scripted,
+  type ScriptedChat,
+  type ScriptedError,
+  EmulatorLog,
+} from './script.ts';
 
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 export type OpenAIEmulator = ProviderEmulator;
@@ -18,7 +27,6 @@ function lastUserMessage(body: Record<string, unknown>): string {
   const messages = (body.messages ?? []) as { role: string; content: string }[];
   return messages.findLast((message) => message.role === 'user')?.content ?? '';
 }
-
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {
   if (answer.usage === null) return undefined;
@@ -44,7 +52,11 @@ function sendCompletion(response: ServerResponse, answer: ScriptedChat, body: Re
     response.write('{"id": "chatcmpl-slow", ');
     return;
   }
-  const toolCalls = answer.toolCalls?.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));
+  const toolCalls = answer.toolCalls?.map((call) => ({
+    id: call.id,
+    type: 'function',
+    function: { name: call.name, arguments: call.arguments },
+  }));
   const payload = {
     id: 'chatcmpl-emulated',
     object: 'chat.completion',
@@ -65,7 +77,8 @@ function sendCompletion(response: ServerResponse, answer: ScriptedChat, body: Re
 
 async function streamCompletion(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): Promise<void> {
   const base = { id: 'chatcmpl-emulated', object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: body.model };
-  const send = (chunk: object | string) => response.write(`data: ${typeof chunk === 'string' ? chunk : JSON.stringify({ ...base, ...chunk })}\n\n`);
+  const send = (chunk: object | string) =>
+    response.write(`data: ${typeof chunk === 'string' ? chunk : JSON.stringify({ ...base, ...chunk })}\n\n`);
   response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
   send({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
   let sent = 0;
@@ -92,8 +105,20 @@ async function streamCompletion(response: ServerResponse, answer: ScriptedChat, 
   }
   answer.toolCalls?.forEach((call, index) => {
     const half = Math.ceil(call.arguments.length / 2);
-    send({ choices: [{ index: 0, delta: { tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments.slice(0, half) } }] }, finish_reason: null }] });
-    send({ choices: [{ index: 0, delta: { tool_calls: [{ index, function: { arguments: call.arguments.slice(half) } }] }, finish_reason: null }] });
+    send({
+      choices: [
+        {
+          index: 0,
+          delta: {
+            tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments.slice(0, half) } }],
+          },
+          finish_reason: null,
+        },
+      ],
+    });
+    send({
+      choices: [{ index: 0, delta: { tool_calls: [{ index, function: { arguments: call.arguments.slice(half) } }] }, finish_reason: null }],
+    });
   });
   send({ choices: [{ index: 0, delta: {}, finish_reason: answer.finishReason ?? (answer.toolCalls ? 'tool_calls' : 'stop') }] });
   const usage = usageOf(answer, body);

@@ -47,7 +47,12 @@ export function openRawSocket(url: string, { protocols = GRAPHQL_TRANSPORT_WS, h
   const socket = new WebSocket(url, protocols, { headers });
   const messages: ProtocolMessage[] = [];
   const errors: Error[] = [];
-  const waiters = new Set<{ match: (message: ProtocolMessage) => boolean; resolve: (message: ProtocolMessage) => void; reject: (error: Error) => void; what: string }>();
+  const waiters = new Set<{
+    match: (message: ProtocolMessage) => boolean;
+    resolve: (message: ProtocolMessage) => void;
+    reject: (error: Error) => void;
+    what: string;
+  }>();
   let closedWith: Closed | undefined;
 
   socket.on('error', (error) => errors.push(error));

@@ -54,8 +54,24 @@ export const TEST_MODELS = [
     maxOutputTokens: 256,
     pricing: { inputPerMillionTokens: 2.5, outputPerMillionTokens: 10 },
   },
-  { id: 'hashing-embed', provider: 'local', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 8192, maxOutputTokens: 1, dimensions: 32 },
-  { id: 'backup', provider: 'backup', upstream: 'backup-upstream', version: '1', capabilities: ['CHAT', 'TOOLS'], contextWindow: 4096, maxOutputTokens: 256 },
+  {
+    id: 'hashing-embed',
+    provider: 'local',
+    version: '1',
+    capabilities: ['EMBEDDINGS'],
+    contextWindow: 8192,
+    maxOutputTokens: 1,
+    dimensions: 32,
+  },
+  {
+    id: 'backup',
+    provider: 'backup',
+    upstream: 'backup-upstream',
+    version: '1',
+    capabilities: ['CHAT', 'TOOLS'],
+    contextWindow: 4096,
+    maxOutputTokens: 256,
+  },
 ];
 
 export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
@@ -126,7 +142,11 @@ export async function startTestStack(overrides: Record<string, unknown> = {}, op
 export interface GraphQLResponse<T = Record<string, unknown>> {
   status: number;
   headers: Headers;
-  body: { data?: T | null; errors?: { message: string; path?: string[]; extensions?: Record<string, unknown> }[]; extensions?: Record<string, unknown> };
+  body: {
+    data?: T | null;
+    errors?: { message: string; path?: string[]; extensions?: Record<string, unknown> }[];
+    extensions?: Record<string, unknown>;
+  };
 }
 
 /** Where each subgraph of a test stack listens, as the router's `subgraphUrls`. */
@@ -153,7 +173,12 @@ export async function postGraphQL<T = Record<string, unknown>>(
   variables?: Record<string, unknown>,
   headers: Record<string, string> = {},
 ): Promise<GraphQLResponse<T>> {
-  const merged: Record<string, string> = { 'content-type': 'application/json', accept: 'application/graphql-response+json, application/json', ...adminHeaders(url), ...headers };
+  const merged: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: 'application/graphql-response+json, application/json',
+    ...adminHeaders(url),
+    ...headers,
+  };
   if (merged.authorization === '') delete merged.authorization;
   const response = await fetch(url, {
     method: 'POST',
@@ -167,7 +192,10 @@ export async function postGraphQL<T = Record<string, unknown>>(
 export function collectSubscription<T>(
   client: WsClient | SseClient,
   payload: { query: string; variables?: Record<string, unknown> },
-): Promise<{ results: { data?: T | null; errors?: readonly { message: string; extensions?: Record<string, unknown> }[] }[]; error?: unknown }> {
+): Promise<{
+  results: { data?: T | null; errors?: readonly { message: string; extensions?: Record<string, unknown> }[] }[];
+  error?: unknown;
+}> {
   return new Promise((resolve) => {
     const results: { data?: T | null; errors?: readonly { message: string; extensions?: Record<string, unknown> }[] }[] = [];
     (client as WsClient).subscribe<T>(payload, {
