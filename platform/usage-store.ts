@@ -259,14 +259,6 @@ function hoursIn(filter: UsageFilter): string[] {
 }
 
 type GroupDimensions = Pick<UsageRow, 'tenant' | 'key' | 'model' | 'provider' | 'day' | 'hour'>;
-const GROUP_FIELDS = {
-  TENANT: 'tenant',
-  KEY: 'key',
-  MODEL: 'model',
-  PROVIDER: 'provider',
-  DAY: 'day',
-  HOUR: 'hour',
-} as const satisfies Record<UsageGroup, keyof GroupDimensions>;
 const DIMENSION_ORDER = ['tenant', 'key', 'model', 'provider', 'day', 'hour'] as const satisfies (keyof GroupDimensions)[];
 
 function groupDimensionsOf(row: StoredRow, groupBy: ReadonlySet<UsageGroup>): GroupDimensions {

@@ -2,7 +2,7 @@
  * The typed error every adapter raises for an upstream failure: the HTTP status (when there was a
  * response), whether retrying can help, and how long the provider asked us to wait.
  */
-import { ErrorCode } from '../platform/errors.ts';
+import type { ErrorCode } from '../platform/errors.ts';
 
 export type ProviderErrorCode = Extract<
   ErrorCode,

@@ -271,7 +271,14 @@ describe('routing', () => {
         // Like an adapter: a slow provider, cancelled if our signal aborts.
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, 80);
-          signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+          signal.addEventListener(
+            'abort',
+            () => {
+              clearTimeout(timer);
+              resolve();
+            },
+            { once: true },
+          );
         });
         if (signal.aborted) return;
         yield { type: 'finish', finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 } };
@@ -347,7 +354,10 @@ describe('routing', () => {
 
   it('honours 90/10 canary weights within a few percent over 1,000 picks', () => {
     let seed = 42;
-    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+    const random = () => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     const counts = { stable: 0, canary: 0 };
     const entries = [
       { name: 'stable' as const, weight: 90 },

@@ -12,7 +12,7 @@
  * long to wait, and when to move on.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BrokenCircuitError, CircuitBreakerPolicy, CircuitState, CountBreaker, circuitBreaker, handleWhen } from 'cockatiel';
+import { BrokenCircuitError, type CircuitBreakerPolicy, CircuitState, CountBreaker, circuitBreaker, handleWhen } from 'cockatiel';
 import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamPart } from './contract.ts';
 import { ProviderError } from './errors.ts';
 
@@ -97,8 +97,13 @@ const deadlinePassed = () =>
 /** Weighted random order: the first pick by weight, the rest by descending weight. */
 export function weightedOrder<T extends { weight: number }>(entries: readonly T[], random = Math.random): T[] {
   const total = entries.reduce((sum, entry) => sum + entry.weight, 0);
-  let point = random() * total;
-  const first = entries.find((entry) => (point -= entry.weight) < 0) ?? entries[0];
+  const point = random() * total;
+  let passed = 0;
+  const first =
+    entries.find((entry) => {
+      passed += entry.weight;
+      return point < passed;
+    }) ?? entries[0];
   if (!first) return [];
   return [first, ...entries.filter((entry) => entry !== first).sort((a, b) => b.weight - a.weight)];
 }

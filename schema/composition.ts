@@ -42,7 +42,7 @@ export function composeFromConfig(configPath: string): CompositionOutcome {
       errors: result.errors.map((error) => `[${String(error.extensions?.code ?? 'COMPOSITION_ERROR')}] ${error.message}`),
     };
   }
-  return { ok: true, supergraphSdl: HEADER + result.supergraphSdl + '\n', publicSdl: HEADER + result.publicSdl + '\n' };
+  return { ok: true, supergraphSdl: `${HEADER}${result.supergraphSdl}\n`, publicSdl: `${HEADER}${result.publicSdl}\n` };
 }
 
 export const SUPERGRAPH_FILE = 'schema/supergraph.graphql';

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBedrockProvider, decodeEventStream, type BedrockCredentials } from '../providers/bedrock.ts';
 import type { ChatStreamPart, Provider } from '../providers/contract.ts';
-import { ProviderError } from '../providers/errors.ts';
+import type { ProviderError } from '../providers/errors.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 import {
   corruptFrame,

@@ -130,11 +130,17 @@ export function useRateLimits(
 
   async function check(schema: GraphQLSchema, document: DocumentNode, context: unknown): Promise<Error | undefined> {
     let limits = bySchema.get(schema);
-    if (!limits) bySchema.set(schema, (limits = limitsOf(schema, overrides, log)));
+    if (!limits) {
+      limits = limitsOf(schema, overrides, log);
+      bySchema.set(schema, limits);
+    }
     if (limits.size === 0) return undefined;
     const caller = callerOf(context);
     let selected = byDocument.get(document);
-    if (!selected) byDocument.set(document, (selected = limitedSelections(schema, document, limits)));
+    if (!selected) {
+      selected = limitedSelections(schema, document, limits);
+      byDocument.set(document, selected);
+    }
     for (const limit of selected) {
       const who = holder(limit.per, caller);
       if (who === undefined) continue;

@@ -13,7 +13,7 @@ import {
 } from '../../platform/access-store.ts';
 import { callerAuditEvent, type NewAuditEvent } from '../../platform/audit-log.ts';
 import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
-import { holderOf, type Principal, type Scope } from '../../platform/principal.ts';
+import type { Principal, Scope } from '../../platform/principal.ts';
 import type { AccessContext } from './context.ts';
 
 const TENANT_ID = /^[a-z0-9][a-z0-9-]{1,39}$/;

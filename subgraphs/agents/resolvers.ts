@@ -211,14 +211,12 @@ export const resolvers: Resolvers = {
     tenant: (agent) => (agent.tenantId === null ? null : { id: agent.tenantId }),
     tools: (agent, _args, { directory }) => {
       try {
-        return directory
-          .tools(agent)
-          .map((tool) => ({
-            name: tool.name,
-            description: tool.description,
-            document: tool.document,
-            parameters: JSON.stringify(tool.parameters),
-          }));
+        return directory.tools(agent).map((tool) => ({
+          name: tool.name,
+          description: tool.description,
+          document: tool.document,
+          parameters: JSON.stringify(tool.parameters),
+        }));
       } catch (error) {
         // A stored tool the API has outgrown: shown, so its admins can see and fix it (runs refuse it).
         const problem = (error as Error).message;

@@ -7,7 +7,7 @@
  * Model calls are `chatStream` subscriptions over GraphQL over SSE (distinct connections mode), so
  * the run can pass text on as it comes; tool calls are plain POSTs of the tool's operation.
  */
-import { Agent, fetch } from 'undici';
+import { Agent, fetch, type Response } from 'undici';
 import { ErrorCode, isErrorCode } from '../../platform/errors.ts';
 import { DELEGATION_HEADER, type IdentityTokens } from '../../platform/identity-token.ts';
 import type { Principal } from '../../platform/principal.ts';
@@ -86,7 +86,7 @@ export class RouterClient {
     requestId: string,
     signal: AbortSignal,
   ): Promise<GraphQLResult> {
-    let response;
+    let response: Response;
     try {
       response = await this.#post(principal, request, 'application/graphql-response+json, application/json', requestId, signal);
     } catch {
@@ -116,7 +116,7 @@ export class RouterClient {
 
   /** Streams one chat as `principal`; always ends with exactly one `completed` or `failed`. */
   async *chat(principal: Principal, input: ChatInputWire, requestId: string, signal: AbortSignal): AsyncGenerator<ChatEvent> {
-    let response;
+    let response: Response;
     try {
       response = await this.#post(principal, { query: CHAT_STREAM, variables: { input } }, 'text/event-stream', requestId, signal);
     } catch {

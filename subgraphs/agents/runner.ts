@@ -6,7 +6,7 @@
  * stops before a reader could take it for abandoned. On shutdown, runs get until the deadline to
  * finish, then end FAILED with SHUTTING_DOWN.
  */
-import { EVERY_KEY, type AccessStore } from '../../platform/access-store.ts';
+import { EVERY_KEY, type AccessStore, type ApiKeyRecord } from '../../platform/access-store.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Principal } from '../../platform/principal.ts';
 import type { OperationTool } from './operation-tools.ts';
@@ -180,7 +180,7 @@ export class Runner {
       runs.filter((run) => run.keyId !== null && (keyId === EVERY_KEY || run.keyId === keyId)).map((run) => run.keyId!),
     );
     for (const keyOf of affected) {
-      let key;
+      let key: ApiKeyRecord | undefined;
       try {
         key = await this.#access.key(keyOf);
       } catch {

@@ -112,7 +112,10 @@ function sendError(response: ServerResponse, answer: ScriptedError): void {
 }
 
 function sendContent(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): void {
-  if (answer.malformedBody) return sendJson(response, 200, '{"candidates": [{"content": {"parts": [');
+  if (answer.malformedBody) {
+    sendJson(response, 200, '{"candidates": [{"content": {"parts": [');
+    return;
+  }
   if (answer.stallBody) {
     response.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' });
     response.write('{"candidates": [');
@@ -169,7 +172,10 @@ async function streamContent(response: ServerResponse, answer: ScriptedChat, bod
 }
 
 function sendNative(response: ServerResponse, responses: object[], streamed: boolean): void {
-  if (!streamed) return sendJson(response, 200, responses[0] ?? {});
+  if (!streamed) {
+    sendJson(response, 200, responses[0] ?? {});
+    return;
+  }
   response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   for (const data of responses) response.write(`data: ${JSON.stringify(data)}\r\n\r\n`);
   response.end();
@@ -197,7 +203,10 @@ function embedding(request: Record<string, unknown>): { values: number[] } {
 }
 
 function sendEmbeddings(response: ServerResponse, method: string, body: Record<string, unknown>): void {
-  if (method === 'embedContent') return sendJson(response, 200, { embedding: embedding(body) });
+  if (method === 'embedContent') {
+    sendJson(response, 200, { embedding: embedding(body) });
+    return;
+  }
   const requests = (body.requests ?? []) as Record<string, unknown>[];
   if (requests.length > 100) {
     const error = {
@@ -207,7 +216,8 @@ function sendEmbeddings(response: ServerResponse, method: string, body: Record<s
         status: 'INVALID_ARGUMENT',
       },
     };
-    return sendJson(response, 400, error);
+    sendJson(response, 400, error);
+    return;
   }
   sendJson(response, 200, { embeddings: requests.map(embedding) });
 }

@@ -26,7 +26,7 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   await once(server, 'listening');
   const cut = async () => {
     const open = [...sockets];
-    open.forEach((socket) => socket.destroy());
+    for (const socket of open) socket.destroy();
     await Promise.all(open.map((socket) => (socket.closed ? undefined : once(socket, 'close'))));
   };
   const closed = new Promise<void>((resolve) => server.once('close', () => resolve()));
