@@ -13,7 +13,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, SUBGRAPH_NAMES, loadConfig, type SubgraphName } from './platform/config.ts';
 import { createLogger } from './platform/logger.ts';
-import { startStack, type Role } from './platform/stack.ts';
+import { startStack, type Role } from './stack.ts';
 
 const USAGE = `usage: modelgraph [all | router | subgraph <${SUBGRAPH_NAMES.join('|')}>] [--config <file>]`;
 

@@ -15,8 +15,8 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { newKeySecret } from '../platform/access-store.ts';
-import { IDENTITY_HEADER, IdentityTokens, randomIdentitySecret } from '../platform/identity-token.ts';
+import { newKeySecret } from '../platform/access/access-store.ts';
+import { IDENTITY_HEADER, IdentityTokens, randomIdentitySecret } from '../platform/identity/identity-token.ts';
 import { spawnModelgraph, writeConfig } from '../tests/support/process.ts';
 
 const { values } = parseArgs({

@@ -3,7 +3,7 @@
  * the tests, generated from the SDL into codegen/. `npm run codegen`; a test fails when stale.
  */
 import type { CodegenConfig } from '@graphql-codegen/cli';
-import { SCOPES } from '../platform/principal.ts';
+import { SCOPES } from '../platform/identity/principal.ts';
 
 const scalars = { ID: 'string' };
 
@@ -106,10 +106,10 @@ const config: CodegenConfig = {
         // Resolvers see scopes as the strings JWTs and the store use; the schema shows enum names.
         enumValues: { Scope: Object.fromEntries(SCOPES.map((scope) => [scope.replace(':', '_').toUpperCase(), scope])) },
         mappers: {
-          Tenant: '../platform/access-store.ts#TenantRecord',
-          ApiKey: '../platform/access-store.ts#ApiKeyRecord',
-          Principal: '../platform/principal.ts#Principal as PrincipalModel',
-          AuditEvent: '../platform/audit-log.ts#AuditEvent as AuditEventModel',
+          Tenant: '../platform/access/access-store.ts#TenantRecord',
+          ApiKey: '../platform/access/access-store.ts#ApiKeyRecord',
+          Principal: '../platform/identity/principal.ts#Principal as PrincipalModel',
+          AuditEvent: '../platform/access/audit-log.ts#AuditEvent as AuditEventModel',
         },
       },
     },

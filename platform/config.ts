@@ -10,8 +10,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { PRESET_NAMES } from '../providers/presets.ts';
-import { SCOPES } from './principal.ts';
+import { PRESET_NAMES } from './provider-presets.ts';
+import { SCOPES } from './identity/principal.ts';
 
 export const DEFAULT_CONFIG_FILE = 'modelgraph.yaml';
 export const SUBGRAPH_NAMES = ['inference', 'embeddings', 'agents', 'usage', 'access'] as const;

@@ -15,7 +15,7 @@ import { createAzureOpenAIProvider } from './azure-openai.ts';
 import { createBedrockProvider } from './bedrock.ts';
 import { createGeminiProvider } from './gemini.ts';
 import { createOpenAICompatibleProvider } from './openai-compatible.ts';
-import { OPENAI_COMPATIBLE_PRESETS } from './presets.ts';
+import { OPENAI_COMPATIBLE_PRESETS } from '../platform/provider-presets.ts';
 import { weightedOrder, type Target } from './routing.ts';
 
 export type CatalogModel = ModelConfig & { upstream: string };

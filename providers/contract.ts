@@ -44,11 +44,9 @@ export interface ChatRequest {
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter' | 'other';
 
-export interface TokenUsage {
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-}
+import type { TokenUsage } from '../platform/metering/spend.ts';
+
+export type { TokenUsage };
 
 export interface ChatResult {
   /** The provider's response id, when it gives one. */

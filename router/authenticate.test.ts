@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MemoryAccessStore, NO_LIMITS, newKeySecret, type ApiKeyRecord } from '../platform/access-store.ts';
-import { MemoryAuditLog } from '../platform/audit-log.ts';
+import { MemoryAccessStore, NO_LIMITS, newKeySecret, type ApiKeyRecord } from '../platform/access/access-store.ts';
+import { MemoryAuditLog } from '../platform/access/audit-log.ts';
 import { parseConfig } from '../platform/config.ts';
 import { createLogger } from '../platform/logger.ts';
-import { IdentityTokens } from '../platform/identity-token.ts';
-import type { Principal } from '../platform/principal.ts';
+import { IdentityTokens } from '../platform/identity/identity-token.ts';
+import type { Principal } from '../platform/identity/principal.ts';
 import { Authenticator } from './authenticate.ts';
 
 const settings = parseConfig({}).access;

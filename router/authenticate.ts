@@ -12,12 +12,12 @@
  */
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
-import { EVERY_KEY, hashSecret, keyIdOf, looksLikeApiKey, type AccessStore, type ApiKeyRecord } from '../platform/access-store.ts';
-import type { AuditLog } from '../platform/audit-log.ts';
+import { EVERY_KEY, hashSecret, keyIdOf, looksLikeApiKey, type AccessStore, type ApiKeyRecord } from '../platform/access/access-store.ts';
+import type { AuditLog } from '../platform/access/audit-log.ts';
 import type { Config } from '../platform/config.ts';
 import type { Logger } from '../platform/logger.ts';
-import { IdentityTokenError, type IdentityTokens } from '../platform/identity-token.ts';
-import { isScope, type Principal } from '../platform/principal.ts';
+import { IdentityTokenError, type IdentityTokens } from '../platform/identity/identity-token.ts';
+import { isScope, type Principal } from '../platform/identity/principal.ts';
 
 export type AuthOutcome =
   | { ok: true; principal: Principal /** When the credential stops working (epoch ms). */; expiresAt: number | null }
@@ -134,7 +134,7 @@ export class Authenticator {
   }
 
   /**
-   * An agent run calling for its owner (router/../platform/identity-token.ts `DELEGATION_HEADER`):
+   * An agent run calling for its owner (platform/identity/identity-token.ts `DELEGATION_HEADER`):
    * the token must be ours, and an owner's API key is read again, so a revoked or expired key stops
    * its runs' calls at once and a narrowed grant applies to the next one.
    */

@@ -6,9 +6,9 @@
  * with 4403, ending their subscriptions); a changed one gives open sockets its new grant for their
  * next operations. A socket also ends when its credential's expiry passes.
  */
-import { EVERY_KEY } from '../platform/access-store.ts';
+import { EVERY_KEY } from '../platform/access/access-store.ts';
 import type { Logger } from '../platform/logger.ts';
-import type { Principal } from '../platform/principal.ts';
+import type { Principal } from '../platform/identity/principal.ts';
 import type { AuthOutcome, Authenticator } from './authenticate.ts';
 
 export interface Holder {

@@ -17,12 +17,12 @@ import httpTransport from '@graphql-mesh/transport-http';
 import { parse } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { WebSocket } from 'ws';
-import type { AccessServices } from '../platform/access-services.ts';
+import type { AccessServices } from '../platform/access/access-services.ts';
 import type { Config, SubgraphName } from '../platform/config.ts';
-import { shuttingDownResult } from '../platform/end-on-shutdown.ts';
+import { shuttingDownResult } from '../platform/serving/end-on-shutdown.ts';
 import { ErrorCode } from '../platform/errors.ts';
-import { DELEGATION_HEADER, type IdentityTokens } from '../platform/identity-token.ts';
-import type { Principal } from '../platform/principal.ts';
+import { DELEGATION_HEADER, type IdentityTokens } from '../platform/identity/identity-token.ts';
+import type { Principal } from '../platform/identity/principal.ts';
 import {
   BodyTooLargeError,
   closeWebSockets,
@@ -34,14 +34,14 @@ import {
   serveOperationalEndpoints,
   stopAccepting,
   type UpgradeVerdict,
-} from '../platform/http-server.ts';
-import { InFlight } from '../platform/in-flight.ts';
+} from '../platform/serving/http-server.ts';
+import { InFlight } from '../platform/serving/in-flight.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
-import { MemoryRateLimiter, RedisRateLimiter } from '../platform/rate-limiter.ts';
-import { createRedis, redisAnswers } from '../platform/redis.ts';
-import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/request-id.ts';
-import { GRAPHQL_PATH } from '../platform/subgraph-server.ts';
+import { MemoryRateLimiter, RedisRateLimiter } from './rate-limiter.ts';
+import { createRedis, redisAnswers } from '../platform/redis/client.ts';
+import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/serving/request-id.ts';
+import { GRAPHQL_PATH } from '../platform/serving/subgraph-server.ts';
 import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, withExpiry, type AuthOutcome } from './authenticate.ts';
 import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed } from './origin-policy.ts';

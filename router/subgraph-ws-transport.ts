@@ -17,7 +17,12 @@ import { GraphQLError } from 'graphql';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { ErrorCode } from '../platform/errors.ts';
-import { IDENTITY_CONNECTION_PARAM, IDENTITY_EXTENSION, IDENTITY_HEADER, type IdentityTokens } from '../platform/identity-token.ts';
+import {
+  IDENTITY_CONNECTION_PARAM,
+  IDENTITY_EXTENSION,
+  IDENTITY_HEADER,
+  type IdentityTokens,
+} from '../platform/identity/identity-token.ts';
 import type { Logger } from '../platform/logger.ts';
 
 export function downstreamFailure(serviceName: string): ExecutionResult {

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createAccessServices } from '../platform/access-services.ts';
+import { createAccessServices } from '../platform/access/access-services.ts';
 import { startRouter, type RunningRouter } from '../router/server.ts';
 import { collectSubscription, postGraphQL, startTestStack, subgraphUrlsOf, type TestStack } from './support/stack.ts';
 

@@ -4,7 +4,7 @@ import { print } from 'graphql';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
-import { newKeySecret } from '../platform/access-store.ts';
+import { newKeySecret } from '../platform/access/access-store.ts';
 import { collectSubscription, postGraphQL } from './support/stack.ts';
 import { spawnModelgraph, writeConfig, type ModelgraphProcess } from './support/process.ts';
 import { startOpenAIEmulator } from './emulator/openai.ts';

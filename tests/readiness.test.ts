@@ -3,10 +3,10 @@ import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { newKeySecret } from '../platform/access-store.ts';
+import { newKeySecret } from '../platform/access/access-store.ts';
 import { ConfigError } from '../platform/config.ts';
 import { createLogger } from '../platform/logger.ts';
-import { startStack } from '../platform/stack.ts';
+import { startStack } from '../stack.ts';
 import { postGraphQL, startTestStack, testConfig, type TestStack } from './support/stack.ts';
 import { startTcpProxy } from './support/tcp-proxy.ts';
 

@@ -1,7 +1,7 @@
 import { print } from 'graphql';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { MemoryMeter } from '../platform/metering.ts';
+import { MemoryMeter } from '../platform/metering/meter.ts';
 import { startRouter } from '../router/server.ts';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';

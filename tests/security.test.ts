@@ -10,8 +10,8 @@
  */
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IDENTITY_CONNECTION_PARAM, IDENTITY_HEADER, IdentityTokens } from '../platform/identity-token.ts';
-import type { Principal } from '../platform/principal.ts';
+import { IDENTITY_CONNECTION_PARAM, IDENTITY_HEADER, IdentityTokens } from '../platform/identity/identity-token.ts';
+import type { Principal } from '../platform/identity/principal.ts';
 import { openRawSocket, subscribeMessage, type ProtocolMessage, type RawSocket } from './support/raw-ws.ts';
 import { adminHeaders, collectSubscription, postGraphQL, startTestStack, type GraphQLResponse, type TestStack } from './support/stack.ts';
 

@@ -14,7 +14,7 @@ import { GraphQLError, getOperationAST, getVariableValues, type ExecutionArgs, t
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import { ErrorCode, isErrorCode } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
-import { REQUEST_ID_HEADER } from '../../platform/request-id.ts';
+import { REQUEST_ID_HEADER } from '../../platform/serving/request-id.ts';
 import { brokenLimitOf } from './edge-limits.ts';
 import { requestIdOf } from './request-id.ts';
 

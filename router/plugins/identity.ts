@@ -1,12 +1,12 @@
 /**
  * Identity propagation: every subgraph call carries a short-lived token, signed by the router and
- * addressed to that subgraph, with the caller's principal (platform/identity-token.ts), and the
+ * addressed to that subgraph, with the caller's principal (platform/identity/identity-token.ts), and the
  * caller's address for audit events. Both go as headers; the WebSocket transport moves them into
  * the operation's extensions, since one socket serves every caller.
  */
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
-import { CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, type IdentityTokens } from '../../platform/identity-token.ts';
-import type { Principal } from '../../platform/principal.ts';
+import { CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, type IdentityTokens } from '../../platform/identity/identity-token.ts';
+import type { Principal } from '../../platform/identity/principal.ts';
 
 /** What the server puts in the runtime's context for each request or WS operation. */
 export interface CallerContext {

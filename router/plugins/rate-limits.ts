@@ -19,9 +19,9 @@ import {
 } from 'graphql';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
-import { parseWindow, type RateDecision, type RateLimit, type RateLimiter } from '../../platform/rate-limiter.ts';
-import { holderOf } from '../../platform/principal.ts';
-import { rateLimitKey } from '../../platform/redis-keys.ts';
+import { parseWindow, type RateDecision, type RateLimit, type RateLimiter } from '../rate-limiter.ts';
+import { holderOf } from '../../platform/identity/principal.ts';
+import { rateLimitKey } from '../../platform/redis/keys.ts';
 import { callerOf, type CallerContext } from './identity.ts';
 
 type Scope = 'API_KEY' | 'TENANT' | 'IP';

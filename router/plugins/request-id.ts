@@ -4,7 +4,7 @@
  * no per-operation header, so the id also travels as the `requestId` extension of each operation.
  */
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
-import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER } from '../../platform/request-id.ts';
+import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER } from '../../platform/serving/request-id.ts';
 
 interface MaybeRequestContext {
   requestId?: string;

@@ -4,7 +4,7 @@
  * itself and aborts `signal` only for those that outlive the grace period.
  */
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
-import { endOnShutdown } from '../../platform/end-on-shutdown.ts';
+import { endOnShutdown } from '../../platform/serving/end-on-shutdown.ts';
 
 export function useGracefulStreams(signal: AbortSignal): GatewayPlugin {
   return {

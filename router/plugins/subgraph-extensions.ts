@@ -6,8 +6,8 @@
  */
 import type { ExecutionResult } from 'graphql';
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
-import { SPEND_EXTENSION, addSpend, spendOf, type Spend } from '../../platform/spend.ts';
-import { WARNINGS_EXTENSION, warningsOf, type Warning } from '../../platform/warnings.ts';
+import { SPEND_EXTENSION, addSpend, spendOf, type Spend } from '../../platform/metering/spend.ts';
+import { WARNINGS_EXTENSION, warningsOf, type Warning } from '../../platform/serving/warnings.ts';
 
 interface Lifted {
   warnings: Warning[];

@@ -4,7 +4,7 @@
  */
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
-import { holderOf } from '../../platform/principal.ts';
+import { holderOf } from '../../platform/identity/principal.ts';
 import { callerOf } from './identity.ts';
 
 export function tooManySubscriptions(scope: 'connection' | 'principal', max: number) {

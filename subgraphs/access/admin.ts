@@ -10,10 +10,10 @@ import {
   type ApiKeyRecord,
   type KeyLimits,
   type TenantRecord,
-} from '../../platform/access-store.ts';
-import { callerAuditEvent, type NewAuditEvent } from '../../platform/audit-log.ts';
+} from '../../platform/access/access-store.ts';
+import { callerAuditEvent, type NewAuditEvent } from '../../platform/access/audit-log.ts';
 import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
-import type { Principal, Scope } from '../../platform/principal.ts';
+import type { Principal, Scope } from '../../platform/identity/principal.ts';
 import type { AccessContext } from './context.ts';
 
 const TENANT_ID = /^[a-z0-9][a-z0-9-]{1,39}$/;

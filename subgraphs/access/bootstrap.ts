@@ -4,10 +4,10 @@
  * earlier bootstrap key, and a revoked one stays revoked across restarts), or, when none is set and none exists yet, a new one that the caller prints once.
  * Several replicas starting together agree on one generated key (only the first write wins).
  */
-import { NO_LIMITS, newKeySecret, type AccessStore, type ApiKeyRecord } from '../../platform/access-store.ts';
-import type { AuditLog } from '../../platform/audit-log.ts';
+import { NO_LIMITS, newKeySecret, type AccessStore, type ApiKeyRecord } from '../../platform/access/access-store.ts';
+import type { AuditLog } from '../../platform/access/audit-log.ts';
 import { ConfigError } from '../../platform/config.ts';
-import { PLATFORM_TENANT, SCOPES } from '../../platform/principal.ts';
+import { PLATFORM_TENANT, SCOPES } from '../../platform/identity/principal.ts';
 
 export const BOOTSTRAP_KEY_ID = 'bootstrap';
 const MIN_LENGTH = 32;

@@ -1,6 +1,6 @@
-import type { AccessStore } from '../../platform/access-store.ts';
-import type { AuditLog } from '../../platform/audit-log.ts';
-import type { RequestContext } from '../../platform/subgraph-server.ts';
+import type { AccessStore } from '../../platform/access/access-store.ts';
+import type { AuditLog } from '../../platform/access/audit-log.ts';
+import type { RequestContext } from '../../platform/serving/subgraph-server.ts';
 
 export interface AccessContext extends RequestContext {
   store: AccessStore;

@@ -1,12 +1,12 @@
 /** The access subgraph: tenants, API keys, the caller's principal and the audit log. */
 import { readFileSync } from 'node:fs';
 import { parse } from 'graphql';
-import type { AccessServices } from '../../platform/access-services.ts';
+import type { AccessServices } from '../../platform/access/access-services.ts';
 import type { Config } from '../../platform/config.ts';
-import type { IdentityTokens } from '../../platform/identity-token.ts';
+import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import type { AccessContext } from './context.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';

@@ -4,10 +4,10 @@
  * tenant do so for every tenant and create tenants. A key may always read itself (`me.apiKey`).
  * Refused admin mutations leave a DENIED audit event.
  */
-import type { ApiKeyRecord, TenantRecord } from '../../platform/access-store.ts';
-import { allow, and, forbidden, requireScope, rule, subgraphShield } from '../../platform/authorization.ts';
+import type { ApiKeyRecord, TenantRecord } from '../../platform/access/access-store.ts';
+import { allow, and, forbidden, requireScope, rule, subgraphShield } from '../../platform/identity/authorization.ts';
 import { ErrorCode } from '../../platform/errors.ts';
-import { administers, isPlatformAdmin, type Principal } from '../../platform/principal.ts';
+import { administers, isPlatformAdmin, type Principal } from '../../platform/identity/principal.ts';
 import { auditEvent } from './admin.ts';
 import type { AccessContext } from './context.ts';
 

@@ -1,6 +1,6 @@
 import type { Resolvers } from '../../codegen/access.resolvers.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
-import { SCOPES, administers, isPlatformAdmin, scopeToEnum } from '../../platform/principal.ts';
+import { SCOPES, administers, isPlatformAdmin, scopeToEnum } from '../../platform/identity/principal.ts';
 import { auditScope, createApiKey, createTenant, notFound, revokeApiKey, updateApiKey } from './admin.ts';
 
 const MAX_PAGE = 500;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { agentKeys } from '../../platform/redis-keys.ts';
+import { agentKeys } from '../../platform/redis/keys.ts';
 import { MemoryAgentStore, RedisAgentStore, type AgentStore } from './agent-store.ts';
 import type { AgentDefinition } from './records.ts';
 

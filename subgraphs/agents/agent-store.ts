@@ -4,7 +4,7 @@
  * stored definition has a tenant. Both implementations pass one contract suite (agent-store.test.ts).
  */
 import type { Redis } from 'ioredis';
-import { agentKeys } from '../../platform/redis-keys.ts';
+import { agentKeys } from '../../platform/redis/keys.ts';
 import type { AgentDefinition } from './records.ts';
 
 export interface AgentStore {

@@ -1,6 +1,6 @@
-import type { AuditLog } from '../../platform/audit-log.ts';
+import type { AuditLog } from '../../platform/access/audit-log.ts';
 import type { Config } from '../../platform/config.ts';
-import type { RequestContext } from '../../platform/subgraph-server.ts';
+import type { RequestContext } from '../../platform/serving/subgraph-server.ts';
 import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { AgentDirectory } from './definitions.ts';
 import type { RunStore } from './run-store.ts';

@@ -5,13 +5,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { buildSchema, parse } from 'graphql';
-import type { AccessServices } from '../../platform/access-services.ts';
+import type { AccessServices } from '../../platform/access/access-services.ts';
 import type { Config } from '../../platform/config.ts';
-import type { IdentityTokens } from '../../platform/identity-token.ts';
+import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { createRedis, redisAnswers } from '../../platform/redis.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { createRedis, redisAnswers } from '../../platform/redis/client.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import { ModelCatalog } from '../../providers/catalog.ts';
 import { MemoryAgentStore, RedisAgentStore } from './agent-store.ts';
 import type { AgentsContext } from './context.ts';

@@ -5,10 +5,10 @@
  * its owner and the tenant's admins. Nothing acting for an agent run may start another run, so a
  * tool cannot make an agent recurse.
  */
-import { allow, and, forbidden, or, requireScope, rule, subgraphShield } from '../../platform/authorization.ts';
-import { callerAuditEvent } from '../../platform/audit-log.ts';
+import { allow, and, forbidden, or, requireScope, rule, subgraphShield } from '../../platform/identity/authorization.ts';
+import { callerAuditEvent } from '../../platform/access/audit-log.ts';
 import { ErrorCode } from '../../platform/errors.ts';
-import { administers, holderOf, isPlatformAdmin, type Principal } from '../../platform/principal.ts';
+import { administers, holderOf, isPlatformAdmin, type Principal } from '../../platform/identity/principal.ts';
 import type { AgentsContext } from './context.ts';
 import type { AgentDefinition, AgentRunRecord } from './records.ts';
 import type { RunView } from './run-view.ts';

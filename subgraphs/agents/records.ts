@@ -3,7 +3,7 @@
  * stream of events. These are plain JSON shapes; the stores keep them as they are.
  */
 import type { ErrorCode } from '../../platform/errors.ts';
-import { noSpend, type Spend } from '../../platform/spend.ts';
+import { noSpend, type Spend } from '../../platform/metering/spend.ts';
 
 /** A tool: a named GraphQL operation on the supergraph. */
 export interface AgentToolDefinition {

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Resolvers } from '../../codegen/agents.resolvers.ts';
-import { callerAuditEvent } from '../../platform/audit-log.ts';
+import { callerAuditEvent } from '../../platform/access/audit-log.ts';
 import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
-import { allowsRef } from '../../platform/model-permissions.ts';
-import { hasScope, holderOf, isPlatformAdmin } from '../../platform/principal.ts';
+import { allowsRef } from '../../providers/model-permissions.ts';
+import { hasScope, holderOf, isPlatformAdmin } from '../../platform/identity/principal.ts';
 import { mayWatch } from './permissions.ts';
-import { asPayloads } from '../../platform/subscription-payloads.ts';
-import { checkTags } from '../../platform/usage-tags.ts';
+import { asPayloads } from '../../platform/serving/subscription-payloads.ts';
+import { checkTags } from '../../platform/metering/usage-tags.ts';
 import type { AgentsContext } from './context.ts';
 import { agentId, type AgentSpec } from './definitions.ts';
 import { NO_USAGE, isFinal, type AgentDefinition, type AgentRunRecord } from './records.ts';

@@ -9,9 +9,9 @@
  */
 import { Agent, fetch, type Response } from 'undici';
 import { ErrorCode, isErrorCode } from '../../platform/errors.ts';
-import { DELEGATION_HEADER, type IdentityTokens } from '../../platform/identity-token.ts';
-import type { Principal } from '../../platform/principal.ts';
-import { REQUEST_ID_HEADER } from '../../platform/request-id.ts';
+import { DELEGATION_HEADER, type IdentityTokens } from '../../platform/identity/identity-token.ts';
+import type { Principal } from '../../platform/identity/principal.ts';
+import { REQUEST_ID_HEADER } from '../../platform/serving/request-id.ts';
 import { parseSse } from '../../providers/sse.ts';
 import { NO_USAGE, type RunError, type RunUsage } from './records.ts';
 

@@ -12,7 +12,7 @@
 import type { Config } from '../../platform/config.ts';
 import { ErrorCode } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
-import type { Principal } from '../../platform/principal.ts';
+import type { Principal } from '../../platform/identity/principal.ts';
 import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { ChatMessage } from '../../providers/contract.ts';
 import type { AgentMetrics } from './metrics.ts';
@@ -30,7 +30,7 @@ import {
 } from './records.ts';
 import { firstError, type ChatInputWire, type GraphQLResult, type RouterClient } from './router-client.ts';
 import { RunFinishedError, type RunStore } from './run-store.ts';
-import { addSpend, spendOf, type Spend } from '../../platform/spend.ts';
+import { addSpend, spendOf, type Spend } from '../../platform/metering/spend.ts';
 
 export interface RunLoopDeps {
   runs: RunStore;

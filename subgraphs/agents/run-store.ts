@@ -8,7 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
-import { agentKeys } from '../../platform/redis-keys.ts';
+import { agentKeys } from '../../platform/redis/keys.ts';
 import type { AgentRunEventRecord, AgentRunRecord, StoredRunEvent } from './records.ts';
 
 /** A run's latest snapshot and the cursor of the last event it reflects (null: none yet). */

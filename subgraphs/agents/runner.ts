@@ -6,9 +6,9 @@
  * stops before a reader could take it for abandoned. On shutdown, runs get until the deadline to
  * finish, then end FAILED with SHUTTING_DOWN.
  */
-import { EVERY_KEY, type AccessStore, type ApiKeyRecord } from '../../platform/access-store.ts';
+import { EVERY_KEY, type AccessStore, type ApiKeyRecord } from '../../platform/access/access-store.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
-import type { Principal } from '../../platform/principal.ts';
+import type { Principal } from '../../platform/identity/principal.ts';
 import type { OperationTool } from './operation-tools.ts';
 import type { AgentRunRecord } from './records.ts';
 import { RunLoop, RunStop, type RunLoopDeps } from './run-loop.ts';

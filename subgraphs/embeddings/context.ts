@@ -1,7 +1,7 @@
-import type { RequestContext } from '../../platform/subgraph-server.ts';
-import type { UsageSink } from '../../platform/usage-event.ts';
-import type { Meter } from '../../platform/metering.ts';
-import type { MeteringSettings } from '../../platform/meter-buckets.ts';
+import type { RequestContext } from '../../platform/serving/subgraph-server.ts';
+import type { UsageSink } from '../../platform/metering/usage-event.ts';
+import type { Meter } from '../../platform/metering/meter.ts';
+import type { MeteringSettings } from '../../platform/metering/buckets.ts';
 import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { Embedder } from './embedder.ts';
 

@@ -18,7 +18,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import DataLoader from 'dataloader';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
-import type { ResponseCache } from '../../platform/response-cache.ts';
+import type { ResponseCache } from '../../platform/redis/response-cache.ts';
 import { isRetired, priceUsd, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import { countTextTokens } from '../../providers/tokens.ts';

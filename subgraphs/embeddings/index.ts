@@ -3,20 +3,20 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'graphql';
 import { Counter, type Registry } from 'prom-client';
 import type { Config } from '../../platform/config.ts';
-import type { IdentityTokens } from '../../platform/identity-token.ts';
-import type { UsageSink } from '../../platform/usage-event.ts';
-import type { Meter } from '../../platform/metering.ts';
+import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
+import type { UsageSink } from '../../platform/metering/usage-event.ts';
+import type { Meter } from '../../platform/metering/meter.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { createRedis, redisAnswers } from '../../platform/redis.ts';
-import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { createRedis, redisAnswers } from '../../platform/redis/client.ts';
+import { MemoryResponseCache, RedisResponseCache } from '../../platform/redis/response-cache.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import { ModelCatalog, targetKey } from '../../providers/catalog.ts';
 import type { EmbeddingsContext } from './context.ts';
 import { Embedder, type EmbedderObserver } from './embedder.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';
-import { recordingSpend } from '../../platform/spend.ts';
+import { recordingSpend } from '../../platform/metering/spend.ts';
 
 export const EMBEDDINGS_SCHEMA_FILE = new URL('../../schema/embeddings.graphql', import.meta.url);
 

@@ -5,10 +5,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { codeOf } from '../../platform/errors.ts';
-import { holderOf } from '../../platform/principal.ts';
-import { checkTags } from '../../platform/usage-tags.ts';
-import { bucketsFor, reserve, settle } from '../../platform/meter-buckets.ts';
-import type { Bucket } from '../../platform/metering.ts';
+import { holderOf } from '../../platform/identity/principal.ts';
+import { checkTags } from '../../platform/metering/usage-tags.ts';
+import { bucketsFor, reserve, settle } from '../../platform/metering/buckets.ts';
+import type { Bucket } from '../../platform/metering/meter.ts';
 import { countTextTokens } from '../../providers/tokens.ts';
 import { priceUsd, targetKey } from '../../providers/catalog.ts';
 import type { EmbeddingsContext } from './context.ts';

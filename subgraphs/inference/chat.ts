@@ -16,13 +16,13 @@ import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, Tool
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
-import type { Bucket } from '../../platform/metering.ts';
-import { bucketsFor, reserve, settle, type ChatDemand } from '../../platform/meter-buckets.ts';
+import type { Bucket } from '../../platform/metering/meter.ts';
+import { bucketsFor, reserve, settle, type ChatDemand } from '../../platform/metering/buckets.ts';
 import { emitChatUsage } from './usage.ts';
-import { checkTags } from '../../platform/usage-tags.ts';
-import { abortOnReturn } from '../../platform/abort-on-return.ts';
+import { checkTags } from '../../platform/metering/usage-tags.ts';
+import { abortOnReturn } from './abort-on-return.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
-import type { Warning } from '../../platform/warnings.ts';
+import type { Warning } from '../../platform/serving/warnings.ts';
 import type { InferenceContext } from './context.ts';
 
 export interface ServedByResult {

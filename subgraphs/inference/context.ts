@@ -1,10 +1,10 @@
 import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { Router } from '../../providers/routing.ts';
-import type { ResponseCache } from '../../platform/response-cache.ts';
-import type { RequestContext } from '../../platform/subgraph-server.ts';
-import type { Meter } from '../../platform/metering.ts';
-import type { UsageSink } from '../../platform/usage-event.ts';
-import type { MeteringSettings } from '../../platform/meter-buckets.ts';
+import type { ResponseCache } from '../../platform/redis/response-cache.ts';
+import type { RequestContext } from '../../platform/serving/subgraph-server.ts';
+import type { Meter } from '../../platform/metering/meter.ts';
+import type { UsageSink } from '../../platform/metering/usage-event.ts';
+import type { MeteringSettings } from '../../platform/metering/buckets.ts';
 import type { ProviderMetrics } from './metrics.ts';
 
 export interface InferenceContext extends RequestContext {

@@ -2,20 +2,20 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'graphql';
 import type { Config } from '../../platform/config.ts';
-import type { IdentityTokens } from '../../platform/identity-token.ts';
-import type { UsageSink } from '../../platform/usage-event.ts';
+import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
+import type { UsageSink } from '../../platform/metering/usage-event.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { createRedis, redisAnswers } from '../../platform/redis.ts';
-import type { Meter } from '../../platform/metering.ts';
-import { MemoryResponseCache, RedisResponseCache } from '../../platform/response-cache.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
+import { createRedis, redisAnswers } from '../../platform/redis/client.ts';
+import type { Meter } from '../../platform/metering/meter.ts';
+import { MemoryResponseCache, RedisResponseCache } from '../../platform/redis/response-cache.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import { ModelCatalog } from '../../providers/catalog.ts';
 import { Router } from '../../providers/routing.ts';
 import type { InferenceContext } from './context.ts';
 import { createProviderMetrics } from './metrics.ts';
 import { permissions } from './permissions.ts';
-import { recordingSpend } from '../../platform/spend.ts';
+import { recordingSpend } from '../../platform/metering/spend.ts';
 import { resolvers } from './resolvers.ts';
 
 export const INFERENCE_SCHEMA_FILE = new URL('../../schema/inference.graphql', import.meta.url);

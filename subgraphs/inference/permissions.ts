@@ -4,8 +4,8 @@
  * pin; a route only when the route itself is listed) — on root fields and on `Model` itself,
  * which other subgraphs reach through `_entities`.
  */
-import { allow, and, requireScope, subgraphShield } from '../../platform/authorization.ts';
-import { modelArgumentRule, modelVisibleRule } from '../../platform/model-permissions.ts';
+import { allow, and, requireScope, subgraphShield } from '../../platform/identity/authorization.ts';
+import { modelArgumentRule, modelVisibleRule } from '../../providers/model-permissions.ts';
 
 const modelArgument = modelArgumentRule('model-argument', (args: { id: string }) => args.id);
 const chatInputModel = modelArgumentRule('chat-input-model', (args: { input: { model: string } }) => args.input.model);

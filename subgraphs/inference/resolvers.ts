@@ -1,9 +1,9 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
 import { isRetired, targetKey } from '../../providers/catalog.ts';
-import { asPayloads } from '../../platform/subscription-payloads.ts';
+import { asPayloads } from '../../platform/serving/subscription-payloads.ts';
 import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
-import { modelReachable } from '../../platform/model-permissions.ts';
+import { modelReachable } from '../../providers/model-permissions.ts';
 
 /** Whose cached answers a caller may read: its tenant's, unless the deployment shares one cache. */
 const cacheScope = (context: InferenceContext) => (context.cacheShared ? 'shared' : `tenant:${context.principal.tenantId}`);

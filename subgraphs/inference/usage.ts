@@ -3,8 +3,8 @@
  * ends (answered, cached, failed, or left by the caller), never blocking the answer.
  */
 import { randomUUID } from 'node:crypto';
-import { holderOf } from '../../platform/principal.ts';
-import type { UsageEvent } from '../../platform/usage-event.ts';
+import { holderOf } from '../../platform/identity/principal.ts';
+import type { UsageEvent } from '../../platform/metering/usage-event.ts';
 import type { CatalogModel } from '../../providers/catalog.ts';
 import type { PricedUsage } from './chat.ts';
 import type { InferenceContext } from './context.ts';

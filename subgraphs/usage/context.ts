@@ -1,7 +1,7 @@
-import type { RequestContext } from '../../platform/subgraph-server.ts';
-import type { UsageStore } from '../../platform/usage-store.ts';
-import type { Meter } from '../../platform/metering.ts';
-import type { MeteringSettings } from '../../platform/meter-buckets.ts';
+import type { RequestContext } from '../../platform/serving/subgraph-server.ts';
+import type { UsageStore } from './usage-store.ts';
+import type { Meter } from '../../platform/metering/meter.ts';
+import type { MeteringSettings } from '../../platform/metering/buckets.ts';
 
 export interface UsageContext extends RequestContext {
   store: UsageStore;

@@ -6,12 +6,12 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'graphql';
 import type { Config } from '../../platform/config.ts';
-import type { IdentityTokens } from '../../platform/identity-token.ts';
+import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/subgraph-server.ts';
-import { DEFAULT_CONSUMER, type UsageStore } from '../../platform/usage-store.ts';
-import type { Meter } from '../../platform/metering.ts';
+import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
+import { DEFAULT_CONSUMER, type UsageStore } from './usage-store.ts';
+import type { Meter } from '../../platform/metering/meter.ts';
 import type { UsageContext } from './context.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';

@@ -2,7 +2,7 @@
  * Reading usage needs `usage:read`; which tenant's is decided by the resolvers (a tenant's own
  * only, unless a platform admin asks), on the root field and the entity fields alike.
  */
-import { allow, requireScope, subgraphShield } from '../../platform/authorization.ts';
+import { allow, requireScope, subgraphShield } from '../../platform/identity/authorization.ts';
 
 const readUsage = requireScope('usage:read');
 

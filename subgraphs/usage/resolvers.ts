@@ -1,8 +1,8 @@
 import type { Resolvers } from '../../codegen/usage.resolvers.ts';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
-import { isPlatformAdmin, type Principal } from '../../platform/principal.ts';
-import type { UsageFilter, UsageTotals } from '../../platform/usage-store.ts';
-import { tenantBucketKeys } from '../../platform/meter-buckets.ts';
+import { isPlatformAdmin, type Principal } from '../../platform/identity/principal.ts';
+import type { UsageFilter, UsageTotals } from './usage-store.ts';
+import { tenantBucketKeys } from '../../platform/metering/buckets.ts';
 import type { UsageContext } from './context.ts';
 
 function time(field: string, value: string): Date {

@@ -11,10 +11,10 @@ import { Writable } from 'node:stream';
 import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
 import { createClient as createSseClient, type Client as SseClient } from 'graphql-sse';
 import WebSocket from 'ws';
-import { newKeySecret } from '../../platform/access-store.ts';
+import { newKeySecret } from '../../platform/access/access-store.ts';
 import { parseConfig, type Config, type SubgraphName } from '../../platform/config.ts';
 import { createLogger, type Logger } from '../../platform/logger.ts';
-import { startStack, type RunningStack } from '../../platform/stack.ts';
+import { startStack, type RunningStack } from '../../stack.ts';
 import { startOpenAIEmulator, type OpenAIEmulator } from '../emulator/openai.ts';
 
 export interface TestStack {

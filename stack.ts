@@ -3,20 +3,51 @@
  * `npm start` runs), the router alone, or one subgraph alone. Stopping drains the router first so
  * its streams can still reach the subgraphs behind it.
  */
-import { createAccessServices, createIdentityTokens, type AccessServices } from './access-services.ts';
-import type { Config, SubgraphName } from './config.ts';
-import { ConfigError, SUBGRAPH_NAMES, subgraphUrl } from './config.ts';
-import type { IdentityTokens } from './identity-token.ts';
-import type { Logger } from './logger.ts';
-import type { RunningSubgraph } from './subgraph-server.ts';
-import { bootstrapAccess } from '../subgraphs/access/bootstrap.ts';
-import { startAccessSubgraph } from '../subgraphs/access/index.ts';
-import { startAgentsSubgraph } from '../subgraphs/agents/index.ts';
-import { startEmbeddingsSubgraph } from '../subgraphs/embeddings/index.ts';
-import { startUsageSubgraph } from '../subgraphs/usage/index.ts';
-import { createUsageServices, type UsageServices } from './usage-services.ts';
-import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
-import { startRouter, type RunningRouter } from '../router/server.ts';
+import { createAccessServices, createIdentityTokens, type AccessServices } from './platform/access/access-services.ts';
+import type { Config, SubgraphName } from './platform/config.ts';
+import { ConfigError, SUBGRAPH_NAMES, subgraphUrl } from './platform/config.ts';
+import type { IdentityTokens } from './platform/identity/identity-token.ts';
+import type { Logger } from './platform/logger.ts';
+import type { RunningSubgraph } from './platform/serving/subgraph-server.ts';
+import { bootstrapAccess } from './subgraphs/access/bootstrap.ts';
+import { startAccessSubgraph } from './subgraphs/access/index.ts';
+import { startAgentsSubgraph } from './subgraphs/agents/index.ts';
+import { startEmbeddingsSubgraph } from './subgraphs/embeddings/index.ts';
+import { startUsageSubgraph } from './subgraphs/usage/index.ts';
+import { MemoryMeter, RedisMeter, type Meter } from './platform/metering/meter.ts';
+import type { UsageSink } from './platform/metering/usage-event.ts';
+import { createRedis } from './platform/redis/client.ts';
+import { MemoryUsageStore, RedisUsageSink, RedisUsageStore, type UsageStore } from './subgraphs/usage/usage-store.ts';
+import { startInferenceSubgraph } from './subgraphs/inference/index.ts';
+import { startRouter, type RunningRouter } from './router/server.ts';
+
+/**
+ * Metering state: where usage events go and are aggregated (a Redis Stream shared by every replica
+ * when Redis is configured), and the meter that holds token and budget reservations. Without Redis
+ * both live in this process, which only the subgraphs of the same process (`modelgraph all`) share.
+ */
+interface UsageServices {
+  sink: UsageSink;
+  store: UsageStore;
+  meter: Meter;
+  close(): void;
+}
+
+function createUsageServices(config: Config, log: Logger, singleProcess: boolean): UsageServices {
+  if (!config.redis.url) {
+    if (!singleProcess)
+      log.warn('no redis.url: usage events stay in this process, where no usage subgraph of another process can read them');
+    const store = new MemoryUsageStore();
+    return { sink: store, store, meter: new MemoryMeter(), close: () => undefined };
+  }
+  const redis = createRedis(config.redis.url, log.child({ component: 'redis' }));
+  return {
+    sink: new RedisUsageSink(redis, config.redis.keyPrefix),
+    store: new RedisUsageStore(redis, config.redis.keyPrefix),
+    meter: new RedisMeter(redis),
+    close: () => redis.disconnect(),
+  };
+}
 
 export type Role = { kind: 'all' } | { kind: 'router' } | { kind: 'subgraph'; name: SubgraphName };
 

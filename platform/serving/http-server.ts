@@ -8,8 +8,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { WebSocketServer } from 'ws';
-import { ErrorCode } from './errors.ts';
-import type { Logger } from './logger.ts';
+import { ErrorCode } from '../errors.ts';
+import type { Logger } from '../logger.ts';
 
 export const HEALTH_PATH = '/healthz';
 export const READY_PATH = '/readyz';

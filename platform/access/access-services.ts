@@ -7,10 +7,10 @@
 import type { Redis } from 'ioredis';
 import { MemoryAccessStore, RedisAccessStore, type AccessStore } from './access-store.ts';
 import { MemoryAuditLog, RedisAuditLog, type AuditLog } from './audit-log.ts';
-import { ConfigError, type Config } from './config.ts';
-import { IdentityTokens, randomIdentitySecret } from './identity-token.ts';
-import type { Logger } from './logger.ts';
-import { createRedis, redisAnswers } from './redis.ts';
+import { ConfigError, type Config } from '../config.ts';
+import { IdentityTokens, randomIdentitySecret } from '../identity/identity-token.ts';
+import type { Logger } from '../logger.ts';
+import { createRedis, redisAnswers } from '../redis/client.ts';
 
 export interface AccessServices {
   store: AccessStore;

@@ -3,9 +3,9 @@
  * or route ids; a model is reachable directly or through an allowed route. Every subgraph that
  * serves or shows models uses these in its shield rules and listings.
  */
-import type { ModelCatalog } from '../providers/catalog.ts';
-import { forbidden, rule } from './authorization.ts';
-import { mayUseModel, type Principal } from './principal.ts';
+import type { ModelCatalog } from './catalog.ts';
+import { forbidden, rule } from '../platform/identity/authorization.ts';
+import { mayUseModel, type Principal } from '../platform/identity/principal.ts';
 
 /** True when the principal may use what `ref` names (a model id, alias, pin or route). */
 export function allowsRef(principal: Principal, catalog: ModelCatalog, ref: string): boolean {

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { codeOf } from './errors.ts';
-import { usageKeys } from './redis-keys.ts';
-import type { UsageEvent, UsageSink } from './usage-event.ts';
+import { codeOf } from '../../platform/errors.ts';
+import { usageKeys } from '../../platform/redis/keys.ts';
+import type { UsageEvent, UsageSink } from '../../platform/metering/usage-event.ts';
 import {
   MemoryUsageStore,
   RedisUsageSink,

@@ -11,7 +11,7 @@ import {
   type AccessStore,
   type ApiKeyRecord,
 } from './access-store.ts';
-import { accessKeys } from './redis-keys.ts';
+import { accessKeys } from '../redis/keys.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);

@@ -14,9 +14,9 @@
  * counted in micro-dollars (integers), so sums are exact.
  */
 import type { ChainableCommander, Redis } from 'ioredis';
-import { ErrorCode, codedError } from './errors.ts';
-import { usageKeys } from './redis-keys.ts';
-import type { UsageEvent, UsageSink } from './usage-event.ts';
+import { ErrorCode, codedError } from '../../platform/errors.ts';
+import { usageKeys } from '../../platform/redis/keys.ts';
+import type { UsageEvent, UsageSink } from '../../platform/metering/usage-event.ts';
 
 /** Every given criterion must hold. `from` and `to` are inclusive at hour resolution: an hour counts when it overlaps them. */
 export interface UsageFilter {

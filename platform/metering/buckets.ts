@@ -1,15 +1,24 @@
 /**
- * The buckets a model call reserves in (platform/metering.ts): tokens per minute of the caller's key,
+ * The buckets a model call reserves in (platform/metering/meter.ts): tokens per minute of the caller's key,
  * its tenant and the model version; USD per UTC day and month of the key and the tenant. A call
  * that cannot fit is refused before any provider is called, with the limit, what remains and when
  * the window resets in `extensions`.
  */
-import type { Config } from './config.ts';
-import { ErrorCode, codedError } from './errors.ts';
-import { toMicroUsd, type Bucket, type Meter, type Reservation } from './metering.ts';
-import { holderOf, type Principal } from './principal.ts';
-import { targetKey, type CatalogModel } from '../providers/catalog.ts';
-import type { TokenUsage } from '../providers/contract.ts';
+import type { Config } from '../config.ts';
+import { ErrorCode, codedError } from '../errors.ts';
+import { toMicroUsd, type Bucket, type Meter, type Reservation } from './meter.ts';
+import type { TokenUsage } from './spend.ts';
+import { holderOf, type Principal } from '../identity/principal.ts';
+
+/** A model version as metering sees it: its own tokens-per-minute limit, if any. */
+export interface MeteredModel {
+  id: string;
+  version: string;
+  tokensPerMinute?: number | undefined;
+}
+
+/** `id@version`: how a model version is named in bucket names and keys (as providers/catalog.ts names targets). */
+const versionKey = (model: MeteredModel) => `${model.id}@${model.version}`;
 
 export interface ChatDemand {
   tokens: number;
@@ -54,13 +63,13 @@ export function tenantBucketKeys(settings: MeteringSettings, tenantId: string, n
 /** The buckets a call by `principal` on `model` reserves in, for `demand`. */
 export function bucketsFor(
   principal: Principal,
-  models: CatalogModel | readonly CatalogModel[],
+  models: MeteredModel | readonly MeteredModel[],
   demand: ChatDemand,
   settings: MeteringSettings,
   now = new Date(),
 ): Bucket[] {
   // Every version that may serve the call (a route's targets and fallbacks) reserves in its own limit.
-  const targets = [...new Set(Array.isArray(models) ? models : [models as CatalogModel])];
+  const targets = [...new Set(Array.isArray(models) ? models : [models as MeteredModel])];
   const { minute, day, month } = windows(now);
   const key = (...parts: string[]) => `${settings.keyPrefix}{meter}:${parts.join(':')}`;
   const micro = toMicroUsd(demand.usd);
@@ -77,8 +86,8 @@ export function bucketsFor(
     ),
     ...targets.map((model) =>
       limited(
-        `tokensPerMinute:model:${targetKey(model)}`,
-        key('tpm', 'model', targetKey(model), minute.id),
+        `tokensPerMinute:model:${versionKey(model)}`,
+        key('tpm', 'model', versionKey(model), minute.id),
         model.tokensPerMinute,
         demand.tokens,
         minute.resetAt,

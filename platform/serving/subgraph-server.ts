@@ -4,7 +4,7 @@
  * /healthz, /readyz and /metrics. The request id arrives in the `x-request-id` header (HTTP) or the
  * `requestId` extension of the subscribe message (WS) and tags every log line.
  *
- * Nothing is served without the router's identity token (platform/identity-token.ts): an HTTP
+ * Nothing is served without the router's identity token (platform/identity/identity-token.ts): an HTTP
  * request without a valid one gets 401 and no data; a WebSocket must present the router's service
  * token in `connection_init` (else closed with 4403) and every operation its caller's token. The
  * verified principal is in every resolver's context, and graphql-shield rules read it.
@@ -18,15 +18,15 @@ import { GraphQLError, defaultFieldResolver, subscribe, type DocumentNode, type 
 import { applyMiddleware } from 'graphql-middleware';
 import type { IMiddlewareGenerator } from 'graphql-middleware';
 import type { Registry } from 'prom-client';
-import { ErrorCode, codeOf, codedError } from './errors.ts';
+import { ErrorCode, codeOf, codedError } from '../errors.ts';
 import {
   CLIENT_ADDRESS_HEADER,
   IDENTITY_CONNECTION_PARAM,
   IDENTITY_EXTENSION,
   IDENTITY_HEADER,
   type IdentityTokens,
-} from './identity-token.ts';
-import type { Principal } from './principal.ts';
+} from '../identity/identity-token.ts';
+import type { Principal } from '../identity/principal.ts';
 import {
   closeWebSockets,
   createWebSocketServer,
@@ -39,10 +39,10 @@ import {
 } from './http-server.ts';
 import { endOnShutdown, shuttingDownResult } from './end-on-shutdown.ts';
 import { InFlight } from './in-flight.ts';
-import type { Config, SubgraphName } from './config.ts';
-import type { Logger } from './logger.ts';
+import type { Config, SubgraphName } from '../config.ts';
+import type { Logger } from '../logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
-import { SPEND_EXTENSION, noSpend, spent, type Spend } from './spend.ts';
+import { SPEND_EXTENSION, noSpend, spent, type Spend } from '../metering/spend.ts';
 import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
 
 export const GRAPHQL_PATH = '/graphql';

@@ -8,9 +8,9 @@
  * response survives.
  */
 import { allow, deny, rule, shield, type IRules } from 'graphql-shield';
-import { ErrorCode, codedError } from './errors.ts';
+import { ErrorCode, codedError } from '../errors.ts';
 import { hasScope, type Scope } from './principal.ts';
-import type { RequestContext } from './subgraph-server.ts';
+import type { RequestContext } from '../serving/subgraph-server.ts';
 
 export const forbidden = (message: string) => codedError(ErrorCode.FORBIDDEN, message);
 

@@ -11,8 +11,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
-import type { Scope } from './principal.ts';
-import { accessKeys } from './redis-keys.ts';
+import type { Scope } from '../identity/principal.ts';
+import { accessKeys } from '../redis/keys.ts';
 
 export interface TenantRecord {
   id: string;

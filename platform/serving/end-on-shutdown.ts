@@ -7,7 +7,7 @@
  * its pending `next()`, so an unsubscribe would not reach the source until its next event.
  */
 import { GraphQLError, type ExecutionResult } from 'graphql';
-import { ErrorCode } from './errors.ts';
+import { ErrorCode } from '../errors.ts';
 
 const SHUTDOWN = Symbol('shutdown');
 

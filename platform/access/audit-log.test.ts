@@ -11,8 +11,8 @@ import {
   type AuditPage,
   type NewAuditEvent,
 } from './audit-log.ts';
-import { codeOf } from './errors.ts';
-import { auditStreamKey } from './redis-keys.ts';
+import { codeOf } from '../errors.ts';
+import { auditStreamKey } from '../redis/keys.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);

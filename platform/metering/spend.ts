@@ -6,10 +6,14 @@
  */
 import type { UsageEvent, UsageSink } from './usage-event.ts';
 
-export interface Spend {
+/** Tokens a model call used (or, before it runs, is expected to use). */
+export interface TokenUsage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+}
+
+export interface Spend extends TokenUsage {
   costUsd: number;
 }
 

@@ -6,9 +6,9 @@
  * time, and serve as pagination cursors without a second index.
  */
 import type { Redis } from 'ioredis';
-import { ErrorCode, codedError } from './errors.ts';
-import { holderOf, type Principal } from './principal.ts';
-import { auditStreamKey } from './redis-keys.ts';
+import { ErrorCode, codedError } from '../errors.ts';
+import { holderOf, type Principal } from '../identity/principal.ts';
+import { auditStreamKey } from '../redis/keys.ts';
 
 export type AuditOutcome = 'SUCCESS' | 'DENIED' | 'FAILED';
 

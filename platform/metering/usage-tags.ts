@@ -1,4 +1,4 @@
-import { ErrorCode, codedError } from './errors.ts';
+import { ErrorCode, codedError } from '../errors.ts';
 
 const MAX_TAGS = 10;
 const MAX_TAG_LENGTH = 64;

@@ -1,7 +1,7 @@
 import { GraphQLError, locatedError } from 'graphql';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, codedError } from './errors.ts';
+import { ErrorCode, codedError } from '../errors.ts';
 import { maskError } from './subgraph-server.ts';
 
 function capture() {

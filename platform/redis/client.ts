@@ -4,7 +4,7 @@
  * readiness only: a replica whose Redis is unreachable reports not ready.
  */
 import { Redis } from 'ioredis';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../logger.ts';
 
 export function createRedis(url: string, log: Logger): Redis {
   const redis = new Redis(url, {
