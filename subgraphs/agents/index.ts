@@ -20,7 +20,8 @@ import { createAgentMetrics } from './metrics.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';
 import { RouterClient } from './router-client.ts';
-import { MemoryRunStore, RedisRunStore } from './run-store.ts';
+import { MemoryRunStore } from './memory-run-store.ts';
+import { RedisRunStore } from './redis-run-store.ts';
 import { Runner } from './runner.ts';
 
 export const AGENTS_SCHEMA_FILE = new URL('../../schema/agents.graphql', import.meta.url);

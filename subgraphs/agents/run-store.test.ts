@@ -10,7 +10,9 @@ import {
   type AgentRunStatus,
   type StoredRunEvent,
 } from './records.ts';
-import { MemoryRunStore, RedisRunStore, RunFinishedError, isCursor, type RunPage, type RunStore } from './run-store.ts';
+import { MemoryRunStore } from './memory-run-store.ts';
+import { RedisRunStore } from './redis-run-store.ts';
+import { RunFinishedError, isCursor, type RunPage, type RunStore } from './run-store.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
