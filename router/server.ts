@@ -8,14 +8,17 @@
  * HTTP a refusal is a 401; a WebSocket authenticates in `connection_init` and is closed with 4403
  * on a bad credential, and later when its key is revoked or its credential expires.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { Logger as HiveLogger } from '@graphql-hive/logger';
 import { PinoLogWriter } from '@graphql-hive/logger/writers/pino';
-import { createGatewayRuntime, getGraphQLWSOptions } from '@graphql-hive/gateway-runtime';
+import { createGatewayRuntime, getGraphQLWSOptions, type GatewayRuntime } from '@graphql-hive/gateway-runtime';
 import httpTransport from '@graphql-mesh/transport-http';
 import { parse } from 'graphql';
-import { useServer } from 'graphql-ws/use/ws';
+import type { ConnectionInitMessage, ServerOptions } from 'graphql-ws';
+import { useServer, type Extra } from 'graphql-ws/use/ws';
+import type { Redis } from 'ioredis';
+import type { Registry } from 'prom-client';
 import type { WebSocket } from 'ws';
 import type { AccessServices } from '../platform/access/access-services.ts';
 import type { Config, SubgraphName } from '../platform/config.ts';
@@ -23,25 +26,13 @@ import { shuttingDownResult } from '../platform/serving/end-on-shutdown.ts';
 import { ErrorCode } from '../platform/errors.ts';
 import { DELEGATION_HEADER, type IdentityTokens } from '../platform/identity/identity-token.ts';
 import type { Principal } from '../platform/identity/principal.ts';
-import {
-  BodyTooLargeError,
-  closeWebSockets,
-  createWebSocketServer,
-  listen,
-  readBody,
-  sendJson,
-  sendRequestFailure,
-  serveOperationalEndpoints,
-  stopAccepting,
-  type UpgradeVerdict,
-} from '../platform/serving/http-server.ts';
-import { InFlight } from '../platform/serving/in-flight.ts';
+import { BodyTooLargeError, readBody, sendJson, serveOperationalEndpoints } from '../platform/serving/http-server.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
-import { MemoryRateLimiter, RedisRateLimiter } from './rate-limiter.ts';
+import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './rate-limiter.ts';
 import { createRedis, redisAnswers } from '../platform/redis/client.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/serving/request-id.ts';
-import { GRAPHQL_PATH } from '../platform/serving/subgraph-server.ts';
+import { GRAPHQL_PATH, ServerLifecycle, type RunningServer } from '../platform/serving/lifecycle.ts';
 import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, withExpiry, type AuthOutcome } from './authenticate.ts';
 import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed } from './origin-policy.ts';
@@ -51,7 +42,7 @@ import { useRateLimits } from './plugins/rate-limits.ts';
 import { usePropagatedIdentity, type CallerContext } from './plugins/identity.ts';
 import { tooManySubscriptions, useSubscriptionCaps } from './plugins/subscription-caps.ts';
 import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
-import { createRouterMetrics, useRouterMetrics } from './plugins/metrics.ts';
+import { createRouterMetrics, useRouterMetrics, type RouterMetrics } from './plugins/metrics.ts';
 import { useSubgraphRequestId } from './plugins/request-id.ts';
 import { useGracefulStreams } from './plugins/shutdown.ts';
 import { useSubgraphExtensions } from './plugins/subgraph-extensions.ts';
@@ -71,12 +62,8 @@ export interface RouterOptions {
   withProcessMetrics?: boolean;
 }
 
-export interface RunningRouter {
-  port: number;
-  url: string;
-  /** Stops accepting, waits for in-flight requests and streams until `deadline`, then ends them. */
-  stop(deadline: number): Promise<void>;
-}
+/** Stopping stops accepting, waits for in-flight requests and streams until the deadline, then ends them. */
+export type RunningRouter = RunningServer;
 
 function hiveLogger(log: Logger): HiveLogger {
   return new HiveLogger({ level: log.level === 'silent' ? false : (log.level as 'info'), writers: [new PinoLogWriter(log)] });
@@ -114,37 +101,28 @@ function unauthenticatedBody(message: string, requestId: string | undefined) {
   return { errors: [{ message, extensions: { code: ErrorCode.UNAUTHENTICATED, ...(requestId && { requestId }) } }] };
 }
 
-export async function startRouter({
-  config,
-  log,
-  subgraphUrls,
-  identity,
-  access,
-  withProcessMetrics = true,
-}: RouterOptions): Promise<RunningRouter> {
+/** What the router's HTTP and WebSocket handlers share. */
+interface RouterParts {
+  config: Config;
+  log: Logger;
+  identity: IdentityTokens;
+  auth: Authenticator;
+  watch: CredentialWatch;
+  runtime: GatewayRuntime;
+  lifecycle: ServerLifecycle;
+  registry: Registry;
+  redis: Redis | undefined;
+}
+
+function createRuntime(
+  { config, log, subgraphUrls, identity }: Pick<RouterOptions, 'config' | 'log' | 'subgraphUrls' | 'identity'>,
+  metrics: RouterMetrics,
+  limiter: RateLimiter,
+  shutdownSignal: AbortSignal,
+): GatewayRuntime {
   const settings = config.router;
   const { limits } = settings;
-  const registry = createRegistry('router', withProcessMetrics);
-  const metrics = createRouterMetrics(registry);
-  const auth = new Authenticator(config.access, access.store, access.audit, log.child({ component: 'auth' }), (reason) =>
-    metrics.authFailures.inc({ reason }),
-  );
-  if (config.access.anonymous) {
-    log.warn(
-      { tenant: config.access.anonymous.tenant, scopes: config.access.anonymous.scopes },
-      'ANONYMOUS ACCESS IS ON: requests without a credential are served (access.anonymous in the config). Never expose this router beyond a trusted network.',
-    );
-  }
-  let draining = false;
-  const shuttingDown = new AbortController();
-  /** HTTP responses in progress, SSE streams included. */
-  const requests = new InFlight();
-  /** graphql-ws operations in progress. */
-  const wsOperations = new InFlight();
-
-  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
-  const limiter = redis ? new RedisRateLimiter(redis) : new MemoryRateLimiter();
-  const runtime = createGatewayRuntime({
+  return createGatewayRuntime({
     supergraph: parse(readFileSync(SUPERGRAPH_FILE, 'utf8')),
     transports: { http: httpTransport, ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' }), identity) },
     transportEntries: transportEntries(subgraphUrls),
@@ -172,15 +150,20 @@ export async function startRouter({
       usePropagatedIdentity(identity),
       useSubgraphRequestId(),
       useSubgraphExtensions(),
-      useGracefulStreams(shuttingDown.signal),
+      useGracefulStreams(shutdownSignal),
     ],
   });
-  // The WS handler needs the schema loaded before the first subscription arrives.
-  await runtime.getSchema();
-  detachRuntimeTerminateHandlers();
+}
 
-  async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const isReady = async () => !draining && (!redis || (await redisAnswers(redis)));
+/**
+ * One HTTP request: operational endpoints, origin and size checks, then authentication (a key, a
+ * JWT, or an agent run's delegation) before the runtime sees it.
+ */
+function httpHandler(parts: RouterParts): (request: IncomingMessage, response: ServerResponse) => Promise<void> {
+  const { config, log, identity, auth, watch, runtime, lifecycle, registry, redis } = parts;
+  const settings = config.router;
+  const isReady = async () => !lifecycle.draining && (!redis || (await redisAnswers(redis)));
+  return async (request, response) => {
     if (await serveOperationalEndpoints(request, response, { registry, isReady })) return;
     if (!originAllowed(request, settings.allowedOrigins)) {
       sendJson(response, 403, { errors: [{ message: FORBIDDEN_ORIGIN, extensions: { code: ErrorCode.FORBIDDEN } }] });
@@ -234,49 +217,56 @@ export async function startRouter({
       const body = await readBody(request, settings.maxBodyBytes);
       if (body.length > 0) (request as IncomingMessage & { body?: Buffer }).body = body;
     }
-    if (draining) response.setHeader('connection', 'close');
+    if (lifecycle.draining) response.setHeader('connection', 'close');
     await runtime(request, response, caller);
-  }
-
-  const watch = new CredentialWatch(auth, log.child({ component: 'auth' }), Math.max(config.access.keyCacheSeconds, 1) * 1000);
-
-  const openResponses = new Set<ServerResponse>();
-  const server = createServer((request, response) => {
-    const end = requests.begin();
-    openResponses.add(response);
-    response.on('close', () => {
-      openResponses.delete(response);
-      end();
-    });
-    handle(request, response).catch((error: unknown) => sendRequestFailure(response, error, log));
-  });
-
-  /** At the end of the grace period, answers requests that have not started their response. */
-  function answerUnfinishedWithShutdown(): void {
-    for (const response of openResponses) {
-      if (response.headersSent) continue;
-      // The runtime may still try to write to it; that must not surface as an error.
-      response.on('error', () => undefined);
-      sendJson(
-        response,
-        503,
-        { errors: shuttingDownResult().errors!.map((error) => error.toJSON()) },
-        { connection: 'close', 'retry-after': '1' },
-      );
-    }
-  }
-
-  const verifyUpgrade = (request: IncomingMessage): UpgradeVerdict => {
-    if (draining) return { accept: false, status: 503, reason: 'server is shutting down' };
-    if (!originAllowed(request, settings.allowedOrigins)) return { accept: false, status: 403, reason: FORBIDDEN_ORIGIN };
-    return { accept: true };
   };
-  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, settings.wsMaxPayloadBytes, verifyUpgrade);
-  interface SocketExtra {
-    request?: IncomingMessage;
-    socket?: WebSocket;
-    principal?: Principal;
+}
+
+interface SocketExtra {
+  request?: IncomingMessage;
+  socket?: WebSocket;
+  principal?: Principal;
+}
+
+/** Authenticates a socket from its connection_init payload (or, for non-browser clients, its upgrade headers). */
+async function authenticateSocket(
+  { auth, watch, log }: RouterParts,
+  extra: SocketExtra,
+  params: Readonly<Record<string, unknown>> | undefined,
+): Promise<boolean> {
+  const credential = credentialFromConnectionParams(params) ?? (extra.request ? credentialFromHeaders(extra.request.headers) : undefined);
+  let outcome: AuthOutcome;
+  const changesBefore = auth.changeCount();
+  try {
+    outcome = await auth.authenticate(credential, { sourceAddress: extra.request?.socket.remoteAddress ?? null });
+  } catch (error) {
+    // The key store is unreachable: "try again later", not "forbidden".
+    log.error({ err: error }, 'cannot check credentials: the access store is unreachable');
+    extra.socket?.close(1013, 'credentials cannot be checked right now; retry');
+    return false;
   }
+  if (!outcome.ok || !extra.socket) return false;
+  const socket = extra.socket;
+  extra.principal = withExpiry(outcome.principal, outcome.expiresAt);
+  watch.hold(
+    outcome,
+    socket,
+    {
+      end: () => socket.close(CLOSE_FORBIDDEN, 'Forbidden: credential withdrawn'),
+      // The socket's next operations run with the key's new grant.
+      refresh: (principal) => {
+        extra.principal = principal;
+      },
+    },
+    changesBefore,
+  );
+  return true;
+}
+
+/** graphql-ws through the gateway runtime: authenticated sockets, operations capped per socket and counted until complete. */
+function webSocketOptions(parts: RouterParts): ServerOptions<ConnectionInitMessage['payload'], Extra> {
+  const { runtime, lifecycle } = parts;
+  const { limits } = parts.config.router;
   const wsOptions = getGraphQLWSOptions(runtime, (ctx) => {
     const extra = ctx.extra as SocketExtra | undefined;
     const caller: CallerContext = { principal: extra?.principal, clientAddress: extra?.request?.socket.remoteAddress ?? null };
@@ -287,104 +277,62 @@ export async function startRouter({
       ...caller,
     };
   });
-  /** Authenticates a socket from its connection_init payload (or, for non-browser clients, its upgrade headers). */
-  async function authenticateSocket(extra: SocketExtra, params: Readonly<Record<string, unknown>> | undefined): Promise<boolean> {
-    const credential = credentialFromConnectionParams(params) ?? (extra.request ? credentialFromHeaders(extra.request.headers) : undefined);
-    let outcome: AuthOutcome;
-    const changesBefore = auth.changeCount();
-    try {
-      outcome = await auth.authenticate(credential, { sourceAddress: extra.request?.socket.remoteAddress ?? null });
-    } catch (error) {
-      // The key store is unreachable: "try again later", not "forbidden".
-      log.error({ err: error }, 'cannot check credentials: the access store is unreachable');
-      extra.socket?.close(1013, 'credentials cannot be checked right now; retry');
-      return false;
-    }
-    if (!outcome.ok || !extra.socket) return false;
-    const socket = extra.socket;
-    extra.principal = withExpiry(outcome.principal, outcome.expiresAt);
-    watch.hold(
-      outcome,
-      socket,
-      {
-        end: () => socket.close(CLOSE_FORBIDDEN, 'Forbidden: credential withdrawn'),
-        // The socket's next operations run with the key's new grant.
-        refresh: (principal) => {
-          extra.principal = principal;
-        },
-      },
-      changesBefore,
-    );
-    return true;
-  }
-  // Count operations per socket until graphql-ws has sent their `complete`, so that shutdown
-  // closes a socket only after its last message went out.
-  const openOperations = new WeakMap<object, Map<string, () => void>>();
-  const endOperation = (ctx: object, id: string) => {
-    const end = openOperations.get(ctx)?.get(id);
-    openOperations.get(ctx)?.delete(id);
-    // graphql-ws sends `complete` right after onComplete returns; end once that is queued.
-    if (end) setImmediate(end);
-  };
-  const wsHandle = useServer(
-    {
-      ...wsOptions,
-      connectionInitWaitTimeout: limits.connectionInitTimeoutMs,
-      onConnect: (ctx) => authenticateSocket(ctx.extra as SocketExtra, ctx.connectionParams),
-      onSubscribe: (ctx, id, payload) => {
-        // While draining, new operations on open sockets are refused, so they go elsewhere.
-        if (draining) return shuttingDownResult().errors;
-        const open = openOperations.get(ctx) ?? new Map<string, () => void>();
-        if (open.size >= limits.maxSubscriptionsPerConnection)
-          return [tooManySubscriptions('connection', limits.maxSubscriptionsPerConnection)];
-        openOperations.set(ctx, open.set(id, wsOperations.begin()));
-        return wsOptions.onSubscribe!(ctx, id, payload);
-      },
-      onComplete: (ctx, id) => endOperation(ctx, id),
-      onClose: (ctx) => {
-        for (const id of openOperations.get(ctx)?.keys() ?? []) endOperation(ctx, id);
-      },
-    },
-    wsServer,
-  );
-
-  const port = await listen(server, settings.host, settings.port);
-  log.info({ port, path: GRAPHQL_PATH }, 'router listening');
-
-  let stopped: Promise<void> | undefined;
   return {
-    port,
-    url: `http://${settings.host}:${port}${GRAPHQL_PATH}`,
-    stop(deadline) {
-      stopped ??= stop(deadline);
-      return stopped;
+    ...wsOptions,
+    connectionInitWaitTimeout: limits.connectionInitTimeoutMs,
+    onConnect: (ctx) => authenticateSocket(parts, ctx.extra as SocketExtra, ctx.connectionParams),
+    onSubscribe: (ctx, id, payload) => {
+      // While draining, new operations on open sockets are refused, so they go elsewhere.
+      if (lifecycle.draining) return shuttingDownResult().errors;
+      if (lifecycle.openOperations(ctx) >= limits.maxSubscriptionsPerConnection) {
+        return [tooManySubscriptions('connection', limits.maxSubscriptionsPerConnection)];
+      }
+      lifecycle.beginOperation(ctx, id);
+      return wsOptions.onSubscribe!(ctx, id, payload);
     },
+    onComplete: (ctx, id) => lifecycle.endOperation(ctx, id),
+    onClose: (ctx) => lifecycle.endOperations(ctx),
   };
+}
 
-  async function stop(deadline: number): Promise<void> {
-    draining = true;
-    log.info(
-      { requests: requests.count, wsOperations: wsOperations.count },
-      'router draining: no new connections; in-flight work may finish',
+export async function startRouter(options: RouterOptions): Promise<RunningRouter> {
+  const { config, log, identity, access, withProcessMetrics = true } = options;
+  const settings = config.router;
+  const registry = createRegistry('router', withProcessMetrics);
+  const metrics = createRouterMetrics(registry);
+  const auth = new Authenticator(config.access, access.store, access.audit, log.child({ component: 'auth' }), (reason) =>
+    metrics.authFailures.inc({ reason }),
+  );
+  if (config.access.anonymous) {
+    log.warn(
+      { tenant: config.access.anonymous.tenant, scopes: config.access.anonymous.scopes },
+      'ANONYMOUS ACCESS IS ON: requests without a credential are served (access.anonymous in the config). Never expose this router beyond a trusted network.',
     );
-    const http = stopAccepting(server);
-    const outcomes = await Promise.all([requests.whenIdle(deadline), wsOperations.whenIdle(deadline)]);
-    if (outcomes.includes('expired')) {
-      log.warn(
-        { requests: requests.count, wsOperations: wsOperations.count },
-        'shutdown deadline passed; ending open streams with SHUTTING_DOWN',
-      );
-      shuttingDown.abort();
-      answerUnfinishedWithShutdown();
-      const lastWords = Date.now() + 1_000;
-      await Promise.all([requests.whenIdle(lastWords), wsOperations.whenIdle(lastWords)]);
-    }
-    await closeWebSockets(wsServer, () => wsHandle.dispose());
-    await http.closeAll();
-    await runtime.dispose();
-    watch.close();
-    auth.close();
-    redis?.disconnect();
-    log.info('router stopped');
   }
+  const lifecycle = new ServerLifecycle();
+  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+  const limiter = redis ? new RedisRateLimiter(redis) : new MemoryRateLimiter();
+  const runtime = createRuntime(options, metrics, limiter, lifecycle.shutdownSignal);
+  // The WS handler needs the schema loaded before the first subscription arrives.
+  await runtime.getSchema();
+  detachRuntimeTerminateHandlers();
+  const watch = new CredentialWatch(auth, log.child({ component: 'auth' }), Math.max(config.access.keyCacheSeconds, 1) * 1000);
+  const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis };
+  return lifecycle.serve({
+    label: 'router',
+    host: settings.host,
+    port: settings.port,
+    wsMaxPayloadBytes: settings.wsMaxPayloadBytes,
+    log,
+    handle: httpHandler(parts),
+    verifyUpgrade: (request) =>
+      originAllowed(request, settings.allowedOrigins) ? { accept: true } : { accept: false, status: 403, reason: FORBIDDEN_ORIGIN },
+    webSockets: (wsServer) => useServer(webSocketOptions(parts), wsServer),
+    release: async () => {
+      await runtime.dispose();
+      watch.close();
+      auth.close();
+      redis?.disconnect();
+    },
+  });
 }

@@ -52,3 +52,14 @@ export async function redisAnswers(redis: Redis, timeoutMs = 500): Promise<boole
   if (onReady) redis.removeListener('ready', onReady);
   return answer;
 }
+
+/**
+ * A subgraph's Redis, when `redis.url` is set: given a moment to connect so that its first requests
+ * find it ready, but never blocking the start (commands fail fast until it answers).
+ */
+export async function openRedis(url: string | undefined, log: Logger): Promise<Redis | undefined> {
+  if (!url) return undefined;
+  const redis = createRedis(url, log.child({ component: 'redis' }));
+  await redisAnswers(redis, 1_000);
+  return redis;
+}

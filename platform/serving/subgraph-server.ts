@@ -9,12 +9,14 @@
  * token in `connection_init` (else closed with 4403) and every operation its caller's token. The
  * verified principal is in every resolver's context, and graphql-shield rules read it.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ApolloServer, HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginInlineTraceDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
+import type { ServerOptions } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
-import { GraphQLError, defaultFieldResolver, subscribe, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
+import { GraphQLError, defaultFieldResolver, parse, subscribe, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
 import { applyMiddleware } from 'graphql-middleware';
 import type { IMiddlewareGenerator } from 'graphql-middleware';
 import type { Registry } from 'prom-client';
@@ -27,25 +29,15 @@ import {
   type IdentityTokens,
 } from '../identity/identity-token.ts';
 import type { Principal } from '../identity/principal.ts';
-import {
-  closeWebSockets,
-  createWebSocketServer,
-  listen,
-  readBody,
-  sendJson,
-  sendRequestFailure,
-  serveOperationalEndpoints,
-  stopAccepting,
-} from './http-server.ts';
+import { readBody, sendJson, serveOperationalEndpoints } from './http-server.ts';
 import { endOnShutdown, shuttingDownResult } from './end-on-shutdown.ts';
-import { InFlight } from './in-flight.ts';
+import { GRAPHQL_PATH, ServerLifecycle, type RunningServer } from './lifecycle.ts';
 import type { Config, SubgraphName } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
 import { SPEND_EXTENSION, noSpend, spent, type Spend } from '../metering/spend.ts';
 import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
 
-export const GRAPHQL_PATH = '/graphql';
 
 /** What every subgraph resolver gets; subgraphs extend it with their own services. */
 export interface RequestContext extends BaseContext {
@@ -63,36 +55,32 @@ export interface RequestContext extends BaseContext {
   clientAddress: string | null;
 }
 
-export interface SubgraphServerOptions<TContext extends RequestContext> {
-  name: string;
-  typeDefs: DocumentNode;
+/** What a subgraph is: its SDL, resolvers and shield rules, and what its resolvers get. */
+export interface SubgraphDefinition<TContext extends RequestContext> {
+  schemaFile: URL;
   // Typed by codegen at each subgraph; Apollo's map type is looser than the generated one.
   resolvers: object;
-  host: string;
-  port: number;
-  log: Logger;
-  registry: Registry;
-  maxBodyBytes: number;
-  wsMaxPayloadBytes: number;
-  /** Verifies the router's identity tokens, addressed to this subgraph by `name`. */
-  identity: IdentityTokens;
   /** The subgraph's graphql-shield rules. */
   permissions: IMiddlewareGenerator<unknown, TContext, unknown>;
   extendContext(base: RequestContext): TContext;
+  /** Work to end before the server drains (agent runs, which call the router and other subgraphs). */
+  beforeStop?(deadline: number): Promise<void>;
+  /** Releases what the subgraph holds (stores, caches, Redis), after its server has stopped. */
+  release?(): void | Promise<void>;
 }
 
-/** Where a subgraph listens and the request sizes it accepts (the router's limits), from the config. */
-export function listenSettings(config: Config, name: SubgraphName) {
-  const { host, port } = config.subgraphs[name];
-  return { host, port, maxBodyBytes: config.router.maxBodyBytes, wsMaxPayloadBytes: config.router.wsMaxPayloadBytes };
+/** Where a subgraph runs: its name (the identity tokens' audience), config, log and metrics registry. */
+export interface SubgraphHost {
+  name: SubgraphName;
+  config: Config;
+  log: Logger;
+  registry: Registry;
+  /** Verifies the router's identity tokens, addressed to this subgraph by `name`. */
+  identity: IdentityTokens;
 }
 
-export interface RunningSubgraph {
+export interface RunningSubgraph extends RunningServer {
   name: string;
-  port: number;
-  url: string;
-  /** Drains in-flight operations until `deadline` (epoch ms), then closes everything. */
-  stop(deadline: number): Promise<void>;
 }
 
 /**
@@ -170,16 +158,11 @@ function guardableSubscriptions(schema: GraphQLSchema): GraphQLSchema {
 
 const unauthenticated = (message: string) => codedError(ErrorCode.UNAUTHENTICATED, message);
 
-export async function startSubgraphServer<TContext extends RequestContext>(
-  options: SubgraphServerOptions<TContext>,
-): Promise<RunningSubgraph> {
-  const { log, registry, identity, name: audience } = options;
-  const schema = applyMiddleware(
-    guardableSubscriptions(buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as never })),
-    options.permissions,
-  );
-  /** The caller of a request, or undefined (after logging why) when its token is refused. */
-  const verify = async (token: unknown, requestLog: Logger): Promise<Principal | undefined> => {
+/** Verifies the identity token of a request or operation; refusals are logged (with why) and give undefined. */
+type Verify = (token: unknown, requestLog: Logger) => Promise<Principal | undefined>;
+
+function verifier(identity: IdentityTokens, audience: string): Verify {
+  return async (token, requestLog) => {
     try {
       return await identity.verify(token, audience);
     } catch (error) {
@@ -187,26 +170,31 @@ export async function startSubgraphServer<TContext extends RequestContext>(
       return undefined;
     }
   };
-  const apollo = new ApolloServer<TContext>({
-    schema,
-    includeStacktraceInErrorResponses: false,
-    // We own shutdown (`stop` drains first); Apollo's default would stop it on the first SIGTERM.
-    stopOnTerminationSignals: false,
-    // No Apollo Studio here: no inline traces for the router, no landing page.
-    plugins: [ApolloServerPluginInlineTraceDisabled(), ApolloServerPluginLandingPageDisabled(), logOperations<TContext>()],
-    formatError: (formatted, original) => maskError(formatted, original, log),
-  });
-  await apollo.start();
+}
 
-  let ready = true;
-  const inFlight = new InFlight();
+function baseContext(
+  requestId: string,
+  log: Logger,
+  signal: AbortSignal,
+  principal: Principal,
+  clientAddress: string | null,
+): RequestContext {
+  return { requestId, log, signal, warnings: [], spend: noSpend(), principal, clientAddress };
+}
 
-  async function handleGraphQL(request: IncomingMessage, response: ServerResponse): Promise<void> {
+/** GraphQL over HTTP on GRAPHQL_PATH through Apollo's integration API, for callers with a valid identity token. */
+function graphqlOverHttp<TContext extends RequestContext>(
+  apollo: ApolloServer<TContext>,
+  { log, extendContext }: { log: Logger; extendContext: SubgraphDefinition<TContext>['extendContext'] },
+  maxBodyBytes: number,
+  verify: Verify,
+): (request: IncomingMessage, response: ServerResponse) => Promise<void> {
+  return async (request, response) => {
     const aborter = new AbortController();
     response.on('close', () => aborter.abort());
     let body: unknown;
     if (request.method === 'POST') {
-      const raw = await readBody(request, options.maxBodyBytes);
+      const raw = await readBody(request, maxBodyBytes);
       try {
         body = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
       } catch {
@@ -223,6 +211,8 @@ export async function startSubgraphServer<TContext extends RequestContext>(
       sendJson(response, 401, { errors: [unauthenticated('this service answers only the modelgraph router').toJSON()] });
       return;
     }
+    const address = request.headers[CLIENT_ADDRESS_HEADER];
+    const clientAddress = typeof address === 'string' ? address : null;
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: {
         method: request.method ?? 'GET',
@@ -230,19 +220,7 @@ export async function startSubgraphServer<TContext extends RequestContext>(
         search: new URL(request.url ?? '/', 'http://subgraph').search,
         body,
       },
-      context: async () => {
-        const address = request.headers[CLIENT_ADDRESS_HEADER];
-        const clientAddress = typeof address === 'string' ? address : null;
-        return options.extendContext({
-          requestId,
-          log: requestLog,
-          signal: aborter.signal,
-          warnings: [],
-          spend: noSpend(),
-          principal,
-          clientAddress,
-        });
-      },
+      context: async () => extendContext(baseContext(requestId, requestLog, aborter.signal, principal, clientAddress)),
     });
     const headers: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
     for (const [name, value] of result.headers) headers[name] = value;
@@ -253,143 +231,125 @@ export async function startSubgraphServer<TContext extends RequestContext>(
     }
     for await (const chunk of result.body.asyncIterator) response.write(chunk);
     response.end();
-  }
+  };
+}
 
-  const server = createServer((request, response) => {
-    const end = inFlight.begin();
-    response.on('close', end);
-    void (async () => {
-      if (await serveOperationalEndpoints(request, response, { registry, isReady: () => ready })) return;
+/**
+ * graphql-ws for the router's subscriptions: only the router may open a socket (its service token
+ * in connection_init, else 4403), every operation carries its caller's identity token, and a
+ * completed operation or a closed socket aborts its work.
+ */
+function graphqlOverWebSocket<TContext extends RequestContext>(
+  schema: GraphQLSchema,
+  { log, identity, name: audience }: SubgraphHost,
+  extendContext: SubgraphDefinition<TContext>['extendContext'],
+  verify: Verify,
+  lifecycle: ServerLifecycle,
+): ServerOptions {
+  /** Principals verified in onSubscribe, picked up by `context` for the same operation. */
+  const verified = new WeakMap<object, Map<string, Principal>>();
+  const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => maskError(error.toJSON(), error, log));
+  return {
+    schema,
+    onConnect: async (ctx) => {
+      try {
+        await identity.verifyService(ctx.connectionParams?.[IDENTITY_CONNECTION_PARAM], audience);
+        return true;
+      } catch (error) {
+        log.warn({ reason: (error as Error).message }, 'websocket refused: no valid router token');
+        return false;
+      }
+    },
+    onSubscribe: async (ctx, id, payload) => {
+      // While draining, new operations on open sockets are refused, so they go elsewhere.
+      if (lifecycle.draining) return shuttingDownResult().errors;
+      const requestLog = log.child({ requestId: acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]) });
+      const principal = await verify(payload.extensions?.[IDENTITY_EXTENSION], requestLog);
+      if (!principal) return [unauthenticated('operation without a valid identity token')];
+      verified.set(ctx, (verified.get(ctx) ?? new Map<string, Principal>()).set(id, principal));
+      return undefined;
+    },
+    // Streams still open when the grace period ends get a final SHUTTING_DOWN result.
+    subscribe: async (args) => {
+      const result = await subscribe(args);
+      return Symbol.asyncIterator in result ? endOnShutdown(result, lifecycle.shutdownSignal) : result;
+    },
+    context: (ctx, id, payload) => {
+      const requestId = acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]);
+      lifecycle.endOperation(ctx, id);
+      const abort = new AbortController();
+      const requestLog = log.child({ requestId });
+      const name = payload.operationName ?? 'anonymous';
+      const started = performance.now();
+      lifecycle.beginOperation(ctx, id, () => {
+        abort.abort();
+        requestLog.info({ operation: name, durationMs: Math.round(performance.now() - started), transport: 'ws' }, 'operation completed');
+      });
+      const principal = verified.get(ctx)?.get(id);
+      verified.get(ctx)?.delete(id);
+      // onSubscribe verified it; graphql-ws calls context only after onSubscribe accepted.
+      if (!principal) throw unauthenticated('operation without a valid identity token');
+      return extendContext(baseContext(requestId, requestLog, abort.signal, principal, null));
+    },
+    onNext: (_ctx, _id, _payload, args, result) => {
+      // Warnings go out once, with the first result after they were raised.
+      const warnings = (args.contextValue as RequestContext).warnings.splice(0);
+      if (!result.errors && !warnings.length) return undefined;
+      return {
+        ...result,
+        ...(result.errors && { errors: formatErrors(result.errors) }),
+        ...(warnings.length && { extensions: { ...result.extensions, [WARNINGS_EXTENSION]: warnings } }),
+      };
+    },
+    onError: (_ctx, _id, _payload, errors) => formatErrors(errors),
+    onComplete: (ctx, id) => lifecycle.endOperation(ctx, id),
+    onClose: (ctx) => lifecycle.endOperations(ctx),
+  };
+}
+
+/** Serves a subgraph where the config says, with the router's request limits, until stopped. */
+export async function startSubgraphServer<TContext extends RequestContext>(
+  host: SubgraphHost,
+  definition: SubgraphDefinition<TContext>,
+): Promise<RunningSubgraph> {
+  const { name, config, log, registry } = host;
+  const typeDefs = parse(readFileSync(definition.schemaFile, 'utf8'));
+  const schema = applyMiddleware(
+    guardableSubscriptions(buildSubgraphSchema({ typeDefs, resolvers: definition.resolvers as never })),
+    definition.permissions,
+  );
+  const apollo = new ApolloServer<TContext>({
+    schema,
+    includeStacktraceInErrorResponses: false,
+    // We own shutdown (`stop` drains first); Apollo's default would stop it on the first SIGTERM.
+    stopOnTerminationSignals: false,
+    // No Apollo Studio here: no inline traces for the router, no landing page.
+    plugins: [ApolloServerPluginInlineTraceDisabled(), ApolloServerPluginLandingPageDisabled(), logOperations<TContext>()],
+    formatError: (formatted, original) => maskError(formatted, original, log),
+  });
+  await apollo.start();
+  const verify = verifier(host.identity, name);
+  const lifecycle = new ServerLifecycle();
+  const handleGraphQL = graphqlOverHttp(apollo, { log, extendContext: definition.extendContext }, config.router.maxBodyBytes, verify);
+  const running = await lifecycle.serve({
+    label: `subgraph ${name}`,
+    ...config.subgraphs[name],
+    wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
+    log,
+    handle: async (request, response) => {
+      if (await serveOperationalEndpoints(request, response, { registry, isReady: () => !lifecycle.draining })) return;
       if ((request.url ?? '/').split('?')[0] !== GRAPHQL_PATH) {
         sendJson(response, 404, { error: 'not found' });
         return;
       }
       await handleGraphQL(request, response);
-    })().catch((error: unknown) => sendRequestFailure(response, error, log));
+    },
+    webSockets: (wsServer) => useServer(graphqlOverWebSocket(schema, host, definition.extendContext, verify, lifecycle), wsServer),
+    ...(definition.beforeStop && { beforeStop: definition.beforeStop }),
+    release: async () => {
+      await apollo.stop();
+      await definition.release?.();
+    },
   });
-
-  const wsServer = createWebSocketServer(server, GRAPHQL_PATH, options.wsMaxPayloadBytes, () =>
-    ready ? { accept: true } : { accept: false, status: 503, reason: 'server is shutting down' },
-  );
-  const shuttingDown = new AbortController();
-  // Open operations per socket, so a completed operation or a closed socket aborts its work.
-  interface OpenOperation {
-    abort: AbortController;
-    end: () => void;
-    log: Logger;
-    name: string;
-    started: number;
-  }
-  const operations = new WeakMap<object, Map<string, OpenOperation>>();
-  /** Principals verified in onSubscribe, picked up by `context` for the same operation. */
-  const verified = new WeakMap<object, Map<string, Principal>>();
-  const finish = (socketContext: object, id: string) => {
-    const operation = operations.get(socketContext)?.get(id);
-    if (!operation) return;
-    operations.get(socketContext)?.delete(id);
-    operation.abort.abort();
-    // graphql-ws sends `complete` right after onComplete returns; count the operation as ended
-    // once that is queued, so shutdown never closes a socket ahead of it.
-    setImmediate(operation.end);
-    operation.log.info(
-      { operation: operation.name, durationMs: Math.round(performance.now() - operation.started), transport: 'ws' },
-      'operation completed',
-    );
-  };
-  const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => maskError(error.toJSON(), error, log));
-  const wsHandle = useServer(
-    {
-      schema,
-      // Only the router may open a socket: its service token comes in connection_init (else 4403).
-      onConnect: async (ctx) => {
-        try {
-          await identity.verifyService(ctx.connectionParams?.[IDENTITY_CONNECTION_PARAM], audience);
-          return true;
-        } catch (error) {
-          log.warn({ reason: (error as Error).message }, 'websocket refused: no valid router token');
-          return false;
-        }
-      },
-      onSubscribe: async (ctx, id, payload) => {
-        // While draining, new operations on open sockets are refused, so they go elsewhere.
-        if (!ready) return shuttingDownResult().errors;
-        const requestLog = log.child({ requestId: acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]) });
-        const principal = await verify(payload.extensions?.[IDENTITY_EXTENSION], requestLog);
-        if (!principal) return [unauthenticated('operation without a valid identity token')];
-        verified.set(ctx, (verified.get(ctx) ?? new Map<string, Principal>()).set(id, principal));
-        return undefined;
-      },
-      // Streams still open when the grace period ends get a final SHUTTING_DOWN result.
-      subscribe: async (args) => {
-        const result = await subscribe(args);
-        return Symbol.asyncIterator in result ? endOnShutdown(result, shuttingDown.signal) : result;
-      },
-      context: (ctx, id, payload) => {
-        const requestId = acceptRequestId(payload.extensions?.[REQUEST_ID_EXTENSION]);
-        finish(ctx, id);
-        const abort = new AbortController();
-        const requestLog = log.child({ requestId });
-        const open = operations.get(ctx) ?? new Map<string, OpenOperation>();
-        const name = payload.operationName ?? 'anonymous';
-        operations.set(ctx, open.set(id, { abort, end: inFlight.begin(), log: requestLog, name, started: performance.now() }));
-        const principal = verified.get(ctx)?.get(id);
-        verified.get(ctx)?.delete(id);
-        // onSubscribe verified it; graphql-ws calls context only after onSubscribe accepted.
-        if (!principal) throw unauthenticated('operation without a valid identity token');
-        return options.extendContext({
-          requestId,
-          log: requestLog,
-          signal: abort.signal,
-          warnings: [],
-          spend: noSpend(),
-          principal,
-          clientAddress: null,
-        });
-      },
-      onNext: (_ctx, _id, _payload, args, result) => {
-        // Warnings go out once, with the first result after they were raised.
-        const warnings = (args.contextValue as RequestContext).warnings.splice(0);
-        if (!result.errors && !warnings.length) return undefined;
-        return {
-          ...result,
-          ...(result.errors && { errors: formatErrors(result.errors) }),
-          ...(warnings.length && { extensions: { ...result.extensions, [WARNINGS_EXTENSION]: warnings } }),
-        };
-      },
-      onError: (_ctx, _id, _payload, errors) => formatErrors(errors),
-      onComplete: (ctx, id) => finish(ctx, id),
-      onClose: (ctx) => {
-        for (const id of operations.get(ctx)?.keys() ?? []) finish(ctx, id);
-      },
-    },
-    wsServer,
-  );
-
-  const port = await listen(server, options.host, options.port);
-  log.info({ port, path: GRAPHQL_PATH }, `subgraph ${options.name} listening`);
-
-  let stopped: Promise<void> | undefined;
-  return {
-    name: options.name,
-    port,
-    url: `http://${options.host}:${port}${GRAPHQL_PATH}`,
-    stop(deadline) {
-      stopped ??= stop(deadline);
-      return stopped;
-    },
-  };
-
-  async function stop(deadline: number): Promise<void> {
-    ready = false;
-    const http = stopAccepting(server);
-    if ((await inFlight.whenIdle(deadline)) === 'expired') {
-      log.warn({ open: inFlight.count }, 'shutdown deadline passed; ending open operations with SHUTTING_DOWN');
-      shuttingDown.abort();
-      await inFlight.whenIdle(Date.now() + 1_000);
-    }
-    await closeWebSockets(wsServer, () => wsHandle.dispose());
-    await http.closeAll();
-    await apollo.stop();
-    log.info(`subgraph ${options.name} stopped`);
-  }
+  return { name, ...running };
 }

@@ -1,12 +1,10 @@
 /** The access subgraph: tenants, API keys, the caller's principal and the audit log. */
-import { readFileSync } from 'node:fs';
-import { parse } from 'graphql';
 import type { AccessServices } from '../../platform/access/access-services.ts';
 import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
+import { startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import type { AccessContext } from './context.ts';
 import { permissions } from './permissions.ts';
 import { resolvers } from './resolvers.ts';
@@ -24,15 +22,14 @@ export async function startAccessSubgraph(
   log: Logger,
   { withProcessMetrics, identity, access }: AccessSubgraphOptions,
 ): Promise<RunningSubgraph> {
-  return startSubgraphServer<AccessContext>({
-    name: 'access',
-    typeDefs: parse(readFileSync(ACCESS_SCHEMA_FILE, 'utf8')),
-    resolvers,
-    permissions,
-    identity,
-    ...listenSettings(config, 'access'),
-    log,
-    registry: createRegistry('access', withProcessMetrics),
-    extendContext: (base) => ({ ...base, store: access.store, audit: access.audit }),
-  });
+  const registry = createRegistry('access', withProcessMetrics);
+  return startSubgraphServer<AccessContext>(
+    { name: 'access', config, log, registry, identity },
+    {
+      schemaFile: ACCESS_SCHEMA_FILE,
+      resolvers,
+      permissions,
+      extendContext: (base) => ({ ...base, store: access.store, audit: access.audit }),
+    },
+  );
 }

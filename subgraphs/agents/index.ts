@@ -4,14 +4,14 @@
  * and their tools through the router as their owner (router-client.ts).
  */
 import { readFileSync } from 'node:fs';
-import { buildSchema, parse } from 'graphql';
+import { buildSchema } from 'graphql';
 import type { AccessServices } from '../../platform/access/access-services.ts';
 import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { createRedis, redisAnswers } from '../../platform/redis/client.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
+import { openRedis } from '../../platform/redis/client.ts';
+import { startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import { ModelCatalog } from '../../providers/catalog.ts';
 import { MemoryAgentStore, RedisAgentStore } from './agent-store.ts';
 import type { AgentsContext } from './context.ts';
@@ -44,8 +44,7 @@ export async function startAgentsSubgraph(
 ): Promise<RunningSubgraph> {
   const settings = config.agents;
   const catalog = new ModelCatalog(config);
-  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
-  if (redis) await redisAnswers(redis, 1_000);
+  const redis = await openRedis(config.redis.url, log);
   const { keyPrefix } = config.redis;
   const runs = redis
     ? new RedisRunStore(redis, keyPrefix, { retentionSeconds: settings.retentionSeconds })
@@ -56,51 +55,40 @@ export async function startAgentsSubgraph(
     { runs, router, catalog, settings, log: log.child({ component: 'runs' }), metrics: createAgentMetrics(registry) },
     access.store,
   );
+  /** Ends the runs (at once if they are still going) and closes what they used. */
   const release = async (deadline: number) => {
     await runner.stop(deadline);
     await Promise.all([runs.close(), router.close(), catalog.close()]);
     redis?.disconnect();
   };
-  let running: RunningSubgraph;
   try {
     const store = redis ? new RedisAgentStore(redis, keyPrefix) : new MemoryAgentStore();
     const directory = new AgentDirectory(store, catalog, buildSchema(readFileSync(API_SCHEMA_FILE, 'utf8')), settings);
     await runner.listening();
-    running = await startSubgraphServer<AgentsContext>({
-      name: 'agents',
-      typeDefs: parse(readFileSync(AGENTS_SCHEMA_FILE, 'utf8')),
-      resolvers,
-      permissions,
-      identity,
-      ...listenSettings(config, 'agents'),
-      log,
-      registry,
-      extendContext: (base) => ({
-        ...base,
-        directory,
-        runs,
-        runner,
-        settings,
-        catalog,
-        audit: access.audit,
-        tenantExists: async (id) => (await access.store.tenant(id)) !== undefined,
-      }),
-    });
+    return await startSubgraphServer<AgentsContext>(
+      { name: 'agents', config, log, registry, identity },
+      {
+        schemaFile: AGENTS_SCHEMA_FILE,
+        resolvers,
+        permissions,
+        extendContext: (base) => ({
+          ...base,
+          directory,
+          runs,
+          runner,
+          settings,
+          catalog,
+          audit: access.audit,
+          tenantExists: async (id) => (await access.store.tenant(id)) !== undefined,
+        }),
+        // Runs first: they call the router and the other subgraphs, which are still up.
+        beforeStop: (deadline) => runner.stop(deadline),
+        release: () => release(Date.now()),
+      },
+    );
   } catch (error) {
     // A bad configured agent (or a taken port) must not leave connections behind.
     await release(Date.now());
     throw error;
   }
-  let stopped: Promise<void> | undefined;
-  return {
-    ...running,
-    stop(deadline) {
-      // Runs first: they call the router and the other subgraphs, which are still up.
-      stopped ??= runner
-        .stop(deadline)
-        .then(() => running.stop(deadline))
-        .then(() => release(deadline));
-      return stopped;
-    },
-  };
 }

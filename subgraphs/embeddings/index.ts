@@ -1,6 +1,4 @@
 /** The embeddings subgraph: vectors for texts, batched across requests and cached. */
-import { readFileSync } from 'node:fs';
-import { parse } from 'graphql';
 import { Counter, type Registry } from 'prom-client';
 import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
@@ -8,9 +6,9 @@ import type { UsageSink } from '../../platform/metering/usage-event.ts';
 import type { Meter } from '../../platform/metering/meter.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { createRedis, redisAnswers } from '../../platform/redis/client.ts';
+import { openRedis } from '../../platform/redis/client.ts';
 import { MemoryResponseCache, RedisResponseCache } from '../../platform/redis/response-cache.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
+import { startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import { ModelCatalog, targetKey } from '../../providers/catalog.ts';
 import type { EmbeddingsContext } from './context.ts';
 import { Embedder, type EmbedderObserver } from './embedder.ts';
@@ -57,8 +55,7 @@ export async function startEmbeddingsSubgraph(
   const settings = config.embeddings;
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('embeddings', withProcessMetrics);
-  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
-  if (redis) await redisAnswers(redis, 1_000);
+  const redis = await openRedis(config.redis.url, log);
   const cache = redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(settings.cacheMaxEntries);
   const embedder = new Embedder(
     catalog,
@@ -67,35 +64,26 @@ export async function startEmbeddingsSubgraph(
     log,
     embeddingMetrics(registry),
   );
-  const running = await startSubgraphServer<EmbeddingsContext>({
-    name: 'embeddings',
-    typeDefs: parse(readFileSync(EMBEDDINGS_SCHEMA_FILE, 'utf8')),
-    resolvers,
-    permissions,
-    identity,
-    ...listenSettings(config, 'embeddings'),
-    log,
-    registry,
-    extendContext: (base) => ({
-      ...base,
-      catalog,
-      embedder,
-      cacheShared: config.cache.shareAcrossTenants,
-      inputBudget: { inputs: 0 },
-      usage: recordingSpend(usage, base.spend),
-      meter,
-      metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants },
-    }),
-  });
-  let stopped: Promise<void> | undefined;
-  return {
-    ...running,
-    stop(deadline) {
-      stopped ??= running
-        .stop(deadline)
-        .then(() => Promise.all([catalog.close(), cache.close()]))
-        .then(() => undefined);
-      return stopped;
+  return startSubgraphServer<EmbeddingsContext>(
+    { name: 'embeddings', config, log, registry, identity },
+    {
+      schemaFile: EMBEDDINGS_SCHEMA_FILE,
+      resolvers,
+      permissions,
+      extendContext: (base) => ({
+        ...base,
+        catalog,
+        embedder,
+        cacheShared: config.cache.shareAcrossTenants,
+        inputBudget: { inputs: 0 },
+        usage: recordingSpend(usage, base.spend),
+        meter,
+        metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants },
+      }),
+      release: async () => {
+        await Promise.all([catalog.close(), cache.close()]);
+        redis?.disconnect();
+      },
     },
-  };
+  );
 }

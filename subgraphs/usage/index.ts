@@ -3,13 +3,11 @@
  * consumer group: continuously in the background, and once more before each report so that a
  * report includes every call that ended before it was asked.
  */
-import { readFileSync } from 'node:fs';
-import { parse } from 'graphql';
 import type { Config } from '../../platform/config.ts';
 import type { IdentityTokens } from '../../platform/identity/identity-token.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { createRegistry } from '../../platform/metrics.ts';
-import { listenSettings, startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
+import { startSubgraphServer, type RunningSubgraph } from '../../platform/serving/subgraph-server.ts';
 import { DEFAULT_CONSUMER, type UsageStore } from './usage-store.ts';
 import type { Meter } from '../../platform/metering/meter.ts';
 import type { UsageContext } from './context.ts';
@@ -52,28 +50,18 @@ export async function startUsageSubgraph(
       return store.report(filter, groupBy);
     },
   };
-  const running = await startSubgraphServer<UsageContext>({
-    name: 'usage',
-    typeDefs: parse(readFileSync(USAGE_SCHEMA_FILE, 'utf8')),
-    resolvers,
-    permissions,
-    identity,
-    ...listenSettings(config, 'usage'),
-    log,
-    registry: createRegistry('usage', withProcessMetrics),
-    extendContext: (base) => ({
-      ...base,
-      store: reporting,
-      meter,
-      metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants },
-    }),
-  });
-  return {
-    ...running,
-    async stop(deadline) {
-      clearInterval(timer);
-      await running.stop(deadline);
-      await drain();
+  const registry = createRegistry('usage', withProcessMetrics);
+  const metering = { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants };
+  return startSubgraphServer<UsageContext>(
+    { name: 'usage', config, log, registry, identity },
+    {
+      schemaFile: USAGE_SCHEMA_FILE,
+      resolvers,
+      permissions,
+      extendContext: (base) => ({ ...base, store: reporting, meter, metering }),
+      beforeStop: async () => clearInterval(timer),
+      // What arrived while draining is aggregated before the process goes.
+      release: () => drain().then(() => undefined),
     },
-  };
+  );
 }
