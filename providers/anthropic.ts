@@ -16,10 +16,23 @@ import type {
   TokenUsage,
   ToolChoice,
 } from './contract.ts';
-import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
-import { badResponse, countedUsage, readJson } from './wire.ts';
+import { type ProviderError, errorFromStatus } from './errors.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
-import { parseSse } from './sse.ts';
+import { tokenUsage } from './tokens.ts';
+import {
+  badResponse,
+  countedUsage,
+  finishOfStopReason,
+  isRecord,
+  midStreamError,
+  parseJson,
+  parseJsonEventStream,
+  readErrorMessage,
+  readJson,
+  redact,
+  streamInterrupted,
+  streamParts,
+} from './wire.ts';
 
 export interface AnthropicSettings {
   name: string;
@@ -51,12 +64,8 @@ interface WireMessage {
 
 /** Anthropic wants `input` as an object; arguments that do not parse to one are sent as `{}`. */
 function toolInput(args: string): unknown {
-  try {
-    const input: unknown = JSON.parse(args);
-    return input !== null && typeof input === 'object' && !Array.isArray(input) ? input : {};
-  } catch {
-    return {};
-  }
+  const json = parseJson(args);
+  return json.ok && isRecord(json.value) ? json.value : {};
 }
 
 function toWireBlocks(message: Exclude<ChatMessage, { role: 'system' }>): WireBlock[] {
@@ -174,42 +183,33 @@ type WireEvent = z.infer<typeof wireEvent>;
 
 /** Anthropic may add event types; a client must skip those it does not know. */
 const KNOWN_EVENTS = new Set<string>(wireEvent.options.map((option) => option.shape.type.value));
+const typedEvent = z.object({ type: z.string() });
+/** Only for JSON the event schema refused: an event of a type we do not know, rather than a broken one. */
+const isUnknownEvent = (json: unknown): boolean => {
+  const event = typedEvent.safeParse(json);
+  return event.success && !KNOWN_EVENTS.has(event.data.type);
+};
 
 function toFinishReason(reason: string | null | undefined): FinishReason {
-  switch (reason) {
-    case 'end_turn':
-    case 'stop_sequence':
-      return 'stop';
-    case 'max_tokens':
-    case 'model_context_window_exceeded':
-      return 'length';
-    case 'tool_use':
-      return 'tool_calls';
-    case 'refusal':
-      return 'content_filter';
-    default:
-      return 'other';
-  }
+  return reason === 'refusal' ? 'content_filter' : (finishOfStopReason(reason) ?? 'other');
 }
 
 /** Anthropic's `input_tokens` leaves out the prompt tokens written to or read from its cache. */
 function toUsage(usage: WireUsage | null | undefined): TokenUsage | undefined {
   if (usage?.input_tokens == null || usage.output_tokens == null) return undefined;
   const promptTokens = usage.input_tokens + (usage.cache_creation_input_tokens ?? 0) + (usage.cache_read_input_tokens ?? 0);
-  return { promptTokens, completionTokens: usage.output_tokens, totalTokens: promptTokens + usage.output_tokens };
+  return tokenUsage(promptTokens, usage.output_tokens);
 }
 
-/** `{type: 'error', error: {type, message}}`, read as "overloaded_error: Overloaded". */
-async function readErrorMessage(response: Response): Promise<string | undefined> {
-  const text = await response.text().catch(() => '');
-  try {
-    const { error } = z.object({ error: wireError }).parse(JSON.parse(text));
-    const message = [error.type, error.message].filter(Boolean).join(': ');
-    if (message) return message.slice(0, 500);
-  } catch {
-    // not Anthropic's error JSON: fall through to the raw text
-  }
-  return text.slice(0, 500) || undefined;
+/** `{type, message}` read as "overloaded_error: Overloaded"; empty when it says neither. */
+const describeError = (error: z.infer<typeof wireError>): string => [error.type, error.message].filter(Boolean).join(': ');
+
+const errorBody = z.object({ error: wireError });
+
+/** `{type: 'error', error: {type, message}}`; anything else is logged as the raw text. */
+function errorMessageOf(json: unknown): string | undefined {
+  const body = errorBody.safeParse(json);
+  return (body.success && describeError(body.data.error)) || undefined;
 }
 
 // --- the adapter -------------------------------------------------------------------------------
@@ -249,75 +249,32 @@ class AnthropicChatModel implements ChatModel {
     };
   }
 
-  async *stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
-    let response: Response;
-    try {
-      response = await this.transport.post(toWireRequest(this.modelId, request, this.transport.defaultMaxTokens, true), options);
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'connect') };
-      return;
-    }
-    yield* this.readStream(request, response, options);
+  stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    const connect = () => this.transport.post(toWireRequest(this.modelId, request, this.transport.defaultMaxTokens, true), options);
+    return streamParts(this.provider, options.signal, connect, (response) => this.readStream(request, response));
   }
 
-  private async *readStream(request: ChatRequest, response: Response, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
     const state: StreamState = { text: '', usage: {}, finishReason: undefined, toolInputSeen: new Map(), stopped: false };
-    try {
-      for await (const message of parseSse(response.body as ReadableStream<Uint8Array>)) {
-        const event = this.parseEvent(message.data);
-        if (event instanceof ProviderError) {
-          yield { type: 'error', error: event };
-          return;
-        }
-        if (event === undefined) continue;
-        if (event.type === 'error') {
-          yield { type: 'error', error: this.streamError(event.error) };
-          return;
-        }
-        yield* partsOf(event, state);
-        if (state.stopped) break;
+    const events = parseJsonEventStream(this.provider, response, { schema: wireEvent, what: 'stream event', ignore: isUnknownEvent });
+    for await (const event of events) {
+      if (!event.success) {
+        yield { type: 'error', error: event.error };
+        return;
       }
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'stream') };
-      return;
+      if (event.value.type === 'error') {
+        const upstreamMessage = this.transport.redact(describeError(event.value.error)) || undefined;
+        yield { type: 'error', error: midStreamError(this.provider, upstreamMessage) };
+        return;
+      }
+      yield* partsOf(event.value, state);
+      if (state.stopped) break;
     }
     if (!state.stopped) {
-      const error = new ProviderError(`${this.provider} stream ended before the answer finished`, {
-        code: 'UPSTREAM_STREAM_INTERRUPTED',
-        provider: this.provider,
-        retryable: false,
-      });
-      yield { type: 'error', error };
+      yield { type: 'error', error: streamInterrupted(this.provider) };
       return;
     }
     yield { type: 'finish', finishReason: state.finishReason ?? 'other', usage: toUsage(state.usage) ?? countedUsage(request, state.text) };
-  }
-
-  /** An event, undefined for one to skip, or the error that the data is not the wire format. */
-  private parseEvent(data: string): WireEvent | ProviderError | undefined {
-    let json: unknown;
-    try {
-      json = JSON.parse(data);
-    } catch (error) {
-      return badResponse(this.provider, 'stream event is not JSON', error);
-    }
-    const event = wireEvent.safeParse(json);
-    if (event.success) return event.data;
-    const type = z.object({ type: z.string() }).safeParse(json);
-    return type.success && !KNOWN_EVENTS.has(type.data.type) ? undefined : badResponse(this.provider, event.error.message);
-  }
-
-  /** The stream had started, so what was delivered cannot be taken back: not retryable. */
-  private streamError(error: z.infer<typeof wireError>): ProviderError {
-    const upstreamMessage = this.transport.redact([error.type, error.message].filter(Boolean).join(': '));
-    return new ProviderError(`${this.provider} reported an error mid-stream`, {
-      code: 'UPSTREAM_UNAVAILABLE',
-      provider: this.provider,
-      retryable: false,
-      ...(upstreamMessage && { upstreamMessage }),
-    });
   }
 }
 
@@ -375,13 +332,12 @@ function mergeUsage(into: WireUsage, from: WireUsage | null | undefined): void {
 }
 
 /** Base URL, auth and version headers, the pooled client. */
-class AnthropicTransport {
-  readonly #client: HttpClient;
+class AnthropicTransport extends HttpClient {
   readonly #headers: Record<string, string>;
   readonly defaultMaxTokens: number;
 
   constructor(private readonly settings: AnthropicSettings) {
-    this.#client = new HttpClient(settings.name, settings.timeouts);
+    super(settings.name, settings.timeouts);
     this.defaultMaxTokens = settings.defaultMaxTokens ?? DEFAULT_MAX_TOKENS;
     this.#headers = {
       ...settings.headers,
@@ -394,22 +350,23 @@ class AnthropicTransport {
    * POSTs to /v1/messages and returns a 2xx response; any other status becomes a ProviderError.
    * Anthropic takes no client request id (it assigns its own `request-id`), so none is sent.
    */
-  async post(body: unknown, options: CallOptions): Promise<Response> {
+  post(body: unknown, options: CallOptions): Promise<Response> {
     const url = `${this.settings.baseUrl.replace(/\/+$/, '')}/v1/messages`;
-    const response = await this.#client.postJson(url, body, { headers: this.#headers, signal: options.signal });
-    if (response.ok) return response;
-    const message = this.redact(await readErrorMessage(response));
-    throw errorFromStatus(this.settings.name, response.status, response.headers as unknown as Headers, message);
+    return this.postJson(url, body, {
+      headers: this.#headers,
+      signal: options.signal,
+      refusal: (response) => this.#refusal(response),
+    });
+  }
+
+  async #refusal(response: Response): Promise<ProviderError> {
+    const message = this.redact(await readErrorMessage(response, errorMessageOf));
+    return errorFromStatus(this.settings.name, response.status, response.headers, message);
   }
 
   /** Upstream messages are logged; an upstream may echo the key it refused. */
   redact(message: string | undefined): string | undefined {
-    const secret = this.settings.apiKey;
-    return message && secret ? message.replaceAll(secret, '[redacted]') : message;
-  }
-
-  close(): Promise<void> {
-    return this.#client.close();
+    return redact(message, this.settings.apiKey);
   }
 }
 

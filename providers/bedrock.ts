@@ -24,9 +24,24 @@ import type {
   TokenUsage,
   ToolChoice,
 } from './contract.ts';
-import { ProviderError, errorFromException, errorFromStatus, type ProviderErrorCode } from './errors.ts';
-import { badResponse, countedUsage } from './wire.ts';
+import { ProviderError, errorFromStatus, type ProviderErrorCode } from './errors.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
+import { tokenUsage } from './tokens.ts';
+import {
+  UPSTREAM_MESSAGE_CHARS,
+  badResponse,
+  countedUsage,
+  finishOfStopReason,
+  isRecord,
+  midStreamError,
+  parseJson,
+  parseJsonEvent,
+  readErrorMessage,
+  readJson,
+  redact,
+  streamInterrupted,
+  streamParts,
+} from './wire.ts';
 
 export interface BedrockCredentials {
   accessKeyId: string;
@@ -67,14 +82,6 @@ interface WireRequest {
   };
 }
 
-function parseJson(text: string): { ok: true; value: unknown } | { ok: false } {
-  try {
-    return { ok: true, value: JSON.parse(text) };
-  } catch {
-    return { ok: false };
-  }
-}
-
 /**
  * Bedrock wants tool input as a JSON document, where the contract keeps the model's text. Text
  * that does not parse goes back as a JSON string rather than being dropped: the model sees what
@@ -89,8 +96,7 @@ function toolInput(text: string): unknown {
 /** A JSON object result travels as structured data; anything else as the text it is. */
 function toolResultContent(content: string): { json: unknown } | { text: string } {
   const parsed = parseJson(content);
-  const isObject = parsed.ok && typeof parsed.value === 'object' && parsed.value !== null && !Array.isArray(parsed.value);
-  return isObject ? { json: parsed.value } : { text: content };
+  return parsed.ok && isRecord(parsed.value) ? { json: parsed.value } : { text: content };
 }
 
 function toWireContent(message: Exclude<ChatMessage, { role: 'system' }>): WireContentBlock[] {
@@ -211,72 +217,22 @@ type WireStreamEvent = {
 const isReadEvent = (type: string): type is keyof typeof wireStreamEvents => Object.hasOwn(wireStreamEvents, type);
 
 function toFinishReason(reason: string): FinishReason {
-  switch (reason) {
-    case 'end_turn':
-    case 'stop_sequence':
-      return 'stop';
-    case 'max_tokens':
-    case 'model_context_window_exceeded':
-      return 'length';
-    case 'tool_use':
-      return 'tool_calls';
-    case 'guardrail_intervened':
-    case 'content_filtered':
-      return 'content_filter';
-    default:
-      return 'other';
-  }
+  if (reason === 'guardrail_intervened' || reason === 'content_filtered') return 'content_filter';
+  return finishOfStopReason(reason) ?? 'other';
 }
 
-function toUsage(usage: z.infer<typeof wireUsage>): TokenUsage {
-  return {
-    promptTokens: usage.inputTokens,
-    completionTokens: usage.outputTokens,
-    totalTokens: usage.totalTokens ?? usage.inputTokens + usage.outputTokens,
-  };
+const toUsage = (usage: z.infer<typeof wireUsage>): TokenUsage => tokenUsage(usage.inputTokens, usage.outputTokens, usage.totalTokens);
+
+/** AWS says why in `{message}` (some services `{Message}`). */
+function errorMessageOf(json: unknown): string | undefined {
+  const said = isRecord(json) ? (json.message ?? json.Message) : undefined;
+  return typeof said === 'string' ? said : undefined;
 }
 
-function interrupted(provider: string, detail: string): ProviderError {
-  return new ProviderError(`${provider} stream ended before the answer finished`, {
-    code: 'UPSTREAM_STREAM_INTERRUPTED',
-    provider,
-    retryable: false,
-    upstreamMessage: detail,
-  });
-}
-
-/** Upstream messages are logged; an AWS error may quote what it was sent. */
-function redact(message: string | undefined, secrets: readonly (string | undefined)[]): string | undefined {
-  let out = message;
-  for (const secret of secrets) if (out && secret) out = out.replaceAll(secret, '[redacted]');
-  return out;
-}
-
-/** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
-async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
-  let text: string;
-  try {
-    text = await response.text();
-  } catch (error) {
-    if (options.signal.aborted) throw options.signal.reason;
-    throw errorFromException(provider, error, 'body');
-  }
-  const parsed = parseJson(text);
-  if (!parsed.ok) throw badResponse(provider, 'body is not JSON');
-  return parsed.value;
-}
-
-/** AWS names the error in x-amzn-ErrorType ("ThrottlingException:http://internal…") and says why in {message}. */
+/** AWS names the error in x-amzn-ErrorType ("ThrottlingException:http://internal…"), read as "ThrottlingException: why". */
 async function readError(response: Response): Promise<{ type: string | undefined; message: string | undefined }> {
   const type = response.headers.get('x-amzn-errortype')?.split(':')[0]?.trim() || undefined;
-  const text = await response.text().catch(() => '');
-  const parsed = parseJson(text);
-  const body =
-    parsed.ok && typeof parsed.value === 'object' && parsed.value !== null
-      ? (parsed.value as { message?: unknown; Message?: unknown })
-      : {};
-  const said = body.message ?? body.Message;
-  const message = (typeof said === 'string' ? said : text).slice(0, 500) || undefined;
+  const message = (await readErrorMessage(response, errorMessageOf)) || undefined;
   return { type, message: type && message ? `${type}: ${message}` : (message ?? type) };
 }
 
@@ -285,7 +241,7 @@ async function readError(response: Response): Promise<{ type: string | undefined
  * quota: the router should try elsewhere rather than back off the account.
  */
 function errorFromResponse(provider: string, response: Response, type: string | undefined, message: string | undefined): ProviderError {
-  const error = errorFromStatus(provider, response.status, response.headers as unknown as Headers, message);
+  const error = errorFromStatus(provider, response.status, response.headers, message);
   if (type !== 'ModelNotReadyException' || error.code === 'UPSTREAM_UNAVAILABLE') return error;
   return new ProviderError(`${provider} model is not ready`, {
     code: 'UPSTREAM_UNAVAILABLE',
@@ -339,7 +295,7 @@ export async function* decodeEventStream(body: AsyncIterable<Uint8Array>, provid
       yield message;
     }
   }
-  if (buffered.byteLength > 0) throw interrupted(provider, `body ended inside an event-stream frame (${buffered.byteLength} bytes)`);
+  if (buffered.byteLength > 0) throw streamInterrupted(provider, `body ended inside an event-stream frame (${buffered.byteLength} bytes)`);
 }
 
 function stringHeader(message: Message, name: string): string | undefined {
@@ -391,20 +347,13 @@ class BedrockChatModel implements ChatModel {
     };
   }
 
-  async *stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
-    let response: Response;
-    try {
-      response = await this.transport.post(this.modelId, 'converse-stream', toWireRequest(request), options);
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'connect') };
-      return;
-    }
-    yield* this.readStream(request, response, options);
+  stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    const connect = () => this.transport.post(this.modelId, 'converse-stream', toWireRequest(request), options);
+    return streamParts(this.provider, options.signal, connect, (response) => this.readStream(request, response));
   }
 
   /** Complete once messageStop has arrived and the body ends; metadata (usage) may follow the stop. */
-  private async *readStream(request: ChatRequest, response: Response, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
     const contentType = response.headers.get('content-type') ?? '';
     if (!contentType.includes('application/vnd.amazon.eventstream') || !response.body) {
       await response.body?.cancel().catch(() => undefined);
@@ -412,20 +361,14 @@ class BedrockChatModel implements ChatModel {
       return;
     }
     const state: StreamState = { completion: '' };
-    try {
-      for await (const message of decodeEventStream(response.body as ReadableStream<Uint8Array>, this.provider)) {
-        for (const part of this.partsOf(message, state)) {
-          yield part;
-          if (part.type === 'error') return;
-        }
+    for await (const message of decodeEventStream(response.body as ReadableStream<Uint8Array>, this.provider)) {
+      for (const part of this.partsOf(message, state)) {
+        yield part;
+        if (part.type === 'error') return;
       }
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'stream') };
-      return;
     }
     if (state.finishReason === undefined) {
-      yield { type: 'error', error: interrupted(this.provider, 'body ended before messageStop') };
+      yield { type: 'error', error: streamInterrupted(this.provider, 'body ended before messageStop') };
       return;
     }
     yield { type: 'finish', finishReason: state.finishReason, usage: state.usage ?? countedUsage(request, state.completion) };
@@ -438,12 +381,11 @@ class BedrockChatModel implements ChatModel {
     const eventType = stringHeader(message, ':event-type');
     // messageStart and contentBlockStop carry nothing the contract needs; unknown events are newer than us.
     if (messageType !== 'event' || eventType === undefined || !isReadEvent(eventType)) return [];
-    const payload = parseJson(toUtf8(message.body));
-    if (!payload.ok) return [{ type: 'error', error: badResponse(this.provider, `${eventType} payload is not JSON`) }];
-    const parsed = wireStreamEvents[eventType].safeParse(payload.value);
-    if (!parsed.success) return [{ type: 'error', error: badResponse(this.provider, `${eventType}: ${parsed.error.message}`) }];
-    // TypeScript cannot tie parsed.data to eventType; the schema picked by eventType parsed it.
-    return partsOfEvent({ type: eventType, payload: parsed.data } as WireStreamEvent, state);
+    const names = { text: `${eventType} payload`, event: eventType };
+    const parsed = parseJsonEvent(this.provider, toUtf8(message.body), wireStreamEvents[eventType], names);
+    if (!parsed.success) return [{ type: 'error', error: parsed.error }];
+    // TypeScript cannot tie parsed.value to eventType; the schema picked by eventType parsed it.
+    return partsOfEvent({ type: eventType, payload: parsed.value } as WireStreamEvent, state);
   }
 
   private streamError(message: Message, messageType: 'exception' | 'error'): ProviderError {
@@ -452,13 +394,8 @@ class BedrockChatModel implements ChatModel {
     const payload = parseJson(toUtf8(message.body));
     const said = payload.ok ? (payload.value as { message?: unknown } | null)?.message : undefined;
     const detail = typeof said === 'string' ? said : stringHeader(message, ':error-message');
-    // Once deltas may have reached the client, a retry would repeat them: never retryable here.
-    return new ProviderError(`${this.provider} reported ${type} mid-stream`, {
-      code: codeForStreamException(type),
-      provider: this.provider,
-      retryable: false,
-      upstreamMessage: redact(detail ? `${type}: ${detail.slice(0, 500)}` : type, this.transport.secrets),
-    });
+    const upstreamMessage = redact(detail ? `${type}: ${detail.slice(0, UPSTREAM_MESSAGE_CHARS)}` : type, ...this.transport.secrets);
+    return midStreamError(this.provider, upstreamMessage, { code: codeForStreamException(type), reported: type });
   }
 }
 
@@ -496,13 +433,12 @@ function partsOfEvent(event: WireStreamEvent, state: StreamState): ChatStreamPar
 type Operation = 'converse' | 'converse-stream';
 
 /** Shared by a provider's models: endpoint, the SigV4 signer, the pooled client. */
-class BedrockTransport {
-  readonly #client: HttpClient;
+class BedrockTransport extends HttpClient {
   readonly #signer: SignatureV4;
   readonly #endpoint: string;
 
   constructor(private readonly settings: BedrockSettings) {
-    this.#client = new HttpClient(settings.name, settings.timeouts);
+    super(settings.name, settings.timeouts);
     this.#endpoint = settings.endpoint.replace(/\/+$/, '');
     this.#signer = new SignatureV4({ service: 'bedrock', region: settings.region, credentials: settings.credentials, sha256: Sha256 });
   }
@@ -521,10 +457,12 @@ class BedrockTransport {
     const url = new URL(`${this.#endpoint}/model/${encodeURIComponent(modelId)}/${operation}`);
     const headers = await this.sign(url, operation, body);
     // Bedrock takes no client request id header, so options.requestId stays in our own logs.
-    const response = await this.#client.postJson(url.href, body, { headers, signal: options.signal });
-    if (response.ok) return response;
+    return this.postJson(url.href, body, { headers, signal: options.signal, refusal: (response) => this.#refusal(response) });
+  }
+
+  async #refusal(response: Response): Promise<ProviderError> {
     const { type, message } = await readError(response);
-    throw errorFromResponse(this.settings.name, response, type, redact(message, this.secrets));
+    return errorFromResponse(this.settings.name, response, type, redact(message, ...this.secrets));
   }
 
   /**
@@ -548,10 +486,6 @@ class BedrockTransport {
     });
     const signed = await this.#signer.sign(request);
     return Object.fromEntries(Object.entries(signed.headers).filter(([name]) => name !== 'host'));
-  }
-
-  close(): Promise<void> {
-    return this.#client.close();
   }
 }
 

@@ -61,7 +61,7 @@ function codeForStatus(status: number): ProviderErrorCode {
  * Reads `retry-after-ms` (OpenAI), then `retry-after` as seconds or as an HTTP date.
  * Returns undefined when absent or unreadable; never negative.
  */
-export function parseRetryAfter(headers: Headers, now = Date.now()): number | undefined {
+export function parseRetryAfter(headers: Pick<Headers, 'get'>, now = Date.now()): number | undefined {
   const milliseconds = headers.get('retry-after-ms');
   if (milliseconds !== null && /^\d+(\.\d+)?$/.test(milliseconds.trim())) return Math.ceil(Number(milliseconds));
   const value = headers.get('retry-after')?.trim();
@@ -71,7 +71,8 @@ export function parseRetryAfter(headers: Headers, now = Date.now()): number | un
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
-export function errorFromStatus(provider: string, status: number, headers: Headers, upstreamMessage?: string): ProviderError {
+/** `headers` is the response's, from undici or the global fetch alike. */
+export function errorFromStatus(provider: string, status: number, headers: Pick<Headers, 'get'>, upstreamMessage?: string): ProviderError {
   const code = codeForStatus(status);
   const retryAfterMs = parseRetryAfter(headers);
   return new ProviderError(`${provider} answered HTTP ${status}`, {

@@ -21,11 +21,22 @@ import type {
   ToolChoice,
   ToolDefinition,
 } from './contract.ts';
-import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
-import { badResponse, countedUsage, readJson, redact } from './wire.ts';
+import { ProviderError, errorFromStatus } from './errors.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
-import { parseSse } from './sse.ts';
-import { countTextTokens } from './tokens.ts';
+import { countTextTokens, tokenUsage } from './tokens.ts';
+import {
+  UPSTREAM_MESSAGE_CHARS,
+  badResponse,
+  countedUsage,
+  isRecord,
+  midStreamError,
+  parseJson,
+  parseJsonEventStream,
+  readJson,
+  redact,
+  streamInterrupted,
+  streamParts,
+} from './wire.ts';
 
 export interface GeminiSettings {
   name: string;
@@ -69,16 +80,11 @@ interface WireContent {
   parts: WirePart[];
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
-
 /** Call arguments and tool results are protobuf Structs on the wire: anything but an object is wrapped. */
 function toStruct(text: string): Record<string, unknown> {
-  let value: unknown = text;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    // plain text: wrapped as the string it is
-  }
+  const json = parseJson(text);
+  // Plain text is wrapped as the string it is.
+  const value = json.ok ? json.value : text;
   return isRecord(value) ? value : { result: value };
 }
 
@@ -229,6 +235,8 @@ const wireStatus = z.object({
 
 const wireChunk = wireResponse.extend({ error: wireStatus.nullish() });
 
+const errorBody = z.object({ error: wireStatus });
+
 const wireEmbeddings = z.object({ embeddings: z.array(z.object({ values: z.array(z.number()) })) });
 
 type WireResponsePart = z.infer<typeof wirePart>;
@@ -252,15 +260,9 @@ function toFinishReason(reason: string | null | undefined, calledTools: boolean)
   }
 }
 
-function toUsage(usage: z.infer<typeof wireUsage>): TokenUsage {
-  // Thinking tokens are billed as output but reported apart from the answer's.
-  const completionTokens = usage.candidatesTokenCount + usage.thoughtsTokenCount;
-  return {
-    promptTokens: usage.promptTokenCount,
-    completionTokens,
-    totalTokens: usage.totalTokenCount ?? usage.promptTokenCount + completionTokens,
-  };
-}
+/** Thinking tokens are billed as output but reported apart from the answer's. */
+const toUsage = (usage: z.infer<typeof wireUsage>): TokenUsage =>
+  tokenUsage(usage.promptTokenCount, usage.candidatesTokenCount + usage.thoughtsTokenCount, usage.totalTokenCount);
 
 function toToolCall(part: WireResponsePart, index: number): ToolCall | undefined {
   if (!part.functionCall) return undefined;
@@ -282,20 +284,15 @@ interface UpstreamFailure {
 /** Reads Google's error body, `{error: {code, message, status, details}}` (or that in an array). */
 async function readFailure(response: Response): Promise<UpstreamFailure> {
   const text = await response.text().catch(() => '');
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return { reasons: [], ...(text && { message: text.slice(0, 500) }) };
-  }
-  const parsed = z.object({ error: wireStatus }).safeParse(Array.isArray(json) ? json[0] : json);
-  if (!parsed.success) return { reasons: [], ...(text && { message: text.slice(0, 500) }) };
+  const json = parseJson(text);
+  const parsed = json.ok ? errorBody.safeParse(Array.isArray(json.value) ? json.value[0] : json.value) : undefined;
+  if (!parsed?.success) return { reasons: [], ...(text && { message: text.slice(0, UPSTREAM_MESSAGE_CHARS) }) };
   const { message, details } = parsed.data.error;
   const delay = details?.find((detail) => detail.retryDelay)?.retryDelay;
   const retryDelayMs = delay && /^\d+(\.\d+)?s$/.test(delay) ? Math.ceil(Number(delay.slice(0, -1)) * 1000) : undefined;
   return {
     reasons: (details ?? []).flatMap((detail) => (detail.reason ? [detail.reason] : [])),
-    ...(message && { message: message.slice(0, 500) }),
+    ...(message && { message: message.slice(0, UPSTREAM_MESSAGE_CHARS) }),
     ...(retryDelayMs !== undefined && { retryDelayMs }),
   };
 }
@@ -342,68 +339,35 @@ class GeminiChatModel implements ChatModel {
     };
   }
 
-  async *stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
-    let response: Response;
-    try {
-      const path = `/${modelResource(this.modelId)}:streamGenerateContent?alt=sse`;
-      response = await this.transport.post(path, toWireRequest(this.provider, request), options);
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'connect') };
-      return;
-    }
-    yield* this.readStream(request, response, options);
+  stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    const path = `/${modelResource(this.modelId)}:streamGenerateContent?alt=sse`;
+    // toWireRequest may refuse the history; inside connect, that refusal is an error part too.
+    const connect = () => this.transport.post(path, toWireRequest(this.provider, request), options);
+    return streamParts(this.provider, options.signal, connect, (response) => this.readStream(request, response));
   }
 
   /** Gemini sends no end marker: an answer is whole when a finish reason came and the body ended. */
-  private async *readStream(request: ChatRequest, response: Response, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
     const state: StreamState = { text: '', toolCalls: 0, blocked: false };
-    try {
-      for await (const event of parseSse(response.body as ReadableStream<Uint8Array>)) {
-        const chunk = this.parseChunk(event.data);
-        if (chunk instanceof ProviderError) {
-          yield { type: 'error', error: chunk };
-          return;
-        }
-        yield* this.chunkParts(chunk, state);
+    for await (const chunk of parseJsonEventStream(this.provider, response, { schema: wireChunk, what: 'stream chunk' })) {
+      if (!chunk.success) {
+        yield { type: 'error', error: chunk.error };
+        return;
       }
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'stream') };
-      return;
+      const { error } = chunk.value;
+      if (error) {
+        const upstreamMessage = redact(error.message ?? error.status ?? undefined, this.transport.apiKey);
+        yield { type: 'error', error: midStreamError(this.provider, upstreamMessage) };
+        return;
+      }
+      yield* this.chunkParts(chunk.value, state);
     }
     if (state.finishReason === undefined && !state.blocked) {
-      yield {
-        type: 'error',
-        error: new ProviderError(`${this.provider} stream ended before the answer finished`, {
-          code: 'UPSTREAM_STREAM_INTERRUPTED',
-          provider: this.provider,
-          retryable: false,
-        }),
-      };
+      yield { type: 'error', error: streamInterrupted(this.provider) };
       return;
     }
     const finishReason = state.blocked ? 'content_filter' : toFinishReason(state.finishReason, state.toolCalls > 0);
     yield { type: 'finish', finishReason, usage: state.usage ?? countedUsage(request, state.text) };
-  }
-
-  /** One SSE event → a chunk, or the error it is (not JSON, not a response, or Gemini's error object). */
-  private parseChunk(data: string): z.infer<typeof wireChunk> | ProviderError {
-    let json: unknown;
-    try {
-      json = JSON.parse(data);
-    } catch (error) {
-      return badResponse(this.provider, 'stream chunk is not JSON', error);
-    }
-    const chunk = wireChunk.safeParse(json);
-    if (!chunk.success) return badResponse(this.provider, chunk.error.message);
-    if (!chunk.data.error) return chunk.data;
-    return new ProviderError(`${this.provider} reported an error mid-stream`, {
-      code: 'UPSTREAM_UNAVAILABLE',
-      provider: this.provider,
-      retryable: false,
-      upstreamMessage: redact(chunk.data.error.message ?? chunk.data.error.status ?? undefined, this.transport.apiKey),
-    });
   }
 
   /** Function calls arrive whole in one part, so each is one tool-call delta with all its arguments. */
@@ -454,12 +418,11 @@ class GeminiEmbeddingModel implements EmbeddingModel {
 }
 
 /** Shared by the chat and embedding models of one provider: base URL, auth, the pooled client. */
-class GeminiTransport {
-  readonly #client: HttpClient;
+class GeminiTransport extends HttpClient {
   readonly #headers: Record<string, string>;
 
   constructor(private readonly settings: GeminiSettings) {
-    this.#client = new HttpClient(settings.name, settings.timeouts);
+    super(settings.name, settings.timeouts);
     // The key goes in a header, not in `?key=`, so it never lands in URL logs. Gemini documents no
     // client request-id header, so CallOptions.requestId is not sent.
     this.#headers = { ...settings.headers, ...(settings.apiKey && { 'x-goog-api-key': settings.apiKey }) };
@@ -470,17 +433,20 @@ class GeminiTransport {
   }
 
   /** POSTs and returns a 2xx response; any other status becomes a ProviderError. */
-  async post(path: string, body: unknown, options: CallOptions): Promise<Response> {
+  post(path: string, body: unknown, options: CallOptions): Promise<Response> {
     const url = `${this.settings.baseUrl.replace(/\/+$/, '')}${path}`;
-    const response = await this.#client.postJson(url, body, { headers: this.#headers, signal: options.signal });
-    if (response.ok) return response;
-    throw this.#error(response, await readFailure(response));
+    return this.postJson(url, body, {
+      headers: this.#headers,
+      signal: options.signal,
+      refusal: (response) => this.#refusal(response),
+    });
   }
 
-  #error(response: Response, failure: UpstreamFailure): ProviderError {
+  async #refusal(response: Response): Promise<ProviderError> {
+    const failure = await readFailure(response);
     const { name } = this.settings;
     const upstreamMessage = redact(failure.message, this.settings.apiKey);
-    const error = errorFromStatus(name, response.status, response.headers as unknown as Headers, upstreamMessage);
+    const error = errorFromStatus(name, response.status, response.headers, upstreamMessage);
     // Gemini refuses a bad key with 400 INVALID_ARGUMENT, not 401; only the reason tells.
     const badKey = failure.reasons.includes('API_KEY_INVALID');
     const retryAfterMs = error.retryAfterMs ?? failure.retryDelayMs;
@@ -493,10 +459,6 @@ class GeminiTransport {
       ...(retryAfterMs !== undefined && { retryAfterMs }),
       ...(upstreamMessage !== undefined && { upstreamMessage }),
     });
-  }
-
-  close(): Promise<void> {
-    return this.#client.close();
   }
 }
 

@@ -5,7 +5,7 @@
  * AbortSignal combined with the caller's.
  */
 import { Agent, fetch, type Response } from 'undici';
-import { errorFromException } from './errors.ts';
+import { type ProviderError, errorFromException } from './errors.ts';
 
 export interface Timeouts {
   connectMs: number;
@@ -17,6 +17,8 @@ export interface Timeouts {
 export interface PostOptions {
   headers: Record<string, string>;
   signal: AbortSignal;
+  /** The error a non-2xx response is: each provider words its error bodies its own way. */
+  refusal: (response: Response) => Promise<ProviderError>;
 }
 
 export class HttpClient {
@@ -36,13 +38,15 @@ export class HttpClient {
   }
 
   /**
-   * POSTs JSON and returns the response whatever its status; throws a ProviderError when no
-   * response arrives (unreachable, timed out). Aborting `signal` rejects with its reason.
+   * POSTs JSON and returns a 2xx response. Throws the ProviderError `refusal` makes of any other
+   * status, and one from errorFromException when no response arrives (unreachable, timed out).
+   * Aborting `signal` rejects with its reason.
    */
-  async postJson(url: string, body: unknown, { headers, signal }: PostOptions): Promise<Response> {
+  async postJson(url: string, body: unknown, { headers, signal, refusal }: PostOptions): Promise<Response> {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.#totalMs)]);
+    let response: Response;
     try {
-      return await fetch(url, {
+      response = await fetch(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
         body: JSON.stringify(body),
@@ -53,6 +57,8 @@ export class HttpClient {
       if (signal.aborted) throw signal.reason;
       throw errorFromException(this.#provider, error, 'connect');
     }
+    if (response.ok) return response;
+    throw await refusal(response);
   }
 
   async close(): Promise<void> {

@@ -20,7 +20,7 @@ import type {
   Provider,
   ToolCall,
 } from './contract.ts';
-import { countChatTokens, countTextTokens, truncateToTokens } from './tokens.ts';
+import { countChatTokens, countTextTokens, tokenUsage, truncateToTokens } from './tokens.ts';
 
 /** Splits text into word-sized pieces (a word and the whitespace after it) that join back to it. */
 export function wordPieces(text: string): string[] {
@@ -51,12 +51,11 @@ function echoAnswer(request: ChatRequest): ChatResult {
   const promptTokens = countChatTokens(request.messages);
   const call = requestedCall(request);
   if (call) {
-    const completionTokens = countTextTokens(call.name + call.arguments);
     return {
       content: '',
       toolCalls: [call],
       finishReason: 'tool_calls',
-      usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens },
+      usage: tokenUsage(promptTokens, countTextTokens(call.name + call.arguments)),
     };
   }
   const answer = truncateToTokens(echoed(request), request.maxTokens ?? Number.POSITIVE_INFINITY);
@@ -64,7 +63,7 @@ function echoAnswer(request: ChatRequest): ChatResult {
     content: answer.text,
     toolCalls: [],
     finishReason: answer.truncated ? 'length' : 'stop',
-    usage: { promptTokens, completionTokens: answer.tokens, totalTokens: promptTokens + answer.tokens },
+    usage: tokenUsage(promptTokens, answer.tokens),
   };
 }
 

@@ -18,11 +18,21 @@ import type {
   Provider,
   TokenUsage,
 } from './contract.ts';
-import { ProviderError, errorFromException, errorFromStatus } from './errors.ts';
-import { badResponse, countedUsage, readJson, redact } from './wire.ts';
+import { type ProviderError, errorFromStatus } from './errors.ts';
 import { HttpClient, type Timeouts } from './http-client.ts';
-import { parseSse } from './sse.ts';
-import { countTextTokens } from './tokens.ts';
+import { countTextTokens, tokenUsage } from './tokens.ts';
+import {
+  badResponse,
+  countedUsage,
+  isRecord,
+  midStreamError,
+  parseJsonEventStream,
+  readErrorMessage,
+  readJson,
+  redact,
+  streamInterrupted,
+  streamParts,
+} from './wire.ts';
 
 export interface OpenAICompatibleSettings {
   name: string;
@@ -155,24 +165,15 @@ function toFinishReason(reason: string | null | undefined): FinishReason {
   }
 }
 
-function toUsage(usage: z.infer<typeof wireUsage>): TokenUsage {
-  return {
-    promptTokens: usage.prompt_tokens,
-    completionTokens: usage.completion_tokens,
-    totalTokens: usage.total_tokens ?? usage.prompt_tokens + usage.completion_tokens,
-  };
-}
+const toUsage = (usage: z.infer<typeof wireUsage>): TokenUsage =>
+  tokenUsage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens);
 
-async function readErrorMessage(response: Response): Promise<string | undefined> {
-  const text = await response.text().catch(() => '');
-  try {
-    const body = JSON.parse(text) as { error?: { message?: unknown } | string; message?: unknown };
-    const message = typeof body.error === 'string' ? body.error : (body.error?.message ?? body.message);
-    if (typeof message === 'string') return message.slice(0, 500);
-  } catch {
-    // not JSON: fall through to the raw text
-  }
-  return text.slice(0, 500) || undefined;
+/** `{error: {message}}`, `{error: "…"}` or `{message}`: servers that speak the format differ. */
+function errorMessageOf(json: unknown): string | undefined {
+  if (!isRecord(json)) return undefined;
+  const { error } = json;
+  const message = typeof error === 'string' ? error : ((isRecord(error) ? error.message : undefined) ?? json.message);
+  return typeof message === 'string' ? message : undefined;
 }
 
 // --- the adapter -------------------------------------------------------------------------------
@@ -200,81 +201,47 @@ class OpenAICompatibleChatModel implements ChatModel {
     };
   }
 
-  async *stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
-    let response: Response;
-    try {
-      response = await this.transport.post('/chat/completions', this.modelId, toWireRequest(this.modelId, request, true), options);
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'connect') };
-      return;
-    }
-    yield* this.readStream(request, response, options);
+  stream(request: ChatRequest, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+    const connect = () => this.transport.post('/chat/completions', this.modelId, toWireRequest(this.modelId, request, true), options);
+    return streamParts(this.provider, options.signal, connect, (response) => this.readStream(request, response));
   }
 
-  private async *readStream(request: ChatRequest, response: Response, options: CallOptions): AsyncGenerator<ChatStreamPart> {
+  /** The answer is whole once a choice gave its finish reason; usage, when asked for, comes after. */
+  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
     let text = '';
     let finishReason: FinishReason | undefined;
     let usage: TokenUsage | undefined;
-    try {
-      for await (const event of parseSse(response.body as ReadableStream<Uint8Array>)) {
-        if (event.data === '[DONE]') break;
-        let json: unknown;
-        try {
-          json = JSON.parse(event.data);
-        } catch (error) {
-          yield { type: 'error', error: badResponse(this.provider, 'stream chunk is not JSON', error) };
-          return;
-        }
-        const chunk = wireChunk.safeParse(json);
-        if (!chunk.success) {
-          yield { type: 'error', error: badResponse(this.provider, chunk.error.message) };
-          return;
-        }
-        if (chunk.data.error) {
-          yield {
-            type: 'error',
-            error: new ProviderError(`${this.provider} reported an error mid-stream`, {
-              code: 'UPSTREAM_UNAVAILABLE',
-              provider: this.provider,
-              retryable: false,
-              upstreamMessage: chunk.data.error.message,
-            }),
-          };
-          return;
-        }
-        if (chunk.data.usage) usage = toUsage(chunk.data.usage);
-        for (const choice of chunk.data.choices) {
-          if (choice.delta?.content) {
-            text += choice.delta.content;
-            yield { type: 'text-delta', text: choice.delta.content };
-          }
-          for (const call of choice.delta?.tool_calls ?? []) {
-            yield {
-              type: 'tool-call-delta',
-              index: call.index,
-              ...(call.id && { id: call.id }),
-              ...(call.function?.name && { name: call.function.name }),
-              argumentsDelta: call.function?.arguments ?? '',
-            };
-          }
-          if (choice.finish_reason) finishReason = toFinishReason(choice.finish_reason);
-        }
+    const chunks = parseJsonEventStream(this.provider, response, { schema: wireChunk, what: 'stream chunk', done: '[DONE]' });
+    for await (const chunk of chunks) {
+      if (!chunk.success) {
+        yield { type: 'error', error: chunk.error };
+        return;
       }
-    } catch (error) {
-      if (options.signal.aborted) return;
-      yield { type: 'error', error: errorFromException(this.provider, error, 'stream') };
-      return;
+      const { error, choices } = chunk.value;
+      if (error) {
+        yield { type: 'error', error: midStreamError(this.provider, error.message) };
+        return;
+      }
+      if (chunk.value.usage) usage = toUsage(chunk.value.usage);
+      for (const choice of choices) {
+        if (choice.delta?.content) {
+          text += choice.delta.content;
+          yield { type: 'text-delta', text: choice.delta.content };
+        }
+        for (const call of choice.delta?.tool_calls ?? []) {
+          yield {
+            type: 'tool-call-delta',
+            index: call.index,
+            ...(call.id && { id: call.id }),
+            ...(call.function?.name && { name: call.function.name }),
+            argumentsDelta: call.function?.arguments ?? '',
+          };
+        }
+        if (choice.finish_reason) finishReason = toFinishReason(choice.finish_reason);
+      }
     }
     if (finishReason === undefined) {
-      yield {
-        type: 'error',
-        error: new ProviderError(`${this.provider} stream ended before the answer finished`, {
-          code: 'UPSTREAM_STREAM_INTERRUPTED',
-          provider: this.provider,
-          retryable: false,
-        }),
-      };
+      yield { type: 'error', error: streamInterrupted(this.provider) };
       return;
     }
     yield { type: 'finish', finishReason, usage: usage ?? countedUsage(request, text) };
@@ -311,12 +278,11 @@ class OpenAICompatibleEmbeddingModel implements EmbeddingModel {
 }
 
 /** Shared by the chat and embedding models of one provider: base URL, auth, the pooled client. */
-class OpenAICompatibleTransport {
-  readonly #client: HttpClient;
+class OpenAICompatibleTransport extends HttpClient {
   readonly #headers: Record<string, string>;
 
   constructor(private readonly settings: OpenAICompatibleSettings) {
-    this.#client = new HttpClient(settings.name, settings.timeouts);
+    super(settings.name, settings.timeouts);
     this.#headers = {
       ...settings.headers,
       ...(settings.authHeaders ?? (settings.apiKey && { authorization: `Bearer ${settings.apiKey}` })),
@@ -324,17 +290,15 @@ class OpenAICompatibleTransport {
   }
 
   /** POSTs and returns a 2xx response; any other status becomes a ProviderError. */
-  async post(path: string, modelId: string, body: unknown, options: CallOptions): Promise<Response> {
+  post(path: string, modelId: string, body: unknown, options: CallOptions): Promise<Response> {
     const url = this.settings.url?.(path, modelId) ?? `${this.settings.baseUrl.replace(/\/+$/, '')}${path}`;
     const headers = { ...this.#headers, 'x-client-request-id': options.requestId };
-    const response = await this.#client.postJson(url, body, { headers, signal: options.signal });
-    if (response.ok) return response;
-    const message = redact(await readErrorMessage(response), this.settings.apiKey);
-    throw errorFromStatus(this.settings.name, response.status, response.headers as unknown as Headers, message);
+    return this.postJson(url, body, { headers, signal: options.signal, refusal: (response) => this.#refusal(response) });
   }
 
-  close(): Promise<void> {
-    return this.#client.close();
+  async #refusal(response: Response): Promise<ProviderError> {
+    const message = redact(await readErrorMessage(response, errorMessageOf), this.settings.apiKey);
+    return errorFromStatus(this.settings.name, response.status, response.headers, message);
   }
 }
 

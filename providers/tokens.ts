@@ -9,7 +9,7 @@
  * 5 s in one piece). Slicing can shift the count by a token per slice, only in such runs.
  */
 import { countTokens, decode, encode } from 'gpt-tokenizer';
-import type { ChatMessage } from './contract.ts';
+import type { ChatMessage, TokenUsage } from './contract.ts';
 
 /** Per-message framing overhead of the chat format (role and separators), as OpenAI documents it. */
 const TOKENS_PER_MESSAGE = 3;
@@ -48,6 +48,11 @@ export function countChatTokens(messages: readonly ChatMessage[]): number {
     }
   }
   return total;
+}
+
+/** Usage from two counts; the total is their sum unless the provider reports its own. */
+export function tokenUsage(promptTokens: number, completionTokens: number, totalTokens?: number | null): TokenUsage {
+  return { promptTokens, completionTokens, totalTokens: totalTokens ?? promptTokens + completionTokens };
 }
 
 /** The longest prefix of `text` that is at most `maxTokens` tokens. */

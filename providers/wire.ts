@@ -1,19 +1,44 @@
 /**
- * What every adapter does the same way around its own wire format: reading a whole JSON answer,
- * naming a malformed one, keeping secrets out of upstream messages, and counting usage when a
- * provider reports none.
+ * What every adapter does the same way around its own wire format: reading a whole JSON answer or
+ * an error body, parsing stream events (JSON, then the adapter's schema), the stream's connect and
+ * failure handling, the errors for a malformed or unfinished answer, keeping secrets out of
+ * upstream messages, and counting usage when a provider reports none.
  */
 import type { Response } from 'undici';
-import type { CallOptions, ChatRequest, TokenUsage } from './contract.ts';
-import { ProviderError, errorFromException } from './errors.ts';
-import { countChatTokens, countTextTokens } from './tokens.ts';
+import type { z } from 'zod';
+import type { CallOptions, ChatRequest, ChatStreamPart, FinishReason, TokenUsage } from './contract.ts';
+import { ProviderError, type ProviderErrorCode, errorFromException } from './errors.ts';
+import { parseSse } from './sse.ts';
+import { countChatTokens, countTextTokens, tokenUsage } from './tokens.ts';
+
+/** Upstream messages are kept for the logs; this much of one is enough to tell what went wrong. */
+export const UPSTREAM_MESSAGE_CHARS = 500;
 
 /** Counts usage ourselves for providers that report none. */
 export function countedUsage(request: ChatRequest, completion: string): TokenUsage {
-  const promptTokens = countChatTokens(request.messages);
-  const completionTokens = countTextTokens(completion);
-  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+  return tokenUsage(countChatTokens(request.messages), countTextTokens(completion));
 }
+
+/**
+ * The stop reasons of Anthropic's Messages API, which Bedrock's Converse took over for every model;
+ * undefined for the ones each adds of its own.
+ */
+export function finishOfStopReason(reason: string | null | undefined): FinishReason | undefined {
+  switch (reason) {
+    case 'end_turn':
+    case 'stop_sequence':
+      return 'stop';
+    case 'max_tokens':
+    case 'model_context_window_exceeded':
+      return 'length';
+    case 'tool_use':
+      return 'tool_calls';
+    default:
+      return undefined;
+  }
+}
+
+// --- errors ------------------------------------------------------------------------------------
 
 export function badResponse(provider: string, detail: string, cause?: unknown): ProviderError {
   return new ProviderError(`${provider} sent a malformed response`, {
@@ -25,6 +50,58 @@ export function badResponse(provider: string, detail: string, cause?: unknown): 
   });
 }
 
+/**
+ * The body ended without the provider's sign that the answer was whole (a finish reason, an end
+ * event). Deltas may have reached the client, so it is not retryable.
+ */
+export function streamInterrupted(provider: string, detail?: string): ProviderError {
+  return new ProviderError(`${provider} stream ended before the answer finished`, {
+    code: 'UPSTREAM_STREAM_INTERRUPTED',
+    provider,
+    retryable: false,
+    ...(detail !== undefined && { upstreamMessage: detail }),
+  });
+}
+
+/**
+ * The provider's own error event inside a stream that had started: what was delivered cannot be
+ * taken back, so it is not retryable. `reported` names it in the message when the provider types it.
+ */
+export function midStreamError(
+  provider: string,
+  upstreamMessage: string | undefined,
+  { code = 'UPSTREAM_UNAVAILABLE', reported = 'an error' }: { code?: ProviderErrorCode; reported?: string } = {},
+): ProviderError {
+  return new ProviderError(`${provider} reported ${reported} mid-stream`, {
+    code,
+    provider,
+    retryable: false,
+    ...(upstreamMessage !== undefined && { upstreamMessage }),
+  });
+}
+
+/** Upstream messages are logged; some providers echo the credential they refused. */
+export function redact(message: string | undefined, ...secrets: (string | undefined)[]): string | undefined {
+  let out = message;
+  for (const secret of secrets) if (out && secret) out = out.replaceAll(secret, '[redacted]');
+  return out;
+}
+
+// --- whole bodies ------------------------------------------------------------------------------
+
+/** A JSON object, as opposed to an array, a primitive or null. */
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** JSON.parse that says whether the text was JSON rather than throwing. */
+export function parseJson(text: string): { ok: true; value: unknown } | { ok: false; error: unknown } {
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
 /** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
 export async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
   let text: string;
@@ -34,16 +111,105 @@ export async function readJson(provider: string, response: Response, options: Ca
     if (options.signal.aborted) throw options.signal.reason;
     throw errorFromException(provider, error, 'body');
   }
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw badResponse(provider, 'body is not JSON', error);
+  const json = parseJson(text);
+  if (!json.ok) throw badResponse(provider, 'body is not JSON', json.error);
+  return json.value;
+}
+
+/**
+ * Reads a refusal's body for the logs: the message `pick` finds in its JSON, else the raw text,
+ * clipped; undefined for an empty body. A body that cannot be read counts as empty.
+ */
+export async function readErrorMessage(response: Response, pick: (json: unknown) => string | undefined): Promise<string | undefined> {
+  const text = await response.text().catch(() => '');
+  const json = parseJson(text);
+  const message = json.ok ? pick(json.value) : undefined;
+  return message !== undefined ? message.slice(0, UPSTREAM_MESSAGE_CHARS) : text.slice(0, UPSTREAM_MESSAGE_CHARS) || undefined;
+}
+
+// --- stream events -----------------------------------------------------------------------------
+
+/** One stream event read against the adapter's schema; a failure carries the error to yield. */
+export type ParsedEvent<T> =
+  | { success: true; value: T }
+  /** `raw` is the JSON the schema refused; absent when the text was not JSON. */
+  | { success: false; error: ProviderError; raw?: unknown };
+
+/**
+ * The one "JSON, then schema" step of every stream event, SSE or AWS event-stream. A failure is a
+ * bad response whose detail names what failed: `<text> is not JSON`, or the schema's complaint,
+ * after `<event>: ` when the event has a type of its own.
+ */
+export function parseJsonEvent<S extends z.ZodType>(
+  provider: string,
+  data: string,
+  schema: S,
+  names: { text: string; event?: string },
+): ParsedEvent<z.output<S>> {
+  const json = parseJson(data);
+  if (!json.ok) return { success: false, error: badResponse(provider, `${names.text} is not JSON`, json.error) };
+  const parsed = schema.safeParse(json.value);
+  if (parsed.success) return { success: true, value: parsed.data };
+  const detail = names.event === undefined ? parsed.error.message : `${names.event}: ${parsed.error.message}`;
+  return { success: false, error: badResponse(provider, detail), raw: json.value };
+}
+
+export interface JsonEventStreamOptions<S extends z.ZodType> {
+  schema: S;
+  /** What an event is called in a bad-response detail, e.g. `stream chunk`. */
+  what: string;
+  /** Data that ends the stream in place of an event, as OpenAI's `[DONE]`. */
+  done?: string;
+  /** Whether JSON the schema refused is an event type newer than the adapter, skipped, not failed on. */
+  ignore?: (json: unknown) => boolean;
+}
+
+/**
+ * Every SSE adapter's events, parsed once: the body's bytes → SSE events (sse.ts) → JSON →
+ * `schema`. Yields a value per event until the body or `done` ends it, or one failure, which is
+ * the last. Transport errors (timeouts, a cut connection) are thrown, for `streamParts` to map.
+ */
+export async function* parseJsonEventStream<S extends z.ZodType>(
+  provider: string,
+  response: Response,
+  { schema, what, done, ignore }: JsonEventStreamOptions<S>,
+): AsyncGenerator<ParsedEvent<z.output<S>>> {
+  for await (const message of parseSse(response.body as ReadableStream<Uint8Array>)) {
+    if (message.data === done) return;
+    const event = parseJsonEvent(provider, message.data, schema, { text: what });
+    if (!event.success && 'raw' in event && ignore?.(event.raw)) continue;
+    yield event;
+    if (!event.success) return;
   }
 }
 
-/** Upstream messages are logged; some providers echo the credential they refused. */
-export function redact(message: string | undefined, ...secrets: (string | undefined)[]): string | undefined {
-  let out = message;
-  for (const secret of secrets) if (out && secret) out = out.replaceAll(secret, '[redacted]');
-  return out;
+// --- the stream contract -----------------------------------------------------------------------
+
+/**
+ * The part of `stream` that is the same for every adapter: connects, hands the 2xx response to the
+ * adapter's `read`, and turns anything thrown on the way into one final error part, `connect`
+ * before a response (another attempt is safe) and `stream` after (deltas may have reached the
+ * client). After an abort it ends with no part: nobody is listening. Building the request inside
+ * `connect` makes a request the adapter cannot translate an error part too.
+ */
+export async function* streamParts(
+  provider: string,
+  signal: AbortSignal,
+  connect: () => Promise<Response>,
+  read: (response: Response) => AsyncIterable<ChatStreamPart>,
+): AsyncGenerator<ChatStreamPart> {
+  let response: Response;
+  try {
+    response = await connect();
+  } catch (error) {
+    if (signal.aborted) return;
+    yield { type: 'error', error: errorFromException(provider, error, 'connect') };
+    return;
+  }
+  try {
+    yield* read(response);
+  } catch (error) {
+    if (signal.aborted) return;
+    yield { type: 'error', error: errorFromException(provider, error, 'stream') };
+  }
 }

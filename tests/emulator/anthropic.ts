@@ -6,13 +6,13 @@
  * `messages`, or with a tool_use that the next user turn does not answer. It records every request
  * and tells when a client went away mid-response.
  */
-import { once } from 'node:events';
-import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
 
+import { playChunks, readRequest, sendBrokenBody, sendJson, serve, sseEvent, startEventStream } from './http.ts';
 import {
   contentPieces,
-  wordCount,
+  halves,
+  scriptedUsage,
   type ProviderEmulator,
   type RecordedRequest,
   type Scripted,
@@ -86,12 +86,11 @@ function refusal(headers: RecordedRequest['headers'], body: Record<string, unkno
 }
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {
-  if (answer.usage === null) return undefined;
-  return {
-    input_tokens: answer.usage?.prompt ?? JSON.stringify(body.messages ?? []).length,
-    output_tokens: answer.usage?.completion ?? wordCount(answer.content),
-  };
+  const usage = scriptedUsage(answer, body.messages);
+  return usage && { input_tokens: usage.prompt, output_tokens: usage.completion };
 }
+
+const REQUEST_ID = { 'request-id': 'req_emulated' };
 
 const stopReason = (answer: ScriptedChat) => answer.finishReason ?? (answer.toolCalls?.length ? 'tool_use' : 'end_turn');
 
@@ -101,14 +100,12 @@ function sendError(response: ServerResponse, answer: ScriptedError): void {
     error: { type: errorType(answer.status), message: `emulated error ${answer.status}` },
     request_id: 'req_emulated',
   };
-  response.writeHead(answer.status, { 'content-type': 'application/json', 'request-id': 'req_emulated', ...answer.headers });
-  response.end(typeof body === 'string' ? body : JSON.stringify(body));
+  sendJson(response, answer.status, body, { ...REQUEST_ID, ...answer.headers });
 }
 
 function sendMessage(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): void {
-  response.writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_emulated' });
-  if (answer.malformedBody) return void response.end('{"id": "msg_broken", "content": [');
-  if (answer.stallBody) return void response.write('{"id": "msg_slow", ');
+  const broken = { malformed: '{"id": "msg_broken", "content": [', stalled: '{"id": "msg_slow", ' };
+  if (sendBrokenBody(response, answer, { 'content-type': 'application/json', ...REQUEST_ID }, broken)) return;
   const content = [
     ...(answer.content ? [{ type: 'text', text: answer.content }] : []),
     ...(answer.toolCalls ?? []).map((call) => ({
@@ -129,19 +126,14 @@ function sendMessage(response: ServerResponse, answer: ScriptedChat, body: Recor
     stop_sequence: null,
     ...(usage && { usage }),
   };
-  response.end(JSON.stringify(message));
+  sendJson(response, 200, message, REQUEST_ID);
 }
 
 async function streamMessage(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): Promise<void> {
-  const send = (data: { type: string } & Record<string, unknown>) =>
-    response.write(`event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`);
+  const event = (data: { type: string } & Record<string, unknown>) => sseEvent(data, { event: data.type });
+  const send = (data: { type: string } & Record<string, unknown>) => response.write(event(data));
   const usage = usageOf(answer, body);
-  response.writeHead(200, {
-    'content-type': 'text/event-stream',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-    'request-id': 'req_emulated',
-  });
+  startEventStream(response, REQUEST_ID);
   const start = {
     id: 'msg_emulated',
     type: 'message',
@@ -156,35 +148,21 @@ async function streamMessage(response: ServerResponse, answer: ScriptedChat, bod
   if (answer.content) {
     send({ type: 'content_block_start', index, content_block: { type: 'text', text: '' } });
     send({ type: 'ping' });
-    let sent = 0;
-    for (const piece of contentPieces(answer.content, answer.chunkChars)) {
-      if (sent === answer.cutAfterChunks) {
-        response.socket?.end(); // flushes what was written, then closes mid-body
-        return;
-      }
-      if (sent === answer.malformedAfterChunks) {
-        response.end(
-          `event: content_block_delta\ndata: {"type": "content_block_delta", "index": ${index}, "delta": {"type": "text_delta", "text": "bro\n\n`,
-        );
-        return;
-      }
-      if (sent === answer.stallAfterChunks) return; // keep the socket open and silent
-      if (sent === answer.errorAfterChunks) {
-        send({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
-        response.end();
-        return;
-      }
-      if (answer.chunkDelayMs) await new Promise((resolve) => setTimeout(resolve, answer.chunkDelayMs));
-      if (response.destroyed) return;
-      send({ type: 'content_block_delta', index, delta: { type: 'text_delta', text: piece } });
-      sent++;
-    }
+    const pieces = contentPieces(answer.content, answer.chunkChars);
+    const sendPiece = (text: string) => send({ type: 'content_block_delta', index, delta: { type: 'text_delta', text } });
+    const whole = await playChunks(response, answer, pieces, sendPiece, {
+      malformed: () =>
+        sseEvent(`{"type": "content_block_delta", "index": ${index}, "delta": {"type": "text_delta", "text": "bro`, {
+          event: 'content_block_delta',
+        }),
+      error: () => event({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }),
+    });
+    if (!whole) return;
     send({ type: 'content_block_stop', index: index++ });
   }
   for (const call of answer.toolCalls ?? []) {
-    const half = Math.ceil(call.arguments.length / 2);
     send({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: call.id, name: call.name, input: {} } });
-    for (const partial_json of ['', call.arguments.slice(0, half), call.arguments.slice(half)]) {
+    for (const partial_json of ['', ...halves(call.arguments)]) {
       send({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json } });
     }
     send({ type: 'content_block_stop', index: index++ });
@@ -200,43 +178,22 @@ async function streamMessage(response: ServerResponse, answer: ScriptedChat, bod
 
 export async function startAnthropicEmulator(): Promise<AnthropicEmulator> {
   const log = new EmulatorLog<Scripted, RecordedRequest>();
-  const { queue, requests } = log;
-
-  const server: Server = createServer((request, response) => {
-    void (async () => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of request) chunks.push(chunk as Buffer);
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
-      const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
-      log.record(recorded, response);
-      if (recorded.path !== '/v1/messages') {
-        return sendError(response, {
-          kind: 'error',
-          status: 404,
-          body: { type: 'error', error: { type: 'not_found_error', message: 'Not Found' } },
-        });
-      }
-      const refused = refusal(recorded.headers, body);
-      if (refused) return sendError(response, refused);
-      const answer: Scripted = queue.shift() ?? { kind: 'chat', content: lastUserText(body) };
-      if (answer.kind === 'error') return sendError(response, answer);
-      if (body.stream === true) return streamMessage(response, answer, body);
-      return sendMessage(response, answer, body);
-    })();
+  return serve(log, '', async (request, response) => {
+    const { recorded } = await readRequest(request);
+    const { body } = recorded;
+    log.record(recorded, response);
+    if (recorded.path !== '/v1/messages') {
+      return sendError(response, {
+        kind: 'error',
+        status: 404,
+        body: { type: 'error', error: { type: 'not_found_error', message: 'Not Found' } },
+      });
+    }
+    const refused = refusal(recorded.headers, body);
+    if (refused) return sendError(response, refused);
+    const answer: Scripted = log.queue.shift() ?? { kind: 'chat', content: lastUserText(body) };
+    if (answer.kind === 'error') return sendError(response, answer);
+    if (body.stream === true) return streamMessage(response, answer, body);
+    return sendMessage(response, answer, body);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-
-  return {
-    baseUrl: `http://127.0.0.1:${port}`,
-    requests,
-    script: log.script,
-    nextAbort: log.nextAbort,
-    nextRequest: log.nextRequest,
-    async close() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
 }

@@ -12,13 +12,13 @@ import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { fromUtf8, toUtf8 } from '@smithy/util-utf8';
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 
+import { playChunks, readRequest, sendBrokenBody, sendJson, serve } from './http.ts';
 import {
   contentPieces,
-  wordCount,
+  halves,
+  scriptedUsage,
   type ProviderEmulator,
   type RecordedRequest,
   type Scripted,
@@ -212,14 +212,11 @@ function sendError(response: ServerResponse, answer: ScriptedError, denial?: Den
         answer.status >= 500 ? 'InternalServerException' : 'ValidationException',
         `emulated error ${answer.status}`,
       ]);
-  const body = answer.body ?? { message };
-  response.writeHead(answer.status, {
-    'content-type': 'application/json',
+  sendJson(response, answer.status, answer.body ?? { message }, {
     'x-amzn-requestid': randomUUID(),
     'x-amzn-errortype': `${type}:http://internal.amazon.com/coral/com.amazon.bedrock/`,
     ...answer.headers,
   });
-  response.end(typeof body === 'string' ? body : JSON.stringify(body));
 }
 
 function lastUserMessage(body: Record<string, unknown>): string {
@@ -229,26 +226,16 @@ function lastUserMessage(body: Record<string, unknown>): string {
 }
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {
-  if (answer.usage === null) return undefined;
-  const input = answer.usage?.prompt ?? JSON.stringify(body.messages ?? []).length;
-  const output = answer.usage?.completion ?? wordCount(answer.content);
-  return { inputTokens: input, outputTokens: output, totalTokens: input + output };
+  const usage = scriptedUsage(answer, body.messages);
+  return usage && { inputTokens: usage.prompt, outputTokens: usage.completion, totalTokens: usage.prompt + usage.completion };
 }
 
 const stopReasonOf = (answer: ScriptedChat) => answer.finishReason ?? (answer.toolCalls?.length ? 'tool_use' : 'end_turn');
 
 function sendConverse(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): void {
   const headers = { 'content-type': 'application/json', 'x-amzn-requestid': randomUUID() };
-  if (answer.malformedBody) {
-    response.writeHead(200, headers);
-    response.end('{"output": {"message": {"role": "assistant", "content": [');
-    return;
-  }
-  if (answer.stallBody) {
-    response.writeHead(200, headers);
-    response.write('{"output": {"message": ');
-    return;
-  }
+  const broken = { malformed: '{"output": {"message": {"role": "assistant", "content": [', stalled: '{"output": {"message": ' };
+  if (sendBrokenBody(response, answer, headers, broken)) return;
   const content = [
     ...(answer.content !== '' || !answer.toolCalls?.length ? [{ text: answer.content }] : []),
     ...(answer.toolCalls ?? []).map((call) => ({
@@ -256,52 +243,40 @@ function sendConverse(response: ServerResponse, answer: ScriptedChat, body: Reco
     })),
   ];
   const usage = usageOf(answer, body);
-  response.writeHead(200, headers);
-  response.end(
-    JSON.stringify({
+  sendJson(
+    response,
+    200,
+    {
       output: { message: { role: 'assistant', content } },
       stopReason: stopReasonOf(answer),
       ...(usage && { usage }),
       metrics: { latencyMs: 42 },
-    }),
+    },
+    headers,
   );
 }
 
 async function streamConverse(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): Promise<void> {
   response.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': randomUUID() });
   response.write(eventFrame('messageStart', { role: 'assistant' }));
-  let sent = 0;
-  for (const piece of contentPieces(answer.content, answer.chunkChars)) {
-    const frame = eventFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: piece } });
-    if (sent === answer.cutAfterChunks) {
-      response.write(frame.subarray(0, frame.length >> 1));
-      response.socket?.end(); // flushes what was written, then closes inside a frame
-      return;
-    }
-    if (sent === answer.malformedAfterChunks) {
-      response.end(corruptFrame(frame));
-      return;
-    }
-    if (sent === answer.stallAfterChunks) return; // keep the socket open and silent
-    if (sent === answer.errorAfterChunks) {
-      response.end(
-        exceptionFrame('internalServerException', 'The system encountered an unexpected error during processing. Try your request again.'),
-      );
-      return;
-    }
-    if (answer.chunkDelayMs) await new Promise((resolve) => setTimeout(resolve, answer.chunkDelayMs));
-    if (response.destroyed) return;
-    response.write(frame);
-    sent++;
-  }
+  const frames = contentPieces(answer.content, answer.chunkChars).map((text) =>
+    eventFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text } }),
+  );
+  const whole = await playChunks(response, answer, frames, (frame) => response.write(frame), {
+    // Half a frame, so the client sees a body that ends inside one.
+    cut: (frame) => frame.subarray(0, frame.length >> 1),
+    malformed: corruptFrame,
+    error: () =>
+      exceptionFrame('internalServerException', 'The system encountered an unexpected error during processing. Try your request again.'),
+  });
+  if (!whole) return;
   const hasText = answer.content !== '';
   if (hasText) response.write(eventFrame('contentBlockStop', { contentBlockIndex: 0 }));
   answer.toolCalls?.forEach((call, position) => {
     const contentBlockIndex = position + (hasText ? 1 : 0);
-    const half = Math.ceil(call.arguments.length / 2);
     response.write(eventFrame('contentBlockStart', { contentBlockIndex, start: { toolUse: { toolUseId: call.id, name: call.name } } }));
-    response.write(eventFrame('contentBlockDelta', { contentBlockIndex, delta: { toolUse: { input: call.arguments.slice(0, half) } } }));
-    response.write(eventFrame('contentBlockDelta', { contentBlockIndex, delta: { toolUse: { input: call.arguments.slice(half) } } }));
+    for (const input of halves(call.arguments))
+      response.write(eventFrame('contentBlockDelta', { contentBlockIndex, delta: { toolUse: { input } } }));
     response.write(eventFrame('contentBlockStop', { contentBlockIndex }));
   });
   response.write(eventFrame('messageStop', { stopReason: stopReasonOf(answer) }));
@@ -319,31 +294,21 @@ export async function startBedrockEmulator(
   const region = options.region ?? 'us-east-1';
   const trusted = new Map((options.credentials ?? []).map((credentials) => [credentials.accessKeyId, credentials]));
   const log = new EmulatorLog<Scripted, BedrockRecordedRequest>();
-  const { queue, requests } = log;
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of request) chunks.push(chunk as Buffer);
-    const raw = Buffer.concat(chunks);
-    let body: Record<string, unknown> = {};
-    let parsed = true;
-    try {
-      body = JSON.parse(raw.toString('utf8') || '{}') as Record<string, unknown>;
-    } catch {
-      parsed = false;
-    }
-    const recorded: BedrockRecordedRequest = { path: request.url ?? '/', headers: request.headers, body, rawBody: raw.toString('utf8') };
-    log.record(recorded, response);
+    const { recorded, raw, isJson } = await readRequest(request);
+    const { body } = recorded;
+    log.record({ ...recorded, rawBody: raw.toString('utf8') }, response);
     // Refused requests never reach the model, so they leave the script alone.
     const denial = await checkSignature(request, raw, region, trusted);
     if (denial) return sendError(response, { kind: 'error', status: 403 }, denial);
-    if (!parsed)
+    if (!isJson)
       return sendError(
         response,
         { kind: 'error', status: 400 },
         { type: 'SerializationException', message: 'Could not parse the request body as JSON.' },
       );
-    const answer: Scripted = queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
+    const answer: Scripted = log.queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
     if (answer.kind === 'error') return sendError(response, answer);
     const route = ROUTE.exec(recorded.path);
     if (!route)
@@ -352,22 +317,9 @@ export async function startBedrockEmulator(
     return sendConverse(response, answer, body);
   }
 
-  const server: Server = createServer((request, response) => void handle(request, response));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-
   return {
-    baseUrl: `http://127.0.0.1:${port}`,
+    ...(await serve(log, '', handle)),
     region,
-    requests,
     trust: (credentials) => void trusted.set(credentials.accessKeyId, credentials),
-    script: log.script,
-    nextAbort: log.nextAbort,
-    nextRequest: log.nextRequest,
-    async close() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
   };
 }

@@ -6,13 +6,12 @@
  * last user text like a well-behaved upstream. It records every request and tells when a client
  * went away mid-response.
  */
-import { once } from 'node:events';
-import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
 
+import { playChunks, readRequest, sendBrokenBody, sendJson, serve, sseEvent, startEventStream } from './http.ts';
 import {
   contentPieces,
-  wordCount,
+  scriptedUsage,
   type ProviderEmulator,
   type RecordedRequest,
   type Scripted,
@@ -74,10 +73,10 @@ function lastUserMessage(body: Record<string, unknown>): string {
 }
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {
-  if (answer.usage === null) return undefined;
-  const prompt = answer.usage?.prompt ?? JSON.stringify(body.contents ?? []).length;
-  const completion = answer.usage?.completion ?? wordCount(answer.content);
-  return { promptTokenCount: prompt, candidatesTokenCount: completion, totalTokenCount: prompt + completion };
+  const usage = scriptedUsage(answer, body.contents);
+  return (
+    usage && { promptTokenCount: usage.prompt, candidatesTokenCount: usage.completion, totalTokenCount: usage.prompt + usage.completion }
+  );
 }
 
 function functionCallParts(answer: ScriptedChat): Part[] {
@@ -102,32 +101,36 @@ function responseOf(parts: Part[], finishReason: string | undefined, usage: obje
   };
 }
 
-function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  response.writeHead(status, { 'content-type': 'application/json; charset=UTF-8', ...headers });
-  response.end(typeof body === 'string' ? body : JSON.stringify(body));
+const JSON_TYPE = { 'content-type': 'application/json; charset=UTF-8' };
+
+/** Google's JSON carries its charset. */
+function sendGoogleJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendJson(response, status, body, { ...JSON_TYPE, ...headers });
 }
 
+/** Google frames its events with CRLF. */
+const googleEvent = (data: object | string) => sseEvent(data, { eol: '\r\n' });
+
 function sendError(response: ServerResponse, answer: ScriptedError): void {
-  sendJson(response, answer.status, answer.body ?? googleError(answer.status), answer.headers);
+  sendGoogleJson(response, answer.status, answer.body ?? googleError(answer.status), answer.headers);
 }
 
 function sendContent(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): void {
-  if (answer.malformedBody) {
-    sendJson(response, 200, '{"candidates": [{"content": {"parts": [');
-    return;
-  }
-  if (answer.stallBody) {
-    response.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' });
-    response.write('{"candidates": [');
-    return;
-  }
+  const broken = { malformed: '{"candidates": [{"content": {"parts": [', stalled: '{"candidates": [' };
+  if (sendBrokenBody(response, answer, JSON_TYPE, broken)) return;
   const calls = functionCallParts(answer);
   const parts = [...(answer.content || !calls.length ? [{ text: answer.content }] : []), ...calls];
-  sendJson(response, 200, responseOf(parts, answer.finishReason ?? 'STOP', usageOf(answer, body)));
+  sendGoogleJson(response, 200, responseOf(parts, answer.finishReason ?? 'STOP', usageOf(answer, body)));
+}
+
+interface Frame {
+  parts: Part[];
+  /** Whether the frame is a piece of the content, which the script's `…AfterChunks` count. */
+  content: boolean;
 }
 
 /** The frames of a streamed answer: a text part each, then every function call in one part list. */
-function streamFrames(answer: ScriptedChat): { parts: Part[]; content: boolean }[] {
+function streamFrames(answer: ScriptedChat): Frame[] {
   const frames = contentPieces(answer.content, answer.chunkChars).map((text) => ({ parts: [{ text }] as Part[], content: true }));
   const calls = functionCallParts(answer);
   if (calls.length) frames.push({ parts: calls, content: false });
@@ -136,48 +139,29 @@ function streamFrames(answer: ScriptedChat): { parts: Part[]; content: boolean }
 }
 
 async function streamContent(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): Promise<void> {
-  // Google frames its events with CRLF.
-  const send = (data: object | string) => response.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\r\n\r\n`);
-  response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  startEventStream(response);
   const usage = usageOf(answer, body);
   // Every chunk carries the usage so far; the last one the final count.
   const running = usage && { promptTokenCount: usage.promptTokenCount, totalTokenCount: usage.promptTokenCount };
   const frames = streamFrames(answer);
-  let sent = 0;
-  for (const [index, frame] of frames.entries()) {
-    if (frame.content) {
-      if (sent === answer.cutAfterChunks) {
-        response.socket?.end(); // flushes what was written, then closes mid-body
-        return;
-      }
-      if (sent === answer.malformedAfterChunks) {
-        send('{"candidates": [{"content": {"parts": [{"text": "bro');
-        response.end();
-        return;
-      }
-      if (sent === answer.stallAfterChunks) return; // keep the socket open and silent
-      if (sent === answer.errorAfterChunks) {
-        send(googleError(500));
-        response.end();
-        return;
-      }
-    }
-    if (answer.chunkDelayMs) await new Promise((resolve) => setTimeout(resolve, answer.chunkDelayMs));
-    if (response.destroyed) return;
+  const send = (frame: Frame, index: number) => {
     const last = index === frames.length - 1;
-    send(responseOf(frame.parts, last ? (answer.finishReason ?? 'STOP') : undefined, last ? usage : running));
-    if (frame.content) sent++;
-  }
-  response.end();
+    response.write(googleEvent(responseOf(frame.parts, last ? (answer.finishReason ?? 'STOP') : undefined, last ? usage : running)));
+  };
+  const breaks = {
+    malformed: () => googleEvent('{"candidates": [{"content": {"parts": [{"text": "bro'),
+    error: () => googleEvent(googleError(500)),
+  };
+  if (await playChunks(response, answer, frames, send, breaks, (frame) => frame.content)) response.end();
 }
 
 function sendNative(response: ServerResponse, responses: object[], streamed: boolean): void {
   if (!streamed) {
-    sendJson(response, 200, responses[0] ?? {});
+    sendGoogleJson(response, 200, responses[0] ?? {});
     return;
   }
-  response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-  for (const data of responses) response.write(`data: ${JSON.stringify(data)}\r\n\r\n`);
+  startEventStream(response);
+  for (const data of responses) response.write(googleEvent(data));
   response.end();
 }
 
@@ -186,7 +170,7 @@ function sendArray(response: ServerResponse, answer: ScriptedChat, body: Record<
   const frames = streamFrames(answer);
   const usage = usageOf(answer, body);
   const last = frames.length - 1;
-  sendJson(
+  sendGoogleJson(
     response,
     200,
     frames.map((frame, index) =>
@@ -204,7 +188,7 @@ function embedding(request: Record<string, unknown>): { values: number[] } {
 
 function sendEmbeddings(response: ServerResponse, method: string, body: Record<string, unknown>): void {
   if (method === 'embedContent') {
-    sendJson(response, 200, { embedding: embedding(body) });
+    sendGoogleJson(response, 200, { embedding: embedding(body) });
     return;
   }
   const requests = (body.requests ?? []) as Record<string, unknown>[];
@@ -216,54 +200,36 @@ function sendEmbeddings(response: ServerResponse, method: string, body: Record<s
         status: 'INVALID_ARGUMENT',
       },
     };
-    sendJson(response, 400, error);
+    sendGoogleJson(response, 400, error);
     return;
   }
-  sendJson(response, 200, { embeddings: requests.map(embedding) });
+  sendGoogleJson(response, 200, { embeddings: requests.map(embedding) });
 }
 
 type Answer = Scripted | ScriptedNative;
 
 export async function startGeminiEmulator(): Promise<GeminiEmulator> {
   const log = new EmulatorLog<Answer, RecordedRequest>();
-  const { queue, requests } = log;
-
-  const server: Server = createServer((request, response) => {
-    void (async () => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of request) chunks.push(chunk as Buffer);
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
-      const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
-      log.record(recorded, response);
-      const answer: Answer = queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
-      if (answer.kind === 'error') return sendError(response, answer);
-      const url = new URL(recorded.path, 'http://emulator');
-      const method = /\/models\/[^/:]+:(\w+)$/.exec(url.pathname)?.[1];
-      const streamed = method === 'streamGenerateContent';
-      if (method === 'batchEmbedContents' || method === 'embedContent') return sendEmbeddings(response, method, body);
-      if (method !== 'generateContent' && !streamed) {
-        return sendJson(response, 404, { error: { code: 404, message: `${url.pathname} is not found.`, status: 'NOT_FOUND' } });
-      }
-      if (answer.kind === 'native') return sendNative(response, answer.responses, streamed);
-      if (!streamed) return sendContent(response, answer, body);
-      if (url.searchParams.get('alt') !== 'sse') return sendArray(response, answer, body);
-      return streamContent(response, answer, body);
-    })();
+  const served = await serve(log, '/v1beta', async (request, response) => {
+    const { recorded } = await readRequest(request);
+    const { body } = recorded;
+    log.record(recorded, response);
+    const answer: Answer = log.queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
+    if (answer.kind === 'error') return sendError(response, answer);
+    const url = new URL(recorded.path, 'http://emulator');
+    const method = /\/models\/[^/:]+:(\w+)$/.exec(url.pathname)?.[1];
+    const streamed = method === 'streamGenerateContent';
+    if (method === 'batchEmbedContents' || method === 'embedContent') return sendEmbeddings(response, method, body);
+    if (method !== 'generateContent' && !streamed) {
+      return sendGoogleJson(response, 404, { error: { code: 404, message: `${url.pathname} is not found.`, status: 'NOT_FOUND' } });
+    }
+    if (answer.kind === 'native') return sendNative(response, answer.responses, streamed);
+    if (!streamed) return sendContent(response, answer, body);
+    if (url.searchParams.get('alt') !== 'sse') return sendArray(response, answer, body);
+    return streamContent(response, answer, body);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-
   return {
-    baseUrl: `http://127.0.0.1:${port}/v1beta`,
-    requests,
-    script: log.script,
-    scriptNative: (...answers) => queue.push(...answers.map((responses): ScriptedNative => ({ kind: 'native', responses }))),
-    nextAbort: log.nextAbort,
-    nextRequest: log.nextRequest,
-    async close() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
+    ...served,
+    scriptNative: (...answers) => log.queue.push(...answers.map((responses): ScriptedNative => ({ kind: 'native', responses }))),
   };
 }

@@ -4,13 +4,14 @@
  * answers next; by default it echoes the last user message like a well-behaved upstream. It
  * records every request and tells when a client went away mid-response.
  */
-import { once } from 'node:events';
 import { createHash } from 'node:crypto';
-import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
 
+import { playChunks, readRequest, sendBrokenBody, sendJson, serve, sseEvent, startEventStream } from './http.ts';
 import {
   contentPieces,
+  halves,
+  scriptedUsage,
   wordCount,
   type ProviderEmulator,
   type RecordedRequest,
@@ -29,35 +30,25 @@ function lastUserMessage(body: Record<string, unknown>): string {
 }
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {
-  if (answer.usage === null) return undefined;
-  const prompt = answer.usage?.prompt ?? JSON.stringify(body.messages ?? []).length;
-  const completion = answer.usage?.completion ?? wordCount(answer.content);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  const usage = scriptedUsage(answer, body.messages);
+  return usage && { prompt_tokens: usage.prompt, completion_tokens: usage.completion, total_tokens: usage.prompt + usage.completion };
 }
 
 function sendError(response: ServerResponse, answer: ScriptedError): void {
   const body = answer.body ?? { error: { message: `emulated error ${answer.status}`, type: 'server_error', code: null } };
-  response.writeHead(answer.status, { 'content-type': 'application/json', ...answer.headers });
-  response.end(typeof body === 'string' ? body : JSON.stringify(body));
+  sendJson(response, answer.status, body, answer.headers);
 }
 
 function sendCompletion(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): void {
-  if (answer.malformedBody) {
-    response.writeHead(200, { 'content-type': 'application/json' });
-    response.end('{"id": "chatcmpl-broken", "choices": [');
-    return;
-  }
-  if (answer.stallBody) {
-    response.writeHead(200, { 'content-type': 'application/json' });
-    response.write('{"id": "chatcmpl-slow", ');
-    return;
-  }
+  const broken = { malformed: '{"id": "chatcmpl-broken", "choices": [', stalled: '{"id": "chatcmpl-slow", ' };
+  if (sendBrokenBody(response, answer, { 'content-type': 'application/json' }, broken)) return;
   const toolCalls = answer.toolCalls?.map((call) => ({
     id: call.id,
     type: 'function',
     function: { name: call.name, arguments: call.arguments },
   }));
-  const payload = {
+  const usage = usageOf(answer, body);
+  sendJson(response, 200, {
     id: 'chatcmpl-emulated',
     object: 'chat.completion',
     created: Math.floor(Date.now() / 1000),
@@ -69,56 +60,40 @@ function sendCompletion(response: ServerResponse, answer: ScriptedChat, body: Re
         finish_reason: answer.finishReason ?? (toolCalls ? 'tool_calls' : 'stop'),
       },
     ],
-    ...(usageOf(answer, body) && { usage: usageOf(answer, body) }),
-  };
-  response.writeHead(200, { 'content-type': 'application/json' });
-  response.end(JSON.stringify(payload));
+    ...(usage && { usage }),
+  });
 }
 
 async function streamCompletion(response: ServerResponse, answer: ScriptedChat, body: Record<string, unknown>): Promise<void> {
   const base = { id: 'chatcmpl-emulated', object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: body.model };
-  const send = (chunk: object | string) =>
-    response.write(`data: ${typeof chunk === 'string' ? chunk : JSON.stringify({ ...base, ...chunk })}\n\n`);
-  response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  const event = (chunk: object | string) => sseEvent(typeof chunk === 'string' ? chunk : { ...base, ...chunk });
+  const send = (chunk: object | string) => response.write(event(chunk));
+  startEventStream(response);
   send({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
-  let sent = 0;
-  for (const piece of contentPieces(answer.content, answer.chunkChars)) {
-    if (sent === answer.cutAfterChunks) {
-      response.socket?.end(); // flushes what was written, then closes mid-body
-      return;
-    }
-    if (sent === answer.malformedAfterChunks) {
-      send('{"choices": [{"delta": {"content": "bro');
-      response.end();
-      return;
-    }
-    if (sent === answer.stallAfterChunks) return; // keep the socket open and silent
-    if (sent === answer.errorAfterChunks) {
-      send({ error: { message: 'The server had an error while processing your request.', type: 'server_error' } });
-      response.end();
-      return;
-    }
-    if (answer.chunkDelayMs) await new Promise((resolve) => setTimeout(resolve, answer.chunkDelayMs));
-    if (response.destroyed) return;
-    send({ choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] });
-    sent++;
-  }
+  const pieces = contentPieces(answer.content, answer.chunkChars);
+  const whole = await playChunks(
+    response,
+    answer,
+    pieces,
+    (piece) => send({ choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] }),
+    {
+      malformed: () => event('{"choices": [{"delta": {"content": "bro'),
+      error: () => event({ error: { message: 'The server had an error while processing your request.', type: 'server_error' } }),
+    },
+  );
+  if (!whole) return;
   answer.toolCalls?.forEach((call, index) => {
-    const half = Math.ceil(call.arguments.length / 2);
+    const [first, rest] = halves(call.arguments);
     send({
       choices: [
         {
           index: 0,
-          delta: {
-            tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments.slice(0, half) } }],
-          },
+          delta: { tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.name, arguments: first } }] },
           finish_reason: null,
         },
       ],
     });
-    send({
-      choices: [{ index: 0, delta: { tool_calls: [{ index, function: { arguments: call.arguments.slice(half) } }] }, finish_reason: null }],
-    });
+    send({ choices: [{ index: 0, delta: { tool_calls: [{ index, function: { arguments: rest } }] }, finish_reason: null }] });
   });
   send({ choices: [{ index: 0, delta: {}, finish_reason: answer.finishReason ?? (answer.toolCalls ? 'tool_calls' : 'stop') }] });
   const usage = usageOf(answer, body);
@@ -146,45 +121,23 @@ function sendEmbeddings(response: ServerResponse, body: Record<string, unknown>)
     embedding: emulatedEmbedding(input, dimensions),
   }));
   const tokens = inputs.reduce((sum, input) => sum + wordCount(input), 0);
-  response.writeHead(200, { 'content-type': 'application/json' });
-  response.end(JSON.stringify({ object: 'list', data, model: body.model, usage: { prompt_tokens: tokens, total_tokens: tokens } }));
+  sendJson(response, 200, { object: 'list', data, model: body.model, usage: { prompt_tokens: tokens, total_tokens: tokens } });
 }
 
 export async function startOpenAIEmulator(): Promise<OpenAIEmulator> {
   const log = new EmulatorLog<Scripted, RecordedRequest>();
-  const { queue, requests } = log;
-
-  const server: Server = createServer((request, response) => {
-    void (async () => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of request) chunks.push(chunk as Buffer);
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
-      const recorded: RecordedRequest = { path: request.url ?? '/', headers: request.headers, body };
-      const pathname = new URL(recorded.path, 'http://emulator').pathname;
-      log.record(recorded, response);
-      const answer: Scripted = queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
-      if (answer.kind === 'error') return sendError(response, answer);
-      if (pathname.endsWith('/embeddings')) return sendEmbeddings(response, body);
-      if (!pathname.endsWith('/chat/completions')) {
-        return sendError(response, { kind: 'error', status: 404, body: { error: { message: 'not found' } } });
-      }
-      if (body.stream === true) return streamCompletion(response, answer, body);
-      return sendCompletion(response, answer, body);
-    })();
+  return serve(log, '/v1', async (request, response) => {
+    const { recorded } = await readRequest(request);
+    const { body } = recorded;
+    const pathname = new URL(recorded.path, 'http://emulator').pathname;
+    log.record(recorded, response);
+    const answer: Scripted = log.queue.shift() ?? { kind: 'chat', content: lastUserMessage(body) };
+    if (answer.kind === 'error') return sendError(response, answer);
+    if (pathname.endsWith('/embeddings')) return sendEmbeddings(response, body);
+    if (!pathname.endsWith('/chat/completions')) {
+      return sendError(response, { kind: 'error', status: 404, body: { error: { message: 'not found' } } });
+    }
+    if (body.stream === true) return streamCompletion(response, answer, body);
+    return sendCompletion(response, answer, body);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-
-  return {
-    baseUrl: `http://127.0.0.1:${port}/v1`,
-    requests,
-    script: log.script,
-    nextAbort: log.nextAbort,
-    nextRequest: log.nextRequest,
-    async close() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
 }

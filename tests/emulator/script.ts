@@ -72,6 +72,24 @@ export function contentPieces(content: string, chunkChars?: number): string[] {
 export const wordCount = (text: string) => (text.match(/\S+/g) ?? []).length;
 
 /**
+ * The usage an answer reports, before each emulator names its fields: the script's numbers, else
+ * the length of the prompt's JSON and the answer's word count; undefined for `usage: null`.
+ */
+export function scriptedUsage(answer: ScriptedChat, prompt: unknown): { prompt: number; completion: number } | undefined {
+  if (answer.usage === null) return undefined;
+  return {
+    prompt: answer.usage?.prompt ?? JSON.stringify(prompt ?? []).length,
+    completion: answer.usage?.completion ?? wordCount(answer.content),
+  };
+}
+
+/** Tool arguments are streamed in two fragments, to prove that clients concatenate them. */
+export function halves(text: string): [string, string] {
+  const half = Math.ceil(text.length / 2);
+  return [text.slice(0, half), text.slice(half)];
+}
+
+/**
  * What every emulator keeps the same way: the queue of scripted answers, the recorded requests,
  * and the waiters for the next request and the next client that goes away mid-answer.
  */
