@@ -17,7 +17,10 @@ import { startUsageSubgraph } from './subgraphs/usage/index.ts';
 import { MemoryMeter, RedisMeter, type Meter } from './platform/metering/meter.ts';
 import type { UsageSink } from './platform/metering/usage-event.ts';
 import { createRedis } from './platform/redis/client.ts';
-import { MemoryUsageStore, RedisUsageSink, RedisUsageStore, type UsageStore } from './subgraphs/usage/usage-store.ts';
+import { RedisUsageSink } from './platform/metering/usage-stream.ts';
+import { MemoryUsageStore } from './subgraphs/usage/memory-usage-store.ts';
+import { RedisUsageStore } from './subgraphs/usage/redis-usage-store.ts';
+import type { UsageStore } from './subgraphs/usage/usage-store.ts';
 import { startInferenceSubgraph } from './subgraphs/inference/index.ts';
 import { startRouter, type RunningRouter } from './router/server.ts';
 

@@ -95,6 +95,11 @@ export function codedError(code: ErrorCode, message: string, details: Record<str
   return new GraphQLError(message, { extensions: { ...details, code } });
 }
 
+/** A BAD_USER_INPUT error naming the argument at fault in `extensions.field`, with any other details beside it. */
+export function badInput(field: string, message: string, details: Record<string, unknown> = {}): GraphQLError {
+  return codedError(ErrorCode.BAD_USER_INPUT, message, { field, ...details });
+}
+
 /** The code an error carries, or undefined. Never throws. */
 export function codeOf(error: unknown): ErrorCode | undefined {
   if (error instanceof GraphQLError) {

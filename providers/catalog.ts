@@ -29,12 +29,6 @@ export interface ServingPlan {
 
 export const targetKey = (model: CatalogModel) => `${model.id}@${model.version}`;
 
-/** What tokens cost at a version's configured prices, in USD, rounded to a billionth of a dollar. */
-export function priceUsd(model: CatalogModel, promptTokens: number, completionTokens: number): number {
-  const { inputPerMillionTokens, outputPerMillionTokens } = model.pricing;
-  return Math.round(((promptTokens * inputPerMillionTokens + completionTokens * outputPerMillionTokens) / 1_000_000) * 1e9) / 1e9;
-}
-
 /** Retired by status, or by a sunset date that has come (ISO dates compare as strings). */
 export function isRetired(model: CatalogModel, now = new Date()): boolean {
   return model.status === 'RETIRED' || (model.sunset !== undefined && model.sunset <= now.toISOString().slice(0, 10));

@@ -9,7 +9,8 @@ import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { RedisRunStore } from '../subgraphs/agents/redis-run-store.ts';
-import { NO_USAGE, type AgentRunRecord } from '../subgraphs/agents/records.ts';
+import { NO_SPEND as NO_USAGE } from '../platform/metering/spend.ts';
+import type { AgentRunRecord } from '../subgraphs/agents/records.ts';
 import { spawnModelgraph, writeConfig, type ModelgraphProcess } from './support/process.ts';
 import { TEST_MODELS, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 

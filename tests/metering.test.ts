@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { nanosToUsd } from '../platform/metering/money.ts';
 import { countChatTokens } from '../providers/tokens.ts';
 import { TEST_MODELS, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
@@ -77,7 +78,7 @@ describe('budgets and token limits', () => {
     // The spend kept equals what the provider reported, to the cent (here to the micro-dollar).
     const reported = served.reduce((sum, answer) => sum + answer.body.data!.chat.usage.costUsd, 0);
     const kept = Number(await redis.get(`${setup.prefix}{meter}:usd:tenant:acme:${today()}`));
-    expect(kept / 1_000_000).toBeCloseTo(reported, 6);
+    expect(nanosToUsd(kept)).toBeCloseTo(reported, 6);
     expect(reported).toBeCloseTo(K * usdOf(PROMPT_TOKENS, MAX_TOKENS), 9);
     // Metrics: the refusals by limit, and the tokens and cost by tenant and model.
     const inference = stack.stack.subgraphs.find((subgraph) => subgraph.name === 'inference')!;
@@ -93,8 +94,8 @@ describe('budgets and token limits', () => {
       '{ tenant(id: "acme") { budget { usdPerDay usdSpentToday usdRemainingToday } } }',
     );
     expect(budget.body.data?.tenant.budget.usdPerDay).toBe((K * WORST_MICRO) / 1_000_000);
-    expect(budget.body.data?.tenant.budget.usdSpentToday).toBeCloseTo(kept / 1_000_000, 9);
-    expect(budget.body.data?.tenant.budget.usdRemainingToday).toBeCloseTo((K * WORST_MICRO - kept) / 1_000_000, 9);
+    expect(budget.body.data?.tenant.budget.usdSpentToday).toBeCloseTo(nanosToUsd(kept), 9);
+    expect(budget.body.data?.tenant.budget.usdRemainingToday).toBeCloseTo((K * WORST_MICRO) / 1_000_000 - nanosToUsd(kept), 9);
   });
 
   it('holds a key to its tokens per minute, settling each call to its real usage', async () => {

@@ -1,13 +1,15 @@
 /**
  * The buckets a model call reserves in (platform/metering/meter.ts): tokens per minute of the caller's key,
- * its tenant and the model version; USD per UTC day and month of the key and the tenant. A call
- * that cannot fit is refused before any provider is called, with the limit, what remains and when
- * the window resets in `extensions`.
+ * its tenant and the model version; USD per UTC day and month of the key and the tenant, held in
+ * nano-dollars (money.ts). A call that cannot fit is refused before any provider is called, with
+ * the limit, what remains and when the window resets (in tokens or USD) in `extensions`.
  */
 import type { Config } from '../config.ts';
 import { ErrorCode, codedError } from '../errors.ts';
-import { toMicroUsd, type Bucket, type Meter, type Reservation } from './meter.ts';
-import type { TokenUsage } from './spend.ts';
+import { meterKeys } from '../redis/keys.ts';
+import type { Bucket, Meter, Reservation } from './meter.ts';
+import { nanosToUsd, usdToNanos, type Nanos } from './money.ts';
+import type { Spend } from './spend.ts';
 import { holderOf, type Principal } from '../identity/principal.ts';
 
 /** A model version as metering sees it: its own tokens-per-minute limit, if any. */
@@ -20,9 +22,10 @@ export interface MeteredModel {
 /** `id@version`: how a model version is named in bucket names and keys (as providers/catalog.ts names targets). */
 const versionKey = (model: MeteredModel) => `${model.id}@${model.version}`;
 
-export interface ChatDemand {
+/** The worst case of a call: the most tokens it may use, and their price rounded up (a reservation). */
+export interface Demand {
   tokens: number;
-  usd: number;
+  costNanos: Nanos;
 }
 
 export interface MeteringSettings {
@@ -52,11 +55,11 @@ function windows(now: Date): Windows {
 /** The keys of a tenant's own buckets for the current windows (for budget reports). */
 export function tenantBucketKeys(settings: MeteringSettings, tenantId: string, now = new Date()) {
   const { minute, day, month } = windows(now);
-  const key = (...parts: string[]) => `${settings.keyPrefix}{meter}:${parts.join(':')}`;
+  const keys = meterKeys(settings.keyPrefix);
   return {
-    tokensThisMinute: key('tpm', 'tenant', tenantId, minute.id),
-    usdToday: { key: key('usd', 'tenant', tenantId, day.id), resetAt: day.resetAt },
-    usdThisMonth: { key: key('usd', 'tenant', tenantId, month.id), resetAt: month.resetAt },
+    tokensThisMinute: keys.tokensPerMinute('tenant', tenantId, minute.id),
+    usdToday: { key: keys.usd('tenant', tenantId, day.id), resetAt: day.resetAt },
+    usdThisMonth: { key: keys.usd('tenant', tenantId, month.id), resetAt: month.resetAt },
   };
 }
 
@@ -64,22 +67,28 @@ export function tenantBucketKeys(settings: MeteringSettings, tenantId: string, n
 export function bucketsFor(
   principal: Principal,
   models: MeteredModel | readonly MeteredModel[],
-  demand: ChatDemand,
+  demand: Demand,
   settings: MeteringSettings,
   now = new Date(),
 ): Bucket[] {
   // Every version that may serve the call (a route's targets and fallbacks) reserves in its own limit.
   const targets = [...new Set(Array.isArray(models) ? models : [models as MeteredModel])];
   const { minute, day, month } = windows(now);
-  const key = (...parts: string[]) => `${settings.keyPrefix}{meter}:${parts.join(':')}`;
-  const micro = toMicroUsd(demand.usd);
+  const keys = meterKeys(settings.keyPrefix);
+  const cost = demand.costNanos;
   const tenant = settings.tenants[principal.tenantId];
   const holder = holderOf(principal);
   const candidates: (Bucket | undefined)[] = [
-    limited('tokensPerMinute:key', key('tpm', 'key', holder, minute.id), principal.limits?.tokensPerMinute, demand.tokens, minute.resetAt),
+    limited(
+      'tokensPerMinute:key',
+      keys.tokensPerMinute('key', holder, minute.id),
+      principal.limits?.tokensPerMinute,
+      demand.tokens,
+      minute.resetAt,
+    ),
     limited(
       'tokensPerMinute:tenant',
-      key('tpm', 'tenant', principal.tenantId, minute.id),
+      keys.tokensPerMinute('tenant', principal.tenantId, minute.id),
       tenant?.tokensPerMinute,
       demand.tokens,
       minute.resetAt,
@@ -87,32 +96,39 @@ export function bucketsFor(
     ...targets.map((model) =>
       limited(
         `tokensPerMinute:model:${versionKey(model)}`,
-        key('tpm', 'model', versionKey(model), minute.id),
+        keys.tokensPerMinute('model', versionKey(model), minute.id),
         model.tokensPerMinute,
         demand.tokens,
         minute.resetAt,
       ),
     ),
-    limited('usdPerDay:key', key('usd', 'key', holder, day.id), micro$(principal.limits?.usdPerDay), micro, day.resetAt),
-    limited('usdPerMonth:key', key('usd', 'key', holder, month.id), micro$(principal.limits?.usdPerMonth), micro, month.resetAt),
-    limited('usdPerDay:tenant', key('usd', 'tenant', principal.tenantId, day.id), micro$(tenant?.usdPerDay), micro, day.resetAt),
-    limited('usdPerMonth:tenant', key('usd', 'tenant', principal.tenantId, month.id), micro$(tenant?.usdPerMonth), micro, month.resetAt),
+    limited('usdPerDay:key', keys.usd('key', holder, day.id), limitNanos(principal.limits?.usdPerDay), cost, day.resetAt),
+    limited('usdPerMonth:key', keys.usd('key', holder, month.id), limitNanos(principal.limits?.usdPerMonth), cost, month.resetAt),
+    limited('usdPerDay:tenant', keys.usd('tenant', principal.tenantId, day.id), limitNanos(tenant?.usdPerDay), cost, day.resetAt),
+    limited('usdPerMonth:tenant', keys.usd('tenant', principal.tenantId, month.id), limitNanos(tenant?.usdPerMonth), cost, month.resetAt),
   ];
   return candidates.filter((bucket): bucket is Bucket => bucket !== undefined);
 }
 
-const micro$ = (usd: number | null | undefined) => (usd === null || usd === undefined ? undefined : Math.floor(usd * 1_000_000));
+/** A configured USD limit in nano-dollars (exactly, money.ts); undefined for none. */
+const limitNanos = (usd: number | null | undefined) => (usd === null || usd === undefined ? undefined : usdToNanos(usd));
 
 function limited(name: string, key: string, limit: number | null | undefined, amount: number, resetAt: number): Bucket | undefined {
   return limit === null || limit === undefined ? undefined : { name, key, limit, amount, resetAt };
+}
+
+/** The limit a bucket enforces (`usdPerDay`, `tokensPerMinute`, ...) and whose it is (`tenant`, `key`, `model`). */
+export function limitOf(bucket: Bucket): { limit: string; scope: string } {
+  const [limit, scope] = bucket.name.split(':') as [string, string];
+  return { limit, scope };
 }
 
 /** The coded refusal of a reservation that did not fit. */
 export function overLimit(reservation: Extract<Reservation, { ok: false }>): Error {
   const { bucket, used } = reservation;
   const isMoney = bucket.name.startsWith('usd');
-  const scale = (value: number) => (isMoney ? value / 1_000_000 : value);
-  const [limitName, scope] = bucket.name.split(':') as [string, string];
+  const scale = (value: number) => (isMoney ? nanosToUsd(value) : value);
+  const { limit: limitName, scope } = limitOf(bucket);
   return codedError(
     isMoney ? ErrorCode.BUDGET_EXCEEDED : ErrorCode.TOKEN_LIMIT_EXCEEDED,
     `this call needs ${scale(bucket.amount)} ${isMoney ? 'USD' : 'tokens'} of the ${scope}'s ${limitName} (${scale(bucket.limit)}); ${scale(Math.max(bucket.limit - used, 0))} remain until ${new Date(bucket.resetAt).toISOString()}`,
@@ -127,24 +143,16 @@ export function overLimit(reservation: Extract<Reservation, { ok: false }>): Err
   );
 }
 
-/** Reserves the worst case of a call, or throws the coded refusal. */
-export async function reserve(meter: Meter, buckets: Bucket[]): Promise<Bucket[]> {
-  if (buckets.length === 0) return buckets;
-  const reservation = await meter.reserve(buckets);
-  if (!reservation.ok) throw overLimit(reservation);
-  return reservation.buckets;
-}
-
 /**
  * Settles reserved buckets to what the call really used (nothing, for a call that delivered
  * nothing); a model's bucket keeps the tokens only if that version served the call.
  */
-export function settle(meter: Meter, buckets: Bucket[], usage: TokenUsage, costUsd: number, servedBy?: string): Promise<void> {
+export function settle(meter: Meter, buckets: Bucket[], spend: Spend, servedBy?: MeteredModel): Promise<void> {
   if (buckets.length === 0) return Promise.resolve();
+  const served = servedBy && `tokensPerMinute:model:${versionKey(servedBy)}`;
   return meter.settle(buckets, (bucket) => {
-    if (bucket.name.startsWith('usd')) return toMicroUsd(costUsd);
-    if (bucket.name.startsWith('tokensPerMinute:model:'))
-      return bucket.name === `tokensPerMinute:model:${servedBy}` ? usage.totalTokens : 0;
-    return usage.totalTokens;
+    if (bucket.name.startsWith('usd')) return usdToNanos(spend.costUsd);
+    if (bucket.name.startsWith('tokensPerMinute:model:')) return bucket.name === served ? spend.totalTokens : 0;
+    return spend.totalTokens;
   });
 }

@@ -9,7 +9,7 @@
  *
  * Buckets are fixed windows (the minute, the UTC day, the UTC month). In Redis the reservation is
  * one Lua script over all buckets (one `{meter}` hash tag, so it works on a cluster); in memory the
- * same arithmetic. Money is counted in micro-dollars (integers).
+ * same arithmetic. Amounts are integers: tokens, or nano-dollars (money.ts).
  */
 import type { Redis } from 'ioredis';
 
@@ -119,6 +119,3 @@ export class RedisMeter implements Meter {
     return (await this.#redis.mget(...keys)).map((value) => Number(value ?? 0));
   }
 }
-
-/** Micro-dollars, the meter's unit of money. */
-export const toMicroUsd = (usd: number) => Math.ceil(usd * 1_000_000);

@@ -4,6 +4,7 @@
  * `extensions.spend`; the router sums its subgraphs' reports into the client's response; the run
  * counts it against its own token and USD limits.
  */
+import { nanosToUsd, priceNanos, usdToNanos, type Pricing } from './money.ts';
 import type { UsageEvent, UsageSink } from './usage-event.ts';
 
 /** Tokens a model call used (or, before it runs, is expected to use). */
@@ -13,20 +14,30 @@ export interface TokenUsage {
   totalTokens: number;
 }
 
+/**
+ * Tokens and what they cost: one model call's (priced at the version that served it), an
+ * operation's or an agent run's. `costUsd` is a whole number of nano-dollars (money.ts), in USD.
+ */
 export interface Spend extends TokenUsage {
   costUsd: number;
 }
 
 export const SPEND_EXTENSION = 'spend';
 
-export const noSpend = (): Spend => ({ promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 });
+/** Nothing spent: a call that used nothing, or a total before its first call. */
+export const NO_SPEND: Readonly<Spend> = { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 };
+
+/** `usage` priced at a version's prices (to the nearest nano-dollar). */
+export function priced(usage: TokenUsage, pricing: Pricing): Spend {
+  return { ...usage, costUsd: nanosToUsd(priceNanos(pricing, usage)) };
+}
 
 export function addSpend(total: Spend, more: Spend): Spend {
   return {
     promptTokens: total.promptTokens + more.promptTokens,
     completionTokens: total.completionTokens + more.completionTokens,
     totalTokens: total.totalTokens + more.totalTokens,
-    costUsd: Math.round((total.costUsd + more.costUsd) * 1e9) / 1e9,
+    costUsd: nanosToUsd(usdToNanos(total.costUsd) + usdToNanos(more.costUsd)),
   };
 }
 

@@ -1,4 +1,4 @@
-import { ErrorCode, codedError } from '../errors.ts';
+import { badInput } from '../errors.ts';
 
 const MAX_TAGS = 10;
 const MAX_TAG_LENGTH = 64;
@@ -10,10 +10,10 @@ const MAX_TAG_LENGTH = 64;
 export function checkTags(tags: readonly string[] | null | undefined, reserved: readonly string[] = []): string[] {
   if (!tags) return [...reserved];
   const allowed = MAX_TAGS - reserved.length;
-  if (tags.length > allowed) throw codedError(ErrorCode.BAD_USER_INPUT, `at most ${allowed} tags`, { field: 'tags' });
+  if (tags.length > allowed) throw badInput('tags', `at most ${allowed} tags`);
   for (const [index, tag] of tags.entries()) {
     if (tag.length === 0 || tag.length > MAX_TAG_LENGTH)
-      throw codedError(ErrorCode.BAD_USER_INPUT, `tags[${index}] must be 1 to ${MAX_TAG_LENGTH} characters`, { field: `tags[${index}]` });
+      throw badInput(`tags[${index}]`, `tags[${index}] must be 1 to ${MAX_TAG_LENGTH} characters`);
   }
   return [...new Set([...reserved, ...tags])].sort();
 }

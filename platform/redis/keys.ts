@@ -26,6 +26,33 @@ export const rateLimitKey = (prefix: string, coordinate: string, per: string, ho
   `${prefix}rl:${coordinate}:${per}:${holder}`;
 
 /**
+ * Meter buckets (platform/metering/meter.ts): tokens per minute of a key, a tenant or a model version
+ * (`id@version`), and nano-dollars per UTC day (`YYYY-MM-DD`) or month (`YYYY-MM`) of a key or a
+ * tenant. One reservation script updates every bucket of a call: one `{meter}` tag.
+ */
+export const meterKeys = (prefix: string) => ({
+  /** `minute`: whole minutes since the epoch. */
+  tokensPerMinute: (scope: 'key' | 'tenant' | 'model', holder: string, minute: string) =>
+    `${prefix}{meter}:tpm:${scope}:${holder}:${minute}`,
+  usd: (scope: 'key' | 'tenant', holder: string, window: string) => `${prefix}{meter}:usd:${scope}:${holder}:${window}`,
+});
+
+/**
+ * The response cache (platform/redis/response-cache.ts) holds entries by name: a whole chat answer
+ * by the SHA-256 of its normalised request, a vector by the version, dimensions and SHA-256 of its
+ * text, each within a scope (`tenant:<id>`, or `shared`). The memory cache keys entries by these
+ * names; in Redis an entry's key is `responseCacheKey(prefix, name)`.
+ */
+export const cacheEntryNames = {
+  /** Whose entries a caller may read: its tenant's, unless the deployment shares one cache (`cache.shareAcrossTenants`). */
+  scope: (shared: boolean, tenantId: string) => (shared ? 'shared' : `tenant:${tenantId}`),
+  chat: (scope: string, digest: string) => `chat:${scope}:${digest}`,
+  vector: (scope: string, version: string, dimensions: number, digest: string) => `emb:${scope}:${version}:${dimensions}:${digest}`,
+};
+
+export const responseCacheKey = (prefix: string, name: string) => `${prefix}${name}`;
+
+/**
  * Usage: the event stream every model call writes to, and the usage subgraph's aggregates. The
  * counting script touches the counted set, a row and an hour index together: one `{usage}` tag.
  */

@@ -4,7 +4,9 @@
  * one contract suite (response-cache.test.ts).
  */
 import type { Redis } from 'ioredis';
+import { responseCacheKey } from './keys.ts';
 
+/** Entries are named by `cacheEntryNames` (platform/redis/keys.ts). */
 export interface ResponseCache {
   get(key: string): Promise<string | undefined>;
   set(key: string, value: string, ttlMs: number): Promise<void>;
@@ -14,16 +16,16 @@ export interface ResponseCache {
 export class RedisResponseCache implements ResponseCache {
   constructor(
     private readonly redis: Redis,
-    /** Prepended to every key, so deployments and tests can share one Redis. */
+    /** The deployment's key prefix, so deployments and tests can share one Redis. */
     private readonly prefix: string,
   ) {}
 
   async get(key: string): Promise<string | undefined> {
-    return (await this.redis.get(this.prefix + key)) ?? undefined;
+    return (await this.redis.get(responseCacheKey(this.prefix, key))) ?? undefined;
   }
 
   async set(key: string, value: string, ttlMs: number): Promise<void> {
-    await this.redis.set(this.prefix + key, value, 'PX', ttlMs);
+    await this.redis.set(responseCacheKey(this.prefix, key), value, 'PX', ttlMs);
   }
 
   async close(): Promise<void> {

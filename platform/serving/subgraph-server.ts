@@ -35,9 +35,8 @@ import { GRAPHQL_PATH, ServerLifecycle, type RunningServer } from './lifecycle.t
 import type { Config, SubgraphName } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
-import { SPEND_EXTENSION, noSpend, spent, type Spend } from '../metering/spend.ts';
+import { NO_SPEND, SPEND_EXTENSION, spent, type Spend } from '../metering/spend.ts';
 import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
-
 
 /** What every subgraph resolver gets; subgraphs extend it with their own services. */
 export interface RequestContext extends BaseContext {
@@ -179,7 +178,7 @@ function baseContext(
   principal: Principal,
   clientAddress: string | null,
 ): RequestContext {
-  return { requestId, log, signal, warnings: [], spend: noSpend(), principal, clientAddress };
+  return { requestId, log, signal, warnings: [], spend: { ...NO_SPEND }, principal, clientAddress };
 }
 
 /** GraphQL over HTTP on GRAPHQL_PATH through Apollo's integration API, for callers with a valid identity token. */

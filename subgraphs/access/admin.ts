@@ -12,7 +12,7 @@ import {
   type TenantRecord,
 } from '../../platform/access/access-store.ts';
 import { callerAuditEvent, type NewAuditEvent } from '../../platform/access/audit-log.ts';
-import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
+import { ErrorCode, badInput, codeOf, codedError } from '../../platform/errors.ts';
 import type { Principal, Scope } from '../../platform/identity/principal.ts';
 import type { AccessContext } from './context.ts';
 
@@ -20,7 +20,6 @@ const TENANT_ID = /^[a-z0-9][a-z0-9-]{1,39}$/;
 const MAX_NAME = 100;
 const MAX_ALLOWED_MODELS = 200;
 
-const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_USER_INPUT, message, { field });
 export const notFound = (what: string) => codedError(ErrorCode.NOT_FOUND, `${what} not found`);
 
 /** The audit event of an access action by the caller of `context`. */

@@ -7,7 +7,7 @@
 import type { GraphQLSchema } from 'graphql';
 import { LRUCache } from 'lru-cache';
 import type { AgentDefinitionConfig, Config } from '../../platform/config.ts';
-import { ErrorCode, codedError } from '../../platform/errors.ts';
+import { ErrorCode, badInput, codedError } from '../../platform/errors.ts';
 import type { ModelCatalog } from '../../providers/catalog.ts';
 import type { AgentStore } from './agent-store.ts';
 import { ToolDefinitionError, compileOperationTool, type OperationTool } from './operation-tools.ts';
@@ -26,8 +26,6 @@ export interface AgentSpec {
   maxUsd?: number | null | undefined;
   maxWallTimeSeconds?: number | null | undefined;
 }
-
-const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_USER_INPUT, message, { field });
 
 export class AgentDirectory {
   readonly #store: AgentStore;

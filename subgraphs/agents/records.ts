@@ -3,7 +3,7 @@
  * stream of events. These are plain JSON shapes; the stores keep them as they are.
  */
 import type { ErrorCode } from '../../platform/errors.ts';
-import { noSpend, type Spend } from '../../platform/metering/spend.ts';
+import type { Spend } from '../../platform/metering/spend.ts';
 
 /** A tool: a named GraphQL operation on the supergraph. */
 export interface AgentToolDefinition {
@@ -46,11 +46,6 @@ export interface RunError {
   message: string;
 }
 
-/** Tokens and cost, as every model call's usage is counted. */
-export type RunUsage = Spend;
-
-export const NO_USAGE: Readonly<RunUsage> = noSpend();
-
 export interface ToolCallRecord {
   /** The model's id for the call. */
   id: string;
@@ -69,7 +64,7 @@ export interface StepRecord {
   /** What the model said in this step. */
   content: string;
   toolCalls: ToolCallRecord[];
-  usage: RunUsage;
+  usage: Spend;
   startedAt: string;
   finishedAt: string | null;
 }
@@ -89,7 +84,7 @@ export interface AgentRunRecord {
   output: string | null;
   error: RunError | null;
   steps: StepRecord[];
-  usage: RunUsage;
+  usage: Spend;
   createdAt: string;
   startedAt: string | null;
   finishedAt: string | null;
@@ -101,7 +96,7 @@ export type AgentRunEventRecord =
   | { type: 'TEXT_DELTA'; at: string; step: number; content: string }
   | { type: 'TOOL_CALLED'; at: string; step: number; callId: string; tool: string; arguments: string }
   | { type: 'TOOL_RESULTED'; at: string; step: number; callId: string; tool: string; result: string | null; error: RunError | null }
-  | { type: 'RUN_FINISHED'; at: string; status: AgentRunStatus; output: string | null; error: RunError | null; usage: RunUsage };
+  | { type: 'RUN_FINISHED'; at: string; status: AgentRunStatus; output: string | null; error: RunError | null; usage: Spend };
 
 /** An event with its position in the run's stream; `after: cursor` resumes behind it. */
 export interface StoredRunEvent {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Resolvers } from '../../codegen/agents.resolvers.ts';
 import { callerAuditEvent } from '../../platform/access/audit-log.ts';
-import { ErrorCode, codeOf, codedError } from '../../platform/errors.ts';
+import { ErrorCode, badInput, codeOf, codedError } from '../../platform/errors.ts';
 import { allowsRef } from '../../providers/model-permissions.ts';
 import { hasScope, holderOf, isPlatformAdmin } from '../../platform/identity/principal.ts';
 import { mayWatch } from './permissions.ts';
@@ -9,7 +9,8 @@ import { asPayloads } from '../../platform/serving/subscription-payloads.ts';
 import { checkTags } from '../../platform/metering/usage-tags.ts';
 import type { AgentsContext } from './context.ts';
 import { agentId, type AgentSpec } from './definitions.ts';
-import { NO_USAGE, isFinal, type AgentDefinition, type AgentRunRecord } from './records.ts';
+import { NO_SPEND } from '../../platform/metering/spend.ts';
+import { isFinal, type AgentDefinition, type AgentRunRecord } from './records.ts';
 import { eventTypename, eventView, type EventView, type RunView } from './run-view.ts';
 import { isCursor, isListCursor } from './run-store.ts';
 
@@ -18,7 +19,6 @@ const MAX_PAGE = 100;
 /** Tags a run's model calls carry: the agent's, then the caller's. */
 const agentTag = (name: string) => `agent:${name}`.slice(0, 64);
 
-const badInput = (field: string, message: string) => codedError(ErrorCode.BAD_USER_INPUT, message, { field });
 const runNotFound = () => codedError(ErrorCode.NOT_FOUND, 'agent run not found');
 
 async function visibleRun(id: string, { runs, principal }: AgentsContext): Promise<RunView | undefined> {
@@ -119,7 +119,7 @@ function newRun(agent: AgentDefinition, input: string, tags: string[], { princip
     output: null,
     error: null,
     steps: [],
-    usage: NO_USAGE,
+    usage: NO_SPEND,
     createdAt: new Date().toISOString(),
     startedAt: null,
     finishedAt: null,

@@ -13,7 +13,8 @@ import { DELEGATION_HEADER, type IdentityTokens } from '../../platform/identity/
 import type { Principal } from '../../platform/identity/principal.ts';
 import { REQUEST_ID_HEADER } from '../../platform/serving/request-id.ts';
 import { parseSse } from '../../providers/sse.ts';
-import { NO_USAGE, type RunError, type RunUsage } from './records.ts';
+import { NO_SPEND, type Spend } from '../../platform/metering/spend.ts';
+import type { RunError } from './records.ts';
 
 export interface GraphQLResult {
   data?: Record<string, unknown> | null;
@@ -38,8 +39,8 @@ export interface ChatInputWire {
 
 export type ChatEvent =
   | { kind: 'delta'; content: string }
-  | { kind: 'completed'; toolCalls: { id: string; name: string; arguments: string }[]; usage: RunUsage }
-  | { kind: 'failed'; error: RunError; usage: RunUsage };
+  | { kind: 'completed'; toolCalls: { id: string; name: string; arguments: string }[]; usage: Spend }
+  | { kind: 'failed'; error: RunError; usage: Spend };
 
 const CHAT_STREAM = /* GraphQL */ `
   subscription AgentStep($input: ChatInput!) {
@@ -56,7 +57,7 @@ interface StreamPayload {
   __typename: 'ChatDelta' | 'ChatCompleted' | 'ChatFailed';
   content?: string;
   toolCalls?: { id: string; name: string; arguments: string }[];
-  usage?: RunUsage;
+  usage?: Spend;
   code?: string;
   message?: string;
 }
@@ -122,7 +123,7 @@ export class RouterClient {
     } catch {
       if (signal.aborted) throw signal.reason;
       const { errors } = unreachable();
-      yield { kind: 'failed', error: firstError(errors), usage: NO_USAGE };
+      yield { kind: 'failed', error: firstError(errors), usage: NO_SPEND };
       return;
     }
     if (!response.body || !(response.headers.get('content-type') ?? '').includes('text/event-stream')) {
@@ -139,7 +140,7 @@ export class RouterClient {
         error: errors?.length
           ? firstError(errors)
           : { code: ErrorCode.DOWNSTREAM_SERVICE_ERROR, message: `the router answered ${response.status}` },
-        usage: NO_USAGE,
+        usage: NO_SPEND,
       };
       return;
     }
@@ -149,16 +150,16 @@ export class RouterClient {
       const result = JSON.parse(message.data) as GraphQLResult;
       const payload = result.data?.chatStream as StreamPayload | undefined;
       if (!payload) {
-        yield { kind: 'failed', error: firstError(result.errors), usage: NO_USAGE };
+        yield { kind: 'failed', error: firstError(result.errors), usage: NO_SPEND };
         return;
       }
       if (payload.__typename === 'ChatDelta') yield { kind: 'delta', content: payload.content ?? '' };
       else if (payload.__typename === 'ChatCompleted') {
-        yield { kind: 'completed', toolCalls: payload.toolCalls ?? [], usage: payload.usage ?? NO_USAGE };
+        yield { kind: 'completed', toolCalls: payload.toolCalls ?? [], usage: payload.usage ?? NO_SPEND };
         return;
       } else {
         const code = isErrorCode(payload.code) ? payload.code : ErrorCode.INTERNAL_SERVER_ERROR;
-        yield { kind: 'failed', error: { code, message: payload.message ?? 'the model call failed' }, usage: payload.usage ?? NO_USAGE };
+        yield { kind: 'failed', error: { code, message: payload.message ?? 'the model call failed' }, usage: payload.usage ?? NO_SPEND };
         return;
       }
     }
@@ -166,7 +167,7 @@ export class RouterClient {
     yield {
       kind: 'failed',
       error: { code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the model stream ended before it finished' },
-      usage: NO_USAGE,
+      usage: NO_SPEND,
     };
   }
 

@@ -18,19 +18,11 @@ import type { ChatMessage } from '../../providers/contract.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
 import { parseToolArguments, type OperationTool } from './operation-tools.ts';
-import {
-  NO_USAGE,
-  type AgentRunEventRecord,
-  type AgentRunRecord,
-  type AgentRunStatus,
-  type RunError,
-  type RunUsage,
-  type StepRecord,
-  type ToolCallRecord,
-} from './records.ts';
+import type { AgentRunEventRecord, AgentRunRecord, AgentRunStatus, RunError, StepRecord, ToolCallRecord } from './records.ts';
 import { firstError, type ChatInputWire, type GraphQLResult, type RouterClient } from './router-client.ts';
 import { RunFinishedError, type RunStore } from './run-store.ts';
-import { addSpend, spendOf, type Spend } from '../../platform/metering/spend.ts';
+import { nanosToUsd, reservationNanos, tokensPaidBy, usdToNanos, type Pricing } from '../../platform/metering/money.ts';
+import { NO_SPEND, addSpend, spendOf, type Spend } from '../../platform/metering/spend.ts';
 
 export interface RunLoopDeps {
   runs: RunStore;
@@ -105,7 +97,7 @@ export class RunLoop {
     for (let number = 1; ; number += 1) {
       this.#checkSignal();
       const maxTokens = this.#callMaxTokens();
-      const step: StepRecord = { number, content: '', toolCalls: [], usage: NO_USAGE, startedAt: now(), finishedAt: null };
+      const step: StepRecord = { number, content: '', toolCalls: [], usage: NO_SPEND, startedAt: now(), finishedAt: null };
       this.#run.steps.push(step);
       await this.#append({ type: 'STEP_STARTED', at: step.startedAt, step: number }, true);
       const toolCalls = await this.#callModel(step, maxTokens);
@@ -157,7 +149,7 @@ export class RunLoop {
     throw new RunStop('FAILED', { code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the model stream ended before it finished' });
   }
 
-  #charge(step: StepRecord, usage: RunUsage): void {
+  #charge(step: StepRecord, usage: Spend): void {
     step.usage = addSpend(step.usage, usage);
     this.#run.usage = addSpend(this.#run.usage, usage);
   }
@@ -291,14 +283,18 @@ export class RunLoop {
         });
     }
     if (agent.maxUsd !== null) {
-      const inPrice = Math.max(...targets.map((model) => model.pricing.inputPerMillionTokens)) / 1e6;
-      const outPrice = Math.max(...targets.map((model) => model.pricing.outputPerMillionTokens)) / 1e6;
-      const left = agent.maxUsd - usage.costUsd - prompt * inPrice;
-      if (outPrice > 0) most = Math.min(most, Math.floor(left / outPrice));
+      const dearest: Pricing = {
+        inputPerMillionTokens: Math.max(...targets.map((model) => model.pricing.inputPerMillionTokens)),
+        outputPerMillionTokens: Math.max(...targets.map((model) => model.pricing.outputPerMillionTokens)),
+      };
+      const unspent = usdToNanos(agent.maxUsd) - usdToNanos(usage.costUsd);
+      // The prompt's price is a worst case, like a reservation's: rounded up.
+      const left = unspent - reservationNanos(dearest, { promptTokens: prompt, completionTokens: 0 });
+      if (dearest.outputPerMillionTokens > 0) most = Math.min(most, tokensPaidBy(left, dearest.outputPerMillionTokens));
       if (left <= 0 || most < 1)
         throw new RunStop('FAILED', {
           code: ErrorCode.BUDGET_EXCEEDED,
-          message: `the run has $${Math.max(0, agent.maxUsd - usage.costUsd).toFixed(6)} of its $${agent.maxUsd} left, not enough for the next step`,
+          message: `the run has $${nanosToUsd(Math.max(0, unspent)).toFixed(6)} of its $${agent.maxUsd} left, not enough for the next step`,
         });
     }
     return Math.max(1, most);

@@ -2,14 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentKeys } from '../../platform/redis/keys.ts';
-import {
-  NO_USAGE,
-  type AgentDefinition,
-  type AgentRunEventRecord,
-  type AgentRunRecord,
-  type AgentRunStatus,
-  type StoredRunEvent,
-} from './records.ts';
+import { NO_SPEND as NO_USAGE } from '../../platform/metering/spend.ts';
+import type { AgentDefinition, AgentRunEventRecord, AgentRunRecord, AgentRunStatus, StoredRunEvent } from './records.ts';
 import { MemoryRunStore } from './memory-run-store.ts';
 import { RedisRunStore } from './redis-run-store.ts';
 import { RunFinishedError, isCursor, type RunPage, type RunStore } from './run-store.ts';

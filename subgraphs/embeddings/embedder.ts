@@ -16,10 +16,12 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import DataLoader from 'dataloader';
-import { ErrorCode, codedError } from '../../platform/errors.ts';
+import { ErrorCode, badInput, codedError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
+import { priced, type Spend } from '../../platform/metering/spend.ts';
+import { cacheEntryNames } from '../../platform/redis/keys.ts';
 import type { ResponseCache } from '../../platform/redis/response-cache.ts';
-import { isRetired, priceUsd, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
+import { isRetired, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import { countTextTokens } from '../../providers/tokens.ts';
 
@@ -43,7 +45,8 @@ export interface EmbeddingsAnswer {
   model: CatalogModel;
   vectors: number[][];
   dimensions: number;
-  usage: { promptTokens: number; totalTokens: number; cachedInputs: number; costUsd: number };
+  /** What went upstream (prompt tokens only) and its price; `cachedInputs` cost nothing. */
+  usage: Spend & { cachedInputs: number };
 }
 
 export interface EmbedderSettings {
@@ -57,9 +60,6 @@ export interface EmbedderObserver {
   call(model: CatalogModel, inputs: number, outcome: string): void;
   cache(model: CatalogModel, hits: number, misses: number): void;
 }
-
-const badInput = (field: string, message: string, details: Record<string, unknown> = {}) =>
-  codedError(ErrorCode.BAD_USER_INPUT, message, { field, ...details });
 
 function resolveModel(catalog: ModelCatalog, ref: string): CatalogModel {
   const model = catalog.isRoute(ref) ? undefined : catalog.resolve(ref);
@@ -122,8 +122,8 @@ export class Embedder {
     const model = resolveModel(this.#catalog, request.model);
     const dimensions = this.#dimensions(model, request.dimensions);
     const tokens = this.#checkInputs(model, request.inputs, caller);
-    const cacheKeys = request.inputs.map(
-      (text) => `emb:${caller.cacheScope}:${targetKey(model)}:${dimensions}:${createHash('sha256').update(text).digest('hex')}`,
+    const cacheKeys = request.inputs.map((text) =>
+      cacheEntryNames.vector(caller.cacheScope, targetKey(model), dimensions, createHash('sha256').update(text).digest('hex')),
     );
     const cached = await this.#fromCache(cacheKeys);
     const batcher = this.#batcher(model, dimensions);
@@ -138,10 +138,11 @@ export class Embedder {
       }),
     );
     const paidTokens = [...own].filter((index) => settled[index]!.status === 'fulfilled').reduce((sum, index) => sum + tokens[index]!, 0);
+    const spent = priced({ promptTokens: paidTokens, completionTokens: 0, totalTokens: paidTokens }, model.pricing);
     const failure = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     if (failure) {
       // What went upstream and succeeded was billed (and cached): the caller pays for it even so.
-      throw Object.assign(failure.reason as Error, { spent: { totalTokens: paidTokens, costUsd: priceUsd(model, paidTokens, 0) } });
+      throw Object.assign(failure.reason as Error, { spent });
     }
     const vectors = settled.map((result) => (result as PromiseFulfilledResult<number[]>).value);
     this.#observer.cache(model, request.inputs.length - own.size, own.size);
@@ -149,12 +150,7 @@ export class Embedder {
       model,
       dimensions,
       vectors: request.normalize ? vectors.map(l2Normalized) : vectors,
-      usage: {
-        promptTokens: paidTokens,
-        totalTokens: paidTokens,
-        cachedInputs: request.inputs.length - own.size,
-        costUsd: priceUsd(model, paidTokens, 0),
-      },
+      usage: { ...spent, cachedInputs: request.inputs.length - own.size },
     };
   }
 

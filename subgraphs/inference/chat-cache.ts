@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ChatCacheInput } from '../../codegen/inference.resolvers.ts';
+import { cacheEntryNames } from '../../platform/redis/keys.ts';
 import type { CatalogModel } from '../../providers/catalog.ts';
 import { targetKey } from '../../providers/catalog.ts';
 import type { ChatRequest, FinishReason, TokenUsage, ToolCall } from '../../providers/contract.ts';
@@ -48,5 +49,5 @@ export function cacheKey(scope: string, ref: string, model: CatalogModel, reques
   const digest = createHash('sha256')
     .update(canonicalJson({ v: 2, ref, model: targetKey(model), request }))
     .digest('hex');
-  return `chat:${scope}:${digest}`;
+  return cacheEntryNames.chat(scope, digest);
 }

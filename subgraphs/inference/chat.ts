@@ -10,18 +10,26 @@ import type {
   ErrorCode as SchemaErrorCode,
   FinishReason as SchemaFinishReason,
 } from '../../codegen/inference.resolvers.ts';
-import { isRetired, priceUsd, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
+import { isRetired, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { cacheKey, cacheable, type CachedChat } from './chat-cache.ts';
 import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
-import type { Bucket } from '../../platform/metering/meter.ts';
-import { bucketsFor, reserve, settle, type ChatDemand } from '../../platform/metering/buckets.ts';
+import type { Demand } from '../../platform/metering/buckets.ts';
+import {
+  meteredCall,
+  meteredStream,
+  type HeldReservation,
+  type MeteredDemand,
+  type MeteringOptions,
+} from '../../platform/metering/metered-call.ts';
+import { reservationNanos } from '../../platform/metering/money.ts';
+import { NO_SPEND, priced, type Spend } from '../../platform/metering/spend.ts';
 import { emitChatUsage } from './usage.ts';
 import { checkTags } from '../../platform/metering/usage-tags.ts';
 import { abortOnReturn } from './abort-on-return.ts';
-import { ErrorCode, codedError } from '../../platform/errors.ts';
+import { ErrorCode, badInput, codedError } from '../../platform/errors.ts';
 import type { Warning } from '../../platform/serving/warnings.ts';
 import type { InferenceContext } from './context.ts';
 
@@ -32,31 +40,21 @@ export interface ServedByResult {
   attempts: number;
 }
 
-/** Token usage with what it cost at the serving version's prices. */
-export interface PricedUsage extends TokenUsage {
-  costUsd: number;
-}
-
-/** What `usage` cost at `model`'s prices, in USD, rounded to a billionth of a dollar. */
-export function priced(usage: TokenUsage, model: CatalogModel): PricedUsage {
-  return { ...usage, costUsd: priceUsd(model, usage.promptTokens, usage.completionTokens) };
-}
-
 export interface ChatCompletionResult {
   id: string;
   model: CatalogModel;
   content: string;
   toolCalls: ToolCall[];
   finishReason: SchemaFinishReason;
-  usage: PricedUsage;
+  usage: Spend;
   servedBy: ServedByResult;
   cached: boolean;
 }
 
 export type ChatStreamEventResult =
   | { __typename: 'ChatDelta'; content: string }
-  | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: PricedUsage; servedBy: ServedByResult }
-  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string; usage: PricedUsage; servedBy: ServedByResult };
+  | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: Spend; servedBy: ServedByResult }
+  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string; usage: Spend; servedBy: ServedByResult };
 
 export interface PreparedChat {
   /** The model the client named (a route's heaviest target). */
@@ -67,7 +65,7 @@ export interface PreparedChat {
   /** Set when the answer may come from, and go to, the response cache. */
   cache?: { key: string; ttlMs: number };
   /** The worst case to reserve: prompt plus maximum output, priced at the dearest target. */
-  demand: ChatDemand;
+  demand: Demand;
   /** The caller's usage tags, sorted and unique. */
   tags: string[];
   /** Prompt tokens, tool definitions included (tokenizer count). */
@@ -86,10 +84,6 @@ function recordRouting(context: InferenceContext, prepared: PreparedChat, served
 }
 
 const MAX_STOP_SEQUENCES = 4;
-
-function badInput(field: string, message: string) {
-  return codedError(ErrorCode.BAD_USER_INPUT, message, { field });
-}
 
 function toMessage(message: ChatMessageInput, index: number): ChatMessage {
   if (message.toolCalls?.length && message.role !== 'ASSISTANT')
@@ -210,10 +204,11 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
       (!request.tools || info.capabilities.includes('TOOLS')) &&
       promptTokens + reservedOutput <= info.contextWindow,
   );
+  // Without maxTokens any target may answer at its own maximum: the worst case is the largest.
   const maxOutput = input.maxTokens ?? Math.max(model.maxOutputTokens, ...targets.map(({ info }) => info.maxOutputTokens));
   const worst = { promptTokens, completionTokens: maxOutput, totalTokens: promptTokens + maxOutput };
-  const usd = Math.max(0, ...targets.map(({ info }) => priced(worst, info).costUsd));
-  return { model, targets, request, demand: { tokens: worst.totalTokens, usd }, tags: checkTags(input.tags), promptTokens };
+  const costNanos = Math.max(0, ...targets.map(({ info }) => reservationNanos(info.pricing, worst)));
+  return { model, targets, request, demand: { tokens: worst.totalTokens, costNanos }, tags: checkTags(input.tags), promptTokens };
 }
 
 /** Marks a prepared chat as cacheable under its key, per the request's cache control. */
@@ -266,7 +261,7 @@ function logProviderError(context: InferenceContext, error: ProviderError): void
 }
 
 export async function runChat(prepared: PreparedChat, context: InferenceContext): Promise<ChatCompletionResult> {
-  const { model, targets, request } = prepared;
+  const { model } = prepared;
   const labels = { provider: model.provider, model: model.id, mode: 'whole' };
   const startedAt = performance.now();
   const cached = await fromCache(prepared, context);
@@ -275,7 +270,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     emitChatUsage(context, {
       kind: 'chat',
       model,
-      usage: NOTHING,
+      usage: NO_SPEND,
       startedAt,
       timeToFirstTokenMs: null,
       outcome: 'cached',
@@ -283,8 +278,19 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
     });
     return cached;
   }
-  const reserved = await reserveOrCount(context, prepared);
-  let used: PricedUsage | undefined;
+  const call = { labels, startedAt };
+  return meteredCall(context, reservationOf(prepared), (held) => generate(prepared, context, held, call), countingRefusals(context));
+}
+
+/** One whole chat, not from the cache: called, settled and its usage emitted. */
+async function generate(
+  prepared: PreparedChat,
+  context: InferenceContext,
+  held: HeldReservation,
+  { labels, startedAt }: { labels: { provider: string; model: string; mode: string }; startedAt: number },
+): Promise<ChatCompletionResult> {
+  const { model, targets, request } = prepared;
+  let used: Spend | undefined;
   let servedModel = model;
   let outcome = 'ok';
   const stopTimer = context.metrics.duration.startTimer(labels);
@@ -308,7 +314,7 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
         context.log.warn({ err: error }, 'response cache unavailable; answer not stored');
       });
     }
-    used = priced(result.usage, served.target);
+    used = priced(result.usage, served.target.pricing);
     return {
       id: result.id ?? `chat-${randomUUID()}`,
       model,
@@ -330,11 +336,11 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
   } finally {
     stopTimer();
     // To the real usage; a failed call used nothing.
-    await settleOrLog(context, reserved, used ?? NOTHING, servedModel);
+    await held.settle(used ?? NO_SPEND, servedModel);
     emitChatUsage(context, {
       kind: 'chat',
       model: servedModel,
-      usage: used ?? NOTHING,
+      usage: used ?? NO_SPEND,
       startedAt,
       timeToFirstTokenMs: null,
       outcome,
@@ -343,36 +349,19 @@ export async function runChat(prepared: PreparedChat, context: InferenceContext)
   }
 }
 
-/** Reserves a call's worst case; a refusal is counted by limit and scope, then thrown. */
-async function reserveOrCount(context: InferenceContext, prepared: PreparedChat): Promise<Bucket[]> {
-  try {
-    return await reserve(
-      context.meter,
-      bucketsFor(
-        context.principal,
-        prepared.targets.map(({ info }) => info),
-        prepared.demand,
-        context.metering,
-      ),
-    );
-  } catch (error) {
-    const extensions = (error as { extensions?: { limit?: string; scope?: string } }).extensions;
-    if (extensions?.limit && extensions.scope) context.metrics.meterRejections.inc({ limit: extensions.limit, scope: extensions.scope });
-    throw error;
-  }
-}
-
-const NOTHING: PricedUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0, costUsd: 0 };
-
 /**
- * Settles a reservation to what the call used (the model buckets of targets that did not serve it
- * to nothing); a failure is logged (the window's end releases what it holds).
+ * A chat reserves in the limits of every version that may serve it (a route's targets and
+ * fallbacks); settling keeps the tokens in the serving version's bucket only, and refunds the rest.
  */
-async function settleOrLog(context: InferenceContext, reserved: Bucket[], usage: PricedUsage, servedBy?: CatalogModel): Promise<void> {
-  await settle(context.meter, reserved, usage, usage.costUsd, servedBy && targetKey(servedBy)).catch((error: unknown) =>
-    context.log.error({ err: error }, 'could not settle a reservation'),
-  );
-}
+const reservationOf = (prepared: PreparedChat): MeteredDemand => ({
+  models: prepared.targets.map(({ info }) => info),
+  demand: prepared.demand,
+});
+
+/** Refusals are counted by limit and scope. */
+const countingRefusals = (context: InferenceContext): MeteringOptions => ({
+  onRefused: (refusal) => context.metrics.meterRejections.inc(refusal),
+});
 
 /** Assembles streamed tool-call fragments by index. */
 class ToolCallAssembler {
@@ -395,42 +384,25 @@ class ToolCallAssembler {
  * Streams one chat as GraphQL events. Ends after exactly one ChatCompleted or ChatFailed. When the
  * consumer stops early (unsubscribe, disconnect) the upstream request is aborted at once.
  */
-export async function streamChat(prepared: PreparedChat, context: InferenceContext): Promise<AsyncGenerator<ChatStreamEventResult>> {
-  // Reserved before the subscription starts: a call that cannot fit fails it, coded, before any event.
-  const reserved = await reserveOrCount(context, prepared);
-  const upstream = new AbortController();
-  let settled = false;
-  const settleOnce = (usage: PricedUsage, servedBy?: CatalogModel) => {
-    if (settled) return Promise.resolve();
-    settled = true;
-    return settleOrLog(context, reserved, usage, servedBy);
-  };
-  const events = abortOnReturn(chatEvents(prepared, context, upstream, settleOnce), upstream);
-  let started = false;
-  // A stream ended before its first read never runs its own `finally`: release the reservation here.
-  const wrapped: AsyncGenerator<ChatStreamEventResult> = {
-    next: (...args) => {
-      started = true;
-      return events.next(...args);
+export function streamChat(prepared: PreparedChat, context: InferenceContext): Promise<AsyncGenerator<ChatStreamEventResult>> {
+  // Reserved before the subscription starts: a call that cannot fit fails it, coded, before any
+  // event. The stream settles when it ends; one ended before its first read releases it at once.
+  return meteredStream(
+    context,
+    reservationOf(prepared),
+    (held) => {
+      const upstream = new AbortController();
+      return abortOnReturn(chatEvents(prepared, context, upstream, held), upstream);
     },
-    return: async (value) => {
-      if (!started) await settleOnce(NOTHING);
-      return events.return(value);
-    },
-    throw: async (error) => {
-      if (!started) await settleOnce(NOTHING);
-      return events.throw(error);
-    },
-    [Symbol.asyncIterator]: () => wrapped,
-  };
-  return wrapped;
+    countingRefusals(context),
+  );
 }
 
 async function* chatEvents(
   prepared: PreparedChat,
   context: InferenceContext,
   upstream: AbortController,
-  settleOnce: (usage: PricedUsage, servedBy?: CatalogModel) => Promise<void>,
+  held: HeldReservation,
 ): AsyncGenerator<ChatStreamEventResult> {
   const { model, targets, request } = prepared;
   const onCallerGone = () => upstream.abort(new Error('caller went away'));
@@ -449,7 +421,7 @@ async function* chatEvents(
     return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
   };
   /** What the stream used, as reported (or counted, for a failure); settled when it ends. */
-  let used: PricedUsage | undefined;
+  let used: Spend | undefined;
   let outcome = 'cancelled';
   let timeToFirstTokenMs: number | null = null;
   let reachedProvider = false;
@@ -476,7 +448,7 @@ async function* chatEvents(
           break;
         case 'finish':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: 'ok' });
-          used = priced(part.usage, served.model);
+          used = priced(part.usage, served.model.pricing);
           outcome = 'ok';
           yield {
             __typename: 'ChatCompleted',
@@ -489,14 +461,14 @@ async function* chatEvents(
         case 'error':
           context.metrics.calls.inc({ ...labels, provider: served.provider, mode: 'stream', outcome: part.error.code });
           logProviderError(context, part.error);
-          used = priced(deliveredUsage(), served.model);
+          used = priced(deliveredUsage(), served.model.pricing);
           outcome = part.error.code;
           yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: used, servedBy: served };
           return;
       }
     }
     if (!upstream.signal.aborted) {
-      used = priced(deliveredUsage(), served.model);
+      used = priced(deliveredUsage(), served.model.pricing);
       outcome = ErrorCode.UPSTREAM_STREAM_INTERRUPTED;
       yield {
         __typename: 'ChatFailed',
@@ -509,8 +481,8 @@ async function* chatEvents(
   } finally {
     // A stream the caller left pays for what was delivered until then.
     // Once a provider took the call, the prompt (and what was delivered) is paid for.
-    const final = used ?? (reachedProvider || delivered ? priced(deliveredUsage(), served.model) : NOTHING);
-    await settleOnce(final, served.model);
+    const final = used ?? (reachedProvider || delivered ? priced(deliveredUsage(), served.model.pricing) : NO_SPEND);
+    await held.settle(final, served.model);
     emitChatUsage(context, {
       kind: 'chat_stream',
       model: served.model,

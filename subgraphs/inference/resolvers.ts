@@ -1,12 +1,12 @@
 import type { Resolvers } from '../../codegen/inference.resolvers.ts';
 import { isRetired, targetKey } from '../../providers/catalog.ts';
+import { cacheEntryNames } from '../../platform/redis/keys.ts';
 import { asPayloads } from '../../platform/serving/subscription-payloads.ts';
 import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
 import { modelReachable } from '../../providers/model-permissions.ts';
 
-/** Whose cached answers a caller may read: its tenant's, unless the deployment shares one cache. */
-const cacheScope = (context: InferenceContext) => (context.cacheShared ? 'shared' : `tenant:${context.principal.tenantId}`);
+const cacheScope = (context: InferenceContext) => cacheEntryNames.scope(context.cacheShared, context.principal.tenantId);
 
 /** Prepares a chat and warns when the version it names is deprecated (the one that answers warns too). */
 function prepare(input: Parameters<typeof prepareChat>[1], context: InferenceContext): PreparedChat {

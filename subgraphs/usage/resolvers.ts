@@ -1,13 +1,14 @@
 import type { Resolvers } from '../../codegen/usage.resolvers.ts';
-import { ErrorCode, codedError } from '../../platform/errors.ts';
+import { ErrorCode, badInput, codedError } from '../../platform/errors.ts';
 import { isPlatformAdmin, type Principal } from '../../platform/identity/principal.ts';
 import type { UsageFilter, UsageTotals } from './usage-store.ts';
 import { tenantBucketKeys } from '../../platform/metering/buckets.ts';
+import { nanosToUsd, usdToNanos } from '../../platform/metering/money.ts';
 import type { UsageContext } from './context.ts';
 
 function time(field: string, value: string): Date {
   const parsed = new Date(value);
-  if (Number.isNaN(parsed.getTime())) throw codedError(ErrorCode.BAD_USER_INPUT, `${field} must be an ISO-8601 time`, { field });
+  if (Number.isNaN(parsed.getTime())) throw badInput(field, `${field} must be an ISO-8601 time`);
   return parsed;
 }
 
@@ -60,18 +61,19 @@ export const resolvers: Resolvers = {
         throw codedError(ErrorCode.FORBIDDEN, 'a tenant reads only its own budget');
       const limits = context.metering.tenants[tenant.id] ?? {};
       const keys = tenantBucketKeys(context.metering, tenant.id);
-      const [tokens, dayMicro, monthMicro] = await context.meter.used([keys.tokensThisMinute, keys.usdToday.key, keys.usdThisMonth.key]);
-      const usd = (micro: number) => micro! / 1_000_000;
-      const remaining = (limit: number | undefined, spent: number) => (limit === undefined ? null : Math.max(limit - spent, 0));
+      // Buckets hold nano-dollars: reservations in flight and what calls settled to.
+      const [tokens, today, thisMonth] = await context.meter.used([keys.tokensThisMinute, keys.usdToday.key, keys.usdThisMonth.key]);
+      const remaining = (limitUsd: number | undefined, spentNanos: number) =>
+        limitUsd === undefined ? null : nanosToUsd(Math.max(usdToNanos(limitUsd) - spentNanos, 0));
       return {
         tokensPerMinute: limits.tokensPerMinute ?? null,
         tokensUsedThisMinute: tokens!,
         usdPerDay: limits.usdPerDay ?? null,
-        usdSpentToday: usd(dayMicro!),
-        usdRemainingToday: remaining(limits.usdPerDay, usd(dayMicro!)),
+        usdSpentToday: nanosToUsd(today!),
+        usdRemainingToday: remaining(limits.usdPerDay, today!),
         usdPerMonth: limits.usdPerMonth ?? null,
-        usdSpentThisMonth: usd(monthMicro!),
-        usdRemainingThisMonth: remaining(limits.usdPerMonth, usd(monthMicro!)),
+        usdSpentThisMonth: nanosToUsd(thisMonth!),
+        usdRemainingThisMonth: remaining(limits.usdPerMonth, thisMonth!),
         dayResetsAt: new Date(keys.usdToday.resetAt).toISOString(),
         monthResetsAt: new Date(keys.usdThisMonth.resetAt).toISOString(),
       };

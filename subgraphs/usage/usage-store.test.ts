@@ -4,17 +4,10 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { codeOf } from '../../platform/errors.ts';
 import { usageKeys } from '../../platform/redis/keys.ts';
 import type { UsageEvent, UsageSink } from '../../platform/metering/usage-event.ts';
-import {
-  MemoryUsageStore,
-  RedisUsageSink,
-  RedisUsageStore,
-  type UsageFilter,
-  type UsageGroup,
-  type UsageReport,
-  type UsageRow,
-  type UsageStore,
-  type UsageTotals,
-} from './usage-store.ts';
+import { RedisUsageSink } from '../../platform/metering/usage-stream.ts';
+import { MemoryUsageStore } from './memory-usage-store.ts';
+import { RedisUsageStore } from './redis-usage-store.ts';
+import type { UsageFilter, UsageGroup, UsageReport, UsageRow, UsageStore, UsageTotals } from './usage-store.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
