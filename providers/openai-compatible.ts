@@ -219,7 +219,7 @@ class OpenAICompatibleChatModel implements ChatModel {
       }
       const { error, choices } = chunk.value;
       if (error) {
-        yield { type: 'error', error: midStreamError(this.provider, error.message) };
+        yield { type: 'error', error: midStreamError(this.provider, this.transport.redact(error.message)) };
         return;
       }
       if (chunk.value.usage) usage = toUsage(chunk.value.usage);
@@ -280,6 +280,8 @@ class OpenAICompatibleEmbeddingModel implements EmbeddingModel {
 /** Shared by the chat and embedding models of one provider: base URL, auth, the pooled client. */
 class OpenAICompatibleTransport extends HttpClient {
   readonly #headers: Record<string, string>;
+  /** Every credential this transport sends (a key, or an Azure key or Entra token), never repeated in an error. */
+  readonly #secrets: string[];
 
   constructor(private readonly settings: OpenAICompatibleSettings) {
     super(settings.name, settings.timeouts);
@@ -287,6 +289,13 @@ class OpenAICompatibleTransport extends HttpClient {
       ...settings.headers,
       ...(settings.authHeaders ?? (settings.apiKey && { authorization: `Bearer ${settings.apiKey}` })),
     };
+    const credentials = [settings.apiKey, ...Object.values(settings.authHeaders ?? {}).map((value) => value.replace(/^Bearer /, ''))];
+    this.#secrets = credentials.filter((secret): secret is string => Boolean(secret));
+  }
+
+  /** `message` with every credential of this transport replaced by `[redacted]`. */
+  redact(message: string | undefined): string | undefined {
+    return redact(message, ...this.#secrets);
   }
 
   /** POSTs and returns a 2xx response; any other status becomes a ProviderError. */
@@ -297,7 +306,7 @@ class OpenAICompatibleTransport extends HttpClient {
   }
 
   async #refusal(response: Response): Promise<ProviderError> {
-    const message = redact(await readErrorMessage(response, errorMessageOf), this.settings.apiKey);
+    const message = this.redact(await readErrorMessage(response, errorMessageOf));
     return errorFromStatus(this.settings.name, response.status, response.headers, message);
   }
 }

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatRequest, ChatStreamPart, Provider } from '../providers/contract.ts';
+import type { ProviderError } from '../providers/errors.ts';
 import { countTextTokens } from '../providers/tokens.ts';
 import { CONFORMANCE_TARGETS } from './conformance/targets.ts';
 import type { ConformanceSubject } from './conformance/target.ts';
@@ -144,6 +145,15 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
     const parts = await collect(chat().stream(hello, options()));
     expect(text(parts)).toBe('a b ');
     expect(parts.at(-1)).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_UNAVAILABLE', retryable: false } });
+  });
+
+  it('never repeats the API key from an error event inside the stream', async () => {
+    subject.emulator.script({ kind: 'chat', content: 'a b c', errorAfterChunks: 1, errorMessage: `quota exceeded for key ${API_KEY}` });
+    const failure = (await collect(chat().stream(hello, options()))).at(-1);
+    expect(failure).toMatchObject({ type: 'error', error: { code: 'UPSTREAM_UNAVAILABLE' } });
+    const error = (failure as { error: ProviderError }).error;
+    expect(error.upstreamMessage).toContain('[redacted]');
+    expect(JSON.stringify({ ...error, message: error.message })).not.toContain(API_KEY);
   });
 
   it('reports malformed upstream data as a bad response, streamed and whole', async () => {

@@ -155,7 +155,7 @@ async function streamMessage(response: ServerResponse, answer: ScriptedChat, bod
         sseEvent(`{"type": "content_block_delta", "index": ${index}, "delta": {"type": "text_delta", "text": "bro`, {
           event: 'content_block_delta',
         }),
-      error: () => event({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }),
+      error: () => event({ type: 'error', error: { type: 'overloaded_error', message: answer.errorMessage ?? 'Overloaded' } }),
     });
     if (!whole) return;
     send({ type: 'content_block_stop', index: index++ });

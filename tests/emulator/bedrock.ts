@@ -267,7 +267,10 @@ async function streamConverse(response: ServerResponse, answer: ScriptedChat, bo
     cut: (frame) => frame.subarray(0, frame.length >> 1),
     malformed: corruptFrame,
     error: () =>
-      exceptionFrame('internalServerException', 'The system encountered an unexpected error during processing. Try your request again.'),
+      exceptionFrame(
+        'internalServerException',
+        answer.errorMessage ?? 'The system encountered an unexpected error during processing. Try your request again.',
+      ),
   });
   if (!whole) return;
   const hasText = answer.content !== '';

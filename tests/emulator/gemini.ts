@@ -150,7 +150,10 @@ async function streamContent(response: ServerResponse, answer: ScriptedChat, bod
   };
   const breaks = {
     malformed: () => googleEvent('{"candidates": [{"content": {"parts": [{"text": "bro'),
-    error: () => googleEvent(googleError(500)),
+    error: () => {
+      const failure = googleError(500);
+      return googleEvent(answer.errorMessage ? { error: { ...failure.error, message: answer.errorMessage } } : failure);
+    },
   };
   if (await playChunks(response, answer, frames, send, breaks, (frame) => frame.content)) response.end();
 }

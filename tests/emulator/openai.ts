@@ -78,7 +78,10 @@ async function streamCompletion(response: ServerResponse, answer: ScriptedChat, 
     (piece) => send({ choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] }),
     {
       malformed: () => event('{"choices": [{"delta": {"content": "bro'),
-      error: () => event({ error: { message: 'The server had an error while processing your request.', type: 'server_error' } }),
+      error: () =>
+        event({
+          error: { message: answer.errorMessage ?? 'The server had an error while processing your request.', type: 'server_error' },
+        }),
     },
   );
   if (!whole) return;

@@ -24,6 +24,8 @@ export interface ScriptedChat {
   stallAfterChunks?: number;
   /** Streaming: send the provider's in-stream error event after this many content chunks. */
   errorAfterChunks?: number;
+  /** Streaming: the in-stream error event's message (default: the provider's usual one). */
+  errorMessage?: string;
   /** Non-streaming: send a body that is not JSON. */
   malformedBody?: boolean;
   /** Non-streaming: send the headers and half the body, then go silent. */
