@@ -408,7 +408,8 @@ const routingSchema = z
   .strict()
   .prefault({});
 
-const LOCAL_MODELS: z.input<typeof modelSchema>[] = [
+/** The models a config without `models` serves: both on the local provider. */
+export const LOCAL_MODELS: z.input<typeof modelSchema>[] = [
   {
     id: 'echo',
     provider: 'local',

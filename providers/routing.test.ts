@@ -60,6 +60,17 @@ const target = (model: ReturnType<typeof scripted>): Target<string> => ({ key: m
 const options = () => ({ signal: new AbortController().signal, requestId: 'r' });
 const request = { messages: [{ role: 'user' as const, content: 'hi' }] };
 
+/** A model whose streams break right after their first token. */
+const cutAfterFirstToken = (modelId: string): ChatModel => ({
+  provider: 'p',
+  modelId,
+  generate: () => Promise.reject(new Error('unused')),
+  async *stream() {
+    yield { type: 'text-delta', text: 'partial' };
+    yield { type: 'error', error: new ProviderError('cut', { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: 'p', retryable: false }) };
+  },
+});
+
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -155,15 +166,7 @@ describe('routing', () => {
   });
 
   it('counts failures after the first token against the target, so a target that always cuts streams opens', async () => {
-    const cutter: ChatModel = {
-      provider: 'p',
-      modelId: 'cutter',
-      generate: () => Promise.reject(new Error('unused')),
-      async *stream() {
-        yield { type: 'text-delta', text: 'partial' };
-        yield { type: 'error', error: new ProviderError('cut', { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: 'p', retryable: false }) };
-      },
-    };
+    const cutter = cutAfterFirstToken('cutter');
     const router = new Router({ ...settings, breakerFailures: 2 });
     for (let call = 0; call < 2; call++)
       for await (const _part of router.stream([{ key: 'cutter', chat: cutter, info: 'cutter' }], request, options())) void _part;
@@ -331,15 +334,7 @@ describe('routing', () => {
   });
 
   it('never switches targets after the first token: a later failure ends the stream', async () => {
-    const failing: ChatModel = {
-      provider: 'p',
-      modelId: 'midway',
-      generate: () => Promise.reject(new Error('unused')),
-      async *stream() {
-        yield { type: 'text-delta', text: 'partial' };
-        yield { type: 'error', error: new ProviderError('cut', { code: 'UPSTREAM_STREAM_INTERRUPTED', provider: 'p', retryable: false }) };
-      },
-    };
+    const failing = cutAfterFirstToken('midway');
     const fallback = scripted('fallback');
     const parts = [];
     for await (const part of new Router(settings).stream(

@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AgentDefinition } from '../subgraphs/agents/records.ts';
 import { postGraphQL, startTestStack, type GraphQLResponse, type TestStack } from './support/stack.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -27,21 +28,12 @@ const AGENT = `query Agent($name: String!) { agent(name: $name) { ${AGENT_FIELDS
 const START = 'mutation Start($input: StartAgentRunInput!) { startAgentRun(input: $input) { run { id status tags } } }';
 const CREATE_KEY = 'mutation CreateKey($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }';
 
-interface AgentView {
+/** An agent as the API shows it: the stored definition, with its id, tenant and tools' parameters. */
+type AgentView = Omit<AgentDefinition, 'tenantId' | 'tools'> & {
   id: string;
-  name: string;
   tenant: { id: string } | null;
-  model: string;
-  instructions: string;
   tools: { name: string; description: string; document: string; parameters: string }[];
-  maxSteps: number;
-  maxTokens: number | null;
-  maxUsd: number | null;
-  maxWallTimeSeconds: number;
-  configured: boolean;
-  createdAt: string;
-  updatedAt: string;
-}
+};
 
 type Body<T> = GraphQLResponse<T>['body'];
 

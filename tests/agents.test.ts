@@ -9,8 +9,8 @@ import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { RedisRunStore } from '../subgraphs/agents/redis-run-store.ts';
-import { NO_SPEND as NO_USAGE } from '../platform/metering/spend.ts';
-import type { AgentRunRecord } from '../subgraphs/agents/records.ts';
+import type { AgentToolDefinition } from '../subgraphs/agents/records.ts';
+import { agentDefinition, runningRun } from './support/agent-records.ts';
 import { spawnModelgraph, writeConfig, type ModelgraphProcess } from './support/process.ts';
 import { TEST_MODELS, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
@@ -151,6 +151,12 @@ async function runState(stack: TestStack, id: string, headers: Record<string, st
   expect(body.errors).toBeUndefined();
   return body.data?.agentRun;
 }
+
+/** An agent of the platform tenant as the store keeps it, made now: two steps of gpt-test. */
+const platformAgent = (name: string, tools: AgentToolDefinition[] = []) => {
+  const now = new Date().toISOString();
+  return agentDefinition({ tenantId: 'platform', name, instructions: 'x', tools, maxSteps: 2, createdAt: now, updatedAt: now });
+};
 
 const chatRequests = (stack: TestStack) => stack.emulator.requests.filter((request) => request.path.endsWith('/chat/completions'));
 /** The tool results the model was given in a request, by tool call id. */
@@ -589,38 +595,17 @@ describe('agent runs', () => {
     // A run left RUNNING by a replica that is gone: stored, with no lease held.
     const store = new RedisRunStore(redis, prefix);
     const id = `run_${randomUUID()}`;
-    const now = new Date().toISOString();
-    const agent = {
-      tenantId: 'platform',
-      name: 'gone',
-      model: 'gpt-test',
-      instructions: 'x',
-      tools: [],
-      maxSteps: 2,
-      maxTokens: null,
-      maxUsd: null,
-      maxWallTimeSeconds: 60,
-      configured: false,
-      createdAt: now,
-      updatedAt: now,
-    };
-    const run: AgentRunRecord = {
+    const agent = platformAgent('gone');
+    const run = runningRun({
       id,
       tenantId: 'platform',
       owner: 'someone',
       keyId: null,
       agent,
       input: 'x',
-      tags: [],
-      status: 'RUNNING',
-      output: null,
-      error: null,
-      steps: [],
-      usage: NO_USAGE,
-      createdAt: now,
-      startedAt: now,
-      finishedAt: null,
-    };
+      createdAt: agent.createdAt,
+      startedAt: agent.createdAt,
+    });
     await store.create(run);
     expect(await runState(stack, id)).toMatchObject({ status: 'FAILED', error: { code: 'INTERNAL_SERVER_ERROR' } });
     expect((await followRun(stack, id)).map((event) => event.status)).toEqual(['FAILED']);
@@ -680,21 +665,7 @@ describe('agent runs', () => {
 
   it('still lists an agent whose stored tool the API no longer accepts, saying so', async () => {
     const { stack, prefix } = await agentStack();
-    const now = new Date().toISOString();
-    const stale = {
-      tenantId: 'platform',
-      name: 'stale',
-      model: 'gpt-test',
-      instructions: 'x',
-      tools: [{ name: 'gone', description: null, document: 'query { removedField }' }],
-      maxSteps: 2,
-      maxTokens: null,
-      maxUsd: null,
-      maxWallTimeSeconds: 60,
-      configured: false,
-      createdAt: now,
-      updatedAt: now,
-    };
+    const stale = platformAgent('stale', [{ name: 'gone', description: null, document: 'query { removedField }' }]);
     await redis.hset(`${prefix}{agents}:definitions:platform`, 'stale', JSON.stringify(stale));
     const { body } = await postGraphQL<{ agents: { name: string; tools: { description: string }[] }[] }>(
       stack.url,

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { nanosToUsd } from '../platform/metering/money.ts';
 import { countChatTokens } from '../providers/tokens.ts';
-import { TEST_MODELS, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import { TEST_MODELS, collectSubscription, emulatedEmbeddingModel, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
@@ -147,15 +147,7 @@ describe('budgets and token limits', () => {
 
 describe('embeddings under budgets', () => {
   it('refuses an embeddings request over the key’s tokens per minute before any provider call, and settles cached inputs to nothing', async () => {
-    const embed = {
-      id: 'embed-metered',
-      provider: 'emulated',
-      version: '1',
-      capabilities: ['EMBEDDINGS'],
-      contextWindow: 64,
-      maxOutputTokens: 1,
-      dimensions: 8,
-    };
+    const embed = emulatedEmbeddingModel('embed-metered');
     const prefix = `mg-test:${randomUUID()}:`;
     stack = await startTestStack({
       redis: { url: REDIS_URL, keyPrefix: prefix },

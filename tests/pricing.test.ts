@@ -1,6 +1,7 @@
 /** Every answer carries what it cost at the serving version's configured prices. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { collectSubscription, postGraphQL, startTestStack, TEST_MODELS, type TestStack } from './support/stack.ts';
+import type { TokenUsage as Usage } from '../codegen/inference.resolvers.ts';
+import { collectSubscription, emulatedEmbeddingModel, postGraphQL, startTestStack, TEST_MODELS, type TestStack } from './support/stack.ts';
 
 let stack: TestStack | undefined;
 afterEach(async () => {
@@ -8,12 +9,6 @@ afterEach(async () => {
   stack = undefined;
 });
 
-interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-  costUsd: number;
-}
 // gpt-test costs 2.5 USD per million input tokens and 10 per million output tokens.
 const costOf = (usage: Usage) => (usage.promptTokens * 2.5 + usage.completionTokens * 10) / 1_000_000;
 const CHAT = 'mutation($input: ChatInput!) { chat(input: $input) { cached usage { promptTokens completionTokens totalTokens costUsd } } }';
@@ -45,16 +40,7 @@ describe('usage cost', () => {
   });
 
   it('prices embeddings by their input tokens, and cached inputs at nothing', async () => {
-    const priced = {
-      id: 'embed-priced',
-      provider: 'emulated',
-      version: '1',
-      capabilities: ['EMBEDDINGS'],
-      contextWindow: 64,
-      maxOutputTokens: 1,
-      dimensions: 8,
-      pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 },
-    };
+    const priced = emulatedEmbeddingModel('embed-priced', { pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 } });
     stack = await startTestStack({ models: [...TEST_MODELS, priced], embeddings: { batchWindowMs: 0 } });
     const query =
       '{ embeddings(input: {model: "embed-priced", inputs: ["one two three"]}) { usage { promptTokens costUsd cachedInputs } } }';

@@ -16,6 +16,11 @@ afterEach(async () => {
 
 const chat = (model: string) =>
   postGraphQL<ChatMutation>(stack!.url, print(ChatDocument), { input: { model, messages: [{ role: 'USER', content: 'route me' }] } });
+const stream = (model: string, content: string) =>
+  collectSubscription<ChatStreamSubscription>(stack!.ws(), {
+    query: print(ChatStreamDocument),
+    variables: { input: { model, messages: [{ role: 'USER', content }] } },
+  });
 const upstreamModels = () => stack!.emulator.requests.map((request) => request.body.model);
 const health = async (ref: string) =>
   (
@@ -25,6 +30,17 @@ const health = async (ref: string) =>
       { id: ref },
     )
   ).body.data?.model.health.circuit;
+
+/** A version of a chat model on the local provider (4096-token context, 32 out); `extra` adds status fields. */
+const localVersion = (id: string, version: string, extra: Record<string, unknown> = {}) => ({
+  id,
+  provider: 'local',
+  version,
+  capabilities: ['CHAT'],
+  contextWindow: 4096,
+  maxOutputTokens: 32,
+  ...extra,
+});
 
 const resilient = {
   routes: { resilient: { targets: [{ model: 'gpt-test@2024-08-06' }], fallbacks: ['backup@1'] } },
@@ -48,10 +64,7 @@ describe('routing through the stack', () => {
   it('falls back before the first token of a stream', async () => {
     stack = await startTestStack(resilient);
     stack.emulator.script({ kind: 'error', status: 503 }, { kind: 'error', status: 503 });
-    const { results } = await collectSubscription<ChatStreamSubscription>(stack.ws(), {
-      query: print(ChatStreamDocument),
-      variables: { input: { model: 'resilient', messages: [{ role: 'USER', content: 'stream me' }] } },
-    });
+    const { results } = await stream('resilient', 'stream me');
     const last = results.at(-1)?.data?.chatStream;
     expect(last).toMatchObject({ __typename: 'ChatCompleted', servedBy: { provider: 'backup', attempts: 3 } });
   });
@@ -62,10 +75,7 @@ describe('routing through the stack', () => {
   ])('falls back when the primary stream fails with %s before its first token', async (_name, failure) => {
     stack = await startTestStack({ ...resilient, routing: { ...resilient.routing, attemptsPerTarget: 1 } });
     stack.emulator.script({ kind: 'chat', content: 'never delivered', ...failure });
-    const { results } = await collectSubscription<ChatStreamSubscription>(stack.ws(), {
-      query: print(ChatStreamDocument),
-      variables: { input: { model: 'resilient', messages: [{ role: 'USER', content: 'stream me' }] } },
-    });
+    const { results } = await stream('resilient', 'stream me');
     expect(results.at(-1)?.data?.chatStream).toMatchObject({ __typename: 'ChatCompleted', servedBy: { provider: 'backup', attempts: 2 } });
     expect(upstreamModels()).toEqual(['gpt-test-upstream', 'backup-upstream']);
   });
@@ -137,29 +147,9 @@ describe('routing through the stack', () => {
   it('refuses a deprecated version once its sunset date has come, and warns when a deprecated fallback answers', async () => {
     stack = await startTestStack({
       models: [
-        {
-          id: 'echo',
-          provider: 'local',
-          version: '1',
-          capabilities: ['CHAT'],
-          contextWindow: 4096,
-          maxOutputTokens: 32,
-          status: 'DEPRECATED',
-          sunset: '2000-01-01',
-          replacement: 'echo@2',
-        },
-        { id: 'echo', provider: 'local', version: '2', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, default: true },
-        {
-          id: 'old',
-          provider: 'local',
-          upstream: 'echo',
-          version: '1',
-          capabilities: ['CHAT'],
-          contextWindow: 4096,
-          maxOutputTokens: 32,
-          status: 'DEPRECATED',
-          sunset: '2999-01-01',
-        },
+        localVersion('echo', '1', { status: 'DEPRECATED', sunset: '2000-01-01', replacement: 'echo@2' }),
+        localVersion('echo', '2', { default: true }),
+        localVersion('old', '1', { upstream: 'echo', status: 'DEPRECATED', sunset: '2999-01-01' }),
         { id: 'gpt-test', provider: 'emulated', version: '1', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32 },
       ],
       routes: { guarded: { targets: [{ model: 'gpt-test@1' }], fallbacks: ['old@1'] } },
@@ -177,28 +167,9 @@ describe('routing through the stack', () => {
   it('serves a bare id by its default version and a pin by exactly that version, warns about a deprecated one, and refuses a retired one by name', async () => {
     stack = await startTestStack({
       models: [
-        {
-          id: 'echo',
-          provider: 'local',
-          version: '1',
-          capabilities: ['CHAT'],
-          contextWindow: 4096,
-          maxOutputTokens: 32,
-          status: 'RETIRED',
-          replacement: 'echo@2',
-        },
-        { id: 'echo', provider: 'local', version: '2', capabilities: ['CHAT'], contextWindow: 4096, maxOutputTokens: 32, default: true },
-        {
-          id: 'echo',
-          provider: 'local',
-          version: '3',
-          capabilities: ['CHAT'],
-          contextWindow: 4096,
-          maxOutputTokens: 32,
-          status: 'DEPRECATED',
-          sunset: '2027-01-31',
-          replacement: 'echo@2',
-        },
+        localVersion('echo', '1', { status: 'RETIRED', replacement: 'echo@2' }),
+        localVersion('echo', '2', { default: true }),
+        localVersion('echo', '3', { status: 'DEPRECATED', sunset: '2027-01-31', replacement: 'echo@2' }),
       ],
     });
     expect((await chat('echo')).body.data?.chat.servedBy.version).toBe('2');
@@ -211,10 +182,7 @@ describe('routing through the stack', () => {
       expect.objectContaining({ code: 'MODEL_DEPRECATED', model: 'echo@3', sunset: '2027-01-31', replacement: 'echo@2' }),
     ]);
     expect(((await chat('echo')).body as { extensions?: { warnings?: unknown[] } }).extensions?.warnings).toBeUndefined();
-    const streamed = await collectSubscription<ChatStreamSubscription>(stack.ws(), {
-      query: print(ChatStreamDocument),
-      variables: { input: { model: 'echo@3', messages: [{ role: 'USER', content: 'hi' }] } },
-    });
+    const streamed = await stream('echo@3', 'hi');
     const streamedWarnings = streamed.results.flatMap(
       (result) => (result as { extensions?: { warnings?: unknown[] } }).extensions?.warnings ?? [],
     );

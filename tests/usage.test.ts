@@ -4,19 +4,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TEST_MODELS, collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+import type { TokenUsage as Usage } from '../codegen/inference.resolvers.ts';
+import { TEST_MODELS, collectSubscription, emulatedEmbeddingModel, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const EMBED = {
-  id: 'embed-test',
-  provider: 'emulated',
-  version: '1',
-  capabilities: ['EMBEDDINGS'],
-  contextWindow: 64,
-  maxOutputTokens: 1,
-  dimensions: 8,
-  pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 },
-};
+const EMBED = emulatedEmbeddingModel('embed-test', { pricing: { inputPerMillionTokens: 0.02, outputPerMillionTokens: 0 } });
 
 let stack: TestStack | undefined;
 afterEach(async () => {
@@ -24,12 +16,6 @@ afterEach(async () => {
   stack = undefined;
 });
 
-interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-  costUsd: number;
-}
 const USAGE_FIELDS = 'promptTokens completionTokens totalTokens costUsd';
 const range = () => ({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() });
 

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentKeys } from '../../platform/redis/keys.ts';
 import { MemoryAgentStore, RedisAgentStore, type AgentStore } from './agent-store.ts';
+import { agentDefinition } from '../../tests/support/agent-records.ts';
 import type { AgentDefinition } from './records.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -16,23 +17,9 @@ const implementations: [string, () => AgentStore][] = [
   ['memory', () => new MemoryAgentStore()],
 ];
 
-function agent(overrides: Partial<AgentDefinition> = {}): AgentDefinition {
-  return {
-    tenantId: 'acme',
-    name: 'researcher',
-    model: 'gpt-test',
-    instructions: 'Answer briefly.',
-    tools: [{ name: 'models', description: null, document: 'query { models { id } }' }],
-    maxSteps: 4,
-    maxTokens: 10_000,
-    maxUsd: null,
-    maxWallTimeSeconds: 60,
-    configured: false,
-    createdAt: '2026-03-01T12:00:00.000Z',
-    updatedAt: '2026-03-01T12:00:00.000Z',
-    ...overrides,
-  };
-}
+/** acme's researcher, with one tool and a token limit. */
+const agent = (overrides: Partial<AgentDefinition> = {}): AgentDefinition =>
+  agentDefinition({ tools: [{ name: 'models', description: null, document: 'query { models { id } }' }], maxTokens: 10_000, ...overrides });
 
 describe.each(implementations)('%s agent store', (_name, create) => {
   it('creates an agent once, keeping every field, and finds it by tenant and name', async () => {

@@ -3,7 +3,8 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentKeys } from '../../platform/redis/keys.ts';
 import { NO_SPEND as NO_USAGE } from '../../platform/metering/spend.ts';
-import type { AgentDefinition, AgentRunEventRecord, AgentRunRecord, AgentRunStatus, StoredRunEvent } from './records.ts';
+import { RECORDED_AT, runningRun } from '../../tests/support/agent-records.ts';
+import type { AgentRunEventRecord, AgentRunStatus, StoredRunEvent } from './records.ts';
 import { MemoryRunStore } from './memory-run-store.ts';
 import { RedisRunStore } from './redis-run-store.ts';
 import { RunFinishedError, isCursor, type RunPage, type RunStore } from './run-store.ts';
@@ -51,43 +52,7 @@ const implementations: [string, () => Pair][] = [
   ],
 ];
 
-const AT = '2026-03-01T12:00:00.000Z';
-
-const AGENT: AgentDefinition = {
-  tenantId: 'acme',
-  name: 'researcher',
-  model: 'gpt-test',
-  instructions: 'Answer briefly.',
-  tools: [],
-  maxSteps: 4,
-  maxTokens: null,
-  maxUsd: null,
-  maxWallTimeSeconds: 60,
-  configured: false,
-  createdAt: AT,
-  updatedAt: AT,
-};
-
-function runRecord(overrides: Partial<AgentRunRecord> = {}): AgentRunRecord {
-  return {
-    id: randomUUID(),
-    tenantId: 'acme',
-    owner: 'k1',
-    keyId: 'k1',
-    agent: AGENT,
-    input: 'What is new?',
-    tags: [],
-    status: 'RUNNING',
-    output: null,
-    error: null,
-    steps: [],
-    usage: NO_USAGE,
-    createdAt: AT,
-    startedAt: AT,
-    finishedAt: null,
-    ...overrides,
-  };
-}
+const AT = RECORDED_AT;
 
 const delta = (content: string): AgentRunEventRecord => ({ type: 'TEXT_DELTA', at: AT, step: 1, content });
 
@@ -135,7 +100,7 @@ const live = () => new AbortController().signal;
 describe.each(implementations)('%s run store', (_name, pair) => {
   it('stores a run, refuses its id again, and knows nothing of other runs', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     expect(await b.get(run.id)).toEqual({ run, cursor: null });
     await expect(a.create(run)).rejects.toThrow(/exists/);
@@ -144,7 +109,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('moves the snapshot and its cursor together, and keeps both when an event comes without a snapshot', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     const first = await a.append(run.id, delta('one'), { ...run, output: 'one' });
     expect(isCursor(first)).toBe(true);
@@ -161,7 +126,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('reads after a cursor (exclusive), oldest first, at most count', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     const cursors: string[] = [];
     for (const text of ['e1', 'e2', 'e3', 'e4', 'e5']) cursors.push(await a.append(run.id, delta(text)));
@@ -178,7 +143,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('refuses events after RUN_FINISHED and for unknown runs', async () => {
     const { a } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     await a.append(run.id, finish(), { ...run, status: 'SUCCEEDED' });
     await expect(a.append(run.id, delta('late'))).rejects.toBeInstanceOf(RunFinishedError);
@@ -191,7 +156,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('follows from the start what another process appends, live, and ends after RUN_FINISHED', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     await a.append(run.id, delta('before'));
     const follower = consume(b.follow(run.id, undefined, live()));
@@ -206,7 +171,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('follows from a middle cursor', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     const first = await a.append(run.id, delta('e1'));
     await a.append(run.id, delta('e2'));
@@ -220,7 +185,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('ends at once, with nothing, when following from the final cursor or an unknown run', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     await a.append(run.id, delta('e1'));
     const last = await a.append(run.id, finish());
@@ -235,7 +200,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('gives a follower that stopped midway and one resuming from its cursor every event exactly once, while appends go on', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     for (const text of ['e1', 'e2', 'e3']) await a.append(run.id, delta(text));
 
@@ -262,7 +227,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('stops quietly when aborted while waiting, and when the store closes', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     await a.append(run.id, delta('e1'));
 
@@ -285,7 +250,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('calls the idle check while nothing arrives, and yields the RUN_FINISHED it appends', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     await a.append(run.id, delta('e1'));
     let checks = 0;
@@ -301,7 +266,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('finishes an abandoned run only when no process holds its lease, and only once', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     await a.append(run.id, delta('e1'));
     const follower = consume(b.follow(run.id, undefined, live()));
@@ -324,7 +289,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('counts a lease taken before its run was stored (so a new run is never taken for an abandoned one)', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.holdLease(run.id, 60_000);
     await a.create(run);
     expect(await b.finishIfAbandoned(run.id, finish('FAILED'), { ...run, status: 'FAILED' })).toBe(false);
@@ -336,14 +301,14 @@ describe.each(implementations)('%s run store', (_name, pair) => {
     const tag = randomUUID().slice(0, 8);
     const at = (minute: number) => `2026-03-01T12:0${minute}:00.000Z`;
     const runs = [
-      runRecord({ id: `${tag}-1`, createdAt: at(1) }),
-      runRecord({ id: `${tag}-2`, createdAt: at(2) }),
-      runRecord({ id: `${tag}-3a`, createdAt: at(3) }),
-      runRecord({ id: `${tag}-3b`, createdAt: at(3) }),
-      runRecord({ id: `${tag}-4`, createdAt: at(4) }),
+      runningRun({ id: `${tag}-1`, createdAt: at(1) }),
+      runningRun({ id: `${tag}-2`, createdAt: at(2) }),
+      runningRun({ id: `${tag}-3a`, createdAt: at(3) }),
+      runningRun({ id: `${tag}-3b`, createdAt: at(3) }),
+      runningRun({ id: `${tag}-4`, createdAt: at(4) }),
     ];
     for (const run of runs) await a.create(run);
-    await a.create(runRecord({ id: `${tag}-other`, tenantId: 'globex', createdAt: at(5) }));
+    await a.create(runningRun({ id: `${tag}-other`, tenantId: 'globex', createdAt: at(5) }));
     const ids = (page: RunPage) => page.runs.map(({ run }) => run.id.slice(tag.length + 1));
 
     const first = await b.list('acme', 2);
@@ -351,7 +316,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
     expect(first.runs[0]).toEqual({ run: runs[4], cursor: null });
     const second = await b.list('acme', 2, first.next);
     expect(ids(second)).toEqual(['3a', '2']);
-    await a.create(runRecord({ id: `${tag}-5`, createdAt: at(5) }));
+    await a.create(runningRun({ id: `${tag}-5`, createdAt: at(5) }));
     const third = await b.list('acme', 2, second.next);
     expect(ids(third)).toEqual(['1']);
     expect(third.next).toBeUndefined();
@@ -369,7 +334,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
 
   it('tells every process about a cancellation; the first reason wins, and a finished run ignores it', async () => {
     const { a, b } = pair();
-    const run = runRecord();
+    const run = runningRun();
     await a.create(run);
     expect(await a.cancelRequested(run.id)).toBeUndefined();
     const requested = new Promise<string>((resolve) => {
@@ -385,7 +350,7 @@ describe.each(implementations)('%s run store', (_name, pair) => {
     expect(await a.cancelRequested(run.id)).toBe('the user asked');
     expect(await b.cancelRequested(run.id)).toBe('the user asked');
 
-    const done = runRecord();
+    const done = runningRun();
     await a.create(done);
     await a.append(done.id, finish());
     await a.requestCancel(done.id, 'too late');
@@ -398,7 +363,7 @@ describe('Redis run store', () => {
     const prefix = `mg-test:${randomUUID()}:`;
     const store = track(new RedisRunStore(redis, prefix, { retentionSeconds: 60 }));
     const keys = agentKeys(prefix);
-    const run = runRecord();
+    const run = runningRun();
     await store.create(run);
     await store.append(run.id, delta('e1'));
     const unfinished = 60_000 + run.agent.maxWallTimeSeconds * 1000 + 86_400_000;
@@ -419,7 +384,7 @@ describe('Redis run store', () => {
     const prefix = `mg-test:${randomUUID()}:`;
     const store = track(new RedisRunStore(redis, prefix));
     const channel = agentKeys(prefix).runChannel;
-    const run = runRecord();
+    const run = runningRun();
     await store.create(run);
     await store.append(run.id, delta('e1'));
     const followers = [consume(store.follow(run.id, undefined, live())), consume(store.follow(run.id, undefined, live()))];
@@ -434,8 +399,8 @@ describe('Redis run store', () => {
     const prefix = `mg-test:${randomUUID()}:`;
     const store = track(new RedisRunStore(redis, prefix));
     const keys = agentKeys(prefix);
-    const kept = runRecord({ createdAt: '2026-03-01T12:00:00.000Z' });
-    const expired = runRecord({ createdAt: '2026-03-01T12:01:00.000Z' });
+    const kept = runningRun({ createdAt: '2026-03-01T12:00:00.000Z' });
+    const expired = runningRun({ createdAt: '2026-03-01T12:01:00.000Z' });
     await store.create(kept);
     await store.create(expired);
     await redis.del(keys.run(expired.id));
@@ -448,7 +413,7 @@ describe('Redis run store', () => {
     const name = `mg-test-${randomUUID().slice(0, 8)}`;
     const writer = track(new RedisRunStore(redis, prefix));
     const runner = track(new RedisRunStore(connect({ connectionName: name }), prefix));
-    const run = runRecord();
+    const run = runningRun();
     await writer.create(run);
     await writer.append(run.id, delta('e1'));
     await runner.holdLease(run.id, 60_000);
@@ -477,7 +442,7 @@ describe('Redis run store', () => {
 describe('memory run store', () => {
   it('drops finished runs after the retention', async () => {
     const store = track(new MemoryRunStore({ retentionSeconds: 0 }));
-    const run = runRecord();
+    const run = runningRun();
     await store.create(run);
     await store.append(run.id, finish());
     expect(await store.get(run.id)).toBeUndefined();
@@ -486,7 +451,7 @@ describe('memory run store', () => {
 
   it('keeps at most maxRuns, dropping the oldest finished run first', async () => {
     const store = track(new MemoryRunStore({ maxRuns: 2 }));
-    const [first, second, third, fourth] = [runRecord(), runRecord(), runRecord(), runRecord()];
+    const [first, second, third, fourth] = [runningRun(), runningRun(), runningRun(), runningRun()];
     await store.create(first!);
     await store.create(second!);
     await store.append(second!.id, finish());
@@ -500,7 +465,7 @@ describe('memory run store', () => {
 
   it('uses cursors shaped like Redis stream ids', async () => {
     const store = track(new MemoryRunStore());
-    const run = runRecord();
+    const run = runningRun();
     await store.create(run);
     expect([await store.append(run.id, delta('e1')), await store.append(run.id, delta('e2'))]).toEqual(['1-0', '2-0']);
     expect(isCursor('1712345678901-0')).toBe(true);

@@ -12,7 +12,7 @@ import { createClient as createWsClient, type Client as WsClient } from 'graphql
 import { createClient as createSseClient, type Client as SseClient } from 'graphql-sse';
 import WebSocket from 'ws';
 import { newKeySecret } from '../../platform/access/access-store.ts';
-import { parseConfig, type Config, type SubgraphName } from '../../platform/config.ts';
+import { LOCAL_MODELS, parseConfig, type Config, type SubgraphName } from '../../platform/config.ts';
 import { createLogger, type Logger } from '../../platform/logger.ts';
 import { startStack, type RunningStack } from '../../stack.ts';
 import { startOpenAIEmulator, type OpenAIEmulator } from '../emulator/openai.ts';
@@ -54,15 +54,8 @@ export const TEST_MODELS = [
     maxOutputTokens: 256,
     pricing: { inputPerMillionTokens: 2.5, outputPerMillionTokens: 10 },
   },
-  {
-    id: 'hashing-embed',
-    provider: 'local',
-    version: '1',
-    capabilities: ['EMBEDDINGS'],
-    contextWindow: 8192,
-    maxOutputTokens: 1,
-    dimensions: 32,
-  },
+  // The default config's local embedder, with short vectors.
+  { ...LOCAL_MODELS.find((model) => model.id === 'hashing-embed')!, dimensions: 32 },
   {
     id: 'backup',
     provider: 'backup',
@@ -73,6 +66,14 @@ export const TEST_MODELS = [
     maxOutputTokens: 256,
   },
 ];
+
+/**
+ * An embedding model served by the stack's emulator (8 dimensions, 64-token inputs), for a test to
+ * add to `TEST_MODELS`; `extra` adds fields such as `pricing`.
+ */
+export function emulatedEmbeddingModel(id: string, extra: Record<string, unknown> = {}) {
+  return { id, provider: 'emulated', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 64, maxOutputTokens: 1, dimensions: 8, ...extra };
+}
 
 export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
   return parseConfig({
