@@ -6,6 +6,7 @@
  * stream as an `error` part, after which the stream ends; the iterator never throws for upstream
  * failures, so a consumer handles every outcome in one `for await` loop.
  */
+import type { TokenUsage } from '../platform/metering/spend.ts';
 import type { ProviderError } from './errors.ts';
 
 export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
@@ -43,8 +44,6 @@ export interface ChatRequest {
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter' | 'other';
-
-import type { TokenUsage } from '../platform/metering/spend.ts';
 
 export type { TokenUsage };
 

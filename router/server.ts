@@ -320,6 +320,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis };
   return lifecycle.serve({
     label: 'router',
+    refuseUnstartedAtDeadline: true,
     host: settings.host,
     port: settings.port,
     wsMaxPayloadBytes: settings.wsMaxPayloadBytes,

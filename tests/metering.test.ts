@@ -77,7 +77,7 @@ describe('budgets and token limits', () => {
     });
     // The spend kept equals what the provider reported, to the cent (here to the micro-dollar).
     const reported = served.reduce((sum, answer) => sum + answer.body.data!.chat.usage.costUsd, 0);
-    const kept = Number(await redis.get(`${setup.prefix}{meter}:usd:tenant:acme:${today()}`));
+    const kept = Number(await redis.get(`${setup.prefix}{meter}:usdn:tenant:acme:${today()}`));
     expect(nanosToUsd(kept)).toBeCloseTo(reported, 6);
     expect(reported).toBeCloseTo(K * usdOf(PROMPT_TOKENS, MAX_TOKENS), 9);
     // Metrics: the refusals by limit, and the tokens and cost by tenant and model.

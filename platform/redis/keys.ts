@@ -34,7 +34,9 @@ export const meterKeys = (prefix: string) => ({
   /** `minute`: whole minutes since the epoch. */
   tokensPerMinute: (scope: 'key' | 'tenant' | 'model', holder: string, minute: string) =>
     `${prefix}{meter}:tpm:${scope}:${holder}:${minute}`,
-  usd: (scope: 'key' | 'tenant', holder: string, window: string) => `${prefix}{meter}:usd:${scope}:${holder}:${window}`,
+  // `usdn`, not the micro-dollar buckets' `usd`: a replica of either unit never reads the other's
+  // counts during a rolling upgrade (the old keys expire with their window).
+  usd: (scope: 'key' | 'tenant', holder: string, window: string) => `${prefix}{meter}:usdn:${scope}:${holder}:${window}`,
 });
 
 /**

@@ -8,8 +8,8 @@
  * a socket ahead of its last message. Stopping: end what must end first (`beforeStop`), then
  * refuse new connections, upgrades and operations
  * (`draining`) → wait for the work in progress until the deadline → if some is left, abort
- * `shutdownSignal` (open streams end with SHUTTING_DOWN), answer requests that have not started
- * their response with 503, and give that one second → close WebSockets and connections → release
+ * `shutdownSignal` (open streams end with SHUTTING_DOWN), at the router answer requests that have
+ * not started their response with 503, and give that one second → close WebSockets and connections → release
  * what the server holds.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -49,6 +49,11 @@ export interface ServeOptions {
   beforeStop?(deadline: number): Promise<void>;
   /** Releases what the server holds (gateway runtime, Apollo, stores), once its connections are closed. */
   release(): void | Promise<void>;
+  /**
+   * At the deadline, answer requests that have not started their response with 503 SHUTTING_DOWN
+   * (the router: its clients retry elsewhere). A subgraph leaves them their last second instead.
+   */
+  refuseUnstartedAtDeadline?: boolean;
 }
 
 export interface RunningServer {
@@ -128,18 +133,28 @@ export class ServerLifecycle {
         : (options.verifyUpgrade?.(request) ?? { accept: true }),
     );
     const webSockets = options.webSockets(wsServer);
-    const port = await listen(server, options.host, options.port);
+    let port: number;
+    try {
+      port = await listen(server, options.host, options.port);
+    } catch (error) {
+      // A taken port must not leave what the server holds behind.
+      await webSockets.dispose();
+      await options.release();
+      throw error;
+    }
     log.info({ port, path: GRAPHQL_PATH }, `${label} listening`);
 
     const stop = async (deadline: number) => {
-      await options.beforeStop?.(deadline);
+      await options
+        .beforeStop?.(deadline)
+        .catch((error: unknown) => log.error({ err: error }, `${label}: ending work before the drain failed`));
       this.#draining = true;
       log.info(this.#counts(), `${label} draining: no new connections; in-flight work may finish`);
       const http = stopAccepting(server);
       if ((await this.#whenIdle(deadline)) === 'expired') {
-        log.warn(this.#counts(), 'shutdown deadline passed; ending open streams with SHUTTING_DOWN');
+        log.warn({ server: label, ...this.#counts() }, 'shutdown deadline passed; ending open streams with SHUTTING_DOWN');
         this.#shutdown.abort();
-        this.#answerUnstarted();
+        if (options.refuseUnstartedAtDeadline) this.#answerUnstarted();
         await this.#whenIdle(Date.now() + LAST_WORDS_MS);
       }
       await closeWebSockets(wsServer, () => webSockets.dispose());

@@ -332,7 +332,8 @@ export async function startSubgraphServer<TContext extends RequestContext>(
   const handleGraphQL = graphqlOverHttp(apollo, { log, extendContext: definition.extendContext }, config.router.maxBodyBytes, verify);
   const running = await lifecycle.serve({
     label: `subgraph ${name}`,
-    ...config.subgraphs[name],
+    host: config.subgraphs[name].host,
+    port: config.subgraphs[name].port,
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
     log,
     handle: async (request, response) => {

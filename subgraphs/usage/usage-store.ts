@@ -109,6 +109,7 @@ export interface Sums {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Nano-dollars; the name is the stored hash field's, kept so rows written before stay readable. */
   costMicro: number;
   cachedCalls: number;
   failedCalls: number;
