@@ -72,7 +72,16 @@ export const TEST_MODELS = [
  * add to `TEST_MODELS`; `extra` adds fields such as `pricing`.
  */
 export function emulatedEmbeddingModel(id: string, extra: Record<string, unknown> = {}) {
-  return { id, provider: 'emulated', version: '1', capabilities: ['EMBEDDINGS'], contextWindow: 64, maxOutputTokens: 1, dimensions: 8, ...extra };
+  return {
+    id,
+    provider: 'emulated',
+    version: '1',
+    capabilities: ['EMBEDDINGS'],
+    contextWindow: 64,
+    maxOutputTokens: 1,
+    dimensions: 8,
+    ...extra,
+  };
 }
 
 export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
