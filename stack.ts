@@ -140,6 +140,7 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
         config,
         log: log.child({ component: 'router' }),
         subgraphUrls: urls,
+        ...(config.router.inProcessSubgraphs && { localSubgraphs: subgraphs.map((subgraph) => subgraph.local) }),
         identity,
         access: await shared.access(),
       });

@@ -74,6 +74,12 @@ const routerSchema = z
      */
     allowedOrigins: z.array(z.union([z.literal('*'), z.url()])).default([]),
     limits: edgeLimitsSchema,
+    /**
+     * Subgraphs started in the router's own process (`modelgraph all`) are executed in process,
+     * on their own schema with their own rules, with no HTTP hop. false calls them over HTTP and
+     * WebSockets as if they were remote (the split layout's path, in one process).
+     */
+    inProcessSubgraphs: z.boolean().default(true),
     /** Demand control: the estimated cost (`@cost`, `@listSize`) an operation may have. */
     demandControl: z
       .object({

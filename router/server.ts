@@ -47,6 +47,8 @@ import { useSubgraphRequestId } from './plugins/request-id.ts';
 import { useGracefulStreams } from './plugins/shutdown.ts';
 import { useSubgraphExtensions } from './plugins/subgraph-extensions.ts';
 import { createSubgraphWsTransport } from './subgraph-ws-transport.ts';
+import { IN_PROCESS_KIND, createInProcessTransport, type InProcessTransport } from './in-process-transport.ts';
+import type { LocalSubgraph } from '../platform/serving/in-process.ts';
 
 export const SUPERGRAPH_FILE = new URL('../schema/supergraph.graphql', import.meta.url);
 
@@ -55,6 +57,8 @@ export interface RouterOptions {
   log: Logger;
   /** Where each subgraph listens. */
   subgraphUrls: Record<SubgraphName, string>;
+  /** Subgraphs running in this process, called without a network hop (router.inProcessSubgraphs). */
+  localSubgraphs?: readonly LocalSubgraph[];
   /** Signs the identity tokens subgraphs require. */
   identity: IdentityTokens;
   /** Where API keys are looked up and authentication failures audited. */
@@ -83,11 +87,13 @@ function detachRuntimeTerminateHandlers(): void {
   }
 }
 
-function transportEntries(subgraphUrls: Record<string, string>) {
+function transportEntries(subgraphUrls: Record<string, string>, local: ReadonlySet<string>) {
   return Object.fromEntries(
     Object.entries(subgraphUrls).map(([name, location]) => [
       name,
-      { location, options: { subscriptions: { kind: 'ws', location: GRAPHQL_PATH } } },
+      local.has(name)
+        ? { kind: IN_PROCESS_KIND, location }
+        : { location, options: { subscriptions: { kind: 'ws', location: GRAPHQL_PATH } } },
     ]),
   );
 }
@@ -115,17 +121,29 @@ interface RouterParts {
 }
 
 function createRuntime(
-  { config, log, subgraphUrls, identity }: Pick<RouterOptions, 'config' | 'log' | 'subgraphUrls' | 'identity'>,
+  {
+    config,
+    log,
+    subgraphUrls,
+    localSubgraphs = [],
+    identity,
+  }: Pick<RouterOptions, 'config' | 'log' | 'subgraphUrls' | 'localSubgraphs' | 'identity'>,
   metrics: RouterMetrics,
   limiter: RateLimiter,
   shutdownSignal: AbortSignal,
+  inProcess: InProcessTransport,
 ): GatewayRuntime {
   const settings = config.router;
   const { limits } = settings;
+  const local = new Set<string>(localSubgraphs.map((subgraph) => subgraph.name));
   return createGatewayRuntime({
     supergraph: parse(readFileSync(SUPERGRAPH_FILE, 'utf8')),
-    transports: { http: httpTransport, ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' }), identity) },
-    transportEntries: transportEntries(subgraphUrls),
+    transports: {
+      http: httpTransport,
+      ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' }), identity),
+      [IN_PROCESS_KIND]: inProcess,
+    },
+    transportEntries: transportEntries(subgraphUrls, local),
     logging: hiveLogger(log.child({ component: 'gateway' })),
     graphqlEndpoint: GRAPHQL_PATH,
     landingPage: false,
@@ -147,7 +165,7 @@ function createRuntime(
       useRateLimits(limiter, config.redis.keyPrefix, settings.rateLimits, log.child({ component: 'rate-limits' }), (field) =>
         metrics.rejections.inc({ reason: 'rate_limited', field }),
       ),
-      usePropagatedIdentity(identity),
+      usePropagatedIdentity(identity, local),
       useSubgraphRequestId(),
       useSubgraphExtensions(),
       useGracefulStreams(shutdownSignal),
@@ -312,7 +330,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const lifecycle = new ServerLifecycle();
   const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
   const limiter = redis ? new RedisRateLimiter(redis) : new MemoryRateLimiter();
-  const runtime = createRuntime(options, metrics, limiter, lifecycle.shutdownSignal);
+  const inProcess = createInProcessTransport(options.localSubgraphs ?? [], log.child({ component: 'in-process' }));
+  const runtime = createRuntime(options, metrics, limiter, lifecycle.shutdownSignal, inProcess);
   // The WS handler needs the schema loaded before the first subscription arrives.
   await runtime.getSchema();
   detachRuntimeTerminateHandlers();
@@ -330,6 +349,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       originAllowed(request, settings.allowedOrigins) ? { accept: true } : { accept: false, status: 403, reason: FORBIDDEN_ORIGIN },
     webSockets: (wsServer) => useServer(webSocketOptions(parts), wsServer),
     release: async () => {
+      // As closing its connections would end a remote subgraph's work.
+      inProcess.close();
       await runtime.dispose();
       watch.close();
       auth.close();

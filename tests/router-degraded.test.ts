@@ -6,7 +6,7 @@ import { startRouter } from '../router/server.ts';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
 import { startInferenceSubgraph } from '../subgraphs/inference/index.ts';
-import { collectSubscription, postGraphQL, startTestStack, subgraphUrlsOf, type TestStack } from './support/stack.ts';
+import { OVER_THE_NETWORK, collectSubscription, postGraphQL, startTestStack, subgraphUrlsOf, type TestStack } from './support/stack.ts';
 import { startTcpProxy } from './support/tcp-proxy.ts';
 
 let stack: TestStack | undefined;
@@ -56,7 +56,7 @@ function errorsOf(outcome: { results: { errors?: readonly { extensions?: Record<
 
 describe('router with its subgraph down', () => {
   it('answers queries and mutations with DOWNSTREAM_SERVICE_ERROR naming the service, without its address', async () => {
-    stack = await startTestStack();
+    stack = await startTestStack(OVER_THE_NETWORK);
     await stack.stack.subgraphs[0]!.stop(Date.now());
     for (const query of [
       '{ models { id } }',
@@ -71,7 +71,7 @@ describe('router with its subgraph down', () => {
   });
 
   it('fails subscriptions over WebSocket and SSE with DOWNSTREAM_SERVICE_ERROR, without its address', async () => {
-    stack = await startTestStack();
+    stack = await startTestStack(OVER_THE_NETWORK);
     await stack.stack.subgraphs[0]!.stop(Date.now());
     for (const client of [stack.ws(), stack.sse()]) {
       const outcome = await collectSubscription(client, { query: CHAT_STREAM, variables: streamInput('x') });
@@ -84,7 +84,7 @@ describe('router with its subgraph down', () => {
 
 describe('a subgraph restarting under an open stream', () => {
   it('ends the stream with a coded error and never replays it from the start on the new instance', async () => {
-    stack = await startTestStack({}, { localStreamDelayMs: 20 });
+    stack = await startTestStack(OVER_THE_NETWORK, { localStreamDelayMs: 20 });
     const old = stack.stack.subgraphs[0]!;
     let restarted: Promise<void> | undefined;
     const { deltas, errors } = await streamFifteenWords(stack.ws(), () => {

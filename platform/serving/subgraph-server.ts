@@ -37,6 +37,7 @@ import type { Logger } from '../logger.ts';
 import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './request-id.ts';
 import { NO_SPEND, SPEND_EXTENSION, spent, type Spend } from '../metering/spend.ts';
 import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
+import { localSubgraph, type LocalSubgraph } from './in-process.ts';
 
 /** What every subgraph resolver gets; subgraphs extend it with their own services. */
 export interface RequestContext extends BaseContext {
@@ -79,7 +80,9 @@ export interface SubgraphHost {
 }
 
 export interface RunningSubgraph extends RunningServer {
-  name: string;
+  name: SubgraphName;
+  /** The same subgraph for a router in this process to call without a network hop. */
+  local: LocalSubgraph;
 }
 
 /**
@@ -351,5 +354,13 @@ export async function startSubgraphServer<TContext extends RequestContext>(
       await definition.release?.();
     },
   });
-  return { name, ...running };
+  const local = localSubgraph({
+    name,
+    schema,
+    log,
+    contextFor: (call, requestLog, signal) =>
+      definition.extendContext(baseContext(call.requestId, requestLog, signal, call.principal, call.clientAddress)),
+    mask: (error) => maskError(error.toJSON(), error, log),
+  });
+  return { name, local, ...running };
 }

@@ -18,9 +18,11 @@ export function callerOf(context: unknown): CallerContext {
   return (context ?? {}) as CallerContext;
 }
 
-export function usePropagatedIdentity(tokens: IdentityTokens): GatewayPlugin {
+/** `inProcess`: subgraphs called in this process, which take the principal itself and need no token. */
+export function usePropagatedIdentity(tokens: IdentityTokens, inProcess: ReadonlySet<string> = new Set()): GatewayPlugin {
   return {
     async onSubgraphExecute({ subgraphName, executionRequest, setExecutionRequest }) {
+      if (inProcess.has(subgraphName)) return;
       const { principal, clientAddress } = callerOf(executionRequest.context);
       // Without a principal the subgraph refuses the call (401), which is the safe outcome.
       if (!principal) return;

@@ -84,6 +84,13 @@ export function emulatedEmbeddingModel(id: string, extra: Record<string, unknown
   };
 }
 
+/**
+ * Overrides for a stack whose router calls its subgraphs over HTTP and WebSockets, as it calls
+ * remote ones (router.inProcessSubgraphs: false): for tests of the network path, such as a
+ * subgraph going down under the router.
+ */
+export const OVER_THE_NETWORK = { router: { port: 0, shutdownGraceMs: 2_000, inProcessSubgraphs: false } };
+
 export function testConfig(emulatorBaseUrl: string, overrides: Record<string, unknown> = {}, options: TestStackOptions = {}): Config {
   return parseConfig({
     router: { port: 0, shutdownGraceMs: 2_000 },
