@@ -19,6 +19,8 @@ export const IN_PROCESS_KIND = 'in-process';
 export interface InProcessTransport extends Transport {
   /** Ends every call still running (the router is closing). */
   close(): void;
+  /** Aborted by `close`. */
+  closing: AbortSignal;
 }
 
 export function createInProcessTransport(locals: readonly LocalSubgraph[], log: Logger): InProcessTransport {
@@ -26,6 +28,7 @@ export function createInProcessTransport(locals: readonly LocalSubgraph[], log: 
   const closing = new AbortController();
   return {
     close: () => closing.abort(),
+    closing: closing.signal,
     getSubgraphExecutor({ transportEntry }) {
       const serviceName = transportEntry.subgraph;
       const local = byName.get(serviceName);

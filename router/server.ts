@@ -45,6 +45,7 @@ import { createErrorMasker, useErrorCodes } from './plugins/error-codes.ts';
 import { createRouterMetrics, useRouterMetrics, type RouterMetrics } from './plugins/metrics.ts';
 import { useSubgraphRequestId } from './plugins/request-id.ts';
 import { useGracefulStreams } from './plugins/shutdown.ts';
+import { useInProcessShortcut } from './plugins/in-process-shortcut.ts';
 import { useSubgraphExtensions } from './plugins/subgraph-extensions.ts';
 import { createSubgraphWsTransport } from './subgraph-ws-transport.ts';
 import { IN_PROCESS_KIND, createInProcessTransport, type InProcessTransport } from './in-process-transport.ts';
@@ -136,8 +137,9 @@ function createRuntime(
   const settings = config.router;
   const { limits } = settings;
   const local = new Set<string>(localSubgraphs.map((subgraph) => subgraph.name));
+  const supergraph = parse(readFileSync(SUPERGRAPH_FILE, 'utf8'));
   return createGatewayRuntime({
-    supergraph: parse(readFileSync(SUPERGRAPH_FILE, 'utf8')),
+    supergraph,
     transports: {
       http: httpTransport,
       ws: createSubgraphWsTransport(log.child({ component: 'subgraph-ws' }), identity),
@@ -169,6 +171,8 @@ function createRuntime(
       useSubgraphRequestId(),
       useSubgraphExtensions(),
       useGracefulStreams(shutdownSignal),
+      // Last: every policy above has run (and may have stopped the operation).
+      useInProcessShortcut(supergraph, localSubgraphs, inProcess.closing),
     ],
   });
 }

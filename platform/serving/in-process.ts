@@ -33,6 +33,8 @@ export interface LocalCall {
 
 export interface LocalSubgraph {
   name: SubgraphName;
+  /** Its executable schema (rules applied), for deciding what it can answer alone. */
+  schema: GraphQLSchema;
   /** Queries, mutations and entity fetches. */
   execute(call: LocalCall): Promise<ExecutionResult>;
   /** A subscription: a stream of results, or one result when it could not start. */
@@ -153,6 +155,7 @@ export function localSubgraph<TContext extends OperationContext>(parts: LocalSub
     );
   return {
     name,
+    schema,
     async execute(call) {
       const { principal } = call;
       if (!principal) return refused();
