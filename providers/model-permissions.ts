@@ -27,9 +27,13 @@ interface ModelRuleContext {
 
 const notAllowed = (ref: string) => forbidden(`this key may not use model "${ref}"`);
 
-/** A rule allowing the field when the key may use the model reference `refOf(args)` names. */
+/**
+ * A rule allowing the field when the key may use the model reference `refOf(args)` names. Judged
+ * once per request and reference: the cache key is the reference, not a hash of every argument
+ * (shield's 'strict' would hash a chat's whole prompt on every call).
+ */
 export const modelArgumentRule = <Args>(name: string, refOf: (args: Args) => string) =>
-  rule(name, { cache: 'strict' })((_parent, args: Args, { principal, catalog }: ModelRuleContext) => {
+  rule(name, { cache: (_parent: unknown, args: Args) => refOf(args) })((_parent, args: Args, { principal, catalog }: ModelRuleContext) => {
     const ref = refOf(args);
     return allowsRef(principal, catalog, ref) ? true : notAllowed(ref);
   });

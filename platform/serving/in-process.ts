@@ -125,6 +125,8 @@ function endingWith(
   return stream;
 }
 
+const OPERATION_ENDED = new Error('the operation ended');
+
 /**
  * A signal for one operation, aborted when its caller goes away or the router closes (as closing
  * the router's connections would abort a subgraph's HTTP requests). Its listeners are removed
@@ -132,7 +134,8 @@ function endingWith(
  */
 export function operationSignal(caller: AbortSignal | undefined, closing: AbortSignal): { signal: AbortSignal; release(): void } {
   const controller = new AbortController();
-  const abort = () => controller.abort();
+  // One reason for every operation: abort() without one makes a DOMException (and its stack) each time.
+  const abort = () => controller.abort(OPERATION_ENDED);
   if (caller?.aborted || closing.aborted) abort();
   caller?.addEventListener('abort', abort, { once: true });
   closing.addEventListener('abort', abort, { once: true });
