@@ -80,6 +80,12 @@ const routerSchema = z
      * WebSockets as if they were remote (the split layout's path, in one process).
      */
     inProcessSubgraphs: z.boolean().default(true),
+    /**
+     * Processes serving this host's ports (`modelgraph all` and `router`): a primary forks this
+     * many workers, each a whole start, sharing the listening sockets; `auto` is one per core.
+     * More than one needs redis.url, through which the workers share limits, keys and usage.
+     */
+    workers: z.union([z.number().int().min(1), z.literal('auto')]).default(1),
     /** Demand control: the estimated cost (`@cost`, `@listSize`) an operation may have. */
     demandControl: z
       .object({
