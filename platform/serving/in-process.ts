@@ -125,7 +125,8 @@ function endingWith(
   return stream;
 }
 
-const OPERATION_ENDED = new Error('the operation ended');
+/** An AbortError, as abort() without a reason gives, made once (each one captures a stack). */
+const OPERATION_ENDED = new DOMException('the operation ended', 'AbortError');
 
 /**
  * A signal for one operation, aborted when its caller goes away or the router closes (as closing
@@ -136,13 +137,15 @@ export function operationSignal(caller: AbortSignal | undefined, closing: AbortS
   const controller = new AbortController();
   // One reason for every operation: abort() without one makes a DOMException (and its stack) each time.
   const abort = () => controller.abort(OPERATION_ENDED);
-  if (caller?.aborted || closing.aborted) abort();
-  caller?.addEventListener('abort', abort, { once: true });
+  const callerGone = () => controller.abort(caller?.reason ?? OPERATION_ENDED);
+  if (caller?.aborted) callerGone();
+  if (closing.aborted) abort();
+  caller?.addEventListener('abort', callerGone, { once: true });
   closing.addEventListener('abort', abort, { once: true });
   return {
     signal: controller.signal,
     release: () => {
-      caller?.removeEventListener('abort', abort);
+      caller?.removeEventListener('abort', callerGone);
       closing.removeEventListener('abort', abort);
       abort();
     },
