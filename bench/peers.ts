@@ -151,6 +151,10 @@ interface Child {
 }
 
 const children: Child[] = [];
+/** Temporary folders to remove at the end, however the run ends. */
+const cleanup: string[] = [];
+/** This run's Redis keys (with Redis), deleted at the end. */
+const REDIS_PREFIX = `peers-bench:${randomUUID()}:`;
 
 /** What the run is doing now: gateway output is attributed to it, and it is shown as progress. */
 let phase = 'start-up';
@@ -273,6 +277,14 @@ function processTree(roots: number[]): number[] {
     queue.push(...(childrenOf.get(pid) ?? []));
   }
   return tree;
+}
+
+function commandName(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
 }
 
 function cpuMs(pids: number[]): number {
@@ -461,8 +473,6 @@ interface Modelgraph {
   url: string;
   readyMs: number;
   routerReadyMs: number;
-  redisPrefix: string;
-  configFile: string;
 }
 
 /** As shipped, but with the numbers raised so that the load is counted, not refused. */
@@ -490,7 +500,7 @@ function modelgraphConfig(ports: Record<'router' | (typeof SUBGRAPH_NAMES)[numbe
     },
     subgraphs: Object.fromEntries(SUBGRAPH_NAMES.map((name) => [name, { host: '127.0.0.1', port: ports[name] }])),
     ...(options.layout === 'split' && { agents: { routerUrl: `http://127.0.0.1:${ports.router}/graphql` } }),
-    redis: { keyPrefix: `peers-bench:${randomUUID()}:` },
+    redis: { keyPrefix: REDIS_PREFIX },
     metering: {
       tenants: { [PLATFORM_TENANT]: { tokensPerMinute: 1_000_000_000_000, usdPerDay: 1_000_000_000, usdPerMonth: 1_000_000_000 } },
     },
@@ -507,6 +517,7 @@ async function startModelgraph(mocks: { fast: number; slow: number }): Promise<M
   const ports = Object.fromEntries(await Promise.all(['router', ...SUBGRAPH_NAMES].map(async (name) => [name, await freePort()])));
   const config = modelgraphConfig(ports, mocks);
   const configFile = writeConfig(config);
+  cleanup.push(dirname(configFile));
   // As tests/support/process.ts does: none of the developer's Redis or credentials, NODE_ENV=production.
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(([name]) => !['REDIS_URL', 'MODELGRAPH_BOOTSTRAP_KEY', 'MODELGRAPH_IDENTITY_SECRET'].includes(name)),
@@ -543,12 +554,10 @@ async function startModelgraph(mocks: { fast: number; slow: number }): Promise<M
     url: `http://127.0.0.1:${ports.router}/graphql`,
     readyMs: performance.now() - started,
     routerReadyMs,
-    redisPrefix: config.redis.keyPrefix,
-    configFile,
   };
 }
 
-/** Removes the split run's keys (API keys, limits, usage) from the shared Redis. */
+/** Removes this run's keys (API keys, limits, meter, usage) from the shared Redis. */
 async function deleteRedisKeys(prefix: string): Promise<number> {
   const redis = new Redis(redisUrl!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();
@@ -925,7 +934,8 @@ interface TargetResult {
   concurrent: { transport: string; result: Awaited<ReturnType<typeof concurrentStreams>> }[];
   idleRssKiB: number;
   peakRssKiB: number;
-  processes: number;
+  /** The gateway's processes at the end, by command name (/proc/<pid>/comm). */
+  processes: string[];
   /** The measured load window on the monotonic clock V8's CPU profiles use (µs). */
   loadWindowUs: { from: number; to: number };
   /** Connections of the gateway to anything but loopback, seen after the load. */
@@ -969,7 +979,7 @@ async function measure(target: Target, mocks: { fast: number; child: Child }): P
     concurrent,
     idleRssKiB,
     peakRssKiB: memoryKiB(tree(), 'VmHWM'),
-    processes: tree().length,
+    processes: tree().map(commandName),
     loadWindowUs,
     foreign,
   };
@@ -1121,7 +1131,10 @@ function memoryTable(results: TargetResult[]): string[] {
     '|---|---|---|---|',
     ...results
       .filter((result) => result.target.gateway)
-      .map((result) => `| ${result.target.name} | ${result.processes} | ${mib(result.idleRssKiB)} | ${mib(result.peakRssKiB)} |`),
+      .map(
+        (result) =>
+          `| ${result.target.name} | ${result.processes.length} (${result.processes.join(', ')}) | ${mib(result.idleRssKiB)} | ${mib(result.peakRssKiB)} |`,
+      ),
   ];
 }
 
@@ -1204,17 +1217,17 @@ function portkeyVersion(): string {
 
 async function main(): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'peers-bench-'));
+  cleanup.push(workDir);
   const profilesBefore = new Set<string>();
   if (options.cpuProfDir) {
     mkdirSync(options.cpuProfDir, { recursive: true });
     for (const file of readdirSync(options.cpuProfDir)) profilesBefore.add(file);
   }
-  let modelgraph: Modelgraph | undefined;
   try {
     const mocks = await startMocks();
     // One after the other, so that neither's start-up slows the other's ready time.
     const portkey = await startPortkey(workDir);
-    modelgraph = await startModelgraph(mocks);
+    const modelgraph = await startModelgraph(mocks);
     const gatewayProcesses = [portkey.child, ...modelgraph.processes];
     const targets = [directTarget(mocks), portkeyTarget(portkey.port, portkey.child.child.pid!, mocks), modelgraphTarget(modelgraph)];
     const results: TargetResult[] = [];
@@ -1253,12 +1266,11 @@ async function main(): Promise<number> {
     return errors.length ? 1 : 0;
   } finally {
     await Promise.all(children.map((child) => stopChild(child, 5_000)));
-    if (redisUrl && modelgraph) {
-      const deleted = await deleteRedisKeys(modelgraph.redisPrefix).catch(() => 0);
-      process.stderr.write(`deleted ${deleted} Redis keys under ${modelgraph.redisPrefix}\n`);
+    if (redisUrl) {
+      const deleted = await deleteRedisKeys(REDIS_PREFIX).catch(() => 0);
+      process.stderr.write(`deleted ${deleted} Redis keys under ${REDIS_PREFIX}\n`);
     }
-    rmSync(workDir, { recursive: true, force: true });
-    if (modelgraph) rmSync(dirname(modelgraph.configFile), { recursive: true, force: true });
+    for (const path of cleanup) rmSync(path, { recursive: true, force: true });
   }
 }
 
