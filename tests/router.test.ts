@@ -1,7 +1,5 @@
 import { print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { createClient } from 'graphql-ws';
 import {
   ChatDocument,
   ChatStreamDocument,
@@ -334,28 +332,5 @@ describe('router streaming', () => {
     unsubscribe();
     const request = await aborted;
     expect(request.body).toMatchObject({ model: 'gpt-test-upstream', stream: true });
-  });
-
-  it('tags the subgraph log of a WebSocket subscription with the request id of the upgrade request', async () => {
-    class TracedWebSocket extends WebSocket {
-      constructor(address: string, protocols?: string | string[]) {
-        super(address, protocols, { headers: { 'x-request-id': 'ws-req-42' } });
-      }
-    }
-    const client = createClient({
-      url: stack.wsUrl,
-      webSocketImpl: TracedWebSocket,
-      retryAttempts: 0,
-      connectionParams: { authorization: `Bearer ${stack.adminKey}` },
-    });
-    await collectSubscription(client, { query: CHAT_STREAM, variables: { input: { model: 'echo', messages: user('hi') } } });
-    // A mutation over the same socket reaches the subgraph with the same id.
-    await collectSubscription(client, { query: CHAT, variables: { input: { model: 'echo', messages: user('hi') } } });
-    await client.dispose();
-    const traced = stack.logs.filter(
-      (line) => line.subgraph === 'inference' && line.requestId === 'ws-req-42' && line.msg === 'operation completed',
-    );
-    // In process here; tests/layouts.test.ts checks the same over HTTP and WebSockets.
-    expect(traced.map((line) => line.transport)).toEqual(['in-process', 'in-process']);
   });
 });
