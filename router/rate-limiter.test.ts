@@ -39,6 +39,11 @@ describe.each(implementations)('%s rate limiter (GCRA)', (_name, create) => {
     expect((await limiter.take(key(), limit)).allowed).toBe(true);
   });
 
+  it('takes a limit far above any traffic without failing', async () => {
+    const decision = await create().take(key(), { max: 1e12, windowMs: 1_000 });
+    expect(decision.allowed).toBe(true);
+  });
+
   it('lets exactly max of many concurrent calls through', async () => {
     const limiter = create();
     const id = key();
@@ -66,6 +71,17 @@ describe('rate limiter refill', () => {
     const ttl = await redis.pttl(id);
     expect(ttl).toBeGreaterThan(10_000);
     expect(ttl).toBeLessThanOrEqual(15_000);
+  });
+
+  it('stores the Redis TAT with every digit (an interval of a third of a second stays a third)', async () => {
+    const id = key();
+    const limiter = new RedisRateLimiter(redis);
+    const limit = { max: 3, windowMs: 1_000 };
+    await limiter.take(id, limit);
+    const first = Number(await redis.get(id));
+    await limiter.take(id, limit);
+    const second = Number(await redis.get(id));
+    expect(second - first).toBeCloseTo(1_000 / 3, 3);
   });
 
   it.each([

@@ -63,7 +63,12 @@ export class MemoryRateLimiter implements RateLimiter {
   }
 }
 
-/** KEYS[1]: the TAT key. ARGV: interval ms, window ms. Returns {allowed, remaining, retryAfterMs, resetMs}. */
+/**
+ * KEYS[1]: the TAT key. ARGV: interval ms, window ms. Returns {allowed, remaining, retryAfterMs, resetMs}.
+ * The TAT is stored with every digit of its double (Lua's `tostring` keeps 14, which at today's
+ * epoch in ms leaves one decimal and lets a limit of millions per minute through unchecked), and
+ * its expiry is at least 1 ms (an interval below the clock's resolution would ask for `PX 0`).
+ */
 const GCRA = `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -76,7 +81,7 @@ local allow_at = next_tat - window
 if now < allow_at then
   return {0, 0, math.ceil(allow_at - now), math.ceil(base - now)}
 end
-redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now))
+redis.call('SET', KEYS[1], string.format('%.17g', next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
 return {1, math.floor((now + window - next_tat) / interval), 0, math.ceil(next_tat - now)}`;
 
 /** Keys are whole Redis keys (built with `rateLimitKey`, prefix included). */
