@@ -52,6 +52,9 @@ export class HttpClient {
         body: JSON.stringify(body),
         signal: deadline,
         dispatcher: this.#agent,
+        // Providers answer, they do not redirect; and only without redirects does undici's fetch
+        // send the request as built instead of cloning it (a tee of the body stream per call).
+        redirect: 'error',
       });
     } catch (error) {
       if (signal.aborted) throw signal.reason;

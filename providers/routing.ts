@@ -225,11 +225,7 @@ export class Router {
     const deadline = Date.now() + this.settings.deadlineMs;
     const expiry = AbortSignal.timeout(this.settings.deadlineMs);
     const signal = AbortSignal.any([options.signal, expiry]);
-    let lastError: unknown = new NoTargetAvailableError('no target could serve the request', {
-      code: 'UPSTREAM_UNAVAILABLE',
-      provider: 'modelgraph',
-      retryable: true,
-    });
+    let lastError: unknown;
     for (const [index, target] of targets.entries()) {
       if (signal.aborted) break;
       const hasNext = index < targets.length - 1;
@@ -245,8 +241,12 @@ export class Router {
         lastError = error;
       }
     }
-    if (expiry.aborted && !options.signal.aborted && lastError instanceof NoTargetAvailableError) throw deadlinePassed();
-    throw lastError;
+    if (expiry.aborted && !options.signal.aborted && lastError === undefined) throw deadlinePassed();
+    throw lastError ?? new NoTargetAvailableError('no target could serve the request', {
+      code: 'UPSTREAM_UNAVAILABLE',
+      provider: 'modelgraph',
+      retryable: true,
+    });
   }
 
   async #attempts<T, R>(

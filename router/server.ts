@@ -108,6 +108,21 @@ function unauthenticatedBody(message: string, requestId: string | undefined) {
   return { errors: [{ message, extensions: { code: ErrorCode.UNAUTHENTICATED, ...(requestId && { requestId }) } }] };
 }
 
+/**
+ * A JSON request body as the runtime takes it pre-parsed: a non-empty object or array (anything else,
+ * malformed JSON included, goes to the runtime as bytes, which answers it with its coded 400).
+ */
+function parsedJsonBody(request: IncomingMessage, body: Buffer): object | undefined {
+  if (!request.headers['content-type']?.includes('json')) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  return typeof parsed === 'object' && parsed !== null && Object.keys(parsed).length > 0 ? parsed : undefined;
+}
+
 /** What the router's HTTP and WebSocket handlers share. */
 interface RouterParts {
   config: Config;
@@ -233,11 +248,11 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
       caller = { principal: withExpiry(outcome.principal, outcome.expiresAt), clientAddress };
       watch.hold(outcome, response, { end: () => response.destroy() }, changesBefore);
     }
-    if (declared === undefined && request.method === 'POST') {
-      // A chunked body has no declared size: read (and bound) it ourselves; the runtime takes it
-      // from `body`. A declared size within the limit is enforced by Node's parser as it reads.
+    if (request.method === 'POST') {
+      // Read (and bound) the body here, chunked or not, and hand a JSON body to the runtime parsed:
+      // it then skips its own body stream and size-counting transform (two web streams per request).
       const body = await readBody(request, settings.maxBodyBytes);
-      if (body.length > 0) (request as IncomingMessage & { body?: Buffer }).body = body;
+      if (body.length > 0) (request as IncomingMessage & { body?: unknown }).body = parsedJsonBody(request, body) ?? body;
     }
     if (lifecycle.draining) response.setHeader('connection', 'close');
     await runtime(request, response, caller);
