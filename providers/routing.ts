@@ -86,7 +86,8 @@ function retryableBeforeDelivery(error: ProviderError): ProviderError {
   });
 }
 
-class NoTargetAvailableError extends ProviderError {}
+const noTargetAvailable = () =>
+  new ProviderError('no target could serve the request', { code: 'UPSTREAM_UNAVAILABLE', provider: 'modelgraph', retryable: true });
 
 const probeAbandoned = (provider: string) =>
   new ProviderError('the caller left during a circuit probe', { code: 'UPSTREAM_UNAVAILABLE', provider, retryable: true });
@@ -242,11 +243,7 @@ export class Router {
       }
     }
     if (expiry.aborted && !options.signal.aborted && lastError === undefined) throw deadlinePassed();
-    throw lastError ?? new NoTargetAvailableError('no target could serve the request', {
-      code: 'UPSTREAM_UNAVAILABLE',
-      provider: 'modelgraph',
-      retryable: true,
-    });
+    throw lastError ?? noTargetAvailable();
   }
 
   async #attempts<T, R>(
