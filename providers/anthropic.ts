@@ -3,7 +3,6 @@
  * retries, fallbacks and limits live above the contract. Anthropic has no embeddings API.
  */
 import { z } from 'zod';
-import type { Response } from 'undici';
 import type {
   CallOptions,
   ChatMessage,
@@ -17,7 +16,7 @@ import type {
   ToolChoice,
 } from './contract.ts';
 import { type ProviderError, errorFromStatus } from './errors.ts';
-import { HttpClient, type Timeouts } from './http-client.ts';
+import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { tokenUsage } from './tokens.ts';
 import {
   badResponse,
@@ -254,7 +253,7 @@ class AnthropicChatModel implements ChatModel {
     return streamParts(this.provider, options.signal, connect, (response) => this.readStream(request, response));
   }
 
-  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
+  private async *readStream(request: ChatRequest, response: UpstreamResponse): AsyncGenerator<ChatStreamPart> {
     const state: StreamState = { text: '', usage: {}, finishReason: undefined, toolInputSeen: new Map(), stopped: false };
     const events = parseJsonEventStream(this.provider, response, { schema: wireEvent, what: 'stream event', ignore: isUnknownEvent });
     for await (const event of events) {
@@ -350,7 +349,7 @@ class AnthropicTransport extends HttpClient {
    * POSTs to /v1/messages and returns a 2xx response; any other status becomes a ProviderError.
    * Anthropic takes no client request id (it assigns its own `request-id`), so none is sent.
    */
-  post(body: unknown, options: CallOptions): Promise<Response> {
+  post(body: unknown, options: CallOptions): Promise<UpstreamResponse> {
     const url = `${this.settings.baseUrl.replace(/\/+$/, '')}/v1/messages`;
     return this.postJson(url, body, {
       headers: this.#headers,
@@ -359,7 +358,7 @@ class AnthropicTransport extends HttpClient {
     });
   }
 
-  async #refusal(response: Response): Promise<ProviderError> {
+  async #refusal(response: UpstreamResponse): Promise<ProviderError> {
     const message = this.redact(await readErrorMessage(response, errorMessageOf));
     return errorFromStatus(this.settings.name, response.status, response.headers, message);
   }

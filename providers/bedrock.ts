@@ -10,7 +10,6 @@ import { EventStreamCodec, type Message } from '@smithy/eventstream-codec';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { fromUtf8, toUtf8 } from '@smithy/util-utf8';
-import type { Response } from 'undici';
 import { z } from 'zod';
 import type {
   CallOptions,
@@ -25,7 +24,7 @@ import type {
   ToolChoice,
 } from './contract.ts';
 import { ProviderError, errorFromStatus, type ProviderErrorCode } from './errors.ts';
-import { HttpClient, type Timeouts } from './http-client.ts';
+import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { tokenUsage } from './tokens.ts';
 import {
   UPSTREAM_MESSAGE_CHARS,
@@ -230,7 +229,7 @@ function errorMessageOf(json: unknown): string | undefined {
 }
 
 /** AWS names the error in x-amzn-ErrorType ("ThrottlingException:http://internal…"), read as "ThrottlingException: why". */
-async function readError(response: Response): Promise<{ type: string | undefined; message: string | undefined }> {
+async function readError(response: UpstreamResponse): Promise<{ type: string | undefined; message: string | undefined }> {
   const type = response.headers.get('x-amzn-errortype')?.split(':')[0]?.trim() || undefined;
   const message = (await readErrorMessage(response, errorMessageOf)) || undefined;
   return { type, message: type && message ? `${type}: ${message}` : (message ?? type) };
@@ -240,7 +239,12 @@ async function readError(response: Response): Promise<{ type: string | undefined
  * ModelNotReadyException (a model still loading, answered as 429) is an unavailable model, not a
  * quota: the router should try elsewhere rather than back off the account.
  */
-function errorFromResponse(provider: string, response: Response, type: string | undefined, message: string | undefined): ProviderError {
+function errorFromResponse(
+  provider: string,
+  response: UpstreamResponse,
+  type: string | undefined,
+  message: string | undefined,
+): ProviderError {
   const error = errorFromStatus(provider, response.status, response.headers, message);
   if (type !== 'ModelNotReadyException' || error.code === 'UPSTREAM_UNAVAILABLE') return error;
   return new ProviderError(`${provider} model is not ready`, {
@@ -353,15 +357,15 @@ class BedrockChatModel implements ChatModel {
   }
 
   /** Complete once messageStop has arrived and the body ends; metadata (usage) may follow the stop. */
-  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
+  private async *readStream(request: ChatRequest, response: UpstreamResponse): AsyncGenerator<ChatStreamPart> {
     const contentType = response.headers.get('content-type') ?? '';
-    if (!contentType.includes('application/vnd.amazon.eventstream') || !response.body) {
-      await response.body?.cancel().catch(() => undefined);
+    if (!contentType.includes('application/vnd.amazon.eventstream')) {
+      response.cancel();
       yield { type: 'error', error: badResponse(this.provider, `expected an event stream, got ${contentType || 'no body'}`) };
       return;
     }
     const state: StreamState = { completion: '' };
-    for await (const message of decodeEventStream(response.body as ReadableStream<Uint8Array>, this.provider)) {
+    for await (const message of decodeEventStream(response.body, this.provider)) {
       for (const part of this.partsOf(message, state)) {
         yield part;
         if (part.type === 'error') return;
@@ -453,14 +457,14 @@ class BedrockTransport extends HttpClient {
    * id is one path segment (ids hold ':' and ARNs hold '/'), escaped once in the URL; the signer
    * escapes it again for the canonical request, as AWS expects.
    */
-  async post(modelId: string, operation: Operation, body: WireRequest, options: CallOptions): Promise<Response> {
+  async post(modelId: string, operation: Operation, body: WireRequest, options: CallOptions): Promise<UpstreamResponse> {
     const url = new URL(`${this.#endpoint}/model/${encodeURIComponent(modelId)}/${operation}`);
     const headers = await this.sign(url, operation, body);
     // Bedrock takes no client request id header, so options.requestId stays in our own logs.
     return this.postJson(url.href, body, { headers, signal: options.signal, refusal: (response) => this.#refusal(response) });
   }
 
-  async #refusal(response: Response): Promise<ProviderError> {
+  async #refusal(response: UpstreamResponse): Promise<ProviderError> {
     const { type, message } = await readError(response);
     return errorFromResponse(this.settings.name, response, type, redact(message, ...this.secrets));
   }

@@ -4,7 +4,6 @@
  * It translates wire formats and nothing else; retries, fallbacks and limits live above the contract.
  */
 import { z } from 'zod';
-import type { Response } from 'undici';
 import type {
   CallOptions,
   ChatMessage,
@@ -22,7 +21,7 @@ import type {
   ToolDefinition,
 } from './contract.ts';
 import { ProviderError, errorFromStatus } from './errors.ts';
-import { HttpClient, type Timeouts } from './http-client.ts';
+import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { countTextTokens, tokenUsage } from './tokens.ts';
 import {
   UPSTREAM_MESSAGE_CHARS,
@@ -282,7 +281,7 @@ interface UpstreamFailure {
 }
 
 /** Reads Google's error body, `{error: {code, message, status, details}}` (or that in an array). */
-async function readFailure(response: Response): Promise<UpstreamFailure> {
+async function readFailure(response: UpstreamResponse): Promise<UpstreamFailure> {
   const text = await response.text().catch(() => '');
   const json = parseJson(text);
   const parsed = json.ok ? errorBody.safeParse(Array.isArray(json.value) ? json.value[0] : json.value) : undefined;
@@ -347,7 +346,7 @@ class GeminiChatModel implements ChatModel {
   }
 
   /** Gemini sends no end marker: an answer is whole when a finish reason came and the body ended. */
-  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
+  private async *readStream(request: ChatRequest, response: UpstreamResponse): AsyncGenerator<ChatStreamPart> {
     const state: StreamState = { text: '', toolCalls: 0, blocked: false };
     for await (const chunk of parseJsonEventStream(this.provider, response, { schema: wireChunk, what: 'stream chunk' })) {
       if (!chunk.success) {
@@ -433,7 +432,7 @@ class GeminiTransport extends HttpClient {
   }
 
   /** POSTs and returns a 2xx response; any other status becomes a ProviderError. */
-  post(path: string, body: unknown, options: CallOptions): Promise<Response> {
+  post(path: string, body: unknown, options: CallOptions): Promise<UpstreamResponse> {
     const url = `${this.settings.baseUrl.replace(/\/+$/, '')}${path}`;
     return this.postJson(url, body, {
       headers: this.#headers,
@@ -442,7 +441,7 @@ class GeminiTransport extends HttpClient {
     });
   }
 
-  async #refusal(response: Response): Promise<ProviderError> {
+  async #refusal(response: UpstreamResponse): Promise<ProviderError> {
     const failure = await readFailure(response);
     const { name } = this.settings;
     const upstreamMessage = redact(failure.message, this.settings.apiKey);

@@ -4,7 +4,8 @@
  * is undici's body timeout (the longest silence between two chunks); the total deadline is an
  * AbortSignal combined with the caller's.
  */
-import { Agent, fetch, type Response } from 'undici';
+import type { Readable } from 'node:stream';
+import { Agent, type Dispatcher } from 'undici';
 import { type ProviderError, errorFromException } from './errors.ts';
 
 export interface Timeouts {
@@ -14,11 +15,51 @@ export interface Timeouts {
   totalMs: number;
 }
 
+/**
+ * A provider's answer: what the adapters read of it. The body is a Node stream of bytes (undici's
+ * `request` API), not a web stream: no fetch Request, Response, body streams and their tees per call.
+ */
+export class UpstreamResponse {
+  readonly status: number;
+  readonly headers: { get(name: string): string | null };
+  readonly #body: Dispatcher.ResponseData['body'];
+
+  constructor(data: Dispatcher.ResponseData) {
+    this.status = data.statusCode;
+    const raw = data.headers;
+    this.headers = {
+      get: (name) => {
+        const value = raw[name.toLowerCase()];
+        return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
+      },
+    };
+    this.#body = data.body;
+  }
+
+  get ok(): boolean {
+    return this.status >= 200 && this.status < 300;
+  }
+
+  /** The body's bytes as they arrive. */
+  get body(): AsyncIterable<Uint8Array> {
+    return this.#body as Readable & AsyncIterable<Uint8Array>;
+  }
+
+  text(): Promise<string> {
+    return this.#body.text();
+  }
+
+  /** Stops reading the body and releases the connection. */
+  cancel(): void {
+    this.#body.destroy();
+  }
+}
+
 export interface PostOptions {
   headers: Record<string, string>;
   signal: AbortSignal;
   /** The error a non-2xx response is: each provider words its error bodies its own way. */
-  refusal: (response: Response) => Promise<ProviderError>;
+  refusal: (response: UpstreamResponse) => Promise<ProviderError>;
 }
 
 export class HttpClient {
@@ -42,23 +83,24 @@ export class HttpClient {
    * status, and one from errorFromException when no response arrives (unreachable, timed out).
    * Aborting `signal` rejects with its reason.
    */
-  async postJson(url: string, body: unknown, { headers, signal, refusal }: PostOptions): Promise<Response> {
+  async postJson(url: string, body: unknown, { headers, signal, refusal }: PostOptions): Promise<UpstreamResponse> {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.#totalMs)]);
-    let response: Response;
+    let response: UpstreamResponse;
     try {
-      response = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
-        body: JSON.stringify(body),
-        signal: deadline,
-        dispatcher: this.#agent,
-        // Providers answer, they do not redirect; and only without redirects does undici's fetch
-        // send the request as built instead of cloning it (a tee of the body stream per call).
-        redirect: 'error',
-      });
+      const target = new URL(url);
+      response = new UpstreamResponse(
+        await this.#agent.request({
+          origin: target.origin,
+          path: `${target.pathname}${target.search}`,
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+          body: JSON.stringify(body),
+          signal: deadline,
+        }),
+      );
     } catch (error) {
       if (signal.aborted) throw signal.reason;
-      throw errorFromException(this.#provider, error, 'connect');
+      throw errorFromException(this.#provider, deadline.aborted ? deadline.reason : error, 'connect');
     }
     if (response.ok) return response;
     throw await refusal(response);

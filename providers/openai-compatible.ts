@@ -4,7 +4,6 @@
  * formats and nothing else; retries, fallbacks and limits live above the contract.
  */
 import { z } from 'zod';
-import type { Response } from 'undici';
 import type {
   CallOptions,
   ChatMessage,
@@ -19,7 +18,7 @@ import type {
   TokenUsage,
 } from './contract.ts';
 import { type ProviderError, errorFromStatus } from './errors.ts';
-import { HttpClient, type Timeouts } from './http-client.ts';
+import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { countTextTokens, tokenUsage } from './tokens.ts';
 import {
   badResponse,
@@ -207,7 +206,7 @@ class OpenAICompatibleChatModel implements ChatModel {
   }
 
   /** The answer is whole once a choice gave its finish reason; usage, when asked for, comes after. */
-  private async *readStream(request: ChatRequest, response: Response): AsyncGenerator<ChatStreamPart> {
+  private async *readStream(request: ChatRequest, response: UpstreamResponse): AsyncGenerator<ChatStreamPart> {
     let text = '';
     let finishReason: FinishReason | undefined;
     let usage: TokenUsage | undefined;
@@ -299,13 +298,13 @@ class OpenAICompatibleTransport extends HttpClient {
   }
 
   /** POSTs and returns a 2xx response; any other status becomes a ProviderError. */
-  post(path: string, modelId: string, body: unknown, options: CallOptions): Promise<Response> {
+  post(path: string, modelId: string, body: unknown, options: CallOptions): Promise<UpstreamResponse> {
     const url = this.settings.url?.(path, modelId) ?? `${this.settings.baseUrl.replace(/\/+$/, '')}${path}`;
     const headers = { ...this.#headers, 'x-client-request-id': options.requestId };
     return this.postJson(url, body, { headers, signal: options.signal, refusal: (response) => this.#refusal(response) });
   }
 
-  async #refusal(response: Response): Promise<ProviderError> {
+  async #refusal(response: UpstreamResponse): Promise<ProviderError> {
     const message = this.redact(await readErrorMessage(response, errorMessageOf));
     return errorFromStatus(this.settings.name, response.status, response.headers, message);
   }

@@ -4,8 +4,8 @@
  * failure handling, the errors for a malformed or unfinished answer, keeping secrets out of
  * upstream messages, and counting usage when a provider reports none.
  */
-import type { Response } from 'undici';
 import type { z } from 'zod';
+import type { UpstreamResponse } from './http-client.ts';
 import type { CallOptions, ChatRequest, ChatStreamPart, FinishReason, TokenUsage } from './contract.ts';
 import { ProviderError, type ProviderErrorCode, errorFromException } from './errors.ts';
 import { parseSse } from './sse.ts';
@@ -103,7 +103,7 @@ export function parseJson(text: string): { ok: true; value: unknown } | { ok: fa
 }
 
 /** Reads a whole JSON body: a syntax error is a bad response, a timeout or cut body is not. */
-export async function readJson(provider: string, response: Response, options: CallOptions): Promise<unknown> {
+export async function readJson(provider: string, response: UpstreamResponse, options: CallOptions): Promise<unknown> {
   let text: string;
   try {
     text = await response.text();
@@ -120,7 +120,10 @@ export async function readJson(provider: string, response: Response, options: Ca
  * Reads a refusal's body for the logs: the message `pick` finds in its JSON, else the raw text,
  * clipped; undefined for an empty body. A body that cannot be read counts as empty.
  */
-export async function readErrorMessage(response: Response, pick: (json: unknown) => string | undefined): Promise<string | undefined> {
+export async function readErrorMessage(
+  response: UpstreamResponse,
+  pick: (json: unknown) => string | undefined,
+): Promise<string | undefined> {
   const text = await response.text().catch(() => '');
   const json = parseJson(text);
   const message = json.ok ? pick(json.value) : undefined;
@@ -171,10 +174,10 @@ export interface JsonEventStreamOptions<S extends z.ZodType> {
  */
 export async function* parseJsonEventStream<S extends z.ZodType>(
   provider: string,
-  response: Response,
+  response: UpstreamResponse,
   { schema, what, done, ignore }: JsonEventStreamOptions<S>,
 ): AsyncGenerator<ParsedEvent<z.output<S>>> {
-  for await (const message of parseSse(response.body as ReadableStream<Uint8Array>)) {
+  for await (const message of parseSse(response.body)) {
     if (message.data === done) return;
     const event = parseJsonEvent(provider, message.data, schema, { text: what });
     if (!event.success && 'raw' in event && ignore?.(event.raw)) continue;
@@ -195,10 +198,10 @@ export async function* parseJsonEventStream<S extends z.ZodType>(
 export async function* streamParts(
   provider: string,
   signal: AbortSignal,
-  connect: () => Promise<Response>,
-  read: (response: Response) => AsyncIterable<ChatStreamPart>,
+  connect: () => Promise<UpstreamResponse>,
+  read: (response: UpstreamResponse) => AsyncIterable<ChatStreamPart>,
 ): AsyncGenerator<ChatStreamPart> {
-  let response: Response;
+  let response: UpstreamResponse;
   try {
     response = await connect();
   } catch (error) {
@@ -211,5 +214,8 @@ export async function* streamParts(
   } catch (error) {
     if (signal.aborted) return;
     yield { type: 'error', error: errorFromException(provider, error, 'stream') };
+  } finally {
+    // An adapter that stopped reading early leaves the rest unread: release the connection.
+    response.cancel();
   }
 }

@@ -144,7 +144,7 @@ export class RouterClient {
       };
       return;
     }
-    for await (const message of parseSse(response.body as ReadableStream<Uint8Array>)) {
+    for await (const message of parseSse(response.body as AsyncIterable<Uint8Array>)) {
       if (message.event === 'complete') break;
       if (message.event !== 'next') continue;
       const result = JSON.parse(message.data) as GraphQLResult;
