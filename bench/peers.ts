@@ -17,7 +17,7 @@
  *   - modelgraph's ready time (spawn to the router's /readyz answering 200).
  *
  *   npx tsx bench/peers.ts [--seconds 10] [--warmup 2] [--connections 50] [--latency-requests 500]
- *     [--streams 200] [--concurrent-streams 100] [--token-delay-ms 0] [--slow-token-delay-ms 20]
+ *     [--streams 200] [--concurrent-streams 100] [--stream-rounds 3] [--token-delay-ms 0] [--slow-token-delay-ms 20]
  *     [--layout all|split] [--redis redis://127.0.0.1:6379] [--log-level warn]
  *     [--modelgraph-command "node --import tsx cli.ts"] [--production] [--modelgraph-node-options "<flags>"]
  *     [--cpu-prof <dir>]
@@ -70,6 +70,7 @@ const { values } = parseArgs({
     'latency-requests': { type: 'string', default: '500' },
     streams: { type: 'string', default: '200' },
     'concurrent-streams': { type: 'string', default: '100' },
+    'stream-rounds': { type: 'string', default: '3' },
     'token-delay-ms': { type: 'string', default: '0' },
     'slow-token-delay-ms': { type: 'string', default: '20' },
     layout: { type: 'string', default: 'all' },
@@ -88,6 +89,7 @@ const options = {
   latencyRequests: Number(values['latency-requests']),
   streams: Number(values.streams),
   concurrentStreams: Number(values['concurrent-streams']),
+  streamRounds: Number(values['stream-rounds']),
   tokenDelayMs: Number(values['token-delay-ms']),
   slowTokenDelayMs: Number(values['slow-token-delay-ms']),
   layout: values.layout,
@@ -903,22 +905,29 @@ async function firstTokens(route: StreamRoute, count: number) {
   return { ...summary(samples), errors };
 }
 
-/** `count` streams at once from the slow mock, twice: the first round opens the connections, the second is measured. */
-async function concurrentStreams(route: StreamRoute, count: number, gateway: Gateway | undefined, mock: Child) {
+/**
+ * `count` streams at once from the slow mock, in 1 + `rounds` rounds: the first opens the
+ * connections, the others are measured (one after the other, their times pooled).
+ */
+async function concurrentStreams(route: StreamRoute, count: number, rounds: number, gateway: Gateway | undefined, mock: Child) {
   const streamer = await route.open(count, true);
   const round = () => Promise.allSettled(Array.from({ length: count }, (_, slot) => streamer.stream(slot)));
   try {
     await round();
     const before = read(gateway, mock);
-    const settled = await round();
-    const cpu = cpuOver(before, read(gateway, mock), count);
+    const windowUs = { from: monotonicUs(), to: 0 };
+    const settled = [];
+    for (let measured = 0; measured < rounds; measured += 1) settled.push(...(await round()));
+    windowUs.to = monotonicUs();
+    const cpu = cpuOver(before, read(gateway, mock), settled.length);
     const totals = settled.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value.totalMs] : []));
     const failure = settled.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
     return {
       ...summary(totals),
-      errors: count - totals.length,
+      errors: settled.length - totals.length,
       firstError: failure && String(failure.reason),
       cpuMsPerStream: cpu.gatewayMsPerUnit,
+      windowUs,
     };
   } finally {
     await streamer.close();
@@ -967,7 +976,7 @@ async function measure(target: Target, mocks: { fast: number; child: Child }): P
     enterPhase(`${target.name}: first tokens over ${route.transport}`);
     firstToken.push({ transport: route.transport, result: await firstTokens(route, options.streams) });
     enterPhase(`${target.name}: concurrent streams over ${route.transport}`);
-    const result = await concurrentStreams(route, options.concurrentStreams, target.gateway, mocks.child);
+    const result = await concurrentStreams(route, options.concurrentStreams, options.streamRounds, target.gateway, mocks.child);
     concurrent.push({ transport: route.transport, result });
   }
   return {
@@ -1017,7 +1026,7 @@ function owner(functionName: string, url: string): string {
  * Self time by owner over the samples taken inside `window` (the measured load), from every
  * profile (each process, and each worker thread such as tsx's loader, writes one).
  */
-function profileSummary(files: string[], window: { from: number; to: number }): string[] {
+function profileSummary(files: string[], window: { from: number; to: number }, during: string): string[] {
   const selfMs = new Map<string, number>();
   for (const file of files) {
     const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
@@ -1036,7 +1045,7 @@ function profileSummary(files: string[], window: { from: number; to: number }): 
   const rows = [...selfMs.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15);
   const seconds = (window.to - window.from) / 1e6;
   return [
-    '\n### modelgraph CPU profile during the measured whole-chat load: top 15 by self time\n',
+    `\n### modelgraph CPU profile during ${during}: top 15 by self time\n`,
     `${files.length} profile(s), ${seconds.toFixed(1)} s window, ${Math.round(busy)} ms not idle (${(busy / 1000 / seconds).toFixed(2)} cores); the profiler itself slows modelgraph.\n`,
     '| package or folder | self ms | % of not idle |',
     '|---|---|---|',
@@ -1112,7 +1121,7 @@ function firstTokenTable(results: TargetResult[]): string[] {
 function concurrentTable(results: TargetResult[]): string[] {
   const direct = results[0]!.concurrent[0]!.result;
   return [
-    `\n### ${options.concurrentStreams} concurrent streams at ${options.slowTokenDelayMs} ms/token (${COMPLETION_TOKENS} tokens): time per whole stream\n`,
+    `\n### ${options.concurrentStreams} concurrent streams at ${options.slowTokenDelayMs} ms/token (${COMPLETION_TOKENS} tokens), ${options.streamRounds} measured round(s): time per whole stream\n`,
     '| target | transport | p50 ms | p99 ms | p50 ÷ direct | p99 ÷ direct | gateway CPU ms/stream | errors |',
     '|---|---|---|---|---|---|---|---|',
     ...results.flatMap(({ target, concurrent }) =>
@@ -1254,13 +1263,12 @@ async function main(): Promise<number> {
     ];
     if (options.cpuProfDir) {
       const files = readdirSync(options.cpuProfDir).filter((file) => file.endsWith('.cpuprofile') && !profilesBefore.has(file));
-      const window = results.find((result) => result.target.name === 'modelgraph')!.loadWindowUs;
-      lines.push(
-        ...profileSummary(
-          files.map((file) => join(options.cpuProfDir!, file)),
-          window,
-        ),
-      );
+      const modelgraph = results.find((result) => result.target.name === 'modelgraph')!;
+      const paths = files.map((file) => join(options.cpuProfDir!, file));
+      lines.push(...profileSummary(paths, modelgraph.loadWindowUs, 'the measured whole-chat load'));
+      for (const { transport, result } of modelgraph.concurrent) {
+        lines.push(...profileSummary(paths, result.windowUs, `the measured concurrent streams over ${transport}`));
+      }
     }
     console.log(lines.join('\n'));
     return errors.length ? 1 : 0;

@@ -72,7 +72,10 @@ export const ErrorCode = {
   TOOL_RESULT_TOO_LARGE: 'TOOL_RESULT_TOO_LARGE',
   /** The model asked for a tool that is not in its agent's list; nothing ran. */
   TOOL_NOT_ALLOWED: 'TOOL_NOT_ALLOWED',
-  /** The agent run was cancelled: by a caller, or because its owner's key was revoked or expired. */
+  /**
+   * The agent run was cancelled: by a caller, or because its owner's key was revoked or expired; or
+   * an operation's caller left before it finished (closed its connection or unsubscribed).
+   */
   CANCELLED: 'CANCELLED',
   /** A dependency the request needs (the key store in Redis) is unreachable; retry shortly (HTTP 503). */
   SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',

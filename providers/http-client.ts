@@ -8,6 +8,8 @@ import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { type ProviderError, errorFromException } from './errors.ts';
 
+const ignore = () => undefined;
+
 export interface Timeouts {
   connectMs: number;
   firstByteMs: number;
@@ -49,8 +51,13 @@ export class UpstreamResponse {
     return this.#body.text();
   }
 
-  /** Stops reading the body and releases the connection. */
+  /**
+   * Stops reading the body and releases the connection. undici reports an unfinished body so
+   * destroyed as an 'error' event (RequestAbortedError), which nobody needs here.
+   */
   cancel(): void {
+    if (this.#body.destroyed) return;
+    this.#body.once('error', ignore);
     this.#body.destroy();
   }
 }

@@ -29,6 +29,14 @@ describe('subgraph error masking', () => {
     expect(lines[0]?.msg).toBe('unexpected error');
   });
 
+  it('codes an operation its caller abandoned as CANCELLED, without an error line', () => {
+    const { log, lines } = capture();
+    const original = locatedError(new DOMException('This operation was aborted', 'AbortError'), undefined, ['chat']);
+    const masked = maskError({ message: original.message, path: ['chat'] }, original, log);
+    expect(masked).toEqual({ message: 'The operation was cancelled.', path: ['chat'], extensions: { code: 'CANCELLED' } });
+    expect(lines).toHaveLength(0);
+  });
+
   it('keeps request errors from Apollo, re-coded from its own vocabulary', () => {
     const { log } = capture();
     const original = new GraphQLError('POST body missing', { extensions: { code: 'BAD_REQUEST' } });

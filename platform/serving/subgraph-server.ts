@@ -85,6 +85,12 @@ export interface RunningSubgraph extends RunningServer {
   local: LocalSubgraph;
 }
 
+/** An abort (a DOMException or undici's AbortError), as a resolver rethrows its signal's reason. */
+function isAbort(original: unknown): boolean {
+  const error = original instanceof GraphQLError ? (original.originalError ?? original) : original;
+  return error instanceof Error && error.name === 'AbortError';
+}
+
 /**
  * Keeps errors that carry one of our codes (set where they were raised, by us, graphql-js or
  * Apollo's request handling) and masks everything else as INTERNAL_SERVER_ERROR, logging the
@@ -100,6 +106,15 @@ export function maskError(formatted: GraphQLFormattedError, original: unknown, l
   const requestCode = original instanceof GraphQLError ? original.extensions?.code : undefined;
   if (requestCode === 'BAD_REQUEST' || requestCode === 'OPERATION_RESOLUTION_FAILURE') {
     return { message: formatted.message, extensions: { code: ErrorCode.BAD_USER_INPUT } };
+  }
+  if (isAbort(original)) {
+    // The caller went away (a closed connection, an unsubscribe): nobody reads this answer.
+    log.debug('operation cancelled: its caller left');
+    return {
+      message: 'The operation was cancelled.',
+      ...(formatted.path && { path: formatted.path }),
+      extensions: { code: ErrorCode.CANCELLED },
+    };
   }
   log.error({ err: original }, 'unexpected error');
   return {
