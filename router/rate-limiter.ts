@@ -9,6 +9,7 @@
  * Both pass one contract suite (rate-limiter.test.ts).
  */
 import type { Redis } from 'ioredis';
+import { luaScript } from '../platform/redis/scripts.ts';
 
 export interface RateLimit {
   max: number;
@@ -69,7 +70,9 @@ export class MemoryRateLimiter implements RateLimiter {
  * epoch in ms leaves one decimal and lets a limit of millions per minute through unchecked), and
  * its expiry is at least 1 ms (an interval below the clock's resolution would ask for `PX 0`).
  */
-const GCRA = `
+const GCRA = luaScript(
+  'mgRateLimitGcra',
+  `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -82,7 +85,8 @@ if now < allow_at then
   return {0, 0, math.ceil(allow_at - now), math.ceil(base - now)}
 end
 redis.call('SET', KEYS[1], string.format('%.17g', next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
-return {1, math.floor((now + window - next_tat) / interval), 0, math.ceil(next_tat - now)}`;
+return {1, math.floor((now + window - next_tat) / interval), 0, math.ceil(next_tat - now)}`,
+);
 
 /** Keys are whole Redis keys (built with `rateLimitKey`, prefix included). */
 export class RedisRateLimiter implements RateLimiter {
@@ -93,8 +97,8 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async take(key: string, limit: RateLimit): Promise<RateDecision> {
-    const [allowed, remaining, retryAfterMs, resetMs] = (await this.#redis.eval(
-      GCRA,
+    const [allowed, remaining, retryAfterMs, resetMs] = (await GCRA.run(
+      this.#redis,
       1,
       key,
       limit.windowMs / limit.max,

@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Scope } from '../identity/principal.ts';
 import { accessKeys } from '../redis/keys.ts';
+import { luaScript } from '../redis/scripts.ts';
 
 export interface TenantRecord {
   id: string;
@@ -190,23 +191,31 @@ export class MemoryAccessStore implements AccessStore {
 }
 
 /** Sets fields of an existing hash only (never creates a half record). */
-const UPDATE_IF_EXISTS = `
+const UPDATE_IF_EXISTS = luaScript(
+  'mgAccessUpdateIfExists',
+  `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1`;
+return 1`,
+);
 
 /** Sets revokedAt unless it is set already. */
-const REVOKE = `
+const REVOKE = luaScript(
+  'mgAccessRevoke',
+  `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'revokedAt') == 'null' then redis.call('HSET', KEYS[1], 'revokedAt', ARGV[1]) end
-return 1`;
+return 1`,
+);
 
 /**
  * KEYS: record, new hash index, tenant keys, old hash index (read before, so every key is
  * declared). ARGV: onlyIfAbsent, id, created ms, new hash, old hash ('' for none), fields...
  * Returns -1 when the record's hash is no longer the one read (the caller reads again).
  */
-const PUT_KEY = `
+const PUT_KEY = luaScript(
+  'mgAccessPutKey',
+  `
 local old = redis.call('HGET', KEYS[1], 'hash') or ''
 if old ~= ARGV[5] then return -1 end
 if old ~= '' and ARGV[1] == '1' then return 0 end
@@ -216,14 +225,18 @@ redis.call('HSET', KEYS[1], 'hash', ARGV[4], unpack(ARGV, 6))
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 if old ~= '' then return 2 end
-return 1`;
+return 1`,
+);
 
 /** ARGV: id (JSON), created ms, id, fields... */
-const CREATE_TENANT = `
+const CREATE_TENANT = luaScript(
+  'mgAccessCreateTenant',
+  `
 if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 1`;
+return 1`,
+);
 
 function toFields(record: object): string[] {
   return Object.entries(record).flatMap(([field, value]) => [field, JSON.stringify(value ?? null)]);
@@ -262,8 +275,8 @@ export class RedisAccessStore implements AccessStore {
 
   async createTenant(tenant: TenantRecord) {
     const fields = toFields({ name: tenant.name, createdAt: tenant.createdAt });
-    const created = await this.#redis.eval(
-      CREATE_TENANT,
+    const created = await CREATE_TENANT.run(
+      this.#redis,
       2,
       this.#keys.tenant(tenant.id),
       this.#keys.tenants(),
@@ -290,8 +303,8 @@ export class RedisAccessStore implements AccessStore {
     const k = this.#keys;
     for (let attempt = 0; attempt < 5; attempt += 1) {
       const old = (await this.#redis.hget(k.apiKey(id), 'hash')) ?? '';
-      const outcome = await this.#redis.eval(
-        PUT_KEY,
+      const outcome = await PUT_KEY.run(
+        this.#redis,
         4,
         k.apiKey(id),
         k.apiKeyByHash(hash),
@@ -328,7 +341,7 @@ export class RedisAccessStore implements AccessStore {
   async updateKey(id: string, patch: ApiKeyPatch) {
     const fields = toFields(Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined)));
     if (fields.length > 0) {
-      const updated = await this.#redis.eval(UPDATE_IF_EXISTS, 1, this.#keys.apiKey(id), ...fields);
+      const updated = await UPDATE_IF_EXISTS.run(this.#redis, 1, this.#keys.apiKey(id), ...fields);
       if (updated === 0) return undefined;
       await this.#publish(id);
     }
@@ -336,14 +349,14 @@ export class RedisAccessStore implements AccessStore {
   }
 
   async revokeKey(id: string, at: Date) {
-    const revoked = await this.#redis.eval(REVOKE, 1, this.#keys.apiKey(id), JSON.stringify(at.toISOString()));
+    const revoked = await REVOKE.run(this.#redis, 1, this.#keys.apiKey(id), JSON.stringify(at.toISOString()));
     if (revoked === 0) return undefined;
     await this.#publish(id);
     return this.key(id);
   }
 
   async touchKey(id: string, at: Date) {
-    await this.#redis.eval(UPDATE_IF_EXISTS, 1, this.#keys.apiKey(id), 'lastUsedAt', JSON.stringify(at.toISOString()));
+    await UPDATE_IF_EXISTS.run(this.#redis, 1, this.#keys.apiKey(id), 'lastUsedAt', JSON.stringify(at.toISOString()));
   }
 
   onKeyChanged(listener: (keyId: string) => void) {

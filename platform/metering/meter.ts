@@ -12,6 +12,7 @@
  * same arithmetic. Amounts are integers: tokens, or nano-dollars (money.ts).
  */
 import type { Redis } from 'ioredis';
+import { luaScript } from '../redis/scripts.ts';
 
 export interface Bucket {
   /** Names the bucket for errors: `tokensPerMinute:key`, `usdPerDay:tenant`, ... */
@@ -73,7 +74,9 @@ export class MemoryMeter implements Meter {
 }
 
 /** KEYS: buckets. ARGV: per bucket, limit, amount, ttl ms. Returns {0} or {index (1-based), used}. */
-const RESERVE = `
+const RESERVE = luaScript(
+  'mgMeterReserve',
+  `
 for i, key in ipairs(KEYS) do
   local used = tonumber(redis.call('GET', key) or '0')
   local limit = tonumber(ARGV[(i - 1) * 3 + 1])
@@ -84,7 +87,8 @@ for i, key in ipairs(KEYS) do
   redis.call('INCRBY', key, ARGV[(i - 1) * 3 + 2])
   redis.call('PEXPIRE', key, ARGV[(i - 1) * 3 + 3])
 end
-return {0}`;
+return {0}`,
+);
 
 export class RedisMeter implements Meter {
   readonly #redis: Redis;
@@ -97,7 +101,7 @@ export class RedisMeter implements Meter {
     if (buckets.length === 0) return { ok: true, buckets };
     const now = Date.now();
     const args = buckets.flatMap((bucket) => [bucket.limit, bucket.amount, Math.max(bucket.resetAt - now, 1_000) + 60_000]);
-    const [index, used] = (await this.#redis.eval(RESERVE, buckets.length, ...buckets.map((bucket) => bucket.key), ...args)) as number[];
+    const [index, used] = (await RESERVE.run(this.#redis, buckets.length, ...buckets.map((bucket) => bucket.key), ...args)) as number[];
     return index === 0 ? { ok: true, buckets } : { ok: false, bucket: buckets[index! - 1]!, used: used! };
   }
 

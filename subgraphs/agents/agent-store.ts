@@ -6,6 +6,7 @@
 import type { Redis } from 'ioredis';
 import { agentKeys } from '../../platform/redis/keys.ts';
 import type { AgentDefinition } from './records.ts';
+import { luaScript } from '../../platform/redis/scripts.ts';
 
 export interface AgentStore {
   /** The tenant's agents, sorted by name. */
@@ -62,10 +63,13 @@ export class MemoryAgentStore implements AgentStore {
 }
 
 /** KEYS: the tenant's definitions. ARGV: name, definition JSON. Sets the field only if it exists. */
-const REPLACE = `
+const REPLACE = luaScript(
+  'mgAgentReplace',
+  `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`;
+return 1`,
+);
 
 export class RedisAgentStore implements AgentStore {
   readonly #redis: Redis;
@@ -92,8 +96,8 @@ export class RedisAgentStore implements AgentStore {
   }
 
   async replace(definition: AgentDefinition) {
-    const replaced = await this.#redis.eval(
-      REPLACE,
+    const replaced = await REPLACE.run(
+      this.#redis,
       1,
       this.#keys.definitions(tenantOf(definition)),
       definition.name,

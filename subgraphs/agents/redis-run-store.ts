@@ -9,6 +9,7 @@ import type { AgentRunEventRecord, AgentRunRecord, StoredRunEvent } from './reco
 import { DEFAULT_RETENTION_SECONDS, RunFinishedError, checkCursor, type IdleCheck, type RunSnapshot, type RunStore } from './run-store.ts';
 import { followRun, type Doorbell, type Look } from './run-store-follow.ts';
 import { listFrom, listsAfter, pageOf, positionOf, type ListPosition } from './run-store-list.ts';
+import { luaScript } from '../../platform/redis/scripts.ts';
 
 const UNFINISHED_GRACE_MS = 24 * 60 * 60 * 1000;
 
@@ -18,7 +19,9 @@ const UNFINISHED_GRACE_MS = 24 * 60 * 60 * 1000;
  * held. Returns the new cursor, -1 for an unknown run, -2 for a finished one, -3 when a lease is held.
  * The lease is left alone: it always carries its own (short) expiry.
  */
-const APPEND = `
+const APPEND = luaScript(
+  'mgRunAppend',
+  `
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[1], 'finished') == 1 then return -2 end
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -3 end
@@ -32,14 +35,18 @@ if ARGV[3] == '1' then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PUBLISH', ARGV[5], cursor)
-return cursor`;
+return cursor`,
+);
 
 /** KEYS: state. ARGV: reason, cancellations channel, run id. Records the first reason and announces every request. */
-const REQUEST_CANCEL = `
+const REQUEST_CANCEL = luaScript(
+  'mgRunRequestCancel',
+  `
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished') == 1 then return 0 end
 redis.call('HSETNX', KEYS[1], 'cancel', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1`;
+return 1`,
+);
 
 type ExecReplies = [error: Error | null, result: unknown][] | null;
 
@@ -147,7 +154,7 @@ export class RedisRunStore implements RunStore {
   }
 
   async requestCancel(runId: string, reason: string) {
-    await this.#redis.eval(REQUEST_CANCEL, 1, this.#keys.run(runId), reason, this.#keys.cancellations(), runId);
+    await REQUEST_CANCEL.run(this.#redis, 1, this.#keys.run(runId), reason, this.#keys.cancellations(), runId);
   }
 
   async cancelRequested(runId: string) {
@@ -194,8 +201,8 @@ export class RedisRunStore implements RunStore {
 
   #append(runId: string, event: AgentRunEventRecord, snapshot: AgentRunRecord | undefined, onlyIfAbandoned: boolean) {
     const k = this.#keys;
-    return this.#redis.eval(
-      APPEND,
+    return APPEND.run(
+      this.#redis,
       3,
       k.run(runId),
       k.runEvents(runId),

@@ -1,0 +1,38 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { luaScript } from './scripts.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const redis = new Redis(url);
+const monitor = new Redis(url);
+afterAll(() => {
+  redis.disconnect();
+  monitor.disconnect();
+});
+
+describe('Lua scripts', () => {
+  it('send their text once per connection: EVAL the first time, EVALSHA after', async () => {
+    const key = `mg-test:${randomUUID()}:script`;
+    // A script no one has loaded: its text is unique to this run.
+    const script = luaScript(`mgTest${randomUUID().replaceAll('-', '')}`, `-- ${key}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])`);
+    const seen: string[] = [];
+    const watching = await monitor.monitor();
+    const watched = new Promise<void>((resolve) => {
+      watching.on('monitor', (_time: string, args: string[]) => {
+        const command = args[0]!.toLowerCase();
+        // MONITOR also shows the commands the script itself runs.
+        if (!args.includes(key) || !command.startsWith('eval')) return;
+        seen.push(command);
+        if (seen.length === 3) resolve();
+      });
+    });
+    expect(await script.run(redis, 1, key, 2)).toBe(2);
+    expect(await script.run(redis, 1, key, 3)).toBe(5);
+    expect(await script.run(redis, 1, key, 4)).toBe(9);
+    await watched;
+    watching.disconnect();
+    expect(seen).toEqual(['eval', 'evalsha', 'evalsha']);
+    await redis.del(key);
+  });
+});
