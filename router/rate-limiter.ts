@@ -70,9 +70,7 @@ export class MemoryRateLimiter implements RateLimiter {
  * epoch in ms leaves one decimal and lets a limit of millions per minute through unchecked), and
  * its expiry is at least 1 ms (an interval below the clock's resolution would ask for `PX 0`).
  */
-const GCRA = luaScript(
-  'mgRateLimitGcra',
-  `
+const GCRA = luaScript(`
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -85,8 +83,7 @@ if now < allow_at then
   return {0, 0, math.ceil(allow_at - now), math.ceil(base - now)}
 end
 redis.call('SET', KEYS[1], string.format('%.17g', next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
-return {1, math.floor((now + window - next_tat) / interval), 0, math.ceil(next_tat - now)}`,
-);
+return {1, math.floor((now + window - next_tat) / interval), 0, math.ceil(next_tat - now)}`);
 
 /** Keys are whole Redis keys (built with `rateLimitKey`, prefix included). */
 export class RedisRateLimiter implements RateLimiter {

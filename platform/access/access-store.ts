@@ -191,31 +191,23 @@ export class MemoryAccessStore implements AccessStore {
 }
 
 /** Sets fields of an existing hash only (never creates a half record). */
-const UPDATE_IF_EXISTS = luaScript(
-  'mgAccessUpdateIfExists',
-  `
+const UPDATE_IF_EXISTS = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1`,
-);
+return 1`);
 
 /** Sets revokedAt unless it is set already. */
-const REVOKE = luaScript(
-  'mgAccessRevoke',
-  `
+const REVOKE = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'revokedAt') == 'null' then redis.call('HSET', KEYS[1], 'revokedAt', ARGV[1]) end
-return 1`,
-);
+return 1`);
 
 /**
  * KEYS: record, new hash index, tenant keys, old hash index (read before, so every key is
  * declared). ARGV: onlyIfAbsent, id, created ms, new hash, old hash ('' for none), fields...
  * Returns -1 when the record's hash is no longer the one read (the caller reads again).
  */
-const PUT_KEY = luaScript(
-  'mgAccessPutKey',
-  `
+const PUT_KEY = luaScript(`
 local old = redis.call('HGET', KEYS[1], 'hash') or ''
 if old ~= ARGV[5] then return -1 end
 if old ~= '' and ARGV[1] == '1' then return 0 end
@@ -225,18 +217,14 @@ redis.call('HSET', KEYS[1], 'hash', ARGV[4], unpack(ARGV, 6))
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 if old ~= '' then return 2 end
-return 1`,
-);
+return 1`);
 
 /** ARGV: id (JSON), created ms, id, fields... */
-const CREATE_TENANT = luaScript(
-  'mgAccessCreateTenant',
-  `
+const CREATE_TENANT = luaScript(`
 if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 1`,
-);
+return 1`);
 
 function toFields(record: object): string[] {
   return Object.entries(record).flatMap(([field, value]) => [field, JSON.stringify(value ?? null)]);

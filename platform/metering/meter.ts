@@ -74,9 +74,7 @@ export class MemoryMeter implements Meter {
 }
 
 /** KEYS: buckets. ARGV: per bucket, limit, amount, ttl ms. Returns {0} or {index (1-based), used}. */
-const RESERVE = luaScript(
-  'mgMeterReserve',
-  `
+const RESERVE = luaScript(`
 for i, key in ipairs(KEYS) do
   local used = tonumber(redis.call('GET', key) or '0')
   local limit = tonumber(ARGV[(i - 1) * 3 + 1])
@@ -87,8 +85,7 @@ for i, key in ipairs(KEYS) do
   redis.call('INCRBY', key, ARGV[(i - 1) * 3 + 2])
   redis.call('PEXPIRE', key, ARGV[(i - 1) * 3 + 3])
 end
-return {0}`,
-);
+return {0}`);
 
 export class RedisMeter implements Meter {
   readonly #redis: Redis;

@@ -13,6 +13,10 @@ export function createRedis(url: string, log: Logger): Redis {
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+    // Commands issued in the same tick leave in one write: under load a chat's rate-limit step,
+    // token reservation, settlement and usage event share their socket writes with other chats'
+    // instead of a system call each (ioredis's auto-pipelining; order per connection is kept).
+    enableAutoPipelining: true,
   });
   let reported = false;
   redis.on('error', (error: Error) => {

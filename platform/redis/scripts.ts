@@ -2,10 +2,14 @@
  * Lua scripts run by their SHA1. `EVAL` sends a script's whole text with every call (and Redis
  * hashes it each time): on the hot path that was the largest single cost of a chat in the split
  * layout, the rate limit's and the token reservation's scripts written to the socket per request.
- * ioredis's `defineCommand` does the standard dance instead: the text once per connection (`EVAL`,
- * which also loads it), then `EVALSHA`, and the text again only if Redis answers `NOSCRIPT` (after a
- * restart or `SCRIPT FLUSH`).
+ * Here every call is `EVALSHA`; only when Redis answers `NOSCRIPT` (the first call after a start,
+ * a restart or `SCRIPT FLUSH`) is the text sent, with `EVAL`, which also loads it.
+ *
+ * Not ioredis's `defineCommand`: its commands are missing from auto-pipelines made before they were
+ * defined (ioredis 5.11 throws `pipeline[functionName] is not a function`), while `EVALSHA` and
+ * `EVAL` are plain commands that auto-pipeline like any other.
  */
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 export type ScriptArgument = string | number;
@@ -15,20 +19,16 @@ export interface LuaScript {
   run(redis: Redis, numberOfKeys: number, ...keysAndArgs: ScriptArgument[]): Promise<unknown>;
 }
 
-type DefinedCommand = (numberOfKeys: number, ...keysAndArgs: ScriptArgument[]) => Promise<unknown>;
-
-/** `name` is the command's name on each client it runs on; one per script. */
-export function luaScript(name: string, lua: string): LuaScript {
-  const definedOn = new WeakSet<Redis>();
+export function luaScript(lua: string): LuaScript {
+  const sha = createHash('sha1').update(lua).digest('hex');
   return {
-    run(redis, numberOfKeys, ...keysAndArgs) {
-      if (!definedOn.has(redis)) {
-        // No numberOfKeys here: each call passes its own, as EVAL takes it.
-        redis.defineCommand(name, { lua });
-        definedOn.add(redis);
+    async run(redis, numberOfKeys, ...keysAndArgs) {
+      try {
+        return await redis.evalsha(sha, numberOfKeys, ...keysAndArgs);
+      } catch (error) {
+        if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+        return redis.eval(lua, numberOfKeys, ...keysAndArgs);
       }
-      const command = (redis as unknown as Record<string, DefinedCommand>)[name]!;
-      return command.call(redis, numberOfKeys, ...keysAndArgs);
     },
   };
 }

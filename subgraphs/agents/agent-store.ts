@@ -63,13 +63,10 @@ export class MemoryAgentStore implements AgentStore {
 }
 
 /** KEYS: the tenant's definitions. ARGV: name, definition JSON. Sets the field only if it exists. */
-const REPLACE = luaScript(
-  'mgAgentReplace',
-  `
+const REPLACE = luaScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`,
-);
+return 1`);
 
 export class RedisAgentStore implements AgentStore {
   readonly #redis: Redis;

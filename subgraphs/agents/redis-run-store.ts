@@ -19,9 +19,7 @@ const UNFINISHED_GRACE_MS = 24 * 60 * 60 * 1000;
  * held. Returns the new cursor, -1 for an unknown run, -2 for a finished one, -3 when a lease is held.
  * The lease is left alone: it always carries its own (short) expiry.
  */
-const APPEND = luaScript(
-  'mgRunAppend',
-  `
+const APPEND = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[1], 'finished') == 1 then return -2 end
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -3 end
@@ -35,18 +33,14 @@ if ARGV[3] == '1' then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PUBLISH', ARGV[5], cursor)
-return cursor`,
-);
+return cursor`);
 
 /** KEYS: state. ARGV: reason, cancellations channel, run id. Records the first reason and announces every request. */
-const REQUEST_CANCEL = luaScript(
-  'mgRunRequestCancel',
-  `
+const REQUEST_CANCEL = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished') == 1 then return 0 end
 redis.call('HSETNX', KEYS[1], 'cancel', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1`,
-);
+return 1`);
 
 type ExecReplies = [error: Error | null, result: unknown][] | null;
 
