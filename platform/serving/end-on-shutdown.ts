@@ -8,6 +8,7 @@
  */
 import { GraphQLError, type ExecutionResult } from 'graphql';
 import { ErrorCode } from '../errors.ts';
+import { whenAborted } from './when-aborted.ts';
 
 const SHUTDOWN = Symbol('shutdown');
 
@@ -19,18 +20,17 @@ export function shuttingDownResult(): ExecutionResult {
 
 export function endOnShutdown(source: AsyncIterable<ExecutionResult>, signal: AbortSignal): AsyncGenerator<ExecutionResult> {
   const iterator = source[Symbol.asyncIterator]();
-  // Detaches our listener from the long-lived shutdown signal when this stream ends.
-  const detach = new AbortController();
   let finished = false;
+  // Removed from the long-lived shutdown signal when this stream ends.
+  let detach = () => undefined as void;
   const finish = () => {
     if (finished) return;
     finished = true;
-    detach.abort();
+    detach();
     iterator.return?.().catch(() => undefined);
   };
   const shutdown = new Promise<typeof SHUTDOWN>((resolve) => {
-    if (signal.aborted) resolve(SHUTDOWN);
-    else signal.addEventListener('abort', () => resolve(SHUTDOWN), { once: true, signal: detach.signal });
+    detach = whenAborted(signal, () => resolve(SHUTDOWN));
   });
   const done = (): IteratorResult<ExecutionResult> => ({ done: true, value: undefined });
   const wrapped: AsyncGenerator<ExecutionResult> = {

@@ -9,6 +9,7 @@
  * No identity token is made or checked: the principal never leaves the process. A call without
  * one is refused as the HTTP server would refuse a request without a token.
  */
+import { whenAborted } from './when-aborted.ts';
 import { GraphQLError, execute, subscribe, type DocumentNode, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import type { SubgraphName } from '../config.ts';
 import { ErrorCode, codedError } from '../errors.ts';
@@ -139,14 +140,13 @@ export function operationSignal(caller: AbortSignal | undefined, closing: AbortS
   const abort = () => controller.abort(OPERATION_ENDED);
   const callerGone = () => controller.abort(caller?.reason ?? OPERATION_ENDED);
   if (caller?.aborted) callerGone();
-  if (closing.aborted) abort();
   caller?.addEventListener('abort', callerGone, { once: true });
-  closing.addEventListener('abort', abort, { once: true });
+  const notClosing = whenAborted(closing, abort);
   return {
     signal: controller.signal,
     release: () => {
       caller?.removeEventListener('abort', callerGone);
-      closing.removeEventListener('abort', abort);
+      notClosing();
       abort();
     },
   };
