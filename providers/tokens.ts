@@ -8,8 +8,22 @@
  * in slices, because BPE merging is quadratic in the length of such a run (80 KB of "aaaa…" took
  * 5 s in one piece). Slicing can shift the count by a token per slice, only in such runs.
  */
-import { countTokens, decode, encode } from 'gpt-tokenizer';
+import { createRequire } from 'node:module';
 import type { ChatMessage, TokenUsage } from './contract.ts';
+
+type Tokenizer = typeof import('gpt-tokenizer');
+
+let tokenizer: Tokenizer | undefined;
+
+/**
+ * Loaded on first use (about 140 ms, once): its o200k tables take some 66 MB of memory, which a
+ * process that never counts tokens — a router alone, the usage or access subgraph — should not
+ * carry. Synchronously, through the package's CommonJS build, because counting is synchronous.
+ */
+function loaded(): Tokenizer {
+  tokenizer ??= createRequire(import.meta.url)('gpt-tokenizer') as Tokenizer;
+  return tokenizer;
+}
 
 /** Per-message framing overhead of the chat format (role and separators), as OpenAI documents it. */
 const TOKENS_PER_MESSAGE = 3;
@@ -35,14 +49,26 @@ function pieces(text: string): string[] {
 
 export function countTextTokens(text: string): number {
   let total = 0;
-  for (const piece of pieces(text)) total += countTokens(piece, PLAIN);
+  for (const piece of pieces(text)) total += loaded().countTokens(piece, PLAIN);
   return total;
+}
+
+const tokensOfRole = new Map<string, number>();
+
+/** A role's count, made once per role (there are four). */
+function roleTokens(role: string): number {
+  let tokens = tokensOfRole.get(role);
+  if (tokens === undefined) {
+    tokens = countTextTokens(role);
+    tokensOfRole.set(role, tokens);
+  }
+  return tokens;
 }
 
 export function countChatTokens(messages: readonly ChatMessage[]): number {
   let total = TOKENS_REPLY_PRIMING;
   for (const message of messages) {
-    total += TOKENS_PER_MESSAGE + countTextTokens(message.role) + countTextTokens(message.content);
+    total += TOKENS_PER_MESSAGE + roleTokens(message.role) + countTextTokens(message.content);
     if (message.role === 'assistant') {
       for (const call of message.toolCalls ?? []) total += countTextTokens(call.name) + countTextTokens(call.arguments);
     }
@@ -57,6 +83,7 @@ export function tokenUsage(promptTokens: number, completionTokens: number, total
 
 /** The longest prefix of `text` that is at most `maxTokens` tokens. */
 export function truncateToTokens(text: string, maxTokens: number): { text: string; tokens: number; truncated: boolean } {
+  const { encode, decode } = loaded();
   const tokens = pieces(text).flatMap((piece) => encode(piece, PLAIN));
   if (tokens.length <= maxTokens) return { text, tokens: tokens.length, truncated: false };
   return { text: decode(tokens.slice(0, maxTokens)), tokens: maxTokens, truncated: true };
