@@ -14,10 +14,14 @@
  *   - --concurrent-streams streams at once from a mock that waits --slow-token-delay-ms per token:
  *     time per whole stream, p50 and p99, and its ratio to direct;
  *   - idle RSS after start (VmRSS) and peak RSS (VmHWM), summed over the gateway's processes;
- *   - modelgraph's ready time (spawn to the router's /readyz answering 200).
+ *   - modelgraph's ready time (spawn to the router's /readyz answering 200);
+ *   - modelgraph only, last: --idle-subscriptions chatStream subscriptions over graphql-ws (20 per
+ *     socket, the router's default cap) held open on a mock whose first token comes after
+ *     --idle-token-delay-ms, and the RSS each costs every modelgraph process (0 skips it).
  *
  *   npx tsx bench/peers.ts [--seconds 10] [--warmup 2] [--connections 50] [--latency-requests 500]
  *     [--streams 200] [--concurrent-streams 100] [--stream-rounds 3] [--token-delay-ms 0] [--slow-token-delay-ms 20]
+ *     [--idle-subscriptions 10000] [--idle-token-delay-ms 25000]
  *     [--layout all|split] [--redis redis://127.0.0.1:6379] [--log-level warn]
  *     [--modelgraph-command "node --import tsx cli.ts"] [--production] [--modelgraph-node-options "<flags>"]
  *     [--cpu-prof <dir>]
@@ -73,6 +77,8 @@ const { values } = parseArgs({
     'stream-rounds': { type: 'string', default: '3' },
     'token-delay-ms': { type: 'string', default: '0' },
     'slow-token-delay-ms': { type: 'string', default: '20' },
+    'idle-subscriptions': { type: 'string', default: '10000' },
+    'idle-token-delay-ms': { type: 'string', default: '25000' },
     layout: { type: 'string', default: 'all' },
     redis: { type: 'string' },
     'log-level': { type: 'string', default: 'warn' },
@@ -92,6 +98,8 @@ const options = {
   streamRounds: Number(values['stream-rounds']),
   tokenDelayMs: Number(values['token-delay-ms']),
   slowTokenDelayMs: Number(values['slow-token-delay-ms']),
+  idleSubscriptions: Number(values['idle-subscriptions']),
+  idleTokenDelayMs: Number(values['idle-token-delay-ms']),
   layout: values.layout,
   logLevel: values['log-level'],
   cpuProfDir: values['cpu-prof'] && resolve(values['cpu-prof']),
@@ -354,10 +362,25 @@ function cpuOver(before: Reading, after: Reading, units: number) {
 
 // --- the mock, Portkey and modelgraph ----------------------------------------------------------
 
-async function startMocks(): Promise<{ child: Child; fast: number; slow: number }> {
+interface Mocks {
+  child: Child;
+  fast: number;
+  slow: number;
+  /** Sends a stream's first token only after --idle-token-delay-ms: subscriptions on it stay idle. */
+  idle: number;
+}
+
+async function startMocks(): Promise<Mocks> {
   const child = spawnChild(
     'mock',
-    [process.execPath, '--import', 'tsx', 'bench/peer-mock.ts', '--delays', `${options.tokenDelayMs},${options.slowTokenDelayMs}`],
+    [
+      process.execPath,
+      '--import',
+      'tsx',
+      'bench/peer-mock.ts',
+      '--delays',
+      `${options.tokenDelayMs},${options.slowTokenDelayMs},${options.idleTokenDelayMs}`,
+    ],
     {
       ...process.env,
       NODE_ENV: 'production',
@@ -365,7 +388,7 @@ async function startMocks(): Promise<{ child: Child; fast: number; slow: number 
   );
   const line = await child.waitForLine((text) => text.startsWith('{"mocks"'));
   const { mocks } = JSON.parse(line) as { mocks: { delayMs: number; port: number }[] };
-  return { child, fast: mocks[0]!.port, slow: mocks[1]!.port };
+  return { child, fast: mocks[0]!.port, slow: mocks[1]!.port, idle: mocks[2]!.port };
 }
 
 async function mockStats(port: number): Promise<MockStats> {
@@ -478,7 +501,7 @@ interface Modelgraph {
 }
 
 /** As shipped, but with the numbers raised so that the load is counted, not refused. */
-function modelgraphConfig(ports: Record<'router' | (typeof SUBGRAPH_NAMES)[number], number>, mocks: { fast: number; slow: number }) {
+function modelgraphConfig(ports: Record<'router' | (typeof SUBGRAPH_NAMES)[number], number>, mocks: Mocks) {
   // Far above the load, yet enforced: every call takes its step in the limiter (Redis or memory).
   const huge = { max: 1_000_000, window: '1m' };
   const model = (id: string, provider: string) => ({
@@ -509,12 +532,13 @@ function modelgraphConfig(ports: Record<'router' | (typeof SUBGRAPH_NAMES)[numbe
     providers: {
       mock: { type: 'openai-compatible', baseUrl: `http://127.0.0.1:${mocks.fast}/v1` },
       'mock-slow': { type: 'openai-compatible', baseUrl: `http://127.0.0.1:${mocks.slow}/v1` },
+      'mock-idle': { type: 'openai-compatible', baseUrl: `http://127.0.0.1:${mocks.idle}/v1` },
     },
-    models: [model('bench-model', 'mock'), model('bench-slow', 'mock-slow')],
+    models: [model('bench-model', 'mock'), model('bench-slow', 'mock-slow'), model('bench-idle', 'mock-idle')],
   };
 }
 
-async function startModelgraph(mocks: { fast: number; slow: number }): Promise<Modelgraph> {
+async function startModelgraph(mocks: Mocks): Promise<Modelgraph> {
   const ports = Object.fromEntries(await Promise.all(['router', ...SUBGRAPH_NAMES].map(async (name) => [name, await freePort()])));
   const config = modelgraphConfig(ports, mocks);
   const configFile = writeConfig(config);
@@ -933,6 +957,98 @@ async function concurrentStreams(route: StreamRoute, count: number, rounds: numb
   }
 }
 
+/** The router's default router.limits.maxSubscriptionsPerConnection, kept: a socket carries this many. */
+const SUBSCRIPTIONS_PER_CONNECTION = 20;
+
+interface IdleResult {
+  count: number;
+  connections: number;
+  openMs: number;
+  /** RSS of each of modelgraph's processes (by role) before opening and with all of them open. */
+  before: { role: string; kiB: number }[];
+  after: { role: string; kiB: number }[];
+  errors: number;
+  firstError?: string;
+}
+
+/**
+ * `count` chatStream subscriptions over graphql-ws on the mock that waits before its first token:
+ * open (every upstream stream reached the mock), nothing flowing, they cost only memory. Measured
+ * by each process's RSS before and after; then all are unsubscribed.
+ */
+async function idleSubscriptions(modelgraph: Modelgraph, idleMockPort: number, count: number): Promise<IdleResult> {
+  const rss = () => modelgraph.processes.map((child) => ({ role: child.name, kiB: memoryKiB(processTree([child.child.pid!]), 'VmRSS') }));
+  const connections = Math.ceil(count / SUBSCRIPTIONS_PER_CONNECTION);
+  const before = rss();
+  const upstreamBefore = (await mockStats(idleMockPort)).streams;
+  const started = performance.now();
+  const clients: WsClient[] = [];
+  const connected: Promise<void>[] = [];
+  for (let index = 0; index < connections; index++) {
+    const client = createClient({
+      url: modelgraph.url.replace('http', 'ws'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      lazy: false,
+      connectionParams: { authorization: `Bearer ${API_KEY}` },
+    });
+    connected.push(new Promise((resolvePromise) => client.on('connected', () => resolvePromise())));
+    clients.push(client);
+  }
+  await Promise.all(connected);
+  let errors = 0;
+  let firstError: string | undefined;
+  const unsubscribes = Array.from({ length: count }, (_, index) =>
+    clients[Math.floor(index / SUBSCRIPTIONS_PER_CONNECTION)]!.subscribe(
+      { query: CHAT_STREAM, variables: chatInput('bench-idle') },
+      {
+        next: () => undefined,
+        error: (error) => {
+          errors++;
+          firstError ??= error instanceof Error ? error.message : JSON.stringify(error);
+        },
+        complete: () => undefined,
+      },
+    ),
+  );
+  try {
+    // Open once the mock holds every one of their upstream streams (and before any first token).
+    const deadline = started + options.idleTokenDelayMs - 2_000;
+    while ((await mockStats(idleMockPort)).streams - upstreamBefore < count && errors === 0) {
+      if (performance.now() > deadline)
+        throw new Error(`only ${(await mockStats(idleMockPort)).streams - upstreamBefore} of ${count} idle subscriptions opened in time`);
+      await sleep(100);
+    }
+    const openMs = performance.now() - started;
+    // What is left of the opening burst's garbage is the same for every run; let a GC cycle pass.
+    await sleep(1_000);
+    return { count, connections, openMs, before, after: rss(), errors, ...(firstError && { firstError }) };
+  } finally {
+    for (const unsubscribe of unsubscribes) unsubscribe();
+    await Promise.all(clients.map((client) => client.dispose()));
+  }
+}
+
+function idleTable(result: IdleResult | undefined): string[] {
+  if (!result) return [];
+  const kib = (entries: { kiB: number }[]) => entries.reduce((sum, entry) => sum + entry.kiB, 0);
+  const rows = result.before.map((before, index) => {
+    const after = result.after[index]!;
+    return `| ${before.role} | ${mib(before.kiB)} | ${mib(after.kiB)} | ${((after.kiB - before.kiB) / result.count).toFixed(1)} |`;
+  });
+  return [
+    `\n### ${result.count} idle chatStream subscriptions over graphql-ws (${result.connections} connections, ${SUBSCRIPTIONS_PER_CONNECTION} each), open in ${(result.openMs / 1000).toFixed(1)} s, ${result.errors} errors${result.firstError ? ` (first: ${result.firstError})` : ''}\n`,
+    '| process | RSS before MiB | RSS with all open MiB | KiB per subscription |',
+    '|---|---|---|---|',
+    ...rows,
+    ...(rows.length > 1
+      ? [
+          `| all | ${mib(kib(result.before))} | ${mib(kib(result.after))} | ${((kib(result.after) - kib(result.before)) / result.count).toFixed(1)} |`,
+        ]
+      : []),
+  ];
+}
+
 interface TargetResult {
   target: Target;
   load: LoadResult;
@@ -1240,6 +1356,11 @@ async function main(): Promise<number> {
     const targets = [directTarget(mocks), portkeyTarget(portkey.port, portkey.child.child.pid!, mocks), modelgraphTarget(modelgraph)];
     const results: TargetResult[] = [];
     for (const target of targets) results.push(await measure(target, { fast: mocks.fast, child: mocks.child }));
+    let idle: IdleResult | undefined;
+    if (options.idleSubscriptions > 0) {
+      enterPhase('modelgraph: idle subscriptions');
+      idle = await idleSubscriptions(modelgraph, mocks.idle, options.idleSubscriptions);
+    }
     const refused = portkey.child.stdout.filter((line) => line.startsWith('{"peersRefused"'));
     const patched = portkey.child.stdout.some((line) => line.startsWith('{"peersCopyingResponse"'));
     // Graceful stops (the router drains first in split), so profiles are written before they are read.
@@ -1257,6 +1378,7 @@ async function main(): Promise<number> {
       ...firstTokenTable(results),
       ...concurrentTable(results),
       ...memoryTable(results),
+      ...idleTable(idle),
       '\n### Gateway diagnostics (warn/error log lines, standard error)\n',
       ...(gatewayProcesses.flatMap(diagnostics).length ? gatewayProcesses.flatMap(diagnostics) : ['- none']),
     ];
