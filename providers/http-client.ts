@@ -6,6 +6,7 @@
  */
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
+import { deadline } from './deadline.ts';
 import { type ProviderError, errorFromException } from './errors.ts';
 
 const ignore = () => undefined;
@@ -91,23 +92,25 @@ export class HttpClient {
    * Aborting `signal` rejects with its reason.
    */
   async postJson(url: string, body: unknown, { headers, signal, refusal }: PostOptions): Promise<UpstreamResponse> {
-    const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.#totalMs)]);
+    // The total covers the body too: it is cleared once the body is read or dropped.
+    const total = deadline(signal, this.#totalMs);
     let response: UpstreamResponse;
     try {
       const target = new URL(url);
-      response = new UpstreamResponse(
-        await this.#agent.request({
-          origin: target.origin,
-          path: `${target.pathname}${target.search}`,
-          method: 'POST',
-          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
-          body: JSON.stringify(body),
-          signal: deadline,
-        }),
-      );
+      const data = await this.#agent.request({
+        origin: target.origin,
+        path: `${target.pathname}${target.search}`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+        body: JSON.stringify(body),
+        signal: total.signal,
+      });
+      data.body.once('close', total.clear);
+      response = new UpstreamResponse(data);
     } catch (error) {
+      total.clear();
       if (signal.aborted) throw signal.reason;
-      throw errorFromException(this.#provider, deadline.aborted ? deadline.reason : error, 'connect');
+      throw errorFromException(this.#provider, total.expired ? total.signal.reason : error, 'connect');
     }
     if (response.ok) return response;
     throw await refusal(response);

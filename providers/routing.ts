@@ -11,6 +11,7 @@
  * policy is ours: which errors are worth another attempt here, which only at another target, how
  * long to wait, and when to move on.
  */
+import { type Deadline, deadline } from './deadline.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BrokenCircuitError, type CircuitBreakerPolicy, CircuitState, CountBreaker, circuitBreaker, handleWhen } from 'cockatiel';
 import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamPart } from './contract.ts';
@@ -223,33 +224,39 @@ export class Router {
     options: CallOptions,
     attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>,
   ): Promise<R> {
-    const deadline = Date.now() + this.settings.deadlineMs;
-    const expiry = AbortSignal.timeout(this.settings.deadlineMs);
-    const signal = AbortSignal.any([options.signal, expiry]);
-    let lastError: unknown;
-    for (const [index, target] of targets.entries()) {
-      if (signal.aborted) break;
-      const hasNext = index < targets.length - 1;
-      const breaker = this.#breaker(target.key);
-      // A half-open target is being probed by another request: go elsewhere, never queue behind it.
-      if (breaker.state === CircuitState.HalfOpen) continue;
-      try {
-        return await this.#attempts(target, breaker, { signal, expiry, caller: options.signal, deadline }, hasNext, attempt);
-      } catch (error) {
-        if (options.signal.aborted) throw options.signal.reason;
-        if (error instanceof BrokenCircuitError) continue;
-        if (!tryNext(error)) throw error;
-        lastError = error;
+    const deadlineAt = Date.now() + this.settings.deadlineMs;
+    // Cleared on the way out: a whole call is over then, and a stream has its first part (the
+    // deadline covers only the wait for it).
+    const expiry = deadline(options.signal, this.settings.deadlineMs);
+    const { signal } = expiry;
+    try {
+      let lastError: unknown;
+      for (const [index, target] of targets.entries()) {
+        if (signal.aborted) break;
+        const hasNext = index < targets.length - 1;
+        const breaker = this.#breaker(target.key);
+        // A half-open target is being probed by another request: go elsewhere, never queue behind it.
+        if (breaker.state === CircuitState.HalfOpen) continue;
+        try {
+          return await this.#attempts(target, breaker, { signal, expiry, caller: options.signal, deadline: deadlineAt }, hasNext, attempt);
+        } catch (error) {
+          if (options.signal.aborted) throw options.signal.reason;
+          if (error instanceof BrokenCircuitError) continue;
+          if (!tryNext(error)) throw error;
+          lastError = error;
+        }
       }
+      if (expiry.expired && !options.signal.aborted && lastError === undefined) throw deadlinePassed();
+      throw lastError ?? noTargetAvailable();
+    } finally {
+      expiry.clear();
     }
-    if (expiry.aborted && !options.signal.aborted && lastError === undefined) throw deadlinePassed();
-    throw lastError ?? noTargetAvailable();
   }
 
   async #attempts<T, R>(
     target: Target<T>,
     breaker: CircuitBreakerPolicy,
-    { signal, expiry, caller, deadline }: { signal: AbortSignal; expiry: AbortSignal; caller: AbortSignal; deadline: number },
+    { signal, expiry, caller, deadline }: { signal: AbortSignal; expiry: Deadline; caller: AbortSignal; deadline: number },
     hasNext: boolean,
     attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>,
   ): Promise<R> {
@@ -266,7 +273,7 @@ export class Router {
               throw caller.reason;
             }
             // The deadline aborted the call: a timeout of this target, whatever the adapter threw.
-            if (expiry.aborted) throw deadlinePassed();
+            if (expiry.expired) throw deadlinePassed();
             throw error;
           }
         });
@@ -278,7 +285,7 @@ export class Router {
         try {
           await sleep(wait, undefined, { signal });
         } catch {
-          throw expiry.aborted ? deadlinePassed() : error;
+          throw expiry.expired ? deadlinePassed() : error;
         }
       }
     }
