@@ -485,7 +485,7 @@ function listeningSockets(pid: number): string {
 
 /** TCP connections (any state) of these processes whose peer is not loopback, as `ss` lists them. */
 function foreignConnections(pids: number[]): string[] {
-  const lines = execFileSync('ss', ['-tanpH']).toString().split('\n');
+  const lines = execFileSync('ss', ['-tanpH'], { maxBuffer: 256 * 1024 * 1024 }).toString().split('\n');
   return lines
     .filter((line) => pids.some((pid) => line.includes(`pid=${pid},`)))
     .map((line) => line.trim().split(/\s+/))

@@ -10,7 +10,8 @@
  * one is refused as the HTTP server would refuse a request without a token.
  */
 import { whenAborted } from './when-aborted.ts';
-import { GraphQLError, execute, subscribe, type DocumentNode, type ExecutionResult, type GraphQLSchema } from 'graphql';
+import { subscribe } from '@graphql-tools/executor';
+import { GraphQLError, execute, type DocumentNode, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import type { SubgraphName } from '../config.ts';
 import { ErrorCode, codedError } from '../errors.ts';
 import type { Principal } from '../identity/principal.ts';
@@ -192,13 +193,16 @@ export function localSubgraph<TContext extends OperationContext>(parts: LocalSub
       const operation = operationSignal(call.signal, call.closing);
       const end = operation.release;
       const contextValue = parts.contextFor({ ...call, principal }, requestLog, operation.signal);
-      const result = await subscribe({
+      // graphql-tools' subscribe, not graphql-js's: it coerces the variables once per subscription,
+      // where graphql-js re-executes each event from the raw variables (a chat's whole prompt,
+      // coerced again for every token).
+      const result = (await subscribe({
         schema,
         document: call.document,
         variableValues: call.variables,
         operationName: call.operationName,
         contextValue,
-      });
+      })) as AsyncIterableIterator<ExecutionResult> | ExecutionResult;
       if (!(Symbol.asyncIterator in result)) {
         end();
         completed(requestLog, call, started, result.errors?.length ?? 0, 'in-process');
