@@ -22,7 +22,7 @@ export function endOnShutdown(source: AsyncIterable<ExecutionResult>, signal: Ab
   const iterator = source[Symbol.asyncIterator]();
   let finished = false;
   // Removed from the long-lived shutdown signal when this stream ends.
-  let detach = () => undefined as void;
+  let detach: () => void = () => undefined;
   const finish = () => {
     if (finished) return;
     finished = true;
