@@ -53,7 +53,8 @@ function codeForStatus(status: number): ProviderErrorCode {
   if (status === 401 || status === 403) return 'UPSTREAM_AUTH_FAILED';
   if (status === 429) return 'UPSTREAM_RATE_LIMITED';
   if (status === 408 || status === 504) return 'UPSTREAM_TIMEOUT';
-  if (status >= 500 || status === 529) return 'UPSTREAM_UNAVAILABLE';
+  // 3xx: a redirect beyond the ones followed, as much a broken endpoint as a 5xx.
+  if (status >= 500 || (status >= 300 && status < 400)) return 'UPSTREAM_UNAVAILABLE';
   return 'UPSTREAM_BAD_REQUEST';
 }
 

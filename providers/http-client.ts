@@ -2,14 +2,24 @@
  * The one HTTP client every adapter uses: an undici keep-alive pool per provider, with the four
  * timeouts of the provider config. Connect and first-byte timeouts are undici's; the idle timeout
  * is undici's body timeout (the longest silence between two chunks); the total deadline is an
- * AbortSignal combined with the caller's.
+ * AbortSignal combined with the caller's. Up to two redirects are followed (a gateway in front of
+ * a provider may move it); a third is a failed call. Bodies are not compressed: no
+ * `accept-encoding` is sent, and none should be configured.
  */
 import type { Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher, interceptors } from 'undici';
 import { deadline } from './deadline.ts';
 import { type ProviderError, errorFromException } from './errors.ts';
 
-const ignore = () => undefined;
+const ignoreError = () => undefined;
+
+/** How much of a finished stream's rest is read to keep its connection (more: the connection is closed). */
+const DRAIN_LIMIT_BYTES = 1024 * 1024;
+
+const MAX_REDIRECTS = 2;
+
+/** Some providers' front doors refuse requests without one. */
+const USER_AGENT = 'modelgraph';
 
 export interface Timeouts {
   connectMs: number;
@@ -43,9 +53,12 @@ export class UpstreamResponse {
     return this.status >= 200 && this.status < 300;
   }
 
-  /** The body's bytes as they arrive. */
+  /**
+   * The body's bytes as they arrive. Leaving the loop early does not destroy the body (which would
+   * close the connection): whoever stops reading calls `release()` or `cancel()`.
+   */
   get body(): AsyncIterable<Uint8Array> {
-    return this.#body as Readable & AsyncIterable<Uint8Array>;
+    return (this.#body as Readable).iterator({ destroyOnReturn: false });
   }
 
   text(): Promise<string> {
@@ -53,12 +66,23 @@ export class UpstreamResponse {
   }
 
   /**
-   * Stops reading the body and releases the connection. undici reports an unfinished body so
-   * destroyed as an 'error' event (RequestAbortedError), which nobody needs here.
+   * Done with an answer that finished (or failed) on its own: reads what is left of it, if little,
+   * so that its connection goes back to the pool for the next call. Settles when it has (nobody
+   * needs to wait for that).
+   */
+  async release(): Promise<void> {
+    if (this.#body.destroyed) return;
+    await this.#body.dump({ limit: DRAIN_LIMIT_BYTES }).catch(ignoreError);
+  }
+
+  /**
+   * Stops reading the body and closes its connection (the caller left; the rest is not wanted).
+   * undici reports an unfinished body so destroyed as an 'error' event (RequestAbortedError),
+   * which nobody needs here.
    */
   cancel(): void {
     if (this.#body.destroyed) return;
-    this.#body.once('error', ignore);
+    this.#body.once('error', ignoreError);
     this.#body.destroy();
   }
 }
@@ -72,6 +96,7 @@ export interface PostOptions {
 
 export class HttpClient {
   readonly #agent: Agent;
+  readonly #dispatcher: Dispatcher;
   readonly #totalMs: number;
   readonly #provider: string;
 
@@ -84,6 +109,7 @@ export class HttpClient {
       headersTimeout: timeouts.firstByteMs,
       bodyTimeout: timeouts.idleMs,
     });
+    this.#dispatcher = this.#agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTS }));
   }
 
   /**
@@ -97,11 +123,16 @@ export class HttpClient {
     let response: UpstreamResponse;
     try {
       const target = new URL(url);
-      const data = await this.#agent.request({
+      const data = await this.#dispatcher.request({
         origin: target.origin,
         path: `${target.pathname}${target.search}`,
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'user-agent': USER_AGENT,
+          ...headers,
+        },
         body: JSON.stringify(body),
         signal: total.signal,
       });

@@ -215,7 +215,9 @@ export async function* streamParts(
     if (signal.aborted) return;
     yield { type: 'error', error: errorFromException(provider, error, 'stream') };
   } finally {
-    // An adapter that stopped reading early leaves the rest unread: release the connection.
-    response.cancel();
+    // An adapter stops at its stream's last event, or at an error: what is left is read so the
+    // connection can be reused, unless the caller left (then the rest is not wanted).
+    if (signal.aborted) response.cancel();
+    else void response.release();
   }
 }
