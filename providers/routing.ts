@@ -11,10 +11,10 @@
  * policy is ours: which errors are worth another attempt here, which only at another target, how
  * long to wait, and when to move on.
  */
-import { type Deadline, deadline } from './deadline.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BrokenCircuitError, type CircuitBreakerPolicy, CircuitState, CountBreaker, circuitBreaker, handleWhen } from 'cockatiel';
 import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamPart } from './contract.ts';
+import { type Deadline, deadline } from './deadline.ts';
 import { ProviderError } from './errors.ts';
 
 export interface RoutingSettings {
@@ -149,13 +149,13 @@ export class Router {
     let attempts = 0;
     let opened: { first: ChatStreamPart; rest: AsyncIterator<ChatStreamPart>; target: Target<T> };
     try {
-      opened = await this.#firstSuccess(targets, options, async (target, deadline) => {
+      opened = await this.#firstSuccess(targets, options, async (target, routingSignal) => {
         attempts++;
         // The deadline covers the wait for the first token only; a committed stream runs on the
         // caller's signal alone. An attempt that fails (or times out) is aborted upstream at once.
         const own = new AbortController();
-        const onDeadline = () => own.abort(deadline.reason);
-        deadline.addEventListener('abort', onDeadline, { once: true });
+        const onDeadline = () => own.abort(routingSignal.reason);
+        routingSignal.addEventListener('abort', onDeadline, { once: true });
         const rest = target.chat
           .stream(request, { ...options, signal: AbortSignal.any([options.signal, own.signal]) })
           [Symbol.asyncIterator]();
@@ -165,7 +165,7 @@ export class Router {
           own.abort(error);
           throw error;
         } finally {
-          deadline.removeEventListener('abort', onDeadline);
+          routingSignal.removeEventListener('abort', onDeadline);
         }
       });
     } catch (error) {
@@ -238,7 +238,7 @@ export class Router {
         // A half-open target is being probed by another request: go elsewhere, never queue behind it.
         if (breaker.state === CircuitState.HalfOpen) continue;
         try {
-          return await this.#attempts(target, breaker, { signal, expiry, caller: options.signal, deadline: deadlineAt }, hasNext, attempt);
+          return await this.#attempts(target, breaker, { signal, expiry, caller: options.signal, deadlineAt }, hasNext, attempt);
         } catch (error) {
           if (options.signal.aborted) throw options.signal.reason;
           if (error instanceof BrokenCircuitError) continue;
@@ -256,7 +256,7 @@ export class Router {
   async #attempts<T, R>(
     target: Target<T>,
     breaker: CircuitBreakerPolicy,
-    { signal, expiry, caller, deadline }: { signal: AbortSignal; expiry: Deadline; caller: AbortSignal; deadline: number },
+    { signal, expiry, caller, deadlineAt }: { signal: AbortSignal; expiry: Deadline; caller: AbortSignal; deadlineAt: number },
     hasNext: boolean,
     attempt: (target: Target<T>, signal: AbortSignal) => Promise<R>,
   ): Promise<R> {
@@ -281,7 +281,7 @@ export class Router {
         // Another attempt here only while the circuit is still closed (this failure may have opened it).
         if (!retrySame(error) || number >= this.settings.attemptsPerTarget || breaker.state !== CircuitState.Closed) throw error;
         const wait = this.#delay(number, error);
-        if (Date.now() + wait >= deadline || (hasNext && wait > this.settings.maxDelayMs)) throw error;
+        if (Date.now() + wait >= deadlineAt || (hasNext && wait > this.settings.maxDelayMs)) throw error;
         try {
           await sleep(wait, undefined, { signal });
         } catch {

@@ -109,8 +109,9 @@ function unauthenticatedBody(message: string, requestId: string | undefined) {
 }
 
 /**
- * A JSON request body as the runtime takes it pre-parsed: a non-empty object or array (anything else,
- * malformed JSON included, goes to the runtime as bytes, which answers it with its coded 400).
+ * A JSON request body as the runtime takes it pre-parsed: a non-empty object or array. That is what
+ * @whatwg-node/server treats as a parsed body (`Object.keys(body).length > 0`); anything else,
+ * malformed JSON included, goes to the runtime as bytes, which answers it with its coded 400.
  */
 function parsedJsonBody(request: IncomingMessage, body: Buffer): object | undefined {
   if (!request.headers['content-type']?.includes('json')) return undefined;

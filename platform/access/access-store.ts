@@ -366,7 +366,7 @@ export class RedisAccessStore implements AccessStore {
     if (this.#subscriber) return;
     // A subscribed connection can do nothing else, so changes get their own. It queues the
     // SUBSCRIBE until connected and re-subscribes after a reconnect (ioredis does both).
-    this.#subscriber = this.#redis.duplicate({ enableOfflineQueue: true });
+    this.#subscriber = this.#redis.duplicate({ enableOfflineQueue: true, enableAutoPipelining: false });
     this.#subscriber.on('error', () => undefined);
     this.#subscriber.on('message', (_channel: string, id: string) => this.#changes.emit('changed', id));
     // Changes published while the feed was down are lost: after a reconnect, everything may have changed.

@@ -15,7 +15,10 @@ export function createRedis(url: string, log: Logger): Redis {
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
     // Commands issued in the same tick leave in one write: under load a chat's rate-limit step,
     // token reservation, settlement and usage event share their socket writes with other chats'
-    // instead of a system call each (ioredis's auto-pipelining; order per connection is kept).
+    // instead of a system call each (ioredis's auto-pipelining). A few commands are never
+    // pipelined (MULTI, SCRIPT, INFO, CLIENT, SUBSCRIBE…) and may go ahead of ones queued in the
+    // same tick; nothing here depends on the order of independent commands. Subscriber
+    // connections (duplicates) turn it off.
     enableAutoPipelining: true,
   });
   let reported = false;

@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { createRedis } from './client.ts';
 import { luaScript } from './scripts.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -34,5 +37,21 @@ describe('Lua scripts', () => {
     watching.disconnect();
     expect(seen).toEqual(['evalsha', 'eval', 'evalsha', 'evalsha']);
     await redis.del(key);
+  });
+
+  it('load themselves once when several calls of a script no one has loaded leave in one auto-pipeline', async () => {
+    const shipped = createRedis(url, pino({ level: 'silent' }));
+    try {
+      // As shipped it queues nothing while connecting.
+      if (shipped.status !== 'ready') await once(shipped, 'ready');
+      const key = `mg-test:${randomUUID()}:script`;
+      const script = luaScript(`-- ${key}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])`);
+      const results = await Promise.all([2, 3, 4].map((amount) => script.run(shipped, 1, key, amount)));
+      expect((results as number[]).sort((a, b) => a - b)).toEqual([2, 5, 9]);
+      expect(await shipped.get(key)).toBe('9');
+      await shipped.del(key);
+    } finally {
+      shipped.disconnect();
+    }
   });
 });

@@ -2,6 +2,7 @@ import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type { ExecutionResult } from 'graphql';
 import { endOnShutdown } from './end-on-shutdown.ts';
+import { waitingOn } from './when-aborted.ts';
 
 /** A source that yields `values` and then waits forever, recording whether it was closed. */
 function source(values: ExecutionResult[]) {
@@ -55,6 +56,8 @@ describe('endOnShutdown', () => {
     const open = endOnShutdown(source([]).iterable, shutdown.signal);
     const pending = open.next();
     expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(1);
+    // Only the open stream still waits: every ended one removed itself.
+    expect(waitingOn(shutdown.signal)).toBe(1);
     shutdown.abort();
     expect((await pending).value?.errors?.[0]?.extensions?.code).toBe('SHUTTING_DOWN');
   });

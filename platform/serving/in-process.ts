@@ -9,7 +9,6 @@
  * No identity token is made or checked: the principal never leaves the process. A call without
  * one is refused as the HTTP server would refuse a request without a token.
  */
-import { whenAborted } from './when-aborted.ts';
 import { subscribe } from '@graphql-tools/executor';
 import { GraphQLError, execute, type DocumentNode, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import type { SubgraphName } from '../config.ts';
@@ -18,6 +17,7 @@ import type { Principal } from '../identity/principal.ts';
 import type { Logger } from '../logger.ts';
 import { SPEND_EXTENSION, spent } from '../metering/spend.ts';
 import { WARNINGS_EXTENSION } from './warnings.ts';
+import { whenAborted } from './when-aborted.ts';
 
 /** One operation the router sends a subgraph, with who it is for. */
 export interface LocalCall {
@@ -142,12 +142,12 @@ export function operationSignal(caller: AbortSignal | undefined, closing: AbortS
   const callerGone = () => controller.abort(caller?.reason ?? OPERATION_ENDED);
   if (caller?.aborted) callerGone();
   caller?.addEventListener('abort', callerGone, { once: true });
-  const notClosing = whenAborted(closing, abort);
+  const detachFromClosing = whenAborted(closing, abort);
   return {
     signal: controller.signal,
     release: () => {
       caller?.removeEventListener('abort', callerGone);
-      notClosing();
+      detachFromClosing();
       abort();
     },
   };

@@ -29,12 +29,22 @@ describe('subgraph error masking', () => {
     expect(lines[0]?.msg).toBe('unexpected error');
   });
 
-  it('codes an operation its caller abandoned as CANCELLED, without an error line', () => {
+  it('codes an operation its caller abandoned as CANCELLED, logged as that and not as an error', () => {
     const { log, lines } = capture();
-    const original = locatedError(new DOMException('This operation was aborted', 'AbortError'), undefined, ['chat']);
+    const aborted = locatedError(new DOMException('This operation was aborted', 'AbortError'), undefined, ['chat']);
+    // graphql-tools wraps an error from a subscription's source once more.
+    const original = new GraphQLError(aborted.message, { originalError: aborted });
     const masked = maskError({ message: original.message, path: ['chat'] }, original, log);
     expect(masked).toEqual({ message: 'The operation was cancelled.', path: ['chat'], extensions: { code: 'CANCELLED' } });
-    expect(lines).toHaveLength(0);
+    expect(lines.map((line) => [line.level, line.msg])).toEqual([[30, 'operation cancelled']]);
+  });
+
+  it("drops a coded error's HTTP status, which was for the subgraph's own answer", () => {
+    const { log } = capture();
+    const original = new GraphQLError('Variable "$input" got invalid value', {
+      extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } },
+    });
+    expect(maskError(original.toJSON(), original, log).extensions).toEqual({ code: 'BAD_USER_INPUT' });
   });
 
   it('keeps request errors from Apollo, re-coded from its own vocabulary', () => {

@@ -16,7 +16,8 @@ import { ApolloServerPluginInlineTraceDisabled, ApolloServerPluginLandingPageDis
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { ServerOptions } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
-import { GraphQLError, defaultFieldResolver, parse, subscribe, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
+import { subscribe } from '@graphql-tools/executor';
+import { GraphQLError, defaultFieldResolver, parse, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
 import { applyMiddleware } from 'graphql-middleware';
 import type { IMiddlewareGenerator } from 'graphql-middleware';
 import type { Registry } from 'prom-client';
@@ -85,9 +86,13 @@ export interface RunningSubgraph extends RunningServer {
   local: LocalSubgraph;
 }
 
-/** An abort (a DOMException or undici's AbortError), as a resolver rethrows its signal's reason. */
+/**
+ * An abort at the root of the error (a DOMException or undici's AbortError), as a resolver
+ * rethrows its signal's reason when its caller leaves, unsubscribes, or the server closes.
+ */
 function isAbort(original: unknown): boolean {
-  const error = original instanceof GraphQLError ? (original.originalError ?? original) : original;
+  let error = original;
+  while (error instanceof GraphQLError && error.originalError) error = error.originalError;
   return error instanceof Error && error.name === 'AbortError';
 }
 
@@ -100,7 +105,9 @@ function isAbort(original: unknown): boolean {
 export function maskError(formatted: GraphQLFormattedError, original: unknown, log: Logger): GraphQLFormattedError {
   const code = codeOf(original);
   if (code && code !== ErrorCode.INTERNAL_SERVER_ERROR) {
-    const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
+    // `http` is a status for the subgraph's own HTTP answer (graphql-tools adds one to variable
+    // errors), not for the router's caller.
+    const { stacktrace: _stacktrace, http: _http, ...extensions } = formatted.extensions ?? {};
     return { ...formatted, extensions: { ...extensions, code } };
   }
   const requestCode = original instanceof GraphQLError ? original.extensions?.code : undefined;
@@ -108,8 +115,9 @@ export function maskError(formatted: GraphQLFormattedError, original: unknown, l
     return { message: formatted.message, extensions: { code: ErrorCode.BAD_USER_INPUT } };
   }
   if (isAbort(original)) {
-    // The caller went away (a closed connection, an unsubscribe): nobody reads this answer.
-    log.debug('operation cancelled: its caller left');
+    // Its caller went away (a closed connection, an unsubscribe) or the server is closing: the
+    // answer reaches nobody. Logged, for an abort from elsewhere would read the same.
+    log.info({ err: { name: 'AbortError', message: String((original as Error).message) } }, 'operation cancelled');
     return {
       message: 'The operation was cancelled.',
       ...(formatted.path && { path: formatted.path }),

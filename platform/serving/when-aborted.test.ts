@@ -1,6 +1,6 @@
 import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { whenAborted } from './when-aborted.ts';
+import { waitingOn, whenAborted } from './when-aborted.ts';
 
 describe('whenAborted', () => {
   it('calls every listener still registered when the signal aborts, once, and none that were removed', () => {
@@ -8,6 +8,7 @@ describe('whenAborted', () => {
     const calls: string[] = [];
     const removers = Array.from({ length: 50 }, (_, index) => whenAborted(controller.signal, () => calls.push(`op${index}`)));
     for (const remove of removers.slice(0, 45)) remove();
+    expect(waitingOn(controller.signal)).toBe(5);
     controller.abort();
     controller.abort();
     expect(calls).toEqual(['op45', 'op46', 'op47', 'op48', 'op49']);

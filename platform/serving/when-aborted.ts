@@ -34,3 +34,8 @@ export function whenAborted(signal: AbortSignal, listener: () => void): () => vo
     added.delete(listener);
   };
 }
+
+/** How many listeners wait on `signal` (what a finished operation must have removed). */
+export function waitingOn(signal: AbortSignal): number {
+  return listenersOf.get(signal)?.size ?? 0;
+}

@@ -5,8 +5,8 @@
  */
 import type { Redis } from 'ioredis';
 import { agentKeys } from '../../platform/redis/keys.ts';
-import type { AgentDefinition } from './records.ts';
 import { luaScript } from '../../platform/redis/scripts.ts';
+import type { AgentDefinition } from './records.ts';
 
 export interface AgentStore {
   /** The tenant's agents, sorted by name. */

@@ -5,11 +5,11 @@
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import { agentKeys } from '../../platform/redis/keys.ts';
+import { luaScript } from '../../platform/redis/scripts.ts';
 import type { AgentRunEventRecord, AgentRunRecord, StoredRunEvent } from './records.ts';
 import { DEFAULT_RETENTION_SECONDS, RunFinishedError, checkCursor, type IdleCheck, type RunSnapshot, type RunStore } from './run-store.ts';
 import { followRun, type Doorbell, type Look } from './run-store-follow.ts';
 import { listFrom, listsAfter, pageOf, positionOf, type ListPosition } from './run-store-list.ts';
-import { luaScript } from '../../platform/redis/scripts.ts';
 
 const UNFINISHED_GRACE_MS = 24 * 60 * 60 * 1000;
 
@@ -276,7 +276,7 @@ export class RedisRunStore implements RunStore {
     if (this.#feed) return this.#feed;
     // A subscribed connection can do nothing else. It queues SUBSCRIBEs until connected and
     // re-subscribes after a reconnect (ioredis does both).
-    const feed = this.#redis.duplicate({ enableOfflineQueue: true });
+    const feed = this.#redis.duplicate({ enableOfflineQueue: true, enableAutoPipelining: false });
     feed.on('error', () => undefined);
     feed.on('message', (channel: string, message: string) => this.#delivered(channel, message));
     let connectedBefore = false;

@@ -7,6 +7,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import type { UsageEvent } from '../../platform/metering/usage-event.ts';
 import { RedisUsageSink, fromStreamFields, type CountedEvent } from '../../platform/metering/usage-stream.ts';
 import { usageKeys } from '../../platform/redis/keys.ts';
+import { luaScript } from '../../platform/redis/scripts.ts';
 import {
   DEFAULT_CONSUMER,
   SUM_FIELDS,
@@ -57,7 +58,7 @@ function entriesOf(reply: ReadReply): StreamEntry[] {
  * ARGV: event id, counted TTL, row TTL, row key, n, n values for HSET (the dimensions), then
  * field/increment pairs for HINCRBY. Returns 1 if counted, 0 if the id was counted before.
  */
-const COUNT_EVENT = `
+const COUNT_EVENT = luaScript(`
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 local dimensions = tonumber(ARGV[5])
@@ -66,7 +67,7 @@ for i = 6 + dimensions, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-return 1`;
+return 1`);
 
 /** Rows live in one hash per (hour, row key) and one set of row keys per hour; see the module comment. */
 export class RedisUsageStore implements UsageStore {
@@ -87,9 +88,8 @@ export class RedisUsageStore implements UsageStore {
   async drain(options: DrainOptions = {}): Promise<number> {
     const { batch, maxEvents } = checkDrainOptions(options);
     const consumer = options.consumer ?? DEFAULT_CONSUMER;
-    // Loaded per drain: a restarted or failed-over Redis has forgotten scripts.
-    const [sha] = await Promise.all([this.#redis.script('LOAD', COUNT_EVENT) as Promise<string>, this.#ensureGroup()]);
-    const read = (start: string, budget: number) => this.#drainFrom({ sha, consumer, batch, start, budget });
+    await this.#ensureGroup();
+    const read = (start: string, budget: number) => this.#drainFrom({ consumer, batch, start, budget });
     // First what this consumer (or an abandoned one) read and never acknowledged, then new entries.
     await this.#claimAbandoned(consumer, batch);
     const pending = await read('0', maxEvents);
@@ -128,7 +128,7 @@ export class RedisUsageStore implements UsageStore {
   }
 
   /** Reads from `start` ('0': own pending entries; '>': new ones) until none are left or `budget` entries were read. */
-  async #drainFrom(read: { sha: string; consumer: string; batch: number; start: string; budget: number }) {
+  async #drainFrom(read: { consumer: string; batch: number; start: string; budget: number }) {
     let cursor = read.start;
     let total = 0;
     let counted = 0;
@@ -146,7 +146,7 @@ export class RedisUsageStore implements UsageStore {
       );
       const entries = entriesOf(reply as ReadReply);
       if (entries.length === 0) break;
-      counted += await this.#count(read.sha, entries);
+      counted += await this.#count(entries);
       // Malformed and trimmed entries are acknowledged too: re-reading them could never count them.
       await this.#redis.xack(this.#keys.stream(), this.#keys.group, ...entries.map((entry) => entry.id));
       total += entries.length;
@@ -155,16 +155,14 @@ export class RedisUsageStore implements UsageStore {
     return { read: total, counted };
   }
 
-  /** Runs the counting script for each event in one pipeline; rejects (acknowledging nothing) if any failed. */
-  async #count(sha: string, entries: StreamEntry[]): Promise<number> {
+  /**
+   * Runs the counting script for each event; rejects (acknowledging nothing) if any failed. Issued
+   * together, they leave in one auto-pipelined write.
+   */
+  async #count(entries: StreamEntry[]): Promise<number> {
     const events = entries.flatMap((entry) => (entry.event ? [entry.event] : []));
-    if (events.length === 0) return 0;
-    const pipeline = this.#redis.pipeline();
-    for (const event of events) pipeline.evalsha(sha, 3, ...this.#countArguments(event));
-    const results = (await pipeline.exec()) ?? [];
-    for (const [error] of results) if (error) throw error;
-    if (results.length !== events.length) throw new Error('Redis did not answer every counting script');
-    return results.filter(([, result]) => result === 1).length;
+    const results = await Promise.all(events.map((event) => COUNT_EVENT.run(this.#redis, 3, ...this.#countArguments(event))));
+    return results.filter((result) => result === 1).length;
   }
 
   #countArguments(event: CountedEvent): (string | number)[] {
