@@ -87,6 +87,17 @@ for i, key in ipairs(KEYS) do
 end
 return {0}`);
 
+/**
+ * KEYS: buckets. ARGV: per bucket, delta, ttl ms. One command for what were two per bucket (the
+ * client's cost of a command is most of a settlement's).
+ */
+const SETTLE = luaScript(`
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[(i - 1) * 2 + 1])
+  redis.call('PEXPIRE', key, ARGV[(i - 1) * 2 + 2])
+end
+return 0`);
+
 export class RedisMeter implements Meter {
   readonly #redis: Redis;
 
@@ -103,16 +114,17 @@ export class RedisMeter implements Meter {
   }
 
   async settle(buckets: Bucket[], actual: (bucket: Bucket) => number): Promise<void> {
-    const pipeline = this.#redis.pipeline();
     const now = Date.now();
+    const keys: string[] = [];
+    const args: number[] = [];
     for (const bucket of buckets) {
       const delta = actual(bucket) - bucket.amount;
       if (delta === 0) continue;
-      pipeline.incrby(bucket.key, delta);
+      keys.push(bucket.key);
       // A call that outlived its window's key must not leave one without an expiry behind.
-      pipeline.pexpire(bucket.key, Math.max(bucket.resetAt - now, 1_000) + 60_000);
+      args.push(delta, Math.max(bucket.resetAt - now, 1_000) + 60_000);
     }
-    await pipeline.exec();
+    if (keys.length > 0) await SETTLE.run(this.#redis, keys.length, ...keys, ...args);
   }
 
   async used(keys: string[]): Promise<number[]> {
