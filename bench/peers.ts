@@ -1289,6 +1289,7 @@ function diagnostics(child: Child): string[] {
       code?: string;
       status?: number;
       upstreamMessage?: string;
+      cause?: { name?: string; code?: string; message?: string };
     };
     try {
       parsed = JSON.parse(line) as typeof parsed;
@@ -1299,7 +1300,7 @@ function diagnostics(child: Child): string[] {
     const error = parsed.err
       ? ` (${parsed.err.type ?? 'Error'}: ${parsed.err.message ?? ''})`
       : parsed.code
-        ? ` (${parsed.code}${parsed.status ? ` ${parsed.status}` : ''}: ${parsed.upstreamMessage ?? ''})`
+        ? ` (${parsed.code}${parsed.status ? ` ${parsed.status}` : ''}: ${parsed.upstreamMessage ?? ''}${parsed.cause ? `; ${parsed.cause.name} ${parsed.cause.code ?? ''} ${parsed.cause.message ?? ''}` : ''})`
         : '';
     count(
       `${during}: log ${parsed.level === 40 ? 'warn' : 'error'}${parsed.subgraph ? ` [${parsed.subgraph}]` : ''}: ${parsed.msg}${error}`,

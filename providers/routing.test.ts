@@ -114,6 +114,15 @@ describe('routing', () => {
     await expect(pending).rejects.toThrow('gone');
   });
 
+  it("ends with the caller's reason, not 'no target', when the caller left before any attempt", async () => {
+    const caller = new AbortController();
+    caller.abort(new Error('gone'));
+    const primary = scripted('primary');
+    await expect(new Router(settings).generate([target(primary)], request, { signal: caller.signal, requestId: 'r' })).rejects.toThrow(
+      'gone',
+    );
+  });
+
   it('fails with a coded, retryable timeout when the deadline passes during a call, and counts it against the target', async () => {
     const hanging: ChatModel = {
       provider: 'p',

@@ -246,7 +246,9 @@ export class Router {
           lastError = error;
         }
       }
-      if (expiry.expired && !options.signal.aborted && lastError === undefined) throw deadlinePassed();
+      // The caller left before (or between) attempts: its reason, not a verdict on the targets.
+      if (options.signal.aborted) throw options.signal.reason;
+      if (expiry.expired && lastError === undefined) throw deadlinePassed();
       throw lastError ?? noTargetAvailable();
     } finally {
       expiry.clear();

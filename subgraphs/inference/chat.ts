@@ -254,8 +254,14 @@ const FINISH_REASONS: Record<FinishReason, SchemaFinishReason> = {
 };
 
 function logProviderError(context: InferenceContext, error: ProviderError): void {
+  // The transport's own failure (a refused or reset connection, a timeout), by name and code:
+  // these messages carry addresses, never request content.
+  const cause =
+    error.cause instanceof Error
+      ? { name: error.cause.name, code: (error.cause as { code?: unknown }).code, message: error.cause.message }
+      : undefined;
   context.log.warn(
-    { provider: error.provider, code: error.code, status: error.status, upstreamMessage: error.upstreamMessage },
+    { provider: error.provider, code: error.code, status: error.status, upstreamMessage: error.upstreamMessage, ...(cause && { cause }) },
     'provider call failed',
   );
 }
