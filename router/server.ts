@@ -29,6 +29,8 @@ import type { Principal } from '../platform/identity/principal.ts';
 import { BodyTooLargeError, readBody, sendJson, serveOperationalEndpoints } from '../platform/serving/http-server.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
+import { type OpenAiApi, type RestCaller, createOpenAiApi, isOpenAiPath } from './rest/openai-api.ts';
+import { sendOpenAiError } from './rest/errors.ts';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './rate-limiter.ts';
 import { createRedis, redisAnswers } from '../platform/redis/client.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/serving/request-id.ts';
@@ -124,6 +126,32 @@ function parsedJsonBody(request: IncomingMessage, body: Buffer): object | undefi
   return typeof parsed === 'object' && parsed !== null && Object.keys(parsed).length > 0 ? parsed : undefined;
 }
 
+/** A request to the OpenAI-compatible door, authenticated: its JSON body read and parsed, then answered. */
+async function serveOpenAi(
+  { openAi, config }: RouterParts,
+  request: IncomingMessage,
+  response: ServerResponse,
+  caller: RestCaller,
+  refuse: (status: number, code: ErrorCode, message: string) => void,
+): Promise<void> {
+  let body: unknown;
+  if (request.method === 'POST') {
+    let raw: Buffer;
+    try {
+      raw = await readBody(request, config.router.maxBodyBytes);
+    } catch (error) {
+      if (error instanceof BodyTooLargeError) return refuse(413, ErrorCode.BAD_USER_INPUT, error.message);
+      throw error;
+    }
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      return refuse(400, ErrorCode.BAD_USER_INPUT, 'We could not parse the JSON body of your request.');
+    }
+  }
+  await openAi.handle(request, response, body, caller);
+}
+
 /** What the router's HTTP and WebSocket handlers share. */
 interface RouterParts {
   config: Config;
@@ -135,6 +163,7 @@ interface RouterParts {
   lifecycle: ServerLifecycle;
   registry: Registry;
   redis: Redis | undefined;
+  openAi: OpenAiApi;
 }
 
 function createRuntime(
@@ -209,8 +238,19 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
     }
     const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
     request.headers[REQUEST_ID_HEADER] = requestId;
+    // The OpenAI-compatible door answers in OpenAI's error format from here on.
+    const rest = isOpenAiPath((request.url ?? '/').split('?')[0]!);
+    const refuse = (status: number, code: ErrorCode, message: string, headers: Record<string, string> = {}) =>
+      rest
+        ? sendOpenAiError(
+            response,
+            { code, message, ...(headers['retry-after'] && { retryAfterMs: Number(headers['retry-after']) * 1000 }) },
+            requestId,
+          )
+        : sendJson(response, status, { errors: [{ message, extensions: { code, requestId } }] }, headers);
     const declared = request.headers['content-length'];
     if (declared !== undefined && Number(declared) > settings.maxBodyBytes) {
+      if (rest) return refuse(413, ErrorCode.BAD_USER_INPUT, `request body over ${settings.maxBodyBytes} bytes`);
       throw new BodyTooLargeError(`request body over ${settings.maxBodyBytes} bytes`);
     }
     const clientAddress = request.socket.remoteAddress ?? null;
@@ -230,24 +270,22 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
         return undefined;
       });
       if (!outcome) {
-        sendJson(
-          response,
-          503,
-          {
-            errors: [
-              { message: 'credentials cannot be checked right now; retry', extensions: { code: ErrorCode.SERVICE_UNAVAILABLE, requestId } },
-            ],
-          },
-          { 'retry-after': '1' },
-        );
+        refuse(503, ErrorCode.SERVICE_UNAVAILABLE, 'credentials cannot be checked right now; retry', { 'retry-after': '1' });
         return;
       }
       if (!outcome.ok) {
-        sendJson(response, 401, unauthenticatedBody(outcome.message, requestId), { 'www-authenticate': 'Bearer realm="modelgraph"' });
+        if (rest) refuse(401, ErrorCode.UNAUTHENTICATED, outcome.message);
+        else sendJson(response, 401, unauthenticatedBody(outcome.message, requestId), { 'www-authenticate': 'Bearer realm="modelgraph"' });
         return;
       }
       caller = { principal: withExpiry(outcome.principal, outcome.expiresAt), clientAddress };
       watch.hold(outcome, response, { end: () => response.destroy() }, changesBefore);
+    }
+    if (rest) {
+      // A CORS preflight carries no credential and needs no answer beyond the origin check above.
+      if (!caller.principal) response.writeHead(204).end();
+      else await serveOpenAi(parts, request, response, { principal: caller.principal, clientAddress, requestId }, refuse);
+      return;
     }
     if (request.method === 'POST') {
       // Read (and bound) the body here, chunked or not, and hand a JSON body to the runtime parsed:
@@ -356,7 +394,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   await runtime.getSchema();
   detachRuntimeTerminateHandlers();
   const watch = new CredentialWatch(auth, log.child({ component: 'auth' }), Math.max(config.access.keyCacheSeconds, 1) * 1000);
-  const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis };
+  const openAi = createOpenAiApi(runtime, log.child({ component: 'openai-api' }));
+  const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis, openAi };
   return lifecycle.serve({
     label: 'router',
     refuseUnstartedAtDeadline: true,

@@ -1,0 +1,264 @@
+/**
+ * `POST /v1/chat/completions`, the OpenAI Chat Completions API, onto `Mutation.chat` and
+ * `Subscription.chatStream`: the request is translated into a `ChatInput`, the operation runs
+ * through the router's runtime with every policy of the GraphQL path, and the answer is written
+ * back in OpenAI's shapes — a `chat.completion`, or `chat.completion.chunk` events ending with
+ * `data: [DONE]` (and a usage chunk first when `stream_options.include_usage` asks for it).
+ * Fields OpenAI knows and modelgraph does not implement are refused with a 400 naming them, as
+ * OpenAI refuses what it does not know.
+ */
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { ErrorCode } from '../../platform/errors.ts';
+import type { RestError } from './errors.ts';
+
+const textPart = z.object({ type: z.literal('text'), text: z.string() });
+const contentPart = z.union([textPart, z.object({ type: z.string() }).loose()]);
+
+const toolCall = z.object({
+  id: z.string(),
+  type: z.literal('function'),
+  function: z.object({ name: z.string(), arguments: z.string() }),
+});
+
+const message = z.object({
+  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+  content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
+  name: z.string().optional(),
+  tool_calls: z.array(toolCall).optional(),
+  tool_call_id: z.string().optional(),
+  refusal: z.string().nullable().optional(),
+});
+
+const tool = z.object({
+  type: z.literal('function'),
+  function: z.object({
+    name: z.string(),
+    description: z.string().optional(),
+    parameters: z.record(z.string(), z.unknown()).optional(),
+    strict: z.boolean().nullable().optional(),
+  }),
+});
+
+export const chatCompletionRequest = z
+  .object({
+    model: z.string().min(1),
+    messages: z.array(message),
+    stream: z.boolean().nullable().optional(),
+    stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+    max_tokens: z.number().int().positive().nullable().optional(),
+    max_completion_tokens: z.number().int().positive().nullable().optional(),
+    temperature: z.number().nullable().optional(),
+    top_p: z.number().nullable().optional(),
+    stop: z
+      .union([z.string(), z.array(z.string())])
+      .nullable()
+      .optional(),
+    tools: z.array(tool).optional(),
+    tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function') }).loose()]).optional(),
+    n: z.number().int().nullable().optional(),
+    seed: z.number().int().nullable().optional(),
+    user: z.string().optional(),
+    metadata: z.record(z.string(), z.string()).nullable().optional(),
+    response_format: z.object({ type: z.string() }).loose().optional(),
+  })
+  .strict();
+
+export type ChatCompletionRequest = z.output<typeof chatCompletionRequest>;
+
+/** The first problem of a request that does not parse, as OpenAI words it. */
+export function requestError(error: z.ZodError): RestError {
+  const issue = error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') {
+    return {
+      code: ErrorCode.BAD_USER_INPUT,
+      message: `Unrecognized request argument supplied: ${issue.keys.join(', ')}`,
+      param: issue.keys[0],
+    };
+  }
+  const param = issue.path.join('.');
+  return { code: ErrorCode.BAD_USER_INPUT, message: `Invalid value for '${param}': ${issue.message}`, param };
+}
+
+const ROLES = { system: 'SYSTEM', developer: 'SYSTEM', user: 'USER', assistant: 'ASSISTANT', tool: 'TOOL' } as const;
+
+/** The request as a ChatInput, or the 400 for what modelgraph does not implement (yet). */
+export function toChatInput(request: ChatCompletionRequest, tags: string[]): { input: Record<string, unknown> } | { error: RestError } {
+  const unsupported = (param: string, what: string): { error: RestError } => ({
+    error: { code: ErrorCode.BAD_USER_INPUT, message: `${what} is not supported by this server`, param },
+  });
+  if ((request.n ?? 1) !== 1) return unsupported('n', 'n other than 1');
+  if (request.response_format && request.response_format.type !== 'text')
+    return unsupported('response_format', `response_format ${request.response_format.type}`);
+  if (request.tool_choice && request.tool_choice !== 'auto' && request.tool_choice !== 'none')
+    return unsupported('tool_choice', 'tool_choice other than auto or none');
+  const messages = [];
+  for (const [index, each] of request.messages.entries()) {
+    let content = '';
+    if (typeof each.content === 'string') content = each.content;
+    else if (Array.isArray(each.content)) {
+      for (const part of each.content) {
+        if (part.type !== 'text') return unsupported(`messages.${index}.content`, `a content part of type ${part.type}`);
+        content += (part as z.output<typeof textPart>).text;
+      }
+    }
+    messages.push({
+      role: ROLES[each.role],
+      content,
+      ...(each.tool_call_id !== undefined && { toolCallId: each.tool_call_id }),
+      ...(each.tool_calls?.length && {
+        toolCalls: each.tool_calls.map((call) => ({ id: call.id, name: call.function.name, arguments: call.function.arguments })),
+      }),
+    });
+  }
+  const maxTokens = request.max_completion_tokens ?? request.max_tokens;
+  const tools = request.tool_choice === 'none' ? undefined : request.tools;
+  return {
+    input: {
+      model: request.model,
+      messages,
+      ...(maxTokens != null && { maxTokens }),
+      ...(request.temperature != null && { temperature: request.temperature }),
+      ...(request.top_p != null && { topP: request.top_p }),
+      ...(request.stop != null && { stop: typeof request.stop === 'string' ? [request.stop] : request.stop }),
+      ...(tools?.length && {
+        tools: tools.map(({ function: fn }) => ({
+          name: fn.name,
+          ...(fn.description !== undefined && { description: fn.description }),
+          parameters: JSON.stringify(fn.parameters ?? { type: 'object', properties: {} }),
+        })),
+      }),
+      ...(tags.length && { tags }),
+    },
+  };
+}
+
+const SELECTION = `finishReason toolCalls { id name arguments } usage { promptTokens completionTokens totalTokens }`;
+
+export const CHAT_DOCUMENT = `mutation OpenAIChatCompletion($input: ChatInput!) {
+  chat(input: $input) { id content ${SELECTION} }
+}`;
+
+export const CHAT_STREAM_DOCUMENT = `subscription OpenAIChatCompletionStream($input: ChatInput!) {
+  chatStream(input: $input) {
+    __typename
+    ... on ChatDelta { content }
+    ... on ChatCompleted { ${SELECTION} }
+    ... on ChatFailed { code message }
+  }
+}`;
+
+interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string;
+}
+
+export interface ChatAnswer {
+  id: string;
+  content: string;
+  finishReason: string;
+  toolCalls: ToolCall[];
+  usage: Usage;
+}
+
+export type StreamEvent =
+  | { __typename: 'ChatDelta'; content: string }
+  | ({ __typename: 'ChatCompleted' } & Omit<ChatAnswer, 'id' | 'content'>)
+  | { __typename: 'ChatFailed'; code: ErrorCode; message: string };
+
+const FINISH: Record<string, string> = { STOP: 'stop', LENGTH: 'length', TOOL_CALLS: 'tool_calls', CONTENT_FILTER: 'content_filter' };
+
+const finishReason = (reason: string) => FINISH[reason] ?? 'stop';
+
+const openAiUsage = (usage: Usage) => ({
+  prompt_tokens: usage.promptTokens,
+  completion_tokens: usage.completionTokens,
+  total_tokens: usage.totalTokens,
+});
+
+const openAiToolCalls = (calls: ToolCall[]) =>
+  calls.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));
+
+/** A whole answer as a `chat.completion`; `model` is the id the caller asked for, as OpenAI echoes it. */
+export function completion(answer: ChatAnswer, model: string) {
+  return {
+    id: `chatcmpl-${answer.id}`,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [
+      {
+        index: 0,
+        message: {
+          role: 'assistant',
+          content: answer.content,
+          refusal: null,
+          ...(answer.toolCalls.length && { tool_calls: openAiToolCalls(answer.toolCalls) }),
+        },
+        logprobs: null,
+        finish_reason: finishReason(answer.finishReason),
+      },
+    ],
+    usage: openAiUsage(answer.usage),
+    system_fingerprint: null,
+  };
+}
+
+/** Writes one stream's events as `chat.completion.chunk` data lines. */
+export class ChunkWriter {
+  readonly #id = `chatcmpl-${randomUUID()}`;
+  readonly #created = Math.floor(Date.now() / 1000);
+  readonly #model: string;
+  readonly #withUsage: boolean;
+
+  constructor(model: string, withUsage: boolean) {
+    this.#model = model;
+    this.#withUsage = withUsage;
+  }
+
+  #chunk(choices: object[], usage?: Usage): string {
+    const body = {
+      id: this.#id,
+      object: 'chat.completion.chunk',
+      created: this.#created,
+      model: this.#model,
+      system_fingerprint: null,
+      choices,
+      ...(this.#withUsage && { usage: usage ? openAiUsage(usage) : null }),
+    };
+    return `data: ${JSON.stringify(body)}\n\n`;
+  }
+
+  /** The first chunk: the assistant's role, no content yet. */
+  start(): string {
+    return this.#chunk([{ index: 0, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]);
+  }
+
+  delta(content: string): string {
+    return this.#chunk([{ index: 0, delta: { content }, logprobs: null, finish_reason: null }]);
+  }
+
+  /** The tool calls (if any), the finish reason, the usage chunk when asked for, and `[DONE]`. */
+  finish(event: Omit<ChatAnswer, 'id' | 'content'>): string {
+    const calls = event.toolCalls.length
+      ? this.#chunk([
+          {
+            index: 0,
+            delta: { tool_calls: openAiToolCalls(event.toolCalls).map((call, index) => ({ index, ...call })) },
+            logprobs: null,
+            finish_reason: null,
+          },
+        ])
+      : '';
+    const finish = this.#chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: finishReason(event.finishReason) }]);
+    const usage = this.#withUsage ? this.#chunk([], event.usage) : '';
+    return `${calls}${finish}${usage}data: [DONE]\n\n`;
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * The OpenAI-compatible door on the router's port: `POST /v1/chat/completions`, `GET /v1/models`
+ * and `GET /v1/models/{id}`. The caller is authenticated as for GraphQL (the same keys and JWTs);
+ * each request then runs a fixed GraphQL operation through the router's runtime — its envelop
+ * plugins, so the operation's `@rateLimit`, demand control, the subgraph's shield rules, token
+ * and USD budgets, usage events and metrics all apply, on the same counters as GraphQL. A REST
+ * caller gets nothing a GraphQL caller would not.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { GatewayRuntime } from '@graphql-hive/gateway-runtime';
+import { type DocumentNode, type ExecutionResult, type GraphQLError, parse, validate } from 'graphql';
+import { ErrorCode, codeOf } from '../../platform/errors.ts';
+import type { Principal } from '../../platform/identity/principal.ts';
+import type { Logger } from '../../platform/logger.ts';
+import { REQUEST_ID_HEADER } from '../../platform/serving/request-id.ts';
+import {
+  CHAT_DOCUMENT,
+  CHAT_STREAM_DOCUMENT,
+  type ChatAnswer,
+  ChunkWriter,
+  type StreamEvent,
+  chatCompletionRequest,
+  completion,
+  requestError,
+  toChatInput,
+} from './chat-completions.ts';
+import { type RestError, openAiErrorBody, sendOpenAiError } from './errors.ts';
+
+export const TAGS_HEADER = 'x-modelgraph-tags';
+
+const MODELS_DOCUMENT = `query OpenAIModels { models { id provider aliases } }`;
+
+export interface RestCaller {
+  principal: Principal;
+  clientAddress: string | null;
+  requestId: string;
+}
+
+/** The routes this door answers (anything else under /v1 is a 404 in OpenAI's format). */
+export function isOpenAiPath(path: string): boolean {
+  return path === '/v1' || path.startsWith('/v1/');
+}
+
+function sendJson(response: ServerResponse, body: unknown, requestId: string): void {
+  const text = JSON.stringify(body);
+  response.writeHead(200, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    [REQUEST_ID_HEADER]: requestId,
+  });
+  response.end(text);
+}
+
+/** A GraphQL error as the REST error it is: its code and message, masked when it has no code. */
+function restErrorOf(error: GraphQLError, log: Logger): RestError {
+  const code = codeOf(error);
+  const extensions = error.extensions ?? {};
+  if (!code) {
+    log.error({ err: error }, 'unexpected error');
+    return { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'Internal server error' };
+  }
+  const retryAfterMs = typeof extensions.retryAfterMs === 'number' ? extensions.retryAfterMs : undefined;
+  return { code, message: error.message, ...(retryAfterMs !== undefined && { retryAfterMs }) };
+}
+
+function tagsOf(request: IncomingMessage): string[] {
+  const header = request.headers[TAGS_HEADER];
+  if (typeof header !== 'string') return [];
+  return header
+    .split(',')
+    .map((tag) => tag.trim())
+    .filter(Boolean);
+}
+
+export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
+  const documents = new Map<string, DocumentNode>();
+  /** Parsed and validated against the router's schema once: these documents are ours, not the caller's. */
+  const documentOf = (text: string): DocumentNode => {
+    let document = documents.get(text);
+    if (!document) {
+      document = parse(text);
+      const errors = validate(runtime.getEnveloped({}).schema, document);
+      if (errors.length) throw new Error(`REST operation does not validate: ${errors[0]!.message}`);
+      documents.set(text, document);
+    }
+    return document;
+  };
+
+  /** What the runtime's context is built from, as for a WebSocket operation. */
+  const enveloped = (caller: RestCaller, signal: AbortSignal) =>
+    runtime.getEnveloped({ ...caller, headers: {}, request: { signal } } as never);
+
+  async function execute(
+    text: string,
+    variables: Record<string, unknown>,
+    caller: RestCaller,
+    signal: AbortSignal,
+  ): Promise<ExecutionResult> {
+    const { schema, execute: run, contextFactory } = enveloped(caller, signal);
+    return (await run({
+      schema,
+      document: documentOf(text),
+      variableValues: variables,
+      contextValue: await contextFactory(),
+    })) as ExecutionResult;
+  }
+
+  async function chatCompletions(
+    request: IncomingMessage,
+    response: ServerResponse,
+    body: unknown,
+    caller: RestCaller,
+    signal: AbortSignal,
+  ) {
+    const parsed = chatCompletionRequest.safeParse(body);
+    if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
+    const translated = toChatInput(parsed.data, tagsOf(request));
+    if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
+    const model = parsed.data.model;
+    if (!parsed.data.stream) {
+      const result = await execute(CHAT_DOCUMENT, translated, caller, signal);
+      const answer = (result.data as { chat?: ChatAnswer } | null | undefined)?.chat;
+      if (!answer) return sendOpenAiError(response, restErrorOf(result.errors![0]!, log), caller.requestId);
+      return sendJson(response, completion(answer, model), caller.requestId);
+    }
+    const { schema, subscribe, contextFactory } = enveloped(caller, signal);
+    const subscribed = (await subscribe({
+      schema,
+      document: documentOf(CHAT_STREAM_DOCUMENT),
+      variableValues: translated,
+      contextValue: await contextFactory(),
+    })) as AsyncIterableIterator<ExecutionResult> | ExecutionResult;
+    if (!(Symbol.asyncIterator in subscribed)) return sendOpenAiError(response, restErrorOf(subscribed.errors![0]!, log), caller.requestId);
+    const events = subscribed;
+    const ended = () => void events.return?.();
+    response.once('close', ended);
+    try {
+      // Refusals before the first event (an unknown model, a budget) are still HTTP errors.
+      const first = await events.next();
+      const firstEvent = first.done ? undefined : (first.value.data as { chatStream?: StreamEvent } | null)?.chatStream;
+      if (!first.done && !firstEvent) return sendOpenAiError(response, restErrorOf(first.value.errors![0]!, log), caller.requestId);
+      const writer = new ChunkWriter(model, parsed.data.stream_options?.include_usage === true);
+      response.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        [REQUEST_ID_HEADER]: caller.requestId,
+      });
+      response.write(writer.start());
+      let next: StreamEvent | undefined = firstEvent;
+      while (next) {
+        if (next.__typename === 'ChatDelta') response.write(writer.delta(next.content));
+        else if (next.__typename === 'ChatCompleted') {
+          response.end(writer.finish(next));
+          return;
+        } else {
+          // After the stream started, a failure is an error event, as OpenAI sends it; never a cut socket.
+          response.end(`data: ${JSON.stringify(openAiErrorBody({ code: next.code, message: next.message }))}\n\n`);
+          return;
+        }
+        const step = await events.next();
+        if (step.done) break;
+        next = (step.value.data as { chatStream?: StreamEvent } | null)?.chatStream;
+        if (!next) {
+          const error = restErrorOf(step.value.errors![0]!, log);
+          response.end(`data: ${JSON.stringify(openAiErrorBody(error))}\n\n`);
+          return;
+        }
+      }
+      const interrupted = { code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the stream ended before the answer finished' };
+      if (response.headersSent) response.end(`data: ${JSON.stringify(openAiErrorBody(interrupted))}\n\n`);
+      else sendOpenAiError(response, interrupted, caller.requestId);
+    } finally {
+      response.off('close', ended);
+      ended();
+    }
+  }
+
+  async function models(response: ServerResponse, caller: RestCaller, signal: AbortSignal, id?: string) {
+    const result = await execute(MODELS_DOCUMENT, {}, caller, signal);
+    const listed = (result.data as { models?: { id: string; provider: string; aliases: string[] }[] } | null)?.models;
+    if (!listed) return sendOpenAiError(response, restErrorOf(result.errors![0]!, log), caller.requestId);
+    const objects = listed.flatMap((model) =>
+      [model.id, ...model.aliases].map((name) => ({ id: name, object: 'model', created: 0, owned_by: model.provider })),
+    );
+    if (id === undefined) return sendJson(response, { object: 'list', data: objects }, caller.requestId);
+    const found = objects.find((model) => model.id === id);
+    if (!found)
+      return sendOpenAiError(
+        response,
+        { code: ErrorCode.MODEL_NOT_FOUND, message: `The model '${id}' does not exist or you do not have access to it.`, param: 'model' },
+        caller.requestId,
+      );
+    return sendJson(response, found, caller.requestId);
+  }
+
+  return {
+    /** Answers one authenticated request under /v1; `body` is its parsed JSON (undefined for a GET). */
+    async handle(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller): Promise<void> {
+      const path = (request.url ?? '/').split('?')[0]!;
+      const aborter = new AbortController();
+      response.once('close', () => aborter.abort());
+      if (path === '/v1/chat/completions') {
+        if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
+        return chatCompletions(request, response, body, caller, aborter.signal);
+      }
+      if (path === '/v1/models' || path.startsWith('/v1/models/')) {
+        if (request.method !== 'GET') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
+        const id = path === '/v1/models' ? undefined : decodeURIComponent(path.slice('/v1/models/'.length));
+        return models(response, caller, aborter.signal, id);
+      }
+      return sendOpenAiError(
+        response,
+        { code: ErrorCode.NOT_FOUND, message: `Unknown request URL: ${request.method} ${path}` },
+        caller.requestId,
+      );
+    },
+  };
+}
+
+function methodNotAllowed(request: IncomingMessage): RestError {
+  return { code: ErrorCode.BAD_USER_INPUT, message: `${request.method} is not allowed on ${request.url}` };
+}
+
+export type OpenAiApi = ReturnType<typeof createOpenAiApi>;

@@ -1,0 +1,112 @@
+import OpenAI, { AuthenticationError, BadRequestError, NotFoundError, RateLimitError } from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type TestStack, postGraphQL, startTestStack } from './support/stack.ts';
+
+let stack: TestStack;
+let client: OpenAI;
+
+beforeAll(async () => {
+  stack = await startTestStack({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 6, window: '1h' } } } });
+  client = new OpenAI({ apiKey: stack.adminKey, baseURL: stack.url.replace(/\/graphql$/, '/v1'), maxRetries: 0 });
+});
+afterAll(() => stack.stop());
+
+const user = (content: string) => [{ role: 'user' as const, content }];
+
+describe('the OpenAI-compatible API, through the official openai SDK', () => {
+  it('answers a chat whole, in the chat.completion shape, with usage', async () => {
+    const answer = await client.chat.completions.create({ model: 'echo', messages: user('hello there') });
+    expect(answer.object).toBe('chat.completion');
+    expect(answer.model).toBe('echo');
+    expect(answer.choices[0]).toMatchObject({ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'hello there' } });
+    expect(answer.usage!.total_tokens).toBe(answer.usage!.prompt_tokens + answer.usage!.completion_tokens);
+  });
+
+  it('streams chunks in order, then the finish reason, the usage chunk and [DONE]', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'echo',
+      messages: user('one two three'),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    expect(chunks[0]!.choices[0]!.delta.role).toBe('assistant');
+    expect(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? '').join('')).toBe('one two three');
+    expect(chunks.at(-2)!.choices[0]!.finish_reason).toBe('stop');
+    expect(chunks.at(-1)!.choices).toEqual([]);
+    expect(chunks.at(-1)!.usage!.completion_tokens).toBeGreaterThan(0);
+    expect(new Set(chunks.map((chunk) => chunk.id)).size).toBe(1);
+  });
+
+  it('round-trips a tool call through a provider that speaks OpenAI', async () => {
+    stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_1', name: 'lookup', arguments: '{"q":"x"}' }] });
+    const tools = [
+      { type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: { q: { type: 'string' } } } } },
+    ];
+    const answer = await client.chat.completions.create({ model: 'gpt-test', messages: user('find x'), tools });
+    expect(answer.choices[0]!.finish_reason).toBe('tool_calls');
+    const call = answer.choices[0]!.message.tool_calls![0]!;
+    expect(call).toMatchObject({ id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '{"q":"x"}' } });
+    // The answer goes back as OpenAI clients send it: the assistant's call, then the tool's result.
+    const next = await client.chat.completions.create({
+      model: 'gpt-test',
+      tools,
+      messages: [...user('find x'), answer.choices[0]!.message, { role: 'tool', tool_call_id: 'call_1', content: 'found' }],
+    });
+    expect(next.choices[0]!.message.content).toBeTypeOf('string');
+    const sent = stack.emulator.requests.at(-1)!.body as { messages: { role: string; tool_call_id?: string }[] };
+    expect(sent.messages.map((message) => message.role)).toEqual(['user', 'assistant', 'tool']);
+    expect(sent.messages[2]!.tool_call_id).toBe('call_1');
+  });
+
+  it('lists the models this key may use, and finds one by id', async () => {
+    const listed = await client.models.list();
+    const ids = listed.data.map((model) => model.id);
+    expect(ids).toEqual(expect.arrayContaining(['echo', 'gpt-test', 'smart']));
+    expect((await client.models.retrieve('gpt-test')).owned_by).toBe('emulated');
+    await expect(client.models.retrieve('no-such-model')).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it("raises the SDK's own errors: 401 for a bad key, 404 for an unknown model, 400 for what is not supported", async () => {
+    const stranger = new OpenAI({ apiKey: 'mg_nope_0000', baseURL: client.baseURL, maxRetries: 0 });
+    await expect(stranger.chat.completions.create({ model: 'echo', messages: user('x') })).rejects.toBeInstanceOf(AuthenticationError);
+    const unknown = await client.chat.completions.create({ model: 'nope', messages: user('x') }).catch((error: unknown) => error);
+    expect(unknown).toBeInstanceOf(NotFoundError);
+    expect((unknown as NotFoundError).code).toBe('MODEL_NOT_FOUND');
+    const many = await client.chat.completions.create({ model: 'echo', messages: user('x'), n: 2 }).catch((error: unknown) => error);
+    expect(many).toBeInstanceOf(BadRequestError);
+    expect((many as BadRequestError).param).toBe('n');
+    const unknownField = await client.chat.completions
+      .create({ model: 'echo', messages: user('x'), frobnicate: true } as never)
+      .catch((error: unknown) => error);
+    expect((unknownField as BadRequestError).message).toContain('frobnicate');
+  });
+
+  it("counts against Mutation.chat's rate limit, one bucket with GraphQL, and says when to retry", async () => {
+    // Six per hour for this key: the calls above used some; GraphQL and REST drain the same bucket.
+    let refused: unknown;
+    for (let call = 0; call < 8 && !refused; call++) {
+      const viaGraphQL = call % 2 === 0;
+      if (viaGraphQL) {
+        const answer = await postGraphQL(
+          stack.url,
+          'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }',
+        );
+        if (answer.body.errors?.[0]?.extensions?.code === 'RATE_LIMITED') refused = 'graphql';
+      } else {
+        refused = await client.chat.completions.create({ model: 'echo', messages: user('x') }).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      }
+    }
+    const rest =
+      refused instanceof RateLimitError
+        ? refused
+        : await client.chat.completions.create({ model: 'echo', messages: user('x') }).catch((error: unknown) => error);
+    expect(rest).toBeInstanceOf(RateLimitError);
+    expect((rest as RateLimitError).code).toBe('RATE_LIMITED');
+    expect(Number((rest as RateLimitError).headers?.get('retry-after'))).toBeGreaterThan(0);
+  });
+});
