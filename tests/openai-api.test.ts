@@ -60,6 +60,18 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect(sent.messages[2]!.tool_call_id).toBe('call_1');
   });
 
+  it('embeds a string and a list of strings, float and base64 decoding to the same vector', async () => {
+    const one = await client.embeddings.create({ model: 'hashing-embed', input: 'alpha', encoding_format: 'float' });
+    expect(one.data).toHaveLength(1);
+    expect(one.data[0]!.embedding).toHaveLength(32);
+    const many = await client.embeddings.create({ model: 'hashing-embed', input: ['alpha', 'beta'], encoding_format: 'float' });
+    expect(many.data.map((item) => item.index)).toEqual([0, 1]);
+    // The SDK asks for base64 by default and decodes it to floats.
+    const decoded = await client.embeddings.create({ model: 'hashing-embed', input: 'alpha' });
+    expect(decoded.data[0]!.embedding).toEqual(Array.from(new Float32Array(one.data[0]!.embedding)));
+    expect(one.usage.total_tokens).toBeGreaterThan(0);
+  });
+
   it('lists the models this key may use, and finds one by id', async () => {
     const listed = await client.models.list();
     const ids = listed.data.map((model) => model.id);

@@ -1,6 +1,6 @@
 /**
- * The OpenAI-compatible door on the router's port: `POST /v1/chat/completions`, `GET /v1/models`
- * and `GET /v1/models/{id}`. The caller is authenticated as for GraphQL (the same keys and JWTs);
+ * The OpenAI-compatible door on the router's port: `POST /v1/chat/completions`,
+ * `POST /v1/embeddings`, `GET /v1/models` and `GET /v1/models/{id}`. The caller is authenticated as for GraphQL (the same keys and JWTs);
  * each request then runs a fixed GraphQL operation through the router's runtime — its envelop
  * plugins, so the operation's `@rateLimit`, demand control, the subgraph's shield rules, token
  * and USD budgets, usage events and metrics all apply, on the same counters as GraphQL. A REST
@@ -24,6 +24,7 @@ import {
   requestError,
   toChatInput,
 } from './chat-completions.ts';
+import { EMBEDDINGS_DOCUMENT, embeddingsList, embeddingsRequest, toEmbeddingsInput } from './embeddings.ts';
 import { type RestError, openAiErrorBody, sendOpenAiError } from './errors.ts';
 
 export const TAGS_HEADER = 'x-modelgraph-tags';
@@ -175,6 +176,17 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
     }
   }
 
+  async function embeddings(response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
+    const parsed = embeddingsRequest.safeParse(body);
+    if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
+    const translated = toEmbeddingsInput(parsed.data);
+    if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
+    const result = await execute(EMBEDDINGS_DOCUMENT, translated, caller, signal);
+    const answer = (result.data as { embeddings?: Parameters<typeof embeddingsList>[0] } | null | undefined)?.embeddings;
+    if (!answer) return sendOpenAiError(response, restErrorOf(result.errors![0]!, log), caller.requestId);
+    return sendJson(response, embeddingsList(answer, parsed.data.model, parsed.data.encoding_format ?? 'float'), caller.requestId);
+  }
+
   async function models(response: ServerResponse, caller: RestCaller, signal: AbortSignal, id?: string) {
     const result = await execute(MODELS_DOCUMENT, {}, caller, signal);
     const listed = (result.data as { models?: { id: string; provider: string; aliases: string[] }[] } | null)?.models;
@@ -202,6 +214,10 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
       if (path === '/v1/chat/completions') {
         if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
         return chatCompletions(request, response, body, caller, aborter.signal);
+      }
+      if (path === '/v1/embeddings') {
+        if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
+        return embeddings(response, body, caller, aborter.signal);
       }
       if (path === '/v1/models' || path.startsWith('/v1/models/')) {
         if (request.method !== 'GET') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
