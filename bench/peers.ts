@@ -134,8 +134,8 @@ const MESSAGES = [{ role: 'user', content: PROMPT }];
 const TOTAL_TOKENS = promptTokens(MESSAGES) + COMPLETION_TOKENS;
 const API_KEY = newKeySecret('bench').secret;
 
-const openAiBody = (stream: boolean) =>
-  JSON.stringify({ model: UPSTREAM_MODEL, messages: MESSAGES, ...(stream && { stream: true, stream_options: { include_usage: true } }) });
+const openAiBody = (stream: boolean, model = UPSTREAM_MODEL) =>
+  JSON.stringify({ model, messages: MESSAGES, ...(stream && { stream: true, stream_options: { include_usage: true } }) });
 const CHAT_MUTATION = 'mutation Chat($input: ChatInput!) { chat(input: $input) { id content finishReason usage { totalTokens } } }';
 const CHAT_STREAM = `subscription ChatStream($input: ChatInput!) {
   chatStream(input: $input) {
@@ -829,6 +829,27 @@ function modelgraphTarget(modelgraph: Modelgraph): Target {
   };
 }
 
+/** modelgraph's OpenAI-compatible door on the router's port: the same requests as Portkey's. */
+function modelgraphRestTarget(modelgraph: Modelgraph): Target {
+  const url = modelgraph.url.replace(/\/graphql$/, '/v1/chat/completions');
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}` };
+  return {
+    name: 'modelgraph REST',
+    gateway: { name: 'modelgraph', roots: modelgraph.processes.map((child) => child.child.pid!) },
+    url,
+    headers,
+    body: openAiBody(false, 'bench-model'),
+    answer: openAiAnswer,
+    streams: [
+      {
+        transport: 'SSE',
+        open: async (connections, slow) =>
+          sseStreamer(url, headers, openAiBody(true, slow ? 'bench-slow' : 'bench-model'), readOpenAiEvent, connections),
+      },
+    ],
+  };
+}
+
 // --- measurements ------------------------------------------------------------------------------
 
 function percentile(sorted: number[], p: number): number {
@@ -1360,7 +1381,12 @@ async function main(): Promise<number> {
     const portkey = await startPortkey(workDir);
     const modelgraph = await startModelgraph(mocks);
     const gatewayProcesses = [portkey.child, ...modelgraph.processes];
-    const targets = [directTarget(mocks), portkeyTarget(portkey.port, portkey.child.child.pid!, mocks), modelgraphTarget(modelgraph)];
+    const targets = [
+      directTarget(mocks),
+      portkeyTarget(portkey.port, portkey.child.child.pid!, mocks),
+      modelgraphTarget(modelgraph),
+      modelgraphRestTarget(modelgraph),
+    ];
     const results: TargetResult[] = [];
     for (const target of targets) results.push(await measure(target, { fast: mocks.fast, child: mocks.child }));
     let idle: IdleResult | undefined;
