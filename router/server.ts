@@ -29,8 +29,8 @@ import type { Principal } from '../platform/identity/principal.ts';
 import { BodyTooLargeError, readBody, sendJson, serveOperationalEndpoints } from '../platform/serving/http-server.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
-import { type OpenAiApi, type RestCaller, createOpenAiApi, isOpenAiPath } from './rest/openai-api.ts';
-import { sendOpenAiError } from './rest/errors.ts';
+import { type OpenAiApi, type RestCaller, createOpenAiApi, isRestPath } from './rest/openai-api.ts';
+import { restFormatOf, sendRestError } from './rest/errors.ts';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './rate-limiter.ts';
 import { createRedis, redisAnswers } from '../platform/redis/client.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/serving/request-id.ts';
@@ -238,14 +238,17 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
     }
     const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
     request.headers[REQUEST_ID_HEADER] = requestId;
-    // The OpenAI-compatible door answers in OpenAI's error format from here on.
-    const rest = isOpenAiPath((request.url ?? '/').split('?')[0]!);
+    // The REST doors (OpenAI's and Anthropic's APIs) answer in their API's error format from here on.
+    const path = (request.url ?? '/').split('?')[0]!;
+    const rest = isRestPath(path);
     const refuse = (status: number, code: ErrorCode, message: string, headers: Record<string, string> = {}) =>
       rest
-        ? sendOpenAiError(
+        ? sendRestError(
             response,
+            restFormatOf(path),
             { code, message, ...(headers['retry-after'] && { retryAfterMs: Number(headers['retry-after']) * 1000 }) },
             requestId,
+            status,
           )
         : sendJson(response, status, { errors: [{ message, extensions: { code, requestId } }] }, headers);
     const declared = request.headers['content-length'];

@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
-import type { RestError } from './errors.ts';
+import { type RestError, openAiErrorBody } from './errors.ts';
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
 const contentPart = z.union([textPart, z.object({ type: z.string() }).loose()]);
@@ -243,6 +243,11 @@ export class ChunkWriter {
 
   delta(content: string): string {
     return this.#chunk([{ index: 0, delta: { content }, logprobs: null, finish_reason: null }]);
+  }
+
+  /** A failure after the stream started: an error event, as OpenAI sends one (its SDK raises it). */
+  failure(error: RestError): string {
+    return `data: ${JSON.stringify(openAiErrorBody(error))}\n\n`;
   }
 
   /** The tool calls (if any), the finish reason, the usage chunk when asked for, and `[DONE]`. */

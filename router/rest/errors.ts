@@ -1,7 +1,8 @@
 /**
  * Errors of the REST doors in each API's own format, coded with our ErrorCode. OpenAI:
- * `{ error: { message, type, param, code } }` with the status its SDK maps to an error class
- * (400 BadRequest, 401 Authentication, 403 PermissionDenied, 404 NotFound, 429 RateLimit, 5xx).
+ * `{ error: { message, type, param, code } }`; Anthropic: `{ type: "error", error: { type,
+ * message, code } }`; each with the status its SDK maps to an error class (400 BadRequest, 401
+ * Authentication, 403 PermissionDenied, 404 NotFound, 413, 429 RateLimit with Retry-After, 5xx).
  */
 import type { ServerResponse } from 'node:http';
 import { ErrorCode } from '../../platform/errors.ts';
@@ -46,14 +47,46 @@ export interface RestError {
   retryAfterMs?: number;
 }
 
+export type RestFormat = 'openai' | 'anthropic';
+
+/** The API a path belongs to: Anthropic's Messages API, else OpenAI's. */
+export const restFormatOf = (path: string): RestFormat =>
+  path === '/v1/messages' || path.startsWith('/v1/messages/') ? 'anthropic' : 'openai';
+
+const ANTHROPIC_TYPES: Record<number, string> = {
+  400: 'invalid_request_error',
+  401: 'authentication_error',
+  403: 'permission_error',
+  404: 'not_found_error',
+  413: 'request_too_large',
+  429: 'rate_limit_error',
+  503: 'overloaded_error',
+};
+
+const statusOf = (code: ErrorCode) => (BY_CODE[code] ?? INVALID).status;
+
+/** The Anthropic error object (also what a stream carries in its `error` event). */
+export function anthropicErrorBody({ code, message }: RestError) {
+  return { type: 'error', error: { type: ANTHROPIC_TYPES[statusOf(code)] ?? 'api_error', message, code } };
+}
+
+export function restErrorBody(format: RestFormat, error: RestError) {
+  return format === 'anthropic' ? anthropicErrorBody(error) : openAiErrorBody(error);
+}
+
 /** The OpenAI error object (also what a stream carries in its `error` event). */
 export function openAiErrorBody({ code, message, param }: RestError) {
   return { error: { message, type: (BY_CODE[code] ?? INVALID).type, param: param ?? null, code } };
 }
 
-export function sendOpenAiError(response: ServerResponse, error: RestError, requestId: string): void {
-  const { status } = BY_CODE[error.code] ?? INVALID;
-  const text = JSON.stringify(openAiErrorBody(error));
+export function sendRestError(
+  response: ServerResponse,
+  format: RestFormat,
+  error: RestError,
+  requestId: string,
+  status = statusOf(error.code),
+): void {
+  const text = JSON.stringify(restErrorBody(format, error));
   response.writeHead(status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
@@ -62,3 +95,6 @@ export function sendOpenAiError(response: ServerResponse, error: RestError, requ
   });
   response.end(text);
 }
+
+export const sendOpenAiError = (response: ServerResponse, error: RestError, requestId: string) =>
+  sendRestError(response, 'openai', error, requestId);

@@ -25,7 +25,16 @@ import {
   toChatInput,
 } from './chat-completions.ts';
 import { EMBEDDINGS_DOCUMENT, embeddingsList, embeddingsRequest, toEmbeddingsInput } from './embeddings.ts';
-import { type RestError, openAiErrorBody, sendOpenAiError } from './errors.ts';
+import { type RestError, type RestFormat, sendOpenAiError, sendRestError } from './errors.ts';
+import { MessageEventWriter, anthropicMessage, messagesRequest, toChatInputFromMessages } from './messages.ts';
+
+/** How a door writes a chat stream in its API's events. */
+interface StreamWriter {
+  start(): string;
+  delta(content: string): string;
+  finish(completed: Extract<StreamEvent, { __typename: 'ChatCompleted' }>): string;
+  failure(error: RestError): string;
+}
 
 export const TAGS_HEADER = 'x-modelgraph-tags';
 
@@ -37,8 +46,8 @@ export interface RestCaller {
   requestId: string;
 }
 
-/** The routes this door answers (anything else under /v1 is a 404 in OpenAI's format). */
-export function isOpenAiPath(path: string): boolean {
+/** The paths the REST doors answer (anything else under /v1 is a 404 in OpenAI's format). */
+export function isRestPath(path: string): boolean {
   return path === '/v1' || path.startsWith('/v1/');
 }
 
@@ -124,56 +133,79 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
       if (!answer) return sendOpenAiError(response, restErrorOf(result.errors![0]!, log), caller.requestId);
       return sendJson(response, completion(answer, model), caller.requestId);
     }
+    return stream(
+      response,
+      translated,
+      new ChunkWriter(model, parsed.data.stream_options?.include_usage === true),
+      'openai',
+      caller,
+      signal,
+    );
+  }
+
+  /** Runs `chatStream` and writes its events with `writer`; a refusal before the first event is an HTTP error. */
+  async function stream(
+    response: ServerResponse,
+    variables: Record<string, unknown>,
+    writer: StreamWriter,
+    format: RestFormat,
+    caller: RestCaller,
+    signal: AbortSignal,
+  ) {
     const { schema, subscribe, contextFactory } = enveloped(caller, signal);
     const subscribed = (await subscribe({
       schema,
       document: documentOf(CHAT_STREAM_DOCUMENT),
-      variableValues: translated,
+      variableValues: variables,
       contextValue: await contextFactory(),
     })) as AsyncIterableIterator<ExecutionResult> | ExecutionResult;
-    if (!(Symbol.asyncIterator in subscribed)) return sendOpenAiError(response, restErrorOf(subscribed.errors![0]!, log), caller.requestId);
+    if (!(Symbol.asyncIterator in subscribed))
+      return sendRestError(response, format, restErrorOf(subscribed.errors![0]!, log), caller.requestId);
     const events = subscribed;
     const ended = () => void events.return?.();
     response.once('close', ended);
+    const eventOf = (result: ExecutionResult) => (result.data as { chatStream?: StreamEvent } | null | undefined)?.chatStream;
     try {
       // Refusals before the first event (an unknown model, a budget) are still HTTP errors.
       const first = await events.next();
-      const firstEvent = first.done ? undefined : (first.value.data as { chatStream?: StreamEvent } | null)?.chatStream;
-      if (!first.done && !firstEvent) return sendOpenAiError(response, restErrorOf(first.value.errors![0]!, log), caller.requestId);
-      const writer = new ChunkWriter(model, parsed.data.stream_options?.include_usage === true);
+      if (!first.done && !eventOf(first.value))
+        return sendRestError(response, format, restErrorOf(first.value.errors![0]!, log), caller.requestId);
       response.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache',
         [REQUEST_ID_HEADER]: caller.requestId,
       });
       response.write(writer.start());
-      let next: StreamEvent | undefined = firstEvent;
+      let next = first.done ? undefined : eventOf(first.value);
       while (next) {
-        if (next.__typename === 'ChatDelta') response.write(writer.delta(next.content));
-        else if (next.__typename === 'ChatCompleted') {
-          response.end(writer.finish(next));
-          return;
-        } else {
-          // After the stream started, a failure is an error event, as OpenAI sends it; never a cut socket.
-          response.end(`data: ${JSON.stringify(openAiErrorBody({ code: next.code, message: next.message }))}\n\n`);
-          return;
-        }
+        if (next.__typename === 'ChatCompleted') return void response.end(writer.finish(next));
+        // After the stream started, a failure is the API's error event, never a cut socket.
+        if (next.__typename === 'ChatFailed') return void response.end(writer.failure({ code: next.code, message: next.message }));
+        response.write(writer.delta(next.content));
         const step = await events.next();
         if (step.done) break;
-        next = (step.value.data as { chatStream?: StreamEvent } | null)?.chatStream;
-        if (!next) {
-          const error = restErrorOf(step.value.errors![0]!, log);
-          response.end(`data: ${JSON.stringify(openAiErrorBody(error))}\n\n`);
-          return;
-        }
+        next = eventOf(step.value);
+        if (!next) return void response.end(writer.failure(restErrorOf(step.value.errors![0]!, log)));
       }
-      const interrupted = { code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the stream ended before the answer finished' };
-      if (response.headersSent) response.end(`data: ${JSON.stringify(openAiErrorBody(interrupted))}\n\n`);
-      else sendOpenAiError(response, interrupted, caller.requestId);
+      response.end(writer.failure({ code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the stream ended before the answer finished' }));
     } finally {
       response.off('close', ended);
       ended();
     }
+  }
+
+  async function messages(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
+    const fail = (error: RestError) => sendRestError(response, 'anthropic', error, caller.requestId);
+    const parsed = messagesRequest.safeParse(body);
+    if (!parsed.success) return fail(requestError(parsed.error));
+    const translated = toChatInputFromMessages(parsed.data, tagsOf(request));
+    if ('error' in translated) return fail(translated.error);
+    const model = parsed.data.model;
+    if (parsed.data.stream) return stream(response, translated, new MessageEventWriter(model), 'anthropic', caller, signal);
+    const result = await execute(CHAT_DOCUMENT, translated, caller, signal);
+    const answer = (result.data as { chat?: ChatAnswer } | null | undefined)?.chat;
+    if (!answer) return fail(restErrorOf(result.errors![0]!, log));
+    return sendJson(response, anthropicMessage(answer, model), caller.requestId);
   }
 
   async function embeddings(response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
@@ -214,6 +246,10 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
       if (path === '/v1/chat/completions') {
         if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
         return chatCompletions(request, response, body, caller, aborter.signal);
+      }
+      if (path === '/v1/messages') {
+        if (request.method !== 'POST') return sendRestError(response, 'anthropic', methodNotAllowed(request), caller.requestId);
+        return messages(request, response, body, caller, aborter.signal);
       }
       if (path === '/v1/embeddings') {
         if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
