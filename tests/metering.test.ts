@@ -1,3 +1,4 @@
+import OpenAI, { RateLimitError } from 'openai';
 /**
  * Token limits and budgets, reserve then reconcile, against the real Redis: concurrent calls never
  * overshoot, refusals come before any provider call, and what is kept equals what the provider
@@ -49,6 +50,37 @@ async function meteredStack(metering: Record<string, unknown>) {
 const chatCalls = (target: TestStack) => target.emulator.requests.filter((request) => request.path.endsWith('/chat/completions')).length;
 
 describe('budgets and token limits', () => {
+  it('admits exactly the K of 50 concurrent OpenAI-API calls that fit the budget, refusing the rest with 429 BUDGET_EXCEEDED', async () => {
+    const K = 4;
+    const setup = await meteredStack({ tenants: { acme: { usdPerDay: (K * WORST_MICRO) / 1_000_000 } } });
+    stack = setup.stack;
+    stack.emulator.script(
+      ...Array.from({ length: K }, () => ({
+        kind: 'chat' as const,
+        content: 'priced',
+        usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS },
+      })),
+    );
+    const client = new OpenAI({
+      apiKey: setup.auth.authorization.slice('Bearer '.length),
+      baseURL: stack.url.replace(/\/graphql$/, '/v1'),
+      maxRetries: 0,
+    });
+    const outcomes = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        client.chat.completions.create({ model: 'gpt-test', max_tokens: MAX_TOKENS, messages: [{ role: 'user', content: PROMPT }] }).then(
+          (answer) => answer,
+          (error: unknown) => error,
+        ),
+      ),
+    );
+    expect(outcomes.filter((outcome) => !(outcome instanceof Error))).toHaveLength(K);
+    expect(chatCalls(stack)).toBe(K);
+    const refused = outcomes.filter((outcome): outcome is RateLimitError => outcome instanceof RateLimitError);
+    expect(refused).toHaveLength(50 - K);
+    expect(refused[0]!.code).toBe('BUDGET_EXCEEDED');
+  });
+
   it('lets exactly the K of 50 concurrent calls that fit the tenant’s budget reach the provider, and keeps what they really cost', async () => {
     const K = 5;
     const setup = await meteredStack({ tenants: { acme: { usdPerDay: (K * WORST_MICRO) / 1_000_000 } } });
