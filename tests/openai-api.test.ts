@@ -72,6 +72,28 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect(one.usage.total_tokens).toBeGreaterThan(0);
   });
 
+  it("records usage under the caller's tags and the API's own (api:openai)", async () => {
+    const tagged = new OpenAI({
+      apiKey: stack.adminKey,
+      baseURL: client.baseURL,
+      maxRetries: 0,
+      defaultHeaders: { 'x-modelgraph-tags': 'team-a, batch' },
+    });
+    await tagged.embeddings.create({ model: 'hashing-embed', input: 'counted' });
+    const hour = 3_600_000;
+    const now = Date.now();
+    const usage = async (tags: string[]) => {
+      const { body } = await postGraphQL<{ usage: { totals: { calls: number } } }>(
+        stack.url,
+        'query($filter: UsageFilter!) { usage(filter: $filter) { totals { calls } } }',
+        { filter: { from: new Date(now - hour).toISOString(), to: new Date(now + hour).toISOString(), tags } },
+      );
+      return body.data!.usage.totals.calls;
+    };
+    await expect.poll(() => usage(['api:openai', 'team-a', 'batch'])).toBe(1);
+    expect(await usage(['api:openai'])).toBeGreaterThan(1);
+  });
+
   it('lists the models this key may use, and finds one by id', async () => {
     const listed = await client.models.list();
     const ids = listed.data.map((model) => model.id);

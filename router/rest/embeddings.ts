@@ -23,12 +23,12 @@ export const EMBEDDINGS_DOCUMENT = `query OpenAIEmbeddings($input: EmbeddingsInp
   embeddings(input: $input) { vectors usage { promptTokens totalTokens } }
 }`;
 
-export function toEmbeddingsInput(request: EmbeddingsRequest): { input: Record<string, unknown> } | { error: RestError } {
+export function toEmbeddingsInput(request: EmbeddingsRequest, tags: string[]): { input: Record<string, unknown> } | { error: RestError } {
   const inputs = typeof request.input === 'string' ? [request.input] : request.input;
   if (!inputs.every((each): each is string => typeof each === 'string')) {
     return { error: { code: ErrorCode.BAD_USER_INPUT, message: 'token arrays as input are not supported by this server', param: 'input' } };
   }
-  return { input: { model: request.model, inputs, ...(request.dimensions !== undefined && { dimensions: request.dimensions }) } };
+  return { input: { model: request.model, inputs, tags, ...(request.dimensions !== undefined && { dimensions: request.dimensions }) } };
 }
 
 const base64Of = (vector: number[]) => Buffer.from(new Float32Array(vector).buffer).toString('base64');

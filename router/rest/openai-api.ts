@@ -73,13 +73,20 @@ function restErrorOf(error: GraphQLError, log: Logger): RestError {
   return { code, message: error.message, ...(retryAfterMs !== undefined && { retryAfterMs }) };
 }
 
-function tagsOf(request: IncomingMessage): string[] {
+/** Usage tags a REST call adds itself, naming the API it came through (as agents add `agent:<name>`). */
+export const API_TAGS = { openai: 'api:openai', anthropic: 'api:anthropic' } as const;
+
+/** The caller's tags from the header, with the API's own; usage events carry all of them. */
+function tagsOf(request: IncomingMessage, api: keyof typeof API_TAGS): string[] {
   const header = request.headers[TAGS_HEADER];
-  if (typeof header !== 'string') return [];
-  return header
-    .split(',')
-    .map((tag) => tag.trim())
-    .filter(Boolean);
+  const given =
+    typeof header === 'string'
+      ? header
+          .split(',')
+          .map((tag) => tag.trim())
+          .filter(Boolean)
+      : [];
+  return [...given, API_TAGS[api]];
 }
 
 export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
@@ -124,7 +131,7 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
   ) {
     const parsed = chatCompletionRequest.safeParse(body);
     if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
-    const translated = toChatInput(parsed.data, tagsOf(request));
+    const translated = toChatInput(parsed.data, tagsOf(request, 'openai'));
     if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
     const model = parsed.data.model;
     if (!parsed.data.stream) {
@@ -198,7 +205,7 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
     const fail = (error: RestError) => sendRestError(response, 'anthropic', error, caller.requestId);
     const parsed = messagesRequest.safeParse(body);
     if (!parsed.success) return fail(requestError(parsed.error));
-    const translated = toChatInputFromMessages(parsed.data, tagsOf(request));
+    const translated = toChatInputFromMessages(parsed.data, tagsOf(request, 'anthropic'));
     if ('error' in translated) return fail(translated.error);
     const model = parsed.data.model;
     if (parsed.data.stream) return stream(response, translated, new MessageEventWriter(model), 'anthropic', caller, signal);
@@ -208,10 +215,10 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
     return sendJson(response, anthropicMessage(answer, model), caller.requestId);
   }
 
-  async function embeddings(response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
+  async function embeddings(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
     const parsed = embeddingsRequest.safeParse(body);
     if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
-    const translated = toEmbeddingsInput(parsed.data);
+    const translated = toEmbeddingsInput(parsed.data, tagsOf(request, 'openai'));
     if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
     const result = await execute(EMBEDDINGS_DOCUMENT, translated, caller, signal);
     const answer = (result.data as { embeddings?: Parameters<typeof embeddingsList>[0] } | null | undefined)?.embeddings;
@@ -253,7 +260,7 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
       }
       if (path === '/v1/embeddings') {
         if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
-        return embeddings(response, body, caller, aborter.signal);
+        return embeddings(request, response, body, caller, aborter.signal);
       }
       if (path === '/v1/models' || path.startsWith('/v1/models/')) {
         if (request.method !== 'GET') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
