@@ -6,7 +6,7 @@ let stack: TestStack;
 let client: OpenAI;
 
 beforeAll(async () => {
-  stack = await startTestStack({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 6, window: '1h' } } } });
+  stack = await startTestStack();
   client = new OpenAI({ apiKey: stack.adminKey, baseURL: stack.url.replace(/\/graphql$/, '/v1'), maxRetries: 0 });
 });
 afterAll(() => stack.stop());
@@ -94,6 +94,57 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect(await usage(['api:openai'])).toBeGreaterThan(1);
   });
 
+  it('answers the Responses API whole, with output_text and usage, statelessly', async () => {
+    const response = await client.responses.create({ model: 'echo', instructions: 'Be brief.', input: 'reply with this' });
+    expect(response).toMatchObject({ object: 'response', status: 'completed', model: 'echo' });
+    expect(response.output_text).toBe('reply with this');
+    expect(response.usage!.total_tokens).toBe(response.usage!.input_tokens + response.usage!.output_tokens);
+    const chained = await client.responses
+      .create({ model: 'echo', input: 'more', previous_response_id: response.id })
+      .catch((error: unknown) => error);
+    expect(chained).toBeInstanceOf(BadRequestError);
+    expect((chained as BadRequestError).param).toBe('previous_response_id');
+  });
+
+  it('streams the Responses API as typed events, deltas then response.completed with usage', async () => {
+    const stream = await client.responses.create({ model: 'echo', input: 'one two three', stream: true });
+    const events = [];
+    for await (const event of stream) events.push(event);
+    expect(events[0]!.type).toBe('response.created');
+    expect(events.map((event) => event.sequence_number)).toEqual(events.map((_event, index) => index));
+    const text = events.flatMap((event) => (event.type === 'response.output_text.delta' ? [event.delta] : [])).join('');
+    expect(text).toBe('one two three');
+    const last = events.at(-1)!;
+    expect(last.type).toBe('response.completed');
+    if (last.type === 'response.completed') {
+      expect(last.response.output[0]).toMatchObject({ type: 'message', content: [{ type: 'output_text', text: 'one two three' }] });
+      expect(last.response.usage!.output_tokens).toBeGreaterThan(0);
+    }
+  });
+
+  it('carries function calls both ways through the Responses API', async () => {
+    stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_9', name: 'lookup', arguments: '{"q":"y"}' }] });
+    const tools = [
+      { type: 'function' as const, name: 'lookup', parameters: { type: 'object', properties: { q: { type: 'string' } } }, strict: false },
+    ];
+    const first = await client.responses.create({ model: 'gpt-test', input: 'find y', tools });
+    expect(first.output).toEqual([
+      expect.objectContaining({ type: 'function_call', call_id: 'call_9', name: 'lookup', arguments: '{"q":"y"}' }),
+    ]);
+    await client.responses.create({
+      model: 'gpt-test',
+      tools,
+      input: [
+        { role: 'user', content: 'find y' },
+        { type: 'function_call', call_id: 'call_9', name: 'lookup', arguments: '{"q":"y"}' },
+        { type: 'function_call_output', call_id: 'call_9', output: 'found' },
+      ],
+    });
+    const sent = stack.emulator.requests.at(-1)!.body as { messages: { role: string; tool_call_id?: string }[] };
+    expect(sent.messages.map((message) => message.role)).toEqual(['user', 'assistant', 'tool']);
+    expect(sent.messages[2]!.tool_call_id).toBe('call_9');
+  });
+
   it('lists the models this key may use, and finds one by id', async () => {
     const listed = await client.models.list();
     const ids = listed.data.map((model) => model.id);
@@ -116,31 +167,25 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
       .catch((error: unknown) => error);
     expect((unknownField as BadRequestError).message).toContain('frobnicate');
   });
+});
 
-  it("counts against Mutation.chat's rate limit, one bucket with GraphQL, and says when to retry", async () => {
-    // Six per hour for this key: the calls above used some; GraphQL and REST drain the same bucket.
-    let refused: unknown;
-    for (let call = 0; call < 8 && !refused; call++) {
-      const viaGraphQL = call % 2 === 0;
-      if (viaGraphQL) {
-        const answer = await postGraphQL(
-          stack.url,
-          'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }',
-        );
-        if (answer.body.errors?.[0]?.extensions?.code === 'RATE_LIMITED') refused = 'graphql';
-      } else {
-        refused = await client.chat.completions.create({ model: 'echo', messages: user('x') }).then(
-          () => undefined,
-          (error: unknown) => error,
-        );
-      }
-    }
-    const rest =
-      refused instanceof RateLimitError
-        ? refused
-        : await client.chat.completions.create({ model: 'echo', messages: user('x') }).catch((error: unknown) => error);
-    expect(rest).toBeInstanceOf(RateLimitError);
-    expect((rest as RateLimitError).code).toBe('RATE_LIMITED');
-    expect(Number((rest as RateLimitError).headers?.get('retry-after'))).toBeGreaterThan(0);
+describe('the OpenAI-compatible API under a rate limit', () => {
+  let limited: TestStack;
+  beforeAll(async () => {
+    limited = await startTestStack({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 2, window: '1h' } } } });
+  });
+  afterAll(() => limited.stop());
+
+  it("counts against Mutation.chat's limit, one bucket with GraphQL, and says when to retry", async () => {
+    const rest = new OpenAI({ apiKey: limited.adminKey, baseURL: limited.url.replace(/\/graphql$/, '/v1'), maxRetries: 0 });
+    const graphql = () =>
+      postGraphQL(limited.url, 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "x"}]}) { content } }');
+    expect((await graphql()).body.data).toBeTruthy();
+    await rest.chat.completions.create({ model: 'echo', messages: user('x') });
+    const refused = await rest.chat.completions.create({ model: 'echo', messages: user('x') }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(RateLimitError);
+    expect((refused as RateLimitError).code).toBe('RATE_LIMITED');
+    expect(Number((refused as RateLimitError).headers?.get('retry-after'))).toBeGreaterThan(0);
+    expect((await graphql()).body.errors?.[0]?.extensions?.code).toBe('RATE_LIMITED');
   });
 });

@@ -27,6 +27,7 @@ import {
 import { EMBEDDINGS_DOCUMENT, embeddingsList, embeddingsRequest, toEmbeddingsInput } from './embeddings.ts';
 import { type RestError, type RestFormat, sendOpenAiError, sendRestError } from './errors.ts';
 import { MessageEventWriter, anthropicMessage, messagesRequest, toChatInputFromMessages } from './messages.ts';
+import { ResponseBuilder, ResponseEventWriter, responsesRequest, toChatInputFromResponses } from './responses.ts';
 
 /** How a door writes a chat stream in its API's events. */
 interface StreamWriter {
@@ -215,6 +216,20 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
     return sendJson(response, anthropicMessage(answer, model), caller.requestId);
   }
 
+  async function responses(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
+    const fail = (error: RestError) => sendOpenAiError(response, error, caller.requestId);
+    const parsed = responsesRequest.safeParse(body);
+    if (!parsed.success) return fail(requestError(parsed.error));
+    const translated = toChatInputFromResponses(parsed.data, tagsOf(request, 'openai'));
+    if ('error' in translated) return fail(translated.error);
+    const builder = new ResponseBuilder(parsed.data.model, parsed.data);
+    if (parsed.data.stream) return stream(response, translated, new ResponseEventWriter(builder), 'openai', caller, signal);
+    const result = await execute(CHAT_DOCUMENT, translated, caller, signal);
+    const answer = (result.data as { chat?: ChatAnswer } | null | undefined)?.chat;
+    if (!answer) return fail(restErrorOf(result.errors![0]!, log));
+    return sendJson(response, builder.completed(answer), caller.requestId);
+  }
+
   async function embeddings(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
     const parsed = embeddingsRequest.safeParse(body);
     if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
@@ -257,6 +272,10 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
       if (path === '/v1/messages') {
         if (request.method !== 'POST') return sendRestError(response, 'anthropic', methodNotAllowed(request), caller.requestId);
         return messages(request, response, body, caller, aborter.signal);
+      }
+      if (path === '/v1/responses') {
+        if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
+        return responses(request, response, body, caller, aborter.signal);
       }
       if (path === '/v1/embeddings') {
         if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
