@@ -29,7 +29,7 @@ import type { Principal } from '../platform/identity/principal.ts';
 import { BodyTooLargeError, readBody, sendJson, serveOperationalEndpoints } from '../platform/serving/http-server.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createRegistry } from '../platform/metrics.ts';
-import { type OpenAiApi, type RestCaller, createOpenAiApi, isRestPath } from './rest/openai-api.ts';
+import { type RestDoors, type RestCaller, createRestDoors, isRestPath } from './rest/doors.ts';
 import { restFormatOf, sendRestError } from './rest/errors.ts';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './rate-limiter.ts';
 import { createRedis, redisAnswers } from '../platform/redis/client.ts';
@@ -126,9 +126,9 @@ function parsedJsonBody(request: IncomingMessage, body: Buffer): object | undefi
   return typeof parsed === 'object' && parsed !== null && Object.keys(parsed).length > 0 ? parsed : undefined;
 }
 
-/** A request to the OpenAI-compatible door, authenticated: its JSON body read and parsed, then answered. */
-async function serveOpenAi(
-  { openAi, config }: RouterParts,
+/** A request to a REST door, authenticated: its JSON body read and parsed, then answered. */
+async function serveRest(
+  { rest, config }: RouterParts,
   request: IncomingMessage,
   response: ServerResponse,
   caller: RestCaller,
@@ -140,7 +140,10 @@ async function serveOpenAi(
     try {
       raw = await readBody(request, config.router.maxBodyBytes);
     } catch (error) {
-      if (error instanceof BodyTooLargeError) return refuse(413, ErrorCode.BAD_USER_INPUT, error.message);
+      if (error instanceof BodyTooLargeError) {
+        response.setHeader('connection', 'close');
+        return refuse(413, ErrorCode.BAD_USER_INPUT, error.message);
+      }
       throw error;
     }
     try {
@@ -149,7 +152,7 @@ async function serveOpenAi(
       return refuse(400, ErrorCode.BAD_USER_INPUT, 'We could not parse the JSON body of your request.');
     }
   }
-  await openAi.handle(request, response, body, caller);
+  await rest.handle(request, response, body, caller);
 }
 
 /** What the router's HTTP and WebSocket handlers share. */
@@ -163,7 +166,7 @@ interface RouterParts {
   lifecycle: ServerLifecycle;
   registry: Registry;
   redis: Redis | undefined;
-  openAi: OpenAiApi;
+  rest: RestDoors;
 }
 
 function createRuntime(
@@ -253,7 +256,11 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
         : sendJson(response, status, { errors: [{ message, extensions: { code, requestId } }] }, headers);
     const declared = request.headers['content-length'];
     if (declared !== undefined && Number(declared) > settings.maxBodyBytes) {
-      if (rest) return refuse(413, ErrorCode.BAD_USER_INPUT, `request body over ${settings.maxBodyBytes} bytes`);
+      if (rest) {
+        // The body is not read: the connection cannot carry another request after it.
+        response.setHeader('connection', 'close');
+        return refuse(413, ErrorCode.BAD_USER_INPUT, `request body over ${settings.maxBodyBytes} bytes`);
+      }
       throw new BodyTooLargeError(`request body over ${settings.maxBodyBytes} bytes`);
     }
     const clientAddress = request.socket.remoteAddress ?? null;
@@ -285,9 +292,11 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
       watch.hold(outcome, response, { end: () => response.destroy() }, changesBefore);
     }
     if (rest) {
-      // A CORS preflight carries no credential and needs no answer beyond the origin check above.
+      if (lifecycle.draining) response.setHeader('connection', 'close');
+      // A CORS preflight carries no credential; cross-origin browser use of the REST doors is not
+      // offered yet (no Access-Control headers), so it gets an empty answer.
       if (!caller.principal) response.writeHead(204).end();
-      else await serveOpenAi(parts, request, response, { principal: caller.principal, clientAddress, requestId }, refuse);
+      else await serveRest(parts, request, response, { principal: caller.principal, clientAddress, requestId }, refuse);
       return;
     }
     if (request.method === 'POST') {
@@ -397,8 +406,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   await runtime.getSchema();
   detachRuntimeTerminateHandlers();
   const watch = new CredentialWatch(auth, log.child({ component: 'auth' }), Math.max(config.access.keyCacheSeconds, 1) * 1000);
-  const openAi = createOpenAiApi(runtime, log.child({ component: 'openai-api' }));
-  const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis, openAi };
+  const rest = createRestDoors(runtime, log.child({ component: 'rest' }));
+  const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis, rest };
   return lifecycle.serve({
     label: 'router',
     refuseUnstartedAtDeadline: true,

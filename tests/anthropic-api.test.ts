@@ -1,4 +1,4 @@
-import Anthropic, { AuthenticationError, BadRequestError, NotFoundError } from '@anthropic-ai/sdk';
+import Anthropic, { APIError, AuthenticationError, BadRequestError, NotFoundError } from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestStack, startTestStack } from './support/stack.ts';
 
@@ -64,6 +64,14 @@ describe('the Anthropic Messages API, through the official @anthropic-ai/sdk', (
     const sent = stack.emulator.requests.at(-1)!.body as { messages: { role: string; tool_call_id?: string; content?: string }[] };
     expect(sent.messages.map((each) => each.role)).toEqual(['user', 'assistant', 'tool']);
     expect(sent.messages[2]).toMatchObject({ tool_call_id: 'toolu_1', content: 'found' });
+  });
+
+  it('ends a stream that fails after its first token with an error event, which the SDK raises', async () => {
+    stack.emulator.script({ kind: 'chat', content: 'one two three four', errorAfterChunks: 2 });
+    const stream = client.messages.stream({ model: 'gpt-test', max_tokens: 32, messages: [{ role: 'user', content: 'x' }] });
+    const failure = await stream.finalMessage().catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(APIError);
+    expect(JSON.stringify((failure as APIError).error)).toMatch(/UPSTREAM_/);
   });
 
   it("raises the SDK's own errors in Anthropic's format: 401 for a bad key, 404 for an unknown model, 400 for a bad request", async () => {

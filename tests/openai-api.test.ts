@@ -1,4 +1,4 @@
-import OpenAI, { AuthenticationError, BadRequestError, NotFoundError, RateLimitError } from 'openai';
+import OpenAI, { APIError, AuthenticationError, BadRequestError, NotFoundError, RateLimitError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestStack, postGraphQL, startTestStack } from './support/stack.ts';
 
@@ -80,6 +80,7 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
       defaultHeaders: { 'x-modelgraph-tags': 'team-a, batch' },
     });
     await tagged.embeddings.create({ model: 'hashing-embed', input: 'counted' });
+    await client.chat.completions.create({ model: 'echo', messages: user('counted too') });
     const hour = 3_600_000;
     const now = Date.now();
     const usage = async (tags: string[]) => {
@@ -143,6 +144,47 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     const sent = stack.emulator.requests.at(-1)!.body as { messages: { role: string; tool_call_id?: string }[] };
     expect(sent.messages.map((message) => message.role)).toEqual(['user', 'assistant', 'tool']);
     expect(sent.messages[2]!.tool_call_id).toBe('call_9');
+  });
+
+  it('answers a provider failure before the first token with its HTTP status, and one after it with an error event', async () => {
+    stack.emulator.script({ kind: 'error', status: 429, headers: { 'retry-after': '3' } });
+    const early = await client.chat.completions
+      .create({ model: 'gpt-test', messages: user('x'), stream: true })
+      .then(async (stream) => {
+        for await (const _chunk of stream);
+      })
+      .catch((error: unknown) => error);
+    expect(early).toBeInstanceOf(RateLimitError);
+    expect((early as RateLimitError).code).toBe('UPSTREAM_RATE_LIMITED');
+    stack.emulator.script({ kind: 'chat', content: 'one two three four', errorAfterChunks: 2 });
+    const seen: string[] = [];
+    const late = await client.chat.completions
+      .create({ model: 'gpt-test', messages: user('x'), stream: true })
+      .then(async (stream) => {
+        for await (const chunk of stream) seen.push(chunk.choices[0]?.delta.content ?? '');
+      })
+      .catch((error: unknown) => error);
+    expect(seen.join('')).not.toBe('');
+    expect(late).toBeInstanceOf(APIError);
+    expect((late as APIError).code).toMatch(/^UPSTREAM_/);
+  });
+
+  it('answers bad requests in its own format: invalid JSON 400, an unknown path 404, a wrong method 405', async () => {
+    const base = client.baseURL;
+    const headers = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' };
+    const invalid = await fetch(`${base}/chat/completions`, { method: 'POST', headers, body: '{"model":' });
+    expect(invalid.status).toBe(400);
+    expect(((await invalid.json()) as { error: { code: string } }).error.code).toBe('BAD_USER_INPUT');
+    const unknown = await fetch(`${base}/assistants`, { headers });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { error: { code: string } }).error.code).toBe('NOT_FOUND');
+    const wrongMethod = await fetch(`${base}/chat/completions`, { headers });
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get('allow')).toBe('POST');
+    const anthropicPath = await fetch(`${base}/messages/count_tokens`, { method: 'POST', headers, body: '{}' });
+    expect(((await anthropicPath.json()) as { type: string }).type).toBe('error');
+    const badName = await fetch(`${base}/models/%E0%A4%A`, { headers });
+    expect(badName.status).toBe(404);
   });
 
   it('lists the models this key may use, and finds one by id', async () => {

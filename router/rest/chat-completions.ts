@@ -12,6 +12,9 @@ import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
 import { type RestError, openAiErrorBody } from './errors.ts';
 
+/** GraphQL's Int: a larger count would be refused in GraphQL's words, not the API's. */
+export const MAX_INT = 2_147_483_647;
+
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
 const contentPart = z.union([textPart, z.object({ type: z.string() }).loose()]);
 
@@ -46,8 +49,8 @@ export const chatCompletionRequest = z
     messages: z.array(message),
     stream: z.boolean().nullable().optional(),
     stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
-    max_tokens: z.number().int().positive().nullable().optional(),
-    max_completion_tokens: z.number().int().positive().nullable().optional(),
+    max_tokens: z.number().int().positive().max(MAX_INT).nullable().optional(),
+    max_completion_tokens: z.number().int().positive().max(MAX_INT).nullable().optional(),
     temperature: z.number().nullable().optional(),
     top_p: z.number().nullable().optional(),
     stop: z
@@ -61,6 +64,15 @@ export const chatCompletionRequest = z
     user: z.string().optional(),
     metadata: z.record(z.string(), z.string()).nullable().optional(),
     response_format: z.object({ type: z.string() }).loose().optional(),
+    // Known to OpenAI and sent by common clients at their defaults: accepted at the values that
+    // change nothing, refused at any other (toChatInput).
+    frequency_penalty: z.number().nullable().optional(),
+    presence_penalty: z.number().nullable().optional(),
+    logprobs: z.boolean().nullable().optional(),
+    top_logprobs: z.number().int().nullable().optional(),
+    parallel_tool_calls: z.boolean().nullable().optional(),
+    store: z.boolean().nullable().optional(),
+    service_tier: z.string().nullable().optional(),
   })
   .strict();
 
@@ -76,7 +88,7 @@ export function requestError(error: z.ZodError): RestError {
       param: issue.keys[0],
     };
   }
-  const param = issue.path.join('.');
+  const param = issue.path.length ? issue.path.join('.') : 'body';
   return { code: ErrorCode.BAD_USER_INPUT, message: `Invalid value for '${param}': ${issue.message}`, param };
 }
 
@@ -88,6 +100,9 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
     error: { code: ErrorCode.BAD_USER_INPUT, message: `${what} is not supported by this server`, param },
   });
   if ((request.n ?? 1) !== 1) return unsupported('n', 'n other than 1');
+  if (request.frequency_penalty) return unsupported('frequency_penalty', 'frequency_penalty other than 0');
+  if (request.presence_penalty) return unsupported('presence_penalty', 'presence_penalty other than 0');
+  if (request.logprobs || request.top_logprobs) return unsupported('logprobs', 'logprobs');
   if (request.response_format && request.response_format.type !== 'text')
     return unsupported('response_format', `response_format ${request.response_format.type}`);
   if (request.tool_choice && request.tool_choice !== 'auto' && request.tool_choice !== 'none')
@@ -198,7 +213,8 @@ export function completion(answer: ChatAnswer, model: string) {
         index: 0,
         message: {
           role: 'assistant',
-          content: answer.content,
+          // OpenAI sends null beside tool calls when the model said nothing.
+          content: answer.content === '' && answer.toolCalls.length ? null : answer.content,
           refusal: null,
           ...(answer.toolCalls.length && { tool_calls: openAiToolCalls(answer.toolCalls) }),
         },

@@ -19,6 +19,7 @@ const UPSTREAM = { status: 502, type: 'api_error' };
 const BY_CODE: Partial<Record<ErrorCode, Mapped>> = {
   [ErrorCode.UNAUTHENTICATED]: { status: 401, type: 'authentication_error' },
   [ErrorCode.FORBIDDEN]: { status: 403, type: 'permission_error' },
+  [ErrorCode.OPERATION_LIMIT_EXCEEDED]: { status: 429, type: 'rate_limit_error' },
   [ErrorCode.NOT_FOUND]: { status: 404, type: 'invalid_request_error' },
   [ErrorCode.MODEL_NOT_FOUND]: { status: 404, type: 'invalid_request_error' },
   [ErrorCode.MODEL_RETIRED]: { status: 404, type: 'invalid_request_error' },
@@ -45,6 +46,9 @@ export interface RestError {
   /** The request field at fault, when one is. */
   param?: string;
   retryAfterMs?: number;
+  /** The error's own HTTP status and headers, when it carries them (else the code's). */
+  status?: number;
+  headers?: Record<string, string>;
 }
 
 export type RestFormat = 'openai' | 'anthropic';
@@ -84,10 +88,14 @@ export function sendRestError(
   format: RestFormat,
   error: RestError,
   requestId: string,
-  status = statusOf(error.code),
+  status = error.status ?? statusOf(error.code),
+  headers: Record<string, string> = {},
 ): void {
+  if (response.headersSent) return;
   const text = JSON.stringify(restErrorBody(format, error));
   response.writeHead(status, {
+    ...error.headers,
+    ...headers,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
     [REQUEST_ID_HEADER]: requestId,

@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
+import { MAX_INT } from './chat-completions.ts';
 import { type RestError, anthropicErrorBody } from './errors.ts';
 
 const textBlock = z.object({ type: z.literal('text'), text: z.string() }).loose();
@@ -27,13 +28,12 @@ const message = z.object({ role: z.enum(['user', 'assistant']), content: z.union
 export const messagesRequest = z
   .object({
     model: z.string().min(1),
-    max_tokens: z.number().int().positive(),
+    max_tokens: z.number().int().positive().max(MAX_INT),
     messages: z.array(message),
     system: z.union([z.string(), z.array(textBlock)]).optional(),
     stop_sequences: z.array(z.string()).optional(),
     temperature: z.number().optional(),
     top_p: z.number().optional(),
-    top_k: z.number().int().optional(),
     stream: z.boolean().optional(),
     tools: z
       .array(z.object({ name: z.string(), description: z.string().optional(), input_schema: z.record(z.string(), z.unknown()) }).loose())

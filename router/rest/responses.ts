@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
+import { MAX_INT } from './chat-completions.ts';
 import type { RestError } from './errors.ts';
 
 const textContent = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).loose();
@@ -41,7 +42,7 @@ export const responsesRequest = z
       )
       .optional(),
     tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.string() }).loose()]).optional(),
-    max_output_tokens: z.number().int().positive().nullable().optional(),
+    max_output_tokens: z.number().int().positive().max(MAX_INT).nullable().optional(),
     temperature: z.number().nullable().optional(),
     top_p: z.number().nullable().optional(),
     stream: z.boolean().nullable().optional(),

@@ -1,10 +1,11 @@
 /**
- * The OpenAI-compatible door on the router's port: `POST /v1/chat/completions`,
- * `POST /v1/embeddings`, `GET /v1/models` and `GET /v1/models/{id}`. The caller is authenticated as for GraphQL (the same keys and JWTs);
- * each request then runs a fixed GraphQL operation through the router's runtime — its envelop
- * plugins, so the operation's `@rateLimit`, demand control, the subgraph's shield rules, token
- * and USD budgets, usage events and metrics all apply, on the same counters as GraphQL. A REST
- * caller gets nothing a GraphQL caller would not.
+ * The REST doors on the router's port: OpenAI's Chat Completions (`POST /v1/chat/completions`),
+ * Responses (`POST /v1/responses`), Embeddings (`POST /v1/embeddings`) and Models (`GET
+ * /v1/models[/{id}]`) APIs, and Anthropic's Messages API (`POST /v1/messages`). The caller is
+ * authenticated as for GraphQL (the same keys and JWTs); each request then runs a fixed GraphQL
+ * operation through the router's runtime — its envelop plugins, so the operation's `@rateLimit`,
+ * demand control, the subgraph's shield rules, token and USD budgets, usage events and metrics
+ * all apply, on the same counters as GraphQL. A REST caller gets nothing a GraphQL caller would not.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewayRuntime } from '@graphql-hive/gateway-runtime';
@@ -25,7 +26,7 @@ import {
   toChatInput,
 } from './chat-completions.ts';
 import { EMBEDDINGS_DOCUMENT, embeddingsList, embeddingsRequest, toEmbeddingsInput } from './embeddings.ts';
-import { type RestError, type RestFormat, sendOpenAiError, sendRestError } from './errors.ts';
+import { type RestError, type RestFormat, restFormatOf, sendOpenAiError, sendRestError } from './errors.ts';
 import { MessageEventWriter, anthropicMessage, messagesRequest, toChatInputFromMessages } from './messages.ts';
 import { ResponseBuilder, ResponseEventWriter, responsesRequest, toChatInputFromResponses } from './responses.ts';
 
@@ -71,7 +72,15 @@ function restErrorOf(error: GraphQLError, log: Logger): RestError {
     return { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'Internal server error' };
   }
   const retryAfterMs = typeof extensions.retryAfterMs === 'number' ? extensions.retryAfterMs : undefined;
-  return { code, message: error.message, ...(retryAfterMs !== undefined && { retryAfterMs }) };
+  // The status and headers the error carries for HTTP (a rate limit's 429 and RateLimit-* headers).
+  const http = extensions.http as { status?: number; headers?: Record<string, string> } | undefined;
+  return {
+    code,
+    message: error.message,
+    ...(retryAfterMs !== undefined && { retryAfterMs }),
+    ...(http?.status !== undefined && { status: http.status }),
+    ...(http?.headers && { headers: http.headers }),
+  };
 }
 
 /** Usage tags a REST call adds itself, naming the API it came through (as agents add `agent:<name>`). */
@@ -90,7 +99,7 @@ function tagsOf(request: IncomingMessage, api: keyof typeof API_TAGS): string[] 
   return [...given, API_TAGS[api]];
 }
 
-export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
+export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
   const documents = new Map<string, DocumentNode>();
   /** Parsed and validated against the router's schema once: these documents are ours, not the caller's. */
   const documentOf = (text: string): DocumentNode => {
@@ -170,7 +179,9 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
     if (!(Symbol.asyncIterator in subscribed))
       return sendRestError(response, format, restErrorOf(subscribed.errors![0]!, log), caller.requestId);
     const events = subscribed;
-    const ended = () => void events.return?.();
+    const ended = () => {
+      events.return?.().catch((error: unknown) => log.warn({ err: error }, 'stream did not close cleanly'));
+    };
     response.once('close', ended);
     const eventOf = (result: ExecutionResult) => (result.data as { chatStream?: StreamEvent } | null | undefined)?.chatStream;
     try {
@@ -178,6 +189,11 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
       const first = await events.next();
       if (!first.done && !eventOf(first.value))
         return sendRestError(response, format, restErrorOf(first.value.errors![0]!, log), caller.requestId);
+      // A failure before any token (the provider refused, every target failed) is still an HTTP
+      // error, with its status, so clients see a 429 or 5xx they can retry.
+      const opening = first.done ? undefined : eventOf(first.value);
+      if (opening?.__typename === 'ChatFailed')
+        return sendRestError(response, format, { code: opening.code, message: opening.message }, caller.requestId);
       response.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache',
@@ -259,44 +275,71 @@ export function createOpenAiApi(runtime: GatewayRuntime, log: Logger) {
     return sendJson(response, found, caller.requestId);
   }
 
+  type Handler = (
+    request: IncomingMessage,
+    response: ServerResponse,
+    body: unknown,
+    caller: RestCaller,
+    signal: AbortSignal,
+  ) => Promise<void>;
+
+  /** The routes: path → the method it takes and what answers it. */
+  const routes: Record<string, { method: 'POST' | 'GET'; handle: Handler }> = {
+    '/v1/chat/completions': { method: 'POST', handle: chatCompletions },
+    '/v1/messages': { method: 'POST', handle: messages },
+    '/v1/responses': { method: 'POST', handle: responses },
+    '/v1/embeddings': { method: 'POST', handle: embeddings },
+    '/v1/models': { method: 'GET', handle: (_request, response, _body, caller, signal) => models(response, caller, signal) },
+  };
+
+  function route(path: string): { method: 'POST' | 'GET'; handle: Handler } | undefined {
+    const exact = routes[path];
+    if (exact || !path.startsWith('/v1/models/')) return exact;
+    let id: string;
+    try {
+      id = decodeURIComponent(path.slice('/v1/models/'.length));
+    } catch {
+      return undefined;
+    }
+    return { method: 'GET', handle: (_request, response, _body, caller, signal) => models(response, caller, signal, id) };
+  }
+
   return {
     /** Answers one authenticated request under /v1; `body` is its parsed JSON (undefined for a GET). */
     async handle(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller): Promise<void> {
       const path = (request.url ?? '/').split('?')[0]!;
+      const format = restFormatOf(path);
+      const target = route(path);
+      if (!target) {
+        return sendRestError(
+          response,
+          format,
+          { code: ErrorCode.NOT_FOUND, message: `Unknown request URL: ${request.method} ${path}` },
+          caller.requestId,
+        );
+      }
+      if (request.method !== target.method && !(target.method === 'GET' && request.method === 'HEAD')) {
+        const wrong = { code: ErrorCode.BAD_USER_INPUT, message: `${request.method} is not allowed on ${path}; use ${target.method}` };
+        return sendRestError(response, format, wrong, caller.requestId, 405, { allow: target.method });
+      }
       const aborter = new AbortController();
-      response.once('close', () => aborter.abort());
-      if (path === '/v1/chat/completions') {
-        if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
-        return chatCompletions(request, response, body, caller, aborter.signal);
+      // The caller left before the answer was whole: what runs for it is cancelled.
+      const left = () => {
+        if (!response.writableFinished) aborter.abort();
+      };
+      response.once('close', left);
+      try {
+        await target.handle(request, response, body, caller, aborter.signal);
+      } catch (error) {
+        log.error({ err: error }, 'unexpected error');
+        const internal = { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'Internal server error' };
+        if (!response.headersSent) sendRestError(response, format, internal, caller.requestId);
+        else if (!response.writableEnded) response.end();
+      } finally {
+        response.off('close', left);
       }
-      if (path === '/v1/messages') {
-        if (request.method !== 'POST') return sendRestError(response, 'anthropic', methodNotAllowed(request), caller.requestId);
-        return messages(request, response, body, caller, aborter.signal);
-      }
-      if (path === '/v1/responses') {
-        if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
-        return responses(request, response, body, caller, aborter.signal);
-      }
-      if (path === '/v1/embeddings') {
-        if (request.method !== 'POST') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
-        return embeddings(request, response, body, caller, aborter.signal);
-      }
-      if (path === '/v1/models' || path.startsWith('/v1/models/')) {
-        if (request.method !== 'GET') return sendOpenAiError(response, methodNotAllowed(request), caller.requestId);
-        const id = path === '/v1/models' ? undefined : decodeURIComponent(path.slice('/v1/models/'.length));
-        return models(response, caller, aborter.signal, id);
-      }
-      return sendOpenAiError(
-        response,
-        { code: ErrorCode.NOT_FOUND, message: `Unknown request URL: ${request.method} ${path}` },
-        caller.requestId,
-      );
     },
   };
 }
 
-function methodNotAllowed(request: IncomingMessage): RestError {
-  return { code: ErrorCode.BAD_USER_INPUT, message: `${request.method} is not allowed on ${request.url}` };
-}
-
-export type OpenAiApi = ReturnType<typeof createOpenAiApi>;
+export type RestDoors = ReturnType<typeof createRestDoors>;
