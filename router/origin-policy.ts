@@ -29,3 +29,48 @@ export function corsOptions(allowedOrigins: readonly string[], csrfHeaders: read
     exposedHeaders: ['x-request-id'],
   };
 }
+
+/** Headers a browser app sends to the REST doors (the SDKs' own among them). */
+const REST_REQUEST_HEADERS = [
+  'content-type',
+  'authorization',
+  'x-api-key',
+  'x-request-id',
+  'x-modelgraph-tags',
+  'anthropic-version',
+  'anthropic-beta',
+  'anthropic-dangerous-direct-browser-access',
+  'openai-beta',
+  'openai-organization',
+  'openai-project',
+  'x-stainless-arch',
+  'x-stainless-lang',
+  'x-stainless-os',
+  'x-stainless-package-version',
+  'x-stainless-retry-count',
+  'x-stainless-runtime',
+  'x-stainless-runtime-version',
+  'x-stainless-timeout',
+];
+
+/**
+ * CORS headers for a REST door's answer to a cross-origin browser request from a configured
+ * origin (the origin check has already refused others); none for same-origin and non-browser
+ * callers. `preflight` adds what an OPTIONS request asks about.
+ */
+export function restCorsHeaders(request: IncomingMessage, allowedOrigins: readonly string[], preflight: boolean): Record<string, string> {
+  const origin = request.headers.origin;
+  if (origin === undefined || allowedOrigins.length === 0) return {};
+  if (!allowedOrigins.includes('*') && !allowedOrigins.includes(origin)) return {};
+  const wildcard = allowedOrigins.includes('*');
+  return {
+    'access-control-allow-origin': wildcard ? '*' : origin,
+    ...(!wildcard && { vary: 'Origin', 'access-control-allow-credentials': 'true' }),
+    'access-control-expose-headers': 'x-request-id, retry-after',
+    ...(preflight && {
+      'access-control-allow-methods': 'GET, POST',
+      'access-control-allow-headers': REST_REQUEST_HEADERS.join(', '),
+      'access-control-max-age': '600',
+    }),
+  };
+}

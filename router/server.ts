@@ -37,7 +37,7 @@ import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/serving/request-
 import { GRAPHQL_PATH, ServerLifecycle, type RunningServer } from '../platform/serving/lifecycle.ts';
 import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, withExpiry, type AuthOutcome } from './authenticate.ts';
 import { CredentialWatch } from './credential-watch.ts';
-import { corsOptions, originAllowed } from './origin-policy.ts';
+import { corsOptions, originAllowed, restCorsHeaders } from './origin-policy.ts';
 import { useDemandControl } from './plugins/demand-control.ts';
 import { useEdgeLimits } from './plugins/edge-limits.ts';
 import { useRateLimits } from './plugins/rate-limits.ts';
@@ -244,6 +244,12 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
     // The REST doors (OpenAI's and Anthropic's APIs) answer in their API's error format from here on.
     const path = (request.url ?? '/').split('?')[0]!;
     const rest = isRestPath(path);
+    if (rest) {
+      // Browser apps on router.allowedOrigins may call the doors too, as they may GraphQL (their
+      // refusals included, which a browser shows the app only with these headers).
+      const cors = restCorsHeaders(request, settings.allowedOrigins, request.method === 'OPTIONS');
+      for (const [name, value] of Object.entries(cors)) response.setHeader(name, value);
+    }
     const refuse = (status: number, code: ErrorCode, message: string, headers: Record<string, string> = {}) =>
       rest
         ? sendRestError(
@@ -293,8 +299,7 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
     }
     if (rest) {
       if (lifecycle.draining) response.setHeader('connection', 'close');
-      // A CORS preflight carries no credential; cross-origin browser use of the REST doors is not
-      // offered yet (no Access-Control headers), so it gets an empty answer.
+      // A CORS preflight carries no credential: its answer is the headers above.
       if (!caller.principal) response.writeHead(204).end();
       else await serveRest(parts, request, response, { principal: caller.principal, clientAddress, requestId }, refuse);
       return;

@@ -231,3 +231,39 @@ describe('the OpenAI-compatible API under a rate limit', () => {
     expect((await graphql()).body.errors?.[0]?.extensions?.code).toBe('RATE_LIMITED');
   });
 });
+
+describe('the REST doors from a browser on an allowed origin', () => {
+  let browserStack: TestStack;
+  const origin = 'https://app.example.com';
+  beforeAll(async () => {
+    browserStack = await startTestStack({ router: { port: 0, allowedOrigins: [origin] } });
+  });
+  afterAll(() => browserStack.stop());
+
+  it('answers the preflight and the call with CORS headers, and refuses other origins', async () => {
+    const url = browserStack.url.replace(/\/graphql$/, '/v1/chat/completions');
+    const preflight = await fetch(url, {
+      method: 'OPTIONS',
+      headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe(origin);
+    expect(preflight.headers.get('access-control-allow-headers')).toContain('authorization');
+    const call = await fetch(url, {
+      method: 'POST',
+      headers: { origin, authorization: `Bearer ${browserStack.adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'echo', messages: user('from a page') }),
+    });
+    expect(call.status).toBe(200);
+    expect(call.headers.get('access-control-allow-origin')).toBe(origin);
+    const refusedCall = await fetch(url, { method: 'POST', headers: { origin, 'content-type': 'application/json' }, body: '{}' });
+    expect(refusedCall.status).toBe(401);
+    expect(refusedCall.headers.get('access-control-allow-origin')).toBe(origin);
+    const elsewhere = await fetch(url, {
+      method: 'POST',
+      headers: { origin: 'https://evil.example', 'content-type': 'application/json' },
+      body: '{}',
+    });
+    expect(elsewhere.status).toBe(403);
+  });
+});
