@@ -111,7 +111,8 @@ interface ToolCall {
   arguments: string;
 }
 
-const STOP: Record<string, string> = { STOP: 'end_turn', LENGTH: 'max_tokens', TOOL_CALLS: 'tool_use' };
+/** Our finish reasons as Anthropic's stop reasons (a stop sequence is not told apart from a natural end). */
+const STOP: Record<string, string> = { STOP: 'end_turn', LENGTH: 'max_tokens', TOOL_CALLS: 'tool_use', CONTENT_FILTER: 'refusal' };
 const stopReason = (reason: string) => STOP[reason] ?? 'end_turn';
 
 function parsedInput(call: ToolCall): unknown {
