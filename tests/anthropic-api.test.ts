@@ -66,6 +66,16 @@ describe('the Anthropic Messages API, through the official @anthropic-ai/sdk', (
     expect(sent.messages[2]).toMatchObject({ tool_call_id: 'toolu_1', content: 'found' });
   });
 
+  it('streams tool use as a tool_use block the SDK assembles, with its input', async () => {
+    stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'toolu_s', name: 'lookup', arguments: '{"q":"s"}' }] });
+    const tools = [{ name: 'lookup', input_schema: { type: 'object' as const, properties: {} } }];
+    const message = await client.messages
+      .stream({ model: 'gpt-test', max_tokens: 32, tools, messages: [{ role: 'user', content: 'find s' }] })
+      .finalMessage();
+    expect(message.stop_reason).toBe('tool_use');
+    expect(message.content).toEqual([{ type: 'tool_use', id: 'toolu_s', name: 'lookup', input: { q: 's' } }]);
+  });
+
   it('ends a stream that fails after its first token with an error event, which the SDK raises', async () => {
     stack.emulator.script({ kind: 'chat', content: 'one two three four', errorAfterChunks: 2 });
     const stream = client.messages.stream({ model: 'gpt-test', max_tokens: 32, messages: [{ role: 'user', content: 'x' }] });

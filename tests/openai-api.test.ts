@@ -146,6 +146,17 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect(sent.messages[2]!.tool_call_id).toBe('call_9');
   });
 
+  it('streams tool calls as OpenAI does: indexed tool_calls deltas, then finish_reason tool_calls', async () => {
+    stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_s', name: 'lookup', arguments: '{"q":"s"}' }] });
+    const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];
+    const stream = await client.chat.completions.create({ model: 'gpt-test', messages: user('find s'), tools, stream: true });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    const calls = chunks.flatMap((chunk) => chunk.choices[0]?.delta.tool_calls ?? []);
+    expect(calls).toEqual([{ index: 0, id: 'call_s', type: 'function', function: { name: 'lookup', arguments: '{"q":"s"}' } }]);
+    expect(chunks.at(-1)!.choices[0]!.finish_reason).toBe('tool_calls');
+  });
+
   it('answers a provider failure before the first token with its HTTP status, and one after it with an error event', async () => {
     stack.emulator.script({ kind: 'error', status: 429, headers: { 'retry-after': '3' } });
     const early = await client.chat.completions
