@@ -82,6 +82,8 @@ export type ChatInput = {
   messages: Array<ChatMessageInput>;
   /** A model id, alias or `id@version` pin. */
   model: Scalars['String']['input'];
+  /** The answer's form: text (the default), any JSON object, or JSON to a schema; JSON needs a model with JSON_SCHEMA. */
+  responseFormat?: InputMaybe<ChatResponseFormatInput>;
   /** Up to 4 sequences at which generation stops. */
   stop?: InputMaybe<Array<Scalars['String']['input']>>;
   /** Labels for usage reports (`Query.usage(filter: {tags})`): up to 10, each 1 to 64 characters. */
@@ -101,6 +103,21 @@ export type ChatMessageInput = {
   toolCallId?: InputMaybe<Scalars['String']['input']>;
   /** For role ASSISTANT: the tool calls the model asked for in this turn (answered by the TOOL messages after it). */
   toolCalls?: InputMaybe<Array<ToolCallInput>>;
+};
+
+export type ChatResponseFormat =
+  | 'JSON_OBJECT'
+  | 'JSON_SCHEMA'
+  | 'TEXT';
+
+export type ChatResponseFormatInput = {
+  /** For JSON_SCHEMA: the schema's name (letters, digits, `_` and `-`, up to 64). */
+  name?: InputMaybe<Scalars['String']['input']>;
+  /** For JSON_SCHEMA: the schema of the answer, as JSON text. */
+  schema?: InputMaybe<Scalars['String']['input']>;
+  /** For JSON_SCHEMA: whether the model must follow the schema exactly (where the provider can enforce it). */
+  strict?: InputMaybe<Scalars['Boolean']['input']>;
+  type: ChatResponseFormat;
 };
 
 export type ChatRole =
@@ -233,6 +250,8 @@ export type Model = {
 export type ModelCapability =
   | 'CHAT'
   | 'EMBEDDINGS'
+  /** Answers in JSON, to a JSON Schema when one is given (`ChatInput.responseFormat`). */
+  | 'JSON_SCHEMA'
   | 'TOOLS'
   | 'VISION';
 
@@ -441,6 +460,8 @@ export type ResolversTypes = {
   ChatInput: ChatInput;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   ChatMessageInput: ChatMessageInput;
+  ChatResponseFormat: ChatResponseFormat;
+  ChatResponseFormatInput: ChatResponseFormatInput;
   ChatRole: ChatRole;
   ChatStreamEvent: ResolverTypeWrapper<ChatStreamEventResult>;
   ChatToolInput: ChatToolInput;
@@ -476,6 +497,7 @@ export type ResolversParentTypes = {
   ChatInput: ChatInput;
   Float: Scalars['Float']['output'];
   ChatMessageInput: ChatMessageInput;
+  ChatResponseFormatInput: ChatResponseFormatInput;
   ChatStreamEvent: ChatStreamEventResult;
   ChatToolInput: ChatToolInput;
   Model: CatalogModel;

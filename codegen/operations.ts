@@ -27,6 +27,8 @@ export type ChatInput = {
   messages: Array<ChatMessageInput>;
   /** A model id, alias or `id@version` pin. */
   model: string;
+  /** The answer's form: text (the default), any JSON object, or JSON to a schema; JSON needs a model with JSON_SCHEMA. */
+  responseFormat?: ChatResponseFormatInput | null | undefined;
   /** Up to 4 sequences at which generation stops. */
   stop?: Array<string> | null | undefined;
   /** Labels for usage reports (`Query.usage(filter: {tags})`): up to 10, each 1 to 64 characters. */
@@ -46,6 +48,21 @@ export type ChatMessageInput = {
   toolCallId?: string | null | undefined;
   /** For role ASSISTANT: the tool calls the model asked for in this turn (answered by the TOOL messages after it). */
   toolCalls?: Array<ToolCallInput> | null | undefined;
+};
+
+export type ChatResponseFormat =
+  | 'JSON_OBJECT'
+  | 'JSON_SCHEMA'
+  | 'TEXT';
+
+export type ChatResponseFormatInput = {
+  /** For JSON_SCHEMA: the schema's name (letters, digits, `_` and `-`, up to 64). */
+  name?: string | null | undefined;
+  /** For JSON_SCHEMA: the schema of the answer, as JSON text. */
+  schema?: string | null | undefined;
+  /** For JSON_SCHEMA: whether the model must follow the schema exactly (where the provider can enforce it). */
+  strict?: boolean | null | undefined;
+  type: ChatResponseFormat;
 };
 
 export type ChatRole =
@@ -142,6 +159,8 @@ export type FinishReason =
 export type ModelCapability =
   | 'CHAT'
   | 'EMBEDDINGS'
+  /** Answers in JSON, to a JSON Schema when one is given (`ChatInput.responseFormat`). */
+  | 'JSON_SCHEMA'
   | 'TOOLS'
   | 'VISION';
 

@@ -35,6 +35,7 @@ describe('config', () => {
       'providers.openai.apiKeyEnv',
     ],
     [{ models: [{ ...model, capabilities: ['EMBEDDINGS'] }] }, 'models[0].dimensions: required'],
+    [{ models: [{ ...model, provider: 'local', capabilities: ['CHAT', 'JSON_SCHEMA'] }] }, 'models[0].capabilities: JSON_SCHEMA'],
   ])('refuses %j naming %s', (document, field) => {
     expect(() => parseConfig(document)).toThrow(ConfigError);
     expect(() => parseConfig(document)).toThrow(field);

@@ -344,7 +344,10 @@ const providerSchema = z.discriminatedUnion('type', [
 ]);
 export type ProviderConfig = z.infer<typeof providerSchema>;
 
-export const CAPABILITIES = ['CHAT', 'EMBEDDINGS', 'TOOLS', 'VISION'] as const;
+export const CAPABILITIES = ['CHAT', 'EMBEDDINGS', 'TOOLS', 'VISION', 'JSON_SCHEMA'] as const;
+
+/** The provider types whose adapter passes a response format on (the others' adapters: not yet). */
+const JSON_SCHEMA_PROVIDERS = new Set(['openai-compatible', 'azure-openai']);
 export const MODEL_STATUSES = ['ACTIVE', 'DEPRECATED', 'RETIRED'] as const;
 
 const modelRef = modelRefSchema();
@@ -542,6 +545,14 @@ export const configSchema = z
           code: 'custom',
           path: ['models', index, 'provider'],
           message: `unknown provider "${model.provider}" (configured: ${Object.keys(config.providers).join(', ') || 'none'})`,
+        });
+      }
+      const providerType = config.providers[model.provider]?.type;
+      if (model.capabilities.includes('JSON_SCHEMA') && providerType && !JSON_SCHEMA_PROVIDERS.has(providerType)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', index, 'capabilities'],
+          message: `JSON_SCHEMA is answered through OpenAI's response_format, which "${model.provider}" (${providerType}) does not take`,
         });
       }
       if (model.capabilities.includes('EMBEDDINGS') && model.dimensions === undefined) {

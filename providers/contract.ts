@@ -41,7 +41,13 @@ export interface ChatRequest {
   stop?: string[];
   tools?: ToolDefinition[];
   toolChoice?: ToolChoice;
+  /** JSON instead of text; adapters whose provider cannot are not given models with JSON_SCHEMA. */
+  responseFormat?: ResponseFormat;
 }
+
+export type ResponseFormat =
+  | { type: 'json_object' }
+  | { type: 'json_schema'; name: string; schema: Record<string, unknown>; strict: boolean };
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter' | 'other';
 

@@ -15,6 +15,7 @@ import type {
   EmbeddingResult,
   FinishReason,
   Provider,
+  ResponseFormat,
   TokenUsage,
 } from './contract.ts';
 import { type ProviderError, errorFromStatus } from './errors.ts';
@@ -89,8 +90,14 @@ function toWireRequest(modelId: string, request: ChatRequest, stream: boolean): 
     ...(toolChoice !== undefined && {
       tool_choice: typeof toolChoice === 'string' ? toolChoice : { type: 'function', function: { name: toolChoice.name } },
     }),
+    ...(request.responseFormat && { response_format: wireResponseFormat(request.responseFormat) }),
     ...(stream && { stream: true, stream_options: { include_usage: true } }),
   };
+}
+
+function wireResponseFormat(format: ResponseFormat) {
+  if (format.type === 'json_object') return { type: 'json_object' };
+  return { type: 'json_schema', json_schema: { name: format.name, schema: format.schema, strict: format.strict } };
 }
 
 // --- wire format: responses --------------------------------------------------------------------

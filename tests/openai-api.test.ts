@@ -146,6 +146,26 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect(sent.messages[2]!.tool_call_id).toBe('call_9');
   });
 
+  it('passes a json_schema response format to an OpenAI-compatible provider, and refuses it for a model without JSON_SCHEMA', async () => {
+    stack.emulator.script({ kind: 'chat', content: '{"city":"Paris"}' });
+    const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false };
+    const answer = await client.chat.completions.create({
+      model: 'gpt-test',
+      messages: user('where?'),
+      response_format: { type: 'json_schema', json_schema: { name: 'place', schema, strict: true } },
+    });
+    expect(JSON.parse(answer.choices[0]!.message.content!)).toEqual({ city: 'Paris' });
+    expect(stack.emulator.requests.at(-1)!.body.response_format).toEqual({
+      type: 'json_schema',
+      json_schema: { name: 'place', schema, strict: true },
+    });
+    const refused = await client.chat.completions
+      .create({ model: 'echo', messages: user('x'), response_format: { type: 'json_object' } })
+      .catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(BadRequestError);
+    expect((refused as BadRequestError).code).toBe('MODEL_CAPABILITY_UNSUPPORTED');
+  });
+
   it('streams tool calls as OpenAI does: indexed tool_calls deltas, then finish_reason tool_calls', async () => {
     stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_s', name: 'lookup', arguments: '{"q":"s"}' }] });
     const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];

@@ -103,8 +103,8 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
   if (request.frequency_penalty) return unsupported('frequency_penalty', 'frequency_penalty other than 0');
   if (request.presence_penalty) return unsupported('presence_penalty', 'presence_penalty other than 0');
   if (request.logprobs || request.top_logprobs) return unsupported('logprobs', 'logprobs');
-  if (request.response_format && request.response_format.type !== 'text')
-    return unsupported('response_format', `response_format ${request.response_format.type}`);
+  const responseFormat = toResponseFormat(request.response_format);
+  if (responseFormat && 'error' in responseFormat) return responseFormat as { error: RestError };
   if (request.tool_choice && request.tool_choice !== 'auto' && request.tool_choice !== 'none')
     return unsupported('tool_choice', 'tool_choice other than auto or none');
   const messages = [];
@@ -144,7 +144,31 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
         })),
       }),
       ...(tags.length && { tags }),
+      ...(responseFormat && { responseFormat }),
     },
+  };
+}
+
+const jsonSchemaFormat = z.object({
+  name: z.string(),
+  schema: z.record(z.string(), z.unknown()).optional(),
+  strict: z.boolean().nullable().optional(),
+});
+
+/** `response_format` as ChatInput's `responseFormat`; text is none. */
+function toResponseFormat(format: ChatCompletionRequest['response_format']): Record<string, unknown> | { error: RestError } | undefined {
+  if (!format || format.type === 'text') return undefined;
+  if (format.type === 'json_object') return { type: 'JSON_OBJECT' };
+  const schema = format.type === 'json_schema' ? jsonSchemaFormat.safeParse(format.json_schema) : undefined;
+  if (!schema?.success) {
+    const message = 'response_format must be text, json_object, or json_schema with a json_schema { name, schema }';
+    return { error: { code: ErrorCode.BAD_USER_INPUT, message, param: 'response_format' } };
+  }
+  return {
+    type: 'JSON_SCHEMA',
+    name: schema.data.name,
+    schema: JSON.stringify(schema.data.schema ?? { type: 'object' }),
+    ...(schema.data.strict != null && { strict: schema.data.strict }),
   };
 }
 

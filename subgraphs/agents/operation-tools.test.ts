@@ -183,6 +183,22 @@ describe('compileOperationTool', () => {
               items: { type: 'string' },
               description: 'Labels for usage reports (`Query.usage(filter: {tags})`): up to 10, each 1 to 64 characters.',
             },
+            responseFormat: {
+              type: 'object',
+              description:
+                "The answer's form: text (the default), any JSON object, or JSON to a schema; JSON needs a model with JSON_SCHEMA.",
+              properties: {
+                type: { type: 'string', enum: ['TEXT', 'JSON_OBJECT', 'JSON_SCHEMA'] },
+                schema: { type: 'string', description: 'For JSON_SCHEMA: the schema of the answer, as JSON text.' },
+                name: { type: 'string', description: "For JSON_SCHEMA: the schema's name (letters, digits, `_` and `-`, up to 64)." },
+                strict: {
+                  type: 'boolean',
+                  description: 'For JSON_SCHEMA: whether the model must follow the schema exactly (where the provider can enforce it).',
+                },
+              },
+              required: ['type'],
+              additionalProperties: false,
+            },
           },
           required: ['model', 'messages'],
           additionalProperties: false,

@@ -12,7 +12,15 @@ import type {
 } from '../../codegen/inference.resolvers.ts';
 import { isRetired, targetKey, type CatalogModel, type ModelCatalog } from '../../providers/catalog.ts';
 import { cacheKey, cacheable, type CachedChat } from './chat-cache.ts';
-import type { ChatMessage, ChatRequest, FinishReason, TokenUsage, ToolCall, ToolDefinition } from '../../providers/contract.ts';
+import type {
+  ChatMessage,
+  ChatRequest,
+  FinishReason,
+  ResponseFormat,
+  TokenUsage,
+  ToolCall,
+  ToolDefinition,
+} from '../../providers/contract.ts';
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
 import type { Served, Target } from '../../providers/routing.ts';
 import { countChatTokens, countTextTokens } from '../../providers/tokens.ts';
@@ -107,6 +115,31 @@ function toMessage(message: ChatMessageInput, index: number): ChatMessage {
   }
 }
 
+const SCHEMA_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** `responseFormat` as the adapters take it; TEXT (or none) is no format. */
+function toResponseFormat(
+  format:
+    | { type: 'TEXT' | 'JSON_OBJECT' | 'JSON_SCHEMA'; schema?: string | null; name?: string | null; strict?: boolean | null }
+    | null
+    | undefined,
+): ResponseFormat | undefined {
+  if (!format || format.type === 'TEXT') return undefined;
+  if (format.type === 'JSON_OBJECT') return { type: 'json_object' };
+  if (!format.schema) throw badInput('responseFormat.schema', 'a JSON_SCHEMA response format needs its schema');
+  let schema: unknown;
+  try {
+    schema = JSON.parse(format.schema);
+  } catch {
+    throw badInput('responseFormat.schema', 'responseFormat.schema is not JSON');
+  }
+  if (typeof schema !== 'object' || schema === null || Array.isArray(schema))
+    throw badInput('responseFormat.schema', 'responseFormat.schema must be a JSON object');
+  const name = format.name ?? 'response';
+  if (!SCHEMA_NAME.test(name)) throw badInput('responseFormat.name', 'responseFormat.name: letters, digits, _ and -, up to 64');
+  return { type: 'json_schema', name, schema: schema as Record<string, unknown>, strict: format.strict ?? false };
+}
+
 function toTool(tool: { name: string; description?: string | null; parameters: string }, index: number): ToolDefinition {
   let parameters: unknown;
   try {
@@ -176,6 +209,14 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
     });
   }
 
+  const responseFormat = toResponseFormat(input.responseFormat);
+  if (responseFormat && !model.capabilities.includes('JSON_SCHEMA')) {
+    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not answer in JSON`, {
+      model: model.id,
+      capability: 'JSON_SCHEMA',
+    });
+  }
+
   const messages = input.messages.map(toMessage);
   const tools = input.tools?.map(toTool);
   // Tool definitions go upstream with the prompt and are billed as prompt tokens.
@@ -195,6 +236,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
     ...(input.topP != null && { topP: input.topP }),
     ...(input.stop?.length && { stop: input.stop }),
     ...(tools?.length && { tools }),
+    ...(responseFormat && { responseFormat }),
   };
   // Fallbacks that could not take this request (no chat, no tools, too small a window) are skipped.
   const targets = plan.targets.filter(
@@ -202,6 +244,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
       !isRetired(info) &&
       info.capabilities.includes('CHAT') &&
       (!request.tools || info.capabilities.includes('TOOLS')) &&
+      (!request.responseFormat || info.capabilities.includes('JSON_SCHEMA')) &&
       promptTokens + reservedOutput <= info.contextWindow,
   );
   // Without maxTokens any target may answer at its own maximum: the worst case is the largest.

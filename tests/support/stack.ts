@@ -49,7 +49,7 @@ export const TEST_MODELS = [
     upstream: 'gpt-test-upstream',
     version: '2024-08-06',
     aliases: ['smart'],
-    capabilities: ['CHAT', 'TOOLS'],
+    capabilities: ['CHAT', 'TOOLS', 'JSON_SCHEMA'],
     contextWindow: 4096,
     maxOutputTokens: 256,
     pricing: { inputPerMillionTokens: 2.5, outputPerMillionTokens: 10 },
