@@ -90,6 +90,8 @@ export type ChatInput = {
   tags?: InputMaybe<Array<Scalars['String']['input']>>;
   /** Sampling temperature, 0 to 2. */
   temperature?: InputMaybe<Scalars['Float']['input']>;
+  /** Whether the model must, may or may not call a tool, or which one it must call (default: may). */
+  toolChoice?: InputMaybe<ChatToolChoiceInput>;
   /** Tools the model may call. */
   tools?: InputMaybe<Array<ChatToolInput>>;
   /** Nucleus sampling, 0 to 1. */
@@ -128,6 +130,12 @@ export type ChatRole =
 
 /** An event of a streamed chat. */
 export type ChatStreamEvent = ChatCompleted | ChatDelta | ChatFailed;
+
+export type ChatToolChoiceInput = {
+  mode?: ToolChoiceMode;
+  /** The tool the model must call (one of `tools`); with it, mode REQUIRED is implied. */
+  name?: InputMaybe<Scalars['String']['input']>;
+};
 
 export type ChatToolInput = {
   description?: InputMaybe<Scalars['String']['input']>;
@@ -355,6 +363,14 @@ export type ToolCallInput = {
   name: Scalars['String']['input'];
 };
 
+export type ToolChoiceMode =
+  /** The model decides. */
+  | 'AUTO'
+  /** No tool call, though tools are described. */
+  | 'NONE'
+  /** At least one tool call. */
+  | 'REQUIRED';
+
 
 
 export type ResolverTypeWrapper<T> = Promise<T> | T;
@@ -464,6 +480,7 @@ export type ResolversTypes = {
   ChatResponseFormatInput: ChatResponseFormatInput;
   ChatRole: ChatRole;
   ChatStreamEvent: ResolverTypeWrapper<ChatStreamEventResult>;
+  ChatToolChoiceInput: ChatToolChoiceInput;
   ChatToolInput: ChatToolInput;
   CircuitState: CircuitState;
   ErrorCode: ErrorCode;
@@ -481,6 +498,7 @@ export type ResolversTypes = {
   TokenUsage: ResolverTypeWrapper<TokenUsage>;
   ToolCall: ResolverTypeWrapper<ToolCall>;
   ToolCallInput: ToolCallInput;
+  ToolChoiceMode: ToolChoiceMode;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
 };
@@ -499,6 +517,7 @@ export type ResolversParentTypes = {
   ChatMessageInput: ChatMessageInput;
   ChatResponseFormatInput: ChatResponseFormatInput;
   ChatStreamEvent: ChatStreamEventResult;
+  ChatToolChoiceInput: ChatToolChoiceInput;
   ChatToolInput: ChatToolInput;
   Model: CatalogModel;
   ModelHealth: ModelHealth;

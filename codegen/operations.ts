@@ -35,6 +35,8 @@ export type ChatInput = {
   tags?: Array<string> | null | undefined;
   /** Sampling temperature, 0 to 2. */
   temperature?: number | null | undefined;
+  /** Whether the model must, may or may not call a tool, or which one it must call (default: may). */
+  toolChoice?: ChatToolChoiceInput | null | undefined;
   /** Tools the model may call. */
   tools?: Array<ChatToolInput> | null | undefined;
   /** Nucleus sampling, 0 to 1. */
@@ -70,6 +72,12 @@ export type ChatRole =
   | 'SYSTEM'
   | 'TOOL'
   | 'USER';
+
+export type ChatToolChoiceInput = {
+  mode?: ToolChoiceMode;
+  /** The tool the model must call (one of `tools`); with it, mode REQUIRED is implied. */
+  name?: string | null | undefined;
+};
 
 export type ChatToolInput = {
   description?: string | null | undefined;
@@ -171,6 +179,14 @@ export type ToolCallInput = {
   id: string;
   name: string;
 };
+
+export type ToolChoiceMode =
+  /** The model decides. */
+  | 'AUTO'
+  /** No tool call, though tools are described. */
+  | 'NONE'
+  /** At least one tool call. */
+  | 'REQUIRED';
 
 export type ChatMutationVariables = Exact<{
   input: ChatInput;

@@ -66,6 +66,16 @@ describe('the Anthropic Messages API, through the official @anthropic-ai/sdk', (
     expect(sent.messages[2]).toMatchObject({ tool_call_id: 'toolu_1', content: 'found' });
   });
 
+  it("maps tool_choice any and tool onto the serving provider's own forced choice", async () => {
+    const tools = [{ name: 'lookup', input_schema: { type: 'object' as const, properties: {} } }];
+    const ask = (tool_choice: Anthropic.Messages.ToolChoice) =>
+      client.messages.create({ model: 'gpt-test', max_tokens: 16, tools, tool_choice, messages: [{ role: 'user', content: 'x' }] });
+    await ask({ type: 'tool', name: 'lookup' });
+    expect(stack.emulator.requests.at(-1)!.body.tool_choice).toEqual({ type: 'function', function: { name: 'lookup' } });
+    await ask({ type: 'any' });
+    expect(stack.emulator.requests.at(-1)!.body.tool_choice).toBe('required');
+  });
+
   it('streams tool use as a tool_use block the SDK assembles, with its input', async () => {
     stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'toolu_s', name: 'lookup', arguments: '{"q":"s"}' }] });
     const tools = [{ name: 'lookup', input_schema: { type: 'object' as const, properties: {} } }];

@@ -166,6 +166,24 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect((refused as BadRequestError).code).toBe('MODEL_CAPABILITY_UNSUPPORTED');
   });
 
+  it('forces the named tool, and refuses a name that is not one of the tools', async () => {
+    const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];
+    await client.chat.completions.create({
+      model: 'gpt-test',
+      messages: user('x'),
+      tools,
+      tool_choice: { type: 'function', function: { name: 'lookup' } },
+    });
+    expect(stack.emulator.requests.at(-1)!.body.tool_choice).toEqual({ type: 'function', function: { name: 'lookup' } });
+    await client.chat.completions.create({ model: 'gpt-test', messages: user('x'), tools, tool_choice: 'required' });
+    expect(stack.emulator.requests.at(-1)!.body.tool_choice).toBe('required');
+    const unknown = await client.chat.completions
+      .create({ model: 'gpt-test', messages: user('x'), tools, tool_choice: { type: 'function', function: { name: 'other' } } })
+      .catch((error: unknown) => error);
+    expect(unknown).toBeInstanceOf(BadRequestError);
+    expect((unknown as BadRequestError).message).toContain('other');
+  });
+
   it('streams tool calls as OpenAI does: indexed tool_calls deltas, then finish_reason tool_calls', async () => {
     stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_s', name: 'lookup', arguments: '{"q":"s"}' }] });
     const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];

@@ -58,7 +58,9 @@ export const chatCompletionRequest = z
       .nullable()
       .optional(),
     tools: z.array(tool).optional(),
-    tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function') }).loose()]).optional(),
+    tool_choice: z
+      .union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) })])
+      .optional(),
     n: z.number().int().nullable().optional(),
     seed: z.number().int().nullable().optional(),
     user: z.string().optional(),
@@ -105,8 +107,6 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
   if (request.logprobs || request.top_logprobs) return unsupported('logprobs', 'logprobs');
   const responseFormat = toResponseFormat(request.response_format);
   if (responseFormat && 'error' in responseFormat) return responseFormat as { error: RestError };
-  if (request.tool_choice && request.tool_choice !== 'auto' && request.tool_choice !== 'none')
-    return unsupported('tool_choice', 'tool_choice other than auto or none');
   const messages = [];
   for (const [index, each] of request.messages.entries()) {
     let content = '';
@@ -145,6 +145,8 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
       }),
       ...(tags.length && { tags }),
       ...(responseFormat && { responseFormat }),
+      ...(tools?.length && request.tool_choice === 'required' && { toolChoice: { mode: 'REQUIRED' } }),
+      ...(tools?.length && typeof request.tool_choice === 'object' && { toolChoice: { name: request.tool_choice.function.name } }),
     },
   };
 }

@@ -1,7 +1,7 @@
 /**
  * `POST /v1/messages`, the Anthropic Messages API, onto `Mutation.chat` and
  * `Subscription.chatStream`: `system`, text, `tool_use` and `tool_result` blocks, `tools`,
- * `tool_choice` auto/none, `max_tokens`, `stop_sequences`, `temperature`, `top_p`; streamed as
+ * `tool_choice` (auto, any, tool, none), `max_tokens`, `stop_sequences`, `temperature`, `top_p`; streamed as
  * Anthropic's event sequence (`message_start`, content blocks, `message_delta` with the stop
  * reason and usage, `message_stop`). Any catalog model answers, whichever provider serves it.
  */
@@ -38,7 +38,10 @@ export const messagesRequest = z
     tools: z
       .array(z.object({ name: z.string(), description: z.string().optional(), input_schema: z.record(z.string(), z.unknown()) }).loose())
       .optional(),
-    tool_choice: z.object({ type: z.string() }).loose().optional(),
+    tool_choice: z
+      .object({ type: z.enum(['auto', 'any', 'tool', 'none']), name: z.string().optional() })
+      .loose()
+      .optional(),
     metadata: z.object({ user_id: z.string().nullable().optional() }).optional(),
   })
   .strict();
@@ -56,7 +59,7 @@ export function toChatInputFromMessages(
     error: { code: ErrorCode.BAD_USER_INPUT, message: `${what} is not supported by this server`, param },
   });
   const choice = request.tool_choice?.type;
-  if (choice && choice !== 'auto' && choice !== 'none') return unsupported('tool_choice', `tool_choice ${choice}`);
+  if (choice === 'tool' && !request.tool_choice?.name) return unsupported('tool_choice.name', 'tool_choice tool without its name');
   const messages: Record<string, unknown>[] = [];
   if (request.system !== undefined) messages.push({ role: 'SYSTEM', content: textOf(request.system) });
   for (const [index, each] of request.messages.entries()) {
@@ -96,6 +99,8 @@ export function toChatInputFromMessages(
         })),
       }),
       ...(tags.length && { tags }),
+      ...(tools?.length && choice === 'any' && { toolChoice: { mode: 'REQUIRED' } }),
+      ...(tools?.length && choice === 'tool' && { toolChoice: { name: request.tool_choice!.name } }),
     },
   };
 }

@@ -41,7 +41,9 @@ export const responsesRequest = z
           .loose(),
       )
       .optional(),
-    tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.string() }).loose()]).optional(),
+    tool_choice: z
+      .union([z.enum(['auto', 'none', 'required']), z.object({ type: z.string(), name: z.string().optional() }).loose()])
+      .optional(),
     max_output_tokens: z.number().int().positive().max(MAX_INT).nullable().optional(),
     temperature: z.number().nullable().optional(),
     top_p: z.number().nullable().optional(),
@@ -73,8 +75,9 @@ export function toChatInputFromResponses(
   if (request.text?.format && request.text.format.type !== 'text')
     return refuse('text.format', `text.format ${request.text.format.type} is not supported by this server`);
   const choice = typeof request.tool_choice === 'string' ? request.tool_choice : request.tool_choice?.type;
-  if (choice && choice !== 'auto' && choice !== 'none')
-    return refuse('tool_choice', `tool_choice ${choice} is not supported by this server`);
+  const named = typeof request.tool_choice === 'object' ? request.tool_choice : undefined;
+  if (named && (named.type !== 'function' || !named.name))
+    return refuse('tool_choice', `tool_choice ${named.type} is not supported by this server`);
   const nonFunction = request.tools?.findIndex((tool) => tool.type !== 'function' || !tool.name) ?? -1;
   if (nonFunction >= 0) return refuse(`tools.${nonFunction}`, `only function tools are supported by this server`);
   const messages: Record<string, unknown>[] = [];
@@ -121,6 +124,8 @@ export function toChatInputFromResponses(
         })),
       }),
       ...(tags.length && { tags }),
+      ...(tools?.length && choice === 'required' && { toolChoice: { mode: 'REQUIRED' } }),
+      ...(tools?.length && named?.name && { toolChoice: { name: named.name } }),
     },
   };
 }

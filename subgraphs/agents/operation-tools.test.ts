@@ -161,6 +161,21 @@ describe('compileOperationTool', () => {
                 additionalProperties: false,
               },
             },
+            toolChoice: {
+              type: 'object',
+              description: 'Whether the model must, may or may not call a tool, or which one it must call (default: may).',
+              properties: {
+                mode: {
+                  type: 'string',
+                  description:
+                    '- AUTO: The model decides.\n- NONE: No tool call, though tools are described.\n- REQUIRED: At least one tool call.',
+                  enum: ['AUTO', 'NONE', 'REQUIRED'],
+                  default: 'AUTO',
+                },
+                name: { type: 'string', description: 'The tool the model must call (one of `tools`); with it, mode REQUIRED is implied.' },
+              },
+              additionalProperties: false,
+            },
             cache: {
               type: 'object',
               description: 'Response cache control (whole chats only; streams are never cached).',

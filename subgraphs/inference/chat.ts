@@ -19,6 +19,7 @@ import type {
   ResponseFormat,
   TokenUsage,
   ToolCall,
+  ToolChoice,
   ToolDefinition,
 } from '../../providers/contract.ts';
 import { ProviderError, publicDetails, publicMessage } from '../../providers/errors.ts';
@@ -115,6 +116,23 @@ function toMessage(message: ChatMessageInput, index: number): ChatMessage {
   }
 }
 
+/** `toolChoice` as the adapters take it; AUTO (or none) is no choice. A forced call needs its tool. */
+function toToolChoice(
+  choice: { mode?: 'AUTO' | 'NONE' | 'REQUIRED' | null; name?: string | null } | null | undefined,
+  toolNames: readonly string[],
+): ToolChoice | undefined {
+  if (!choice) return undefined;
+  if (choice.name != null) {
+    if (!toolNames.includes(choice.name)) throw badInput('toolChoice.name', `toolChoice.name "${choice.name}" is not one of tools`);
+    return { name: choice.name };
+  }
+  if (choice.mode === 'REQUIRED') {
+    if (toolNames.length === 0) throw badInput('toolChoice', 'toolChoice REQUIRED needs tools');
+    return 'required';
+  }
+  return choice.mode === 'NONE' ? 'none' : undefined;
+}
+
 const SCHEMA_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** `responseFormat` as the adapters take it; TEXT (or none) is no format. */
@@ -209,6 +227,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
     });
   }
 
+  const toolChoice = toToolChoice(input.toolChoice, input.tools?.map((tool) => tool.name) ?? []);
   const responseFormat = toResponseFormat(input.responseFormat);
   if (responseFormat && !model.capabilities.includes('JSON_SCHEMA')) {
     throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not answer in JSON`, {
@@ -237,6 +256,7 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
     ...(input.stop?.length && { stop: input.stop }),
     ...(tools?.length && { tools }),
     ...(responseFormat && { responseFormat }),
+    ...(toolChoice && { toolChoice }),
   };
   // Fallbacks that could not take this request (no chat, no tools, too small a window) are skipped.
   const targets = plan.targets.filter(
