@@ -184,6 +184,24 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect((unknown as BadRequestError).message).toContain('other');
   });
 
+  it('keeps the tools described under tool_choice none, and sends no choice without tools', async () => {
+    const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];
+    await client.chat.completions.create({ model: 'gpt-test', messages: user('x'), tools, tool_choice: 'none' });
+    const sent = stack.emulator.requests.at(-1)!.body;
+    expect(sent.tool_choice).toBe('none');
+    expect(sent.tools).toHaveLength(1);
+    const query = 'mutation($input: ChatInput!) { chat(input: $input) { content } }';
+    const messages = [{ role: 'USER', content: 'x' }];
+    await postGraphQL(stack.url, query, { input: { model: 'gpt-test', messages, toolChoice: { mode: 'NONE' } } });
+    expect(stack.emulator.requests.at(-1)!.body).not.toHaveProperty('tool_choice');
+    const required = await postGraphQL(stack.url, query, { input: { model: 'gpt-test', messages, toolChoice: { mode: 'REQUIRED' } } });
+    expect(required.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'toolChoice' });
+    const badSchema = await postGraphQL(stack.url, query, {
+      input: { model: 'gpt-test', messages, responseFormat: { type: 'JSON_SCHEMA', schema: '{not json' } },
+    });
+    expect(badSchema.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'responseFormat.schema' });
+  });
+
   it('streams tool calls as OpenAI does: indexed tool_calls deltas, then finish_reason tool_calls', async () => {
     stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_s', name: 'lookup', arguments: '{"q":"s"}' }] });
     const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];

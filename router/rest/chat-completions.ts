@@ -127,7 +127,7 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
     });
   }
   const maxTokens = request.max_completion_tokens ?? request.max_tokens;
-  const tools = request.tool_choice === 'none' ? undefined : request.tools;
+  const tools = request.tools;
   return {
     input: {
       model: request.model,
@@ -146,6 +146,8 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
       ...(tags.length && { tags }),
       ...(responseFormat && { responseFormat }),
       ...(tools?.length && request.tool_choice === 'required' && { toolChoice: { mode: 'REQUIRED' } }),
+      // Tools stay described (a conversation with tool calls needs them), only none may be called.
+      ...(tools?.length && request.tool_choice === 'none' && { toolChoice: { mode: 'NONE' } }),
       ...(tools?.length && typeof request.tool_choice === 'object' && { toolChoice: { name: request.tool_choice.function.name } }),
     },
   };
@@ -169,7 +171,10 @@ function toResponseFormat(format: ChatCompletionRequest['response_format']): Rec
   return {
     type: 'JSON_SCHEMA',
     name: schema.data.name,
-    schema: JSON.stringify(schema.data.schema ?? { type: 'object' }),
+    // Strict mode needs every object closed; a schema-less strict format is "any object" made strict.
+    schema: JSON.stringify(
+      schema.data.schema ?? (schema.data.strict ? { type: 'object', additionalProperties: false } : { type: 'object' }),
+    ),
     ...(schema.data.strict != null && { strict: schema.data.strict }),
   };
 }

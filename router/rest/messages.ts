@@ -82,7 +82,7 @@ export function toChatInputFromMessages(
     if (each.role === 'assistant') messages.push({ role: 'ASSISTANT', content: text, ...(toolCalls.length && { toolCalls }) });
     else if (text) messages.push({ role: 'USER', content: text });
   }
-  const tools = choice === 'none' ? undefined : request.tools;
+  const tools = request.tools;
   return {
     input: {
       model: request.model,
@@ -100,6 +100,7 @@ export function toChatInputFromMessages(
       }),
       ...(tags.length && { tags }),
       ...(tools?.length && choice === 'any' && { toolChoice: { mode: 'REQUIRED' } }),
+      ...(tools?.length && choice === 'none' && { toolChoice: { mode: 'NONE' } }),
       ...(tools?.length && choice === 'tool' && { toolChoice: { name: request.tool_choice!.name } }),
     },
   };

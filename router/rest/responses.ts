@@ -108,7 +108,7 @@ export function toChatInputFromResponses(
       messages.push({ role: ROLES[message.role], content });
     }
   }
-  const tools = choice === 'none' ? undefined : request.tools;
+  const tools = request.tools;
   return {
     input: {
       model: request.model,
@@ -125,6 +125,7 @@ export function toChatInputFromResponses(
       }),
       ...(tags.length && { tags }),
       ...(tools?.length && choice === 'required' && { toolChoice: { mode: 'REQUIRED' } }),
+      ...(tools?.length && choice === 'none' && { toolChoice: { mode: 'NONE' } }),
       ...(tools?.length && named?.name && { toolChoice: { name: named.name } }),
     },
   };

@@ -130,7 +130,8 @@ function toToolChoice(
     if (toolNames.length === 0) throw badInput('toolChoice', 'toolChoice REQUIRED needs tools');
     return 'required';
   }
-  return choice.mode === 'NONE' ? 'none' : undefined;
+  // Without tools there is nothing to choose: no choice goes upstream (providers refuse one alone).
+  return choice.mode === 'NONE' && toolNames.length > 0 ? 'none' : undefined;
 }
 
 const SCHEMA_NAME = /^[A-Za-z0-9_-]{1,64}$/;
