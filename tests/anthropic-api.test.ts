@@ -74,6 +74,8 @@ describe('the Anthropic Messages API, through the official @anthropic-ai/sdk', (
     expect(stack.emulator.requests.at(-1)!.body.tool_choice).toEqual({ type: 'function', function: { name: 'lookup' } });
     await ask({ type: 'any' });
     expect(stack.emulator.requests.at(-1)!.body.tool_choice).toBe('required');
+    const nameless = await ask({ type: 'tool' } as never).catch((error: unknown) => error);
+    expect(nameless).toBeInstanceOf(BadRequestError);
   });
 
   it('streams tool use as a tool_use block the SDK assembles, with its input', async () => {

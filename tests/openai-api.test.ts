@@ -202,6 +202,27 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect(badSchema.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'responseFormat.schema' });
   });
 
+  it('refuses what each door cannot map, naming its own field', async () => {
+    const badName = await client.chat.completions
+      .create({
+        model: 'gpt-test',
+        messages: user('x'),
+        response_format: { type: 'json_schema', json_schema: { name: 'has space', schema: {} } },
+      })
+      .catch((error: unknown) => error);
+    expect((badName as BadRequestError).param).toBe('response_format');
+    const fileSearch = await client.responses
+      .create({
+        model: 'gpt-test',
+        input: 'x',
+        tools: [{ type: 'function', name: 'f', parameters: {}, strict: false }],
+        tool_choice: { type: 'file_search' },
+      })
+      .catch((error: unknown) => error);
+    expect(fileSearch).toBeInstanceOf(BadRequestError);
+    expect((fileSearch as BadRequestError).param).toBe('tool_choice');
+  });
+
   it('streams tool calls as OpenAI does: indexed tool_calls deltas, then finish_reason tool_calls', async () => {
     stack.emulator.script({ kind: 'chat', content: '', toolCalls: [{ id: 'call_s', name: 'lookup', arguments: '{"q":"s"}' }] });
     const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];

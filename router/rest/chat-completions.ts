@@ -154,7 +154,8 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
 }
 
 const jsonSchemaFormat = z.object({
-  name: z.string(),
+  // As OpenAI words its rule, so the refusal names this API's field rather than GraphQL's.
+  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
   schema: z.record(z.string(), z.unknown()).optional(),
   strict: z.boolean().nullable().optional(),
 });
