@@ -704,22 +704,24 @@ function sseStreamer(url: string, headers: Record<string, string>, body: string,
   };
 }
 
-/** graphql-ws clients, each connected (and acknowledged) before the first measured stream. */
-async function wsStreamer(url: string, model: string, connections: number): Promise<Streamer> {
-  const clients: WsClient[] = [];
-  const connected: Promise<void>[] = [];
-  for (let index = 0; index < connections; index++) {
-    const client = createClient({
+/** `count` graphql-ws clients with the bench's key, each connected and acknowledged. */
+async function connectedWsClients(url: string, count: number): Promise<WsClient[]> {
+  const clients = Array.from({ length: count }, () =>
+    createClient({
       url: url.replace('http', 'ws'),
       webSocketImpl: WebSocket,
       retryAttempts: 0,
       lazy: false,
       connectionParams: { authorization: `Bearer ${API_KEY}` },
-    });
-    connected.push(new Promise((resolvePromise) => client.on('connected', () => resolvePromise())));
-    clients.push(client);
-  }
-  await Promise.all(connected);
+    }),
+  );
+  await Promise.all(clients.map((client) => new Promise<void>((resolvePromise) => client.on('connected', () => resolvePromise()))));
+  return clients;
+}
+
+/** graphql-ws clients, each connected (and acknowledged) before the first measured stream. */
+async function wsStreamer(url: string, model: string, connections: number): Promise<Streamer> {
+  const clients = await connectedWsClients(url, connections);
   return {
     async stream(slot) {
       const started = performance.now();
@@ -1007,20 +1009,7 @@ async function idleSubscriptions(modelgraph: Modelgraph, idleMockPort: number, c
   const before = rss();
   const upstreamBefore = (await mockStats(idleMockPort)).streams;
   const started = performance.now();
-  const clients: WsClient[] = [];
-  const connected: Promise<void>[] = [];
-  for (let index = 0; index < connections; index++) {
-    const client = createClient({
-      url: modelgraph.url.replace('http', 'ws'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      connectionParams: { authorization: `Bearer ${API_KEY}` },
-    });
-    connected.push(new Promise((resolvePromise) => client.on('connected', () => resolvePromise())));
-    clients.push(client);
-  }
-  await Promise.all(connected);
+  const clients = await connectedWsClients(modelgraph.url, connections);
   let errors = 0;
   let firstError: string | undefined;
   const unsubscribes = Array.from({ length: count }, (_, index) =>

@@ -47,20 +47,29 @@ async function meteredStack(metering: Record<string, unknown>) {
   };
 }
 
+/**
+ * A stack whose tenant's daily budget fits exactly K worst-case calls, and K scripted answers that
+ * each use their whole reservation, so settling frees nothing while the others race.
+ */
+async function budgetFor(K: number) {
+  const setup = await meteredStack({ tenants: { acme: { usdPerDay: (K * WORST_MICRO) / 1_000_000 } } });
+  setup.stack.emulator.script(
+    ...Array.from({ length: K }, () => ({
+      kind: 'chat' as const,
+      content: 'priced',
+      usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS },
+    })),
+  );
+  return setup;
+}
+
 const chatCalls = (target: TestStack) => target.emulator.requests.filter((request) => request.path.endsWith('/chat/completions')).length;
 
 describe('budgets and token limits', () => {
   it('admits exactly the K of 50 concurrent OpenAI-API calls that fit the budget, refusing the rest with 429 BUDGET_EXCEEDED', async () => {
     const K = 4;
-    const setup = await meteredStack({ tenants: { acme: { usdPerDay: (K * WORST_MICRO) / 1_000_000 } } });
+    const setup = await budgetFor(K);
     stack = setup.stack;
-    stack.emulator.script(
-      ...Array.from({ length: K }, () => ({
-        kind: 'chat' as const,
-        content: 'priced',
-        usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS },
-      })),
-    );
     const client = new OpenAI({
       apiKey: setup.auth.authorization.slice('Bearer '.length),
       baseURL: stack.url.replace(/\/graphql$/, '/v1'),
@@ -83,16 +92,8 @@ describe('budgets and token limits', () => {
 
   it('lets exactly the K of 50 concurrent calls that fit the tenant’s budget reach the provider, and keeps what they really cost', async () => {
     const K = 5;
-    const setup = await meteredStack({ tenants: { acme: { usdPerDay: (K * WORST_MICRO) / 1_000_000 } } });
+    const setup = await budgetFor(K);
     stack = setup.stack;
-    // Each answer uses its whole reservation, so settling frees nothing while the others race.
-    stack.emulator.script(
-      ...Array.from({ length: K }, () => ({
-        kind: 'chat' as const,
-        content: 'priced',
-        usage: { prompt: PROMPT_TOKENS, completion: MAX_TOKENS },
-      })),
-    );
     const answers = await Promise.all(
       Array.from({ length: 50 }, () => postGraphQL<{ chat: { usage: { costUsd: number } } }>(stack!.url, CHAT, undefined, setup.auth)),
     );

@@ -195,13 +195,14 @@ export const CHAT_STREAM_DOCUMENT = `subscription OpenAIChatCompletionStream($in
   }
 }`;
 
-interface Usage {
+/** The token counts the GraphQL operations select, which every door reports in its own words. */
+export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
 }
 
-interface ToolCall {
+export interface ToolCall {
   id: string;
   name: string;
   arguments: string;

@@ -132,6 +132,19 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     })) as ExecutionResult;
   }
 
+  /** Runs an operation and returns its one root field, or the REST error its first error is. */
+  async function fieldOf<T>(
+    text: string,
+    field: string,
+    variables: Record<string, unknown>,
+    caller: RestCaller,
+    signal: AbortSignal,
+  ): Promise<{ value: T } | { error: RestError }> {
+    const result = await execute(text, variables, caller, signal);
+    const value = (result.data as Record<string, T | null> | null | undefined)?.[field];
+    return value ? { value } : { error: restErrorOf(result.errors![0]!, log) };
+  }
+
   async function chatCompletions(
     request: IncomingMessage,
     response: ServerResponse,
@@ -145,10 +158,9 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
     const model = parsed.data.model;
     if (!parsed.data.stream) {
-      const result = await execute(CHAT_DOCUMENT, translated, caller, signal);
-      const answer = (result.data as { chat?: ChatAnswer } | null | undefined)?.chat;
-      if (!answer) return sendOpenAiError(response, restErrorOf(result.errors![0]!, log), caller.requestId);
-      return sendJson(response, completion(answer, model), caller.requestId);
+      const answer = await fieldOf<ChatAnswer>(CHAT_DOCUMENT, 'chat', translated, caller, signal);
+      if ('error' in answer) return sendOpenAiError(response, answer.error, caller.requestId);
+      return sendJson(response, completion(answer.value, model), caller.requestId);
     }
     return stream(
       response,
@@ -226,10 +238,9 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     if ('error' in translated) return fail(translated.error);
     const model = parsed.data.model;
     if (parsed.data.stream) return stream(response, translated, new MessageEventWriter(model), 'anthropic', caller, signal);
-    const result = await execute(CHAT_DOCUMENT, translated, caller, signal);
-    const answer = (result.data as { chat?: ChatAnswer } | null | undefined)?.chat;
-    if (!answer) return fail(restErrorOf(result.errors![0]!, log));
-    return sendJson(response, anthropicMessage(answer, model), caller.requestId);
+    const answer = await fieldOf<ChatAnswer>(CHAT_DOCUMENT, 'chat', translated, caller, signal);
+    if ('error' in answer) return fail(answer.error);
+    return sendJson(response, anthropicMessage(answer.value, model), caller.requestId);
   }
 
   async function responses(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
@@ -240,10 +251,9 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     if ('error' in translated) return fail(translated.error);
     const builder = new ResponseBuilder(parsed.data.model, parsed.data);
     if (parsed.data.stream) return stream(response, translated, new ResponseEventWriter(builder), 'openai', caller, signal);
-    const result = await execute(CHAT_DOCUMENT, translated, caller, signal);
-    const answer = (result.data as { chat?: ChatAnswer } | null | undefined)?.chat;
-    if (!answer) return fail(restErrorOf(result.errors![0]!, log));
-    return sendJson(response, builder.completed(answer), caller.requestId);
+    const answer = await fieldOf<ChatAnswer>(CHAT_DOCUMENT, 'chat', translated, caller, signal);
+    if ('error' in answer) return fail(answer.error);
+    return sendJson(response, builder.completed(answer.value), caller.requestId);
   }
 
   async function embeddings(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
@@ -251,17 +261,15 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
     const translated = toEmbeddingsInput(parsed.data, tagsOf(request, 'openai'));
     if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
-    const result = await execute(EMBEDDINGS_DOCUMENT, translated, caller, signal);
-    const answer = (result.data as { embeddings?: Parameters<typeof embeddingsList>[0] } | null | undefined)?.embeddings;
-    if (!answer) return sendOpenAiError(response, restErrorOf(result.errors![0]!, log), caller.requestId);
-    return sendJson(response, embeddingsList(answer, parsed.data.model, parsed.data.encoding_format ?? 'float'), caller.requestId);
+    const answer = await fieldOf<Parameters<typeof embeddingsList>[0]>(EMBEDDINGS_DOCUMENT, 'embeddings', translated, caller, signal);
+    if ('error' in answer) return sendOpenAiError(response, answer.error, caller.requestId);
+    return sendJson(response, embeddingsList(answer.value, parsed.data.model, parsed.data.encoding_format ?? 'float'), caller.requestId);
   }
 
   async function models(response: ServerResponse, caller: RestCaller, signal: AbortSignal, id?: string) {
-    const result = await execute(MODELS_DOCUMENT, {}, caller, signal);
-    const listed = (result.data as { models?: { id: string; provider: string; aliases: string[] }[] } | null)?.models;
-    if (!listed) return sendOpenAiError(response, restErrorOf(result.errors![0]!, log), caller.requestId);
-    const objects = listed.flatMap((model) =>
+    const listed = await fieldOf<{ id: string; provider: string; aliases: string[] }[]>(MODELS_DOCUMENT, 'models', {}, caller, signal);
+    if ('error' in listed) return sendOpenAiError(response, listed.error, caller.requestId);
+    const objects = listed.value.flatMap((model) =>
       [model.id, ...model.aliases].map((name) => ({ id: name, object: 'model', created: 0, owned_by: model.provider })),
     );
     if (id === undefined) return sendJson(response, { object: 'list', data: objects }, caller.requestId);

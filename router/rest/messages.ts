@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
-import { MAX_INT } from './chat-completions.ts';
+import { MAX_INT, type ToolCall, type Usage } from './chat-completions.ts';
 import { type RestError, anthropicErrorBody } from './errors.ts';
 
 const textBlock = z.object({ type: z.literal('text'), text: z.string() }).loose();
@@ -104,17 +104,6 @@ export function toChatInputFromMessages(
       ...(tools?.length && choice === 'tool' && { toolChoice: { name: request.tool_choice!.name } }),
     },
   };
-}
-
-interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-}
-
-interface ToolCall {
-  id: string;
-  name: string;
-  arguments: string;
 }
 
 /** Our finish reasons as Anthropic's stop reasons (a stop sequence is not told apart from a natural end). */

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
-import { MAX_INT } from './chat-completions.ts';
+import { MAX_INT, type ToolCall, type Usage } from './chat-completions.ts';
 import type { RestError } from './errors.ts';
 
 const textContent = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).loose();
@@ -129,18 +129,6 @@ export function toChatInputFromResponses(
       ...(tools?.length && named?.name && { toolChoice: { name: named.name } }),
     },
   };
-}
-
-interface ToolCall {
-  id: string;
-  name: string;
-  arguments: string;
-}
-
-interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
 }
 
 const usageOf = (usage: Usage) => ({
