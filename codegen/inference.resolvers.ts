@@ -56,6 +56,19 @@ export type ChatCompletion = {
   usage: TokenUsage;
 };
 
+/** A part of a USER message: text, or an image. Set the field its type names. */
+export type ChatContentPartInput = {
+  /** For IMAGE: the image. */
+  image?: InputMaybe<ChatImageInput>;
+  /** For TEXT: the text. */
+  text?: InputMaybe<Scalars['String']['input']>;
+  type: ChatContentPartType;
+};
+
+export type ChatContentPartType =
+  | 'IMAGE'
+  | 'TEXT';
+
 /** A piece of the answer; pieces arrive in order. */
 export type ChatDelta = {
   __typename?: 'ChatDelta';
@@ -71,6 +84,21 @@ export type ChatFailed = {
   servedBy: ServedBy;
   /** The tokens of what was delivered before the failure (counted when the provider did not say). */
   usage: TokenUsage;
+};
+
+/**
+ * An image, by URL (`https:`, or a `data:` URL with base64 bytes) or by its bytes (`data` and `mediaType`).
+ * Gemini and Bedrock take the bytes only; OpenAI, Azure and Anthropic take both.
+ */
+export type ChatImageInput = {
+  /** The image's bytes, base64-encoded (with `mediaType`). */
+  data?: InputMaybe<Scalars['String']['input']>;
+  /** OpenAI's resolution hint (default AUTO); other providers ignore it. */
+  detail?: InputMaybe<ImageDetail>;
+  /** image/png, image/jpeg, image/gif or image/webp (with `data`). */
+  mediaType?: InputMaybe<Scalars['String']['input']>;
+  /** An `https:` URL the provider fetches, or `data:image/png;base64,…`. */
+  url?: InputMaybe<Scalars['String']['input']>;
 };
 
 export type ChatInput = {
@@ -99,7 +127,10 @@ export type ChatInput = {
 };
 
 export type ChatMessageInput = {
-  content: Scalars['String']['input'];
+  /** The message's text (for USER, before its `parts`). */
+  content?: Scalars['String']['input'];
+  /** For role USER: more of the message after `content`, in order: text and images (a model with VISION sees them). */
+  parts?: InputMaybe<Array<ChatContentPartInput>>;
   role: ChatRole;
   /** For role TOOL: the id of the tool call this message answers. */
   toolCallId?: InputMaybe<Scalars['String']['input']>;
@@ -222,6 +253,11 @@ export type FinishReason =
   | 'OTHER'
   | 'STOP'
   | 'TOOL_CALLS';
+
+export type ImageDetail =
+  | 'AUTO'
+  | 'HIGH'
+  | 'LOW';
 
 /** A language or embedding model, as configured. Other subgraphs extend it by `id`. */
 export type Model = {
@@ -471,8 +507,11 @@ export type ResolversTypes = {
   ChatCompletion: ResolverTypeWrapper<ChatCompletionResult>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
+  ChatContentPartInput: ChatContentPartInput;
+  ChatContentPartType: ChatContentPartType;
   ChatDelta: ResolverTypeWrapper<ChatDelta>;
   ChatFailed: ResolverTypeWrapper<Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversTypes['ServedBy'] }>;
+  ChatImageInput: ChatImageInput;
   ChatInput: ChatInput;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   ChatMessageInput: ChatMessageInput;
@@ -485,6 +524,7 @@ export type ResolversTypes = {
   CircuitState: CircuitState;
   ErrorCode: ErrorCode;
   FinishReason: FinishReason;
+  ImageDetail: ImageDetail;
   Model: ResolverTypeWrapper<CatalogModel>;
   ModelCapability: ModelCapability;
   ModelHealth: ResolverTypeWrapper<ModelHealth>;
@@ -510,8 +550,10 @@ export type ResolversParentTypes = {
   ChatCompletion: ChatCompletionResult;
   Boolean: Scalars['Boolean']['output'];
   ID: Scalars['ID']['output'];
+  ChatContentPartInput: ChatContentPartInput;
   ChatDelta: ChatDelta;
   ChatFailed: Omit<ChatFailed, 'servedBy'> & { servedBy: ResolversParentTypes['ServedBy'] };
+  ChatImageInput: ChatImageInput;
   ChatInput: ChatInput;
   Float: Scalars['Float']['output'];
   ChatMessageInput: ChatMessageInput;

@@ -18,6 +18,34 @@ export type ChatCacheInput = {
   ttlSeconds?: number | null | undefined;
 };
 
+/** A part of a USER message: text, or an image. Set the field its type names. */
+export type ChatContentPartInput = {
+  /** For IMAGE: the image. */
+  image?: ChatImageInput | null | undefined;
+  /** For TEXT: the text. */
+  text?: string | null | undefined;
+  type: ChatContentPartType;
+};
+
+export type ChatContentPartType =
+  | 'IMAGE'
+  | 'TEXT';
+
+/**
+ * An image, by URL (`https:`, or a `data:` URL with base64 bytes) or by its bytes (`data` and `mediaType`).
+ * Gemini and Bedrock take the bytes only; OpenAI, Azure and Anthropic take both.
+ */
+export type ChatImageInput = {
+  /** The image's bytes, base64-encoded (with `mediaType`). */
+  data?: string | null | undefined;
+  /** OpenAI's resolution hint (default AUTO); other providers ignore it. */
+  detail?: ImageDetail | null | undefined;
+  /** image/png, image/jpeg, image/gif or image/webp (with `data`). */
+  mediaType?: string | null | undefined;
+  /** An `https:` URL the provider fetches, or `data:image/png;base64,…`. */
+  url?: string | null | undefined;
+};
+
 export type ChatInput = {
   /** Response cache control (whole chats only; streams are never cached). */
   cache?: ChatCacheInput | null | undefined;
@@ -44,7 +72,10 @@ export type ChatInput = {
 };
 
 export type ChatMessageInput = {
-  content: string;
+  /** The message's text (for USER, before its `parts`). */
+  content?: string;
+  /** For role USER: more of the message after `content`, in order: text and images (a model with VISION sees them). */
+  parts?: Array<ChatContentPartInput> | null | undefined;
   role: ChatRole;
   /** For role TOOL: the id of the tool call this message answers. */
   toolCallId?: string | null | undefined;
@@ -162,6 +193,11 @@ export type FinishReason =
   | 'OTHER'
   | 'STOP'
   | 'TOOL_CALLS';
+
+export type ImageDetail =
+  | 'AUTO'
+  | 'HIGH'
+  | 'LOW';
 
 /** What a model can do. */
 export type ModelCapability =

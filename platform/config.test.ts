@@ -36,6 +36,7 @@ describe('config', () => {
     ],
     [{ models: [{ ...model, capabilities: ['EMBEDDINGS'] }] }, 'models[0].dimensions: required'],
     [{ models: [{ ...model, provider: 'local', capabilities: ['CHAT', 'JSON_SCHEMA'] }] }, 'models[0].capabilities: JSON_SCHEMA'],
+    [{ models: [{ ...model, provider: 'local', capabilities: ['CHAT', 'VISION'] }] }, 'models[0].capabilities: VISION'],
   ])('refuses %j naming %s', (document, field) => {
     expect(() => parseConfig(document)).toThrow(ConfigError);
     expect(() => parseConfig(document)).toThrow(field);

@@ -346,8 +346,8 @@ export type ProviderConfig = z.infer<typeof providerSchema>;
 
 export const CAPABILITIES = ['CHAT', 'EMBEDDINGS', 'TOOLS', 'VISION', 'JSON_SCHEMA'] as const;
 
-/** The provider types whose adapter passes a response format on (the others' adapters: not yet). */
-const JSON_SCHEMA_PROVIDERS = new Set(['openai-compatible', 'azure-openai']);
+/** The local models neither see images nor answer to a schema: these need a remote provider. */
+const REMOTE_CAPABILITIES = ['VISION', 'JSON_SCHEMA'] as const;
 export const MODEL_STATUSES = ['ACTIVE', 'DEPRECATED', 'RETIRED'] as const;
 
 const modelRef = modelRefSchema();
@@ -548,12 +548,14 @@ export const configSchema = z
         });
       }
       const providerType = config.providers[model.provider]?.type;
-      if (model.capabilities.includes('JSON_SCHEMA') && providerType && !JSON_SCHEMA_PROVIDERS.has(providerType)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['models', index, 'capabilities'],
-          message: `JSON_SCHEMA is answered through OpenAI's response_format, which "${model.provider}" (${providerType}) does not take`,
-        });
+      for (const capability of REMOTE_CAPABILITIES) {
+        if (providerType === 'local' && model.capabilities.includes(capability)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['models', index, 'capabilities'],
+            message: `${capability} needs a remote provider; "${model.provider}" is local`,
+          });
+        }
       }
       if (model.capabilities.includes('EMBEDDINGS') && model.dimensions === undefined) {
         ctx.addIssue({ code: 'custom', path: ['models', index, 'dimensions'], message: 'required for an EMBEDDINGS model' });

@@ -10,8 +10,10 @@ import type {
   ChatRequest,
   ChatResult,
   ChatStreamPart,
+  ContentPart,
   FinishReason,
   Provider,
+  ResponseFormat,
   TokenUsage,
   ToolChoice,
 } from './contract.ts';
@@ -19,6 +21,7 @@ import { type ProviderError, errorFromStatus } from './errors.ts';
 import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { tokenUsage } from './tokens.ts';
 import {
+  JSON_OBJECT_INSTRUCTION,
   badResponse,
   countedUsage,
   finishOfStopReason,
@@ -53,6 +56,7 @@ const DEFAULT_VERSION = '2023-06-01';
 
 type WireBlock =
   | { type: 'text'; text: string }
+  | { type: 'image'; source: { type: 'url'; url: string } | { type: 'base64'; media_type: string; data: string } }
   | { type: 'tool_use'; id: string; name: string; input: unknown }
   | { type: 'tool_result'; tool_use_id: string; content: string };
 
@@ -81,8 +85,19 @@ function toWireBlocks(message: Exclude<ChatMessage, { role: 'system' }>): WireBl
     case 'tool':
       return [{ type: 'tool_result', tool_use_id: message.toolCallId, content: message.content }];
     default:
-      return text;
+      return message.parts ? message.parts.flatMap(toWirePart) : text;
   }
+}
+
+function toWirePart(part: ContentPart): WireBlock[] {
+  if (part.type === 'text') return part.text ? [{ type: 'text', text: part.text }] : [];
+  const { image } = part;
+  return [
+    {
+      type: 'image',
+      source: 'url' in image ? { type: 'url', url: image.url } : { type: 'base64', media_type: image.mediaType, data: image.data },
+    },
+  ];
 }
 
 /**
@@ -111,12 +126,22 @@ function toWireToolChoice(choice: ToolChoice): Record<string, string> {
   return { type: choice === 'required' ? 'any' : choice };
 }
 
+function toWireOutputConfig(format: ResponseFormat | undefined): Record<string, unknown> | undefined {
+  if (format?.type !== 'json_schema') return undefined;
+  return { format: { type: 'json_schema', schema: format.schema } };
+}
+
 function toWireRequest(modelId: string, request: ChatRequest, defaultMaxTokens: number, stream: boolean): Record<string, unknown> {
-  const { system, messages } = toWireMessages(request.messages);
+  const { messages, ...rest } = toWireMessages(request.messages);
+  // Anthropic has JSON to a schema (`output_config.format`) but no bare JSON mode.
+  const system =
+    request.responseFormat?.type === 'json_object' ? [rest.system, JSON_OBJECT_INSTRUCTION].filter(Boolean).join('\n\n') : rest.system;
+  const outputConfig = toWireOutputConfig(request.responseFormat);
   return {
     model: modelId,
     max_tokens: request.maxTokens ?? defaultMaxTokens,
     ...(system && { system }),
+    ...(outputConfig && { output_config: outputConfig }),
     messages,
     ...(request.temperature !== undefined && { temperature: request.temperature }),
     ...(request.topP !== undefined && { top_p: request.topP }),
@@ -224,6 +249,8 @@ interface StreamState {
 }
 
 class AnthropicChatModel implements ChatModel {
+  readonly imageUrls = true;
+
   constructor(
     readonly provider: string,
     readonly modelId: string,

@@ -18,6 +18,7 @@ import type {
   ChatRequest,
   ChatResult,
   ChatStreamPart,
+  ContentPart,
   FinishReason,
   Provider,
   TokenUsage,
@@ -27,6 +28,7 @@ import { ProviderError, errorFromStatus, type ProviderErrorCode } from './errors
 import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { tokenUsage } from './tokens.ts';
 import {
+  JSON_OBJECT_INSTRUCTION,
   UPSTREAM_MESSAGE_CHARS,
   badResponse,
   countedUsage,
@@ -63,6 +65,7 @@ export interface BedrockSettings {
 
 type WireContentBlock =
   | { text: string }
+  | { image: { format: string; source: { bytes: string } } }
   | { toolUse: { toolUseId: string; name: string; input: unknown } }
   | { toolResult: { toolUseId: string; content: ({ json: unknown } | { text: string })[] } };
 
@@ -75,6 +78,7 @@ interface WireRequest {
   messages: WireMessage[];
   system?: { text: string }[];
   inferenceConfig?: { maxTokens?: number; temperature?: number; topP?: number; stopSequences?: string[] };
+  outputConfig?: { textFormat: { type: 'json_schema'; structure: { jsonSchema: { name: string; schema: string } } } };
   toolConfig?: {
     tools: { toolSpec: { name: string; description?: string; inputSchema: { json: Record<string, unknown> } } }[];
     toolChoice?: { auto: Record<string, never> } | { any: Record<string, never> } | { tool: { name: string } };
@@ -109,8 +113,22 @@ function toWireContent(message: Exclude<ChatMessage, { role: 'system' }>): WireC
     case 'tool':
       return [{ toolResult: { toolUseId: message.toolCallId, content: [toolResultContent(message.content)] } }];
     default:
-      return [{ text: message.content }];
+      return message.parts ? message.parts.map(toWirePart) : [{ text: message.content }];
   }
+}
+
+/** Converse takes an image as its bytes (or from S3), never by URL; the catalog sends it bytes only. */
+function toWirePart(part: ContentPart): WireContentBlock {
+  if (part.type === 'text') return { text: part.text };
+  const { image } = part;
+  if ('url' in image) {
+    throw new ProviderError('bedrock takes images as their bytes, not by URL', {
+      code: 'UPSTREAM_BAD_REQUEST',
+      provider: 'bedrock',
+      retryable: false,
+    });
+  }
+  return { image: { format: image.mediaType.slice('image/'.length), source: { bytes: image.data } } };
 }
 
 /**
@@ -148,6 +166,10 @@ function toWireToolChoice(choice: ToolChoice | undefined): NonNullable<WireReque
 }
 
 function toWireRequest(request: ChatRequest): WireRequest {
+  const { responseFormat } = request;
+  const wire = toWireMessages(request.messages);
+  // Converse has JSON to a schema (`outputConfig.textFormat`, the schema as JSON text) but no bare JSON mode.
+  if (responseFormat?.type === 'json_object') wire.system = [...(wire.system ?? []), { text: JSON_OBJECT_INSTRUCTION }];
   const inferenceConfig = {
     ...(request.maxTokens !== undefined && { maxTokens: request.maxTokens }),
     ...(request.temperature !== undefined && { temperature: request.temperature }),
@@ -156,8 +178,16 @@ function toWireRequest(request: ChatRequest): WireRequest {
   };
   const toolChoice = toWireToolChoice(request.toolChoice);
   return {
-    ...toWireMessages(request.messages),
+    ...wire,
     ...(Object.keys(inferenceConfig).length > 0 && { inferenceConfig }),
+    ...(responseFormat?.type === 'json_schema' && {
+      outputConfig: {
+        textFormat: {
+          type: 'json_schema',
+          structure: { jsonSchema: { name: responseFormat.name, schema: JSON.stringify(responseFormat.schema) } },
+        },
+      },
+    }),
     ...(request.tools?.length && {
       toolConfig: {
         tools: request.tools.map((tool) => ({

@@ -19,8 +19,23 @@ export interface ToolCall {
   arguments: string;
 }
 
+/** An image for the model to see: a URL the provider fetches, or the bytes themselves (base64). */
+export type ImageSource = { url: string } | { mediaType: ImageMediaType; data: string };
+
+export type ImageMediaType = 'image/png' | 'image/jpeg' | 'image/gif' | 'image/webp';
+
+export type ContentPart =
+  | { type: 'text'; text: string }
+  /** `detail` is OpenAI's resolution hint; other providers have none and ignore it. */
+  | { type: 'image'; image: ImageSource; detail?: 'auto' | 'low' | 'high' };
+
 export type ChatMessage =
-  | { role: 'system' | 'user'; content: string }
+  | { role: 'system'; content: string }
+  /**
+   * `content` is the message's text (its text parts, joined); `parts`, when set, is the whole
+   * message in order with its images, and adapters send it instead of `content`.
+   */
+  | { role: 'user'; content: string; parts?: ContentPart[] }
   | { role: 'assistant'; content: string; toolCalls?: ToolCall[] }
   | { role: 'tool'; content: string; toolCallId: string };
 
@@ -80,6 +95,8 @@ export interface ChatModel {
   readonly provider: string;
   /** The provider's name for the model. */
   readonly modelId: string;
+  /** Whether the provider fetches an image given by URL; without it, images go as their bytes only. */
+  readonly imageUrls?: boolean;
   generate(request: ChatRequest, options: CallOptions): Promise<ChatResult>;
   stream(request: ChatRequest, options: CallOptions): AsyncIterable<ChatStreamPart>;
 }

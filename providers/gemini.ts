@@ -11,6 +11,7 @@ import type {
   ChatRequest,
   ChatResult,
   ChatStreamPart,
+  ContentPart,
   EmbeddingModel,
   EmbeddingResult,
   FinishReason,
@@ -71,6 +72,8 @@ function signatureOf(id: string): string | undefined {
 
 type WirePart =
   | { text: string }
+  | { inlineData: { mimeType: string; data: string } }
+  | { fileData: { fileUri: string } }
   | { functionCall: { name: string; args: Record<string, unknown> }; thoughtSignature?: string }
   | { functionResponse: { name: string; response: Record<string, unknown> } };
 
@@ -89,6 +92,13 @@ function toStruct(text: string): Record<string, unknown> {
 
 /** Gemini refuses empty text parts ("empty text parameter"), so empty content sends none. */
 const textParts = (text: string): WirePart[] => (text ? [{ text }] : []);
+
+/** Images go inline (the model does not fetch URLs; the catalog sends Gemini bytes only). */
+function toWirePart(part: ContentPart): WirePart[] {
+  if (part.type === 'text') return textParts(part.text);
+  const { image } = part;
+  return ['url' in image ? { fileData: { fileUri: image.url } } : { inlineData: { mimeType: image.mediaType, data: image.data } }];
+}
 
 function toFunctionCallPart(call: ToolCall): WirePart {
   const signature = signatureOf(call.id);
@@ -129,7 +139,7 @@ function toWireContents(provider: string, messages: ChatMessage[]): { system: st
         system.push(message.content);
         break;
       case 'user':
-        add('user', textParts(message.content));
+        add('user', message.parts ? message.parts.flatMap(toWirePart) : textParts(message.content));
         break;
       case 'assistant':
         add('model', [...textParts(message.content), ...(message.toolCalls ?? []).map(toFunctionCallPart)]);
@@ -179,6 +189,8 @@ function toWireRequest(provider: string, request: ChatRequest): Record<string, u
     ...(request.temperature !== undefined && { temperature: request.temperature }),
     ...(request.topP !== undefined && { topP: request.topP }),
     ...(request.stop?.length && { stopSequences: request.stop }),
+    ...(request.responseFormat && { responseMimeType: 'application/json' }),
+    ...(request.responseFormat?.type === 'json_schema' && { responseJsonSchema: request.responseFormat.schema }),
   };
   return {
     contents,

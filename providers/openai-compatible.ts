@@ -11,6 +11,7 @@ import type {
   ChatRequest,
   ChatResult,
   ChatStreamPart,
+  ContentPart,
   EmbeddingModel,
   EmbeddingResult,
   FinishReason,
@@ -24,6 +25,7 @@ import { countTextTokens, tokenUsage } from './tokens.ts';
 import {
   badResponse,
   countedUsage,
+  imageUrl,
   isRecord,
   midStreamError,
   parseJsonEventStream,
@@ -67,9 +69,16 @@ function toWireMessage(message: ChatMessage): Record<string, unknown> {
       };
     case 'tool':
       return { role: 'tool', tool_call_id: message.toolCallId, content: message.content };
+    case 'user':
+      return { role: 'user', content: message.parts ? message.parts.map(toWirePart) : message.content };
     default:
       return { role: message.role, content: message.content };
   }
+}
+
+function toWirePart(part: ContentPart): Record<string, unknown> {
+  if (part.type === 'text') return { type: 'text', text: part.text };
+  return { type: 'image_url', image_url: { url: imageUrl(part.image), ...(part.detail && { detail: part.detail }) } };
 }
 
 function toWireRequest(modelId: string, request: ChatRequest, stream: boolean): Record<string, unknown> {
@@ -185,6 +194,8 @@ function errorMessageOf(json: unknown): string | undefined {
 // --- the adapter -------------------------------------------------------------------------------
 
 class OpenAICompatibleChatModel implements ChatModel {
+  readonly imageUrls = true;
+
   constructor(
     readonly provider: string,
     readonly modelId: string,

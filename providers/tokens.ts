@@ -65,10 +65,20 @@ function roleTokens(role: string): number {
   return tokens;
 }
 
+/**
+ * What an image is counted as before the provider says: about the most any of them charges for
+ * one (Anthropic ~1,600 for a 1.15-megapixel image; OpenAI 765 for a 1024² high-detail one), so a
+ * reservation covers it. The provider's reported usage settles the real figure.
+ */
+export const IMAGE_TOKENS = 1_600;
+
 export function countChatTokens(messages: readonly ChatMessage[]): number {
   let total = TOKENS_REPLY_PRIMING;
   for (const message of messages) {
     total += TOKENS_PER_MESSAGE + roleTokens(message.role) + countTextTokens(message.content);
+    if (message.role === 'user' && message.parts) {
+      for (const part of message.parts) if (part.type === 'image') total += IMAGE_TOKENS;
+    }
     if (message.role === 'assistant') {
       for (const call of message.toolCalls ?? []) total += countTextTokens(call.name) + countTextTokens(call.arguments);
     }

@@ -6,7 +6,16 @@
  */
 import type { z } from 'zod';
 import type { UpstreamResponse } from './http-client.ts';
-import type { CallOptions, ChatRequest, ChatStreamPart, FinishReason, TokenUsage } from './contract.ts';
+import type {
+  CallOptions,
+  ChatMessage,
+  ChatRequest,
+  ChatStreamPart,
+  ContentPart,
+  FinishReason,
+  ImageSource,
+  TokenUsage,
+} from './contract.ts';
 import { ProviderError, type ProviderErrorCode, errorFromException } from './errors.ts';
 import { parseSse } from './sse.ts';
 import { countChatTokens, countTextTokens, tokenUsage } from './tokens.ts';
@@ -37,6 +46,26 @@ export function finishOfStopReason(reason: string | null | undefined): FinishRea
       return undefined;
   }
 }
+
+// --- content -----------------------------------------------------------------------------------
+
+/** A user message as its parts, in order: its own parts, or its text as the one part. */
+export function partsOf(message: Extract<ChatMessage, { role: 'user' }>): ContentPart[] {
+  return message.parts ?? [{ type: 'text', text: message.content }];
+}
+
+/** Whether a user message carries an image (and needs the provider's multi-part form). */
+export const hasImages = (message: ChatMessage): message is Extract<ChatMessage, { role: 'user' }> & { parts: ContentPart[] } =>
+  message.role === 'user' && message.parts?.some((part) => part.type === 'image') === true;
+
+/** An image as one URL: its own, or its bytes as a `data:` URL (OpenAI's `image_url`). */
+export const imageUrl = (image: ImageSource): string => ('url' in image ? image.url : `data:${image.mediaType};base64,${image.data}`);
+
+/**
+ * For providers with JSON to a schema but no bare JSON mode (Anthropic, Bedrock): a json_object
+ * request is asked for in the system prompt, as their documentation advises.
+ */
+export const JSON_OBJECT_INSTRUCTION = 'Answer with one JSON object and nothing else.';
 
 // --- errors ------------------------------------------------------------------------------------
 

@@ -1,15 +1,27 @@
 import Anthropic, { APIError, AuthenticationError, BadRequestError, NotFoundError } from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AnthropicEmulator, startAnthropicEmulator } from './emulator/anthropic.ts';
 import { type TestStack, startTestStack } from './support/stack.ts';
 
 let stack: TestStack;
 let client: Anthropic;
+let claude: AnthropicEmulator;
 
 beforeAll(async () => {
-  stack = await startTestStack();
+  claude = await startAnthropicEmulator();
+  stack = await startTestStack({}, { anthropicBaseUrl: claude.baseUrl });
   client = new Anthropic({ apiKey: stack.adminKey, baseURL: stack.url.replace(/\/graphql$/, ''), maxRetries: 0 });
 });
-afterAll(() => stack.stop());
+afterAll(async () => {
+  await stack.stop();
+  await claude.close();
+});
+
+/** What the test reads of a body an emulator received. */
+type SentBody = { messages: { content: unknown }[] } & Record<string, unknown>;
+
+/** A 1×1 transparent PNG. */
+const PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==';
 
 describe('the Anthropic Messages API, through the official @anthropic-ai/sdk', () => {
   it('answers a message whole from an OpenAI-served model, with usage', async () => {
@@ -25,6 +37,44 @@ describe('the Anthropic Messages API, through the official @anthropic-ai/sdk', (
     expect(message.usage).toMatchObject({ input_tokens: 7, output_tokens: 3 });
     const sent = stack.emulator.requests.at(-1)!.body as { messages: { role: string; content: string }[] };
     expect(sent.messages.map((each) => each.role)).toEqual(['system', 'user']);
+  });
+
+  it('answers from a Claude-served model whole and streamed, an image block reaching it as Anthropic sent it', async () => {
+    claude.script({ kind: 'chat', content: 'A pixel.', usage: { prompt: 30, completion: 3 } });
+    const content = [
+      { type: 'image' as const, source: { type: 'base64' as const, media_type: 'image/png' as const, data: PNG } },
+      { type: 'text' as const, text: 'What is this?' },
+    ];
+    const message = await client.messages.create({
+      model: 'claude-test',
+      max_tokens: 64,
+      system: 'Be brief.',
+      messages: [{ role: 'user', content }],
+    });
+    expect(message).toMatchObject({ model: 'claude-test', stop_reason: 'end_turn', usage: { input_tokens: 30, output_tokens: 3 } });
+    expect(message.content).toEqual([{ type: 'text', text: 'A pixel.' }]);
+    const sent = claude.requests.at(-1)!.body as SentBody;
+    expect(sent).toMatchObject({ model: 'claude-test-upstream', system: 'Be brief.', max_tokens: 64 });
+    expect(sent.messages[0]!.content).toEqual(content);
+    claude.script({ kind: 'chat', content: 'one two three', usage: { prompt: 4, completion: 3 } });
+    const streamed = await client.messages
+      .stream({ model: 'claude-test', max_tokens: 32, messages: [{ role: 'user', content: 'count' }] })
+      .finalMessage();
+    expect(streamed.content).toEqual([{ type: 'text', text: 'one two three' }]);
+    expect(streamed.usage).toMatchObject({ output_tokens: 3 });
+    // An image by URL goes as Anthropic's url source; a model without VISION refuses images.
+    await client.messages.create({
+      model: 'claude-test',
+      max_tokens: 16,
+      messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://images.example/cat.png' } }] }],
+    });
+    expect((claude.requests.at(-1)!.body as SentBody).messages[0]!.content).toEqual([
+      { type: 'image', source: { type: 'url', url: 'https://images.example/cat.png' } },
+    ]);
+    const refused = await client.messages
+      .create({ model: 'echo', max_tokens: 16, messages: [{ role: 'user', content }] })
+      .catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(BadRequestError);
   });
 
   it('streams the event sequence the SDK assembles into the same message', async () => {

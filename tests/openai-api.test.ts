@@ -1,15 +1,27 @@
 import OpenAI, { APIError, AuthenticationError, BadRequestError, NotFoundError, RateLimitError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AnthropicEmulator, startAnthropicEmulator } from './emulator/anthropic.ts';
 import { type TestStack, postGraphQL, startTestStack } from './support/stack.ts';
 
 let stack: TestStack;
 let client: OpenAI;
+let claude: AnthropicEmulator;
 
 beforeAll(async () => {
-  stack = await startTestStack();
+  claude = await startAnthropicEmulator();
+  stack = await startTestStack({}, { anthropicBaseUrl: claude.baseUrl });
   client = new OpenAI({ apiKey: stack.adminKey, baseURL: stack.url.replace(/\/graphql$/, '/v1'), maxRetries: 0 });
 });
-afterAll(() => stack.stop());
+afterAll(async () => {
+  await stack.stop();
+  await claude.close();
+});
+
+/** What the test reads of a body an emulator received. */
+type SentBody = { messages: { content: unknown }[] } & Record<string, unknown>;
+
+/** A 1×1 transparent PNG. */
+const PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==';
 
 const user = (content: string) => [{ role: 'user' as const, content }];
 
@@ -81,6 +93,13 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     });
     await tagged.embeddings.create({ model: 'hashing-embed', input: 'counted' });
     await client.chat.completions.create({ model: 'echo', messages: user('counted too') });
+    // OpenAI's metadata pairs are tags too, as key:value.
+    await client.chat.completions.create({ model: 'echo', messages: user('and this'), metadata: { app: 'billing' } });
+    await client.responses.create({ model: 'echo', input: 'and that', metadata: { app: 'billing' } });
+    const long = await client.chat.completions
+      .create({ model: 'echo', messages: user('x'), metadata: { app: 'b'.repeat(70) } })
+      .catch((error: unknown) => error);
+    expect((long as BadRequestError).param).toBe('metadata');
     const hour = 3_600_000;
     const now = Date.now();
     const usage = async (tags: string[]) => {
@@ -92,6 +111,7 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
       return body.data!.usage.totals.calls;
     };
     await expect.poll(() => usage(['api:openai', 'team-a', 'batch'])).toBe(1);
+    await expect.poll(() => usage(['api:openai', 'app:billing'])).toBe(2);
     expect(await usage(['api:openai'])).toBeGreaterThan(1);
   });
 
@@ -164,6 +184,79 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
       .catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(BadRequestError);
     expect((refused as BadRequestError).code).toBe('MODEL_CAPABILITY_UNSUPPORTED');
+  });
+
+  it('sends image_url parts to an OpenAI-served model as OpenAI parts, in order with the text', async () => {
+    const content = [
+      { type: 'text' as const, text: 'What is in both?' },
+      { type: 'image_url' as const, image_url: { url: 'https://images.example/cat.png', detail: 'low' as const } },
+      { type: 'image_url' as const, image_url: { url: `data:image/png;base64,${PNG}` } },
+    ];
+    await client.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content }] });
+    expect((stack.emulator.requests.at(-1)!.body as { messages: { content: unknown }[] }).messages[0]!.content).toEqual(content);
+    const refused = await client.chat.completions.create({ model: 'echo', messages: [{ role: 'user', content }] }).catch((error) => error);
+    expect(refused).toBeInstanceOf(BadRequestError);
+    expect((refused as BadRequestError).code).toBe('MODEL_CAPABILITY_UNSUPPORTED');
+  });
+
+  it('serves a Claude model: an image as an Anthropic base64 block, json_schema as output_config, whole and streamed', async () => {
+    const schema = { type: 'object', properties: { thing: { type: 'string' } }, required: ['thing'], additionalProperties: false };
+    claude.script({ kind: 'chat', content: '{"thing":"pixel"}', usage: { prompt: 20, completion: 5 } });
+    const answer = await client.chat.completions.create({
+      model: 'claude-test',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'What is this?' },
+            { type: 'image_url', image_url: { url: `data:image/png;base64,${PNG}` } },
+          ],
+        },
+      ],
+      response_format: { type: 'json_schema', json_schema: { name: 'thing', schema, strict: true } },
+    });
+    expect(answer.model).toBe('claude-test');
+    expect(JSON.parse(answer.choices[0]!.message.content!)).toEqual({ thing: 'pixel' });
+    expect(answer.usage).toMatchObject({ prompt_tokens: 20, completion_tokens: 5 });
+    const sent = claude.requests.at(-1)!.body as SentBody;
+    expect(sent.system).toBe('Be brief.');
+    expect(sent.messages[0]!.content).toEqual([
+      { type: 'text', text: 'What is this?' },
+      { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } },
+    ]);
+    expect(sent.output_config).toEqual({ format: { type: 'json_schema', schema } });
+    claude.script({ kind: 'chat', content: 'one two three' });
+    const stream = await client.chat.completions.create({ model: 'claude-test', messages: user('count'), stream: true });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text).toBe('one two three');
+  });
+
+  it('takes input_image parts and text.format json_schema in the Responses API', async () => {
+    const schema = { type: 'object', properties: { n: { type: 'number' } }, required: ['n'], additionalProperties: false };
+    stack.emulator.script({ kind: 'chat', content: '{"n":1}' });
+    const response = await client.responses.create({
+      model: 'gpt-test',
+      input: [
+        {
+          role: 'user',
+          content: [
+            { type: 'input_text', text: 'How many?' },
+            { type: 'input_image', image_url: 'https://images.example/one.png', detail: 'auto' },
+          ],
+        },
+      ],
+      text: { format: { type: 'json_schema', name: 'count', schema, strict: true } },
+    });
+    expect(JSON.parse(response.output_text)).toEqual({ n: 1 });
+    expect(response.text?.format).toMatchObject({ type: 'json_schema', name: 'count' });
+    const sent = stack.emulator.requests.at(-1)!.body as SentBody;
+    expect(sent.messages[0]!.content).toEqual([
+      { type: 'text', text: 'How many?' },
+      { type: 'image_url', image_url: { url: 'https://images.example/one.png', detail: 'auto' } },
+    ]);
+    expect(sent.response_format).toEqual({ type: 'json_schema', json_schema: { name: 'count', schema, strict: true } });
   });
 
   it('forces the named tool, and refuses a name that is not one of the tools', async () => {

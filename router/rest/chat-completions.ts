@@ -16,7 +16,15 @@ import { type RestError, openAiErrorBody } from './errors.ts';
 export const MAX_INT = 2_147_483_647;
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
-const contentPart = z.union([textPart, z.object({ type: z.string() }).loose()]);
+const imagePart = z.object({
+  type: z.literal('image_url'),
+  image_url: z.object({ url: z.string(), detail: z.enum(['auto', 'low', 'high']).optional() }),
+});
+const contentPart = z.union([
+  textPart,
+  imagePart,
+  z.object({ type: z.string().refine((type) => type !== 'text' && type !== 'image_url') }).loose(),
+]);
 
 const toolCall = z.object({
   id: z.string(),
@@ -110,16 +118,26 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
   const messages = [];
   for (const [index, each] of request.messages.entries()) {
     let content = '';
+    let parts: Record<string, unknown>[] | undefined;
     if (typeof each.content === 'string') content = each.content;
     else if (Array.isArray(each.content)) {
-      for (const part of each.content) {
-        if (part.type !== 'text') return unsupported(`messages.${index}.content`, `a content part of type ${part.type}`);
-        content += (part as z.output<typeof textPart>).text;
+      const images = each.role === 'user' && each.content.some((part) => part.type === 'image_url');
+      if (images) parts = [];
+      for (const part of each.content as z.output<typeof contentPart>[]) {
+        if (part.type === 'text') {
+          const { text } = part as z.output<typeof textPart>;
+          if (parts) parts.push({ type: 'TEXT', text });
+          else content += text;
+        } else if (part.type === 'image_url' && parts) {
+          const { url, detail } = (part as z.output<typeof imagePart>).image_url;
+          parts.push({ type: 'IMAGE', image: { url, ...(detail && { detail: detail.toUpperCase() }) } });
+        } else return unsupported(`messages.${index}.content`, `a content part of type ${part.type} in a ${each.role} message`);
       }
     }
     messages.push({
       role: ROLES[each.role],
       content,
+      ...(parts && { parts }),
       ...(each.tool_call_id !== undefined && { toolCallId: each.tool_call_id }),
       ...(each.tool_calls?.length && {
         toolCalls: each.tool_calls.map((call) => ({ id: call.id, name: call.function.name, arguments: call.function.arguments })),
@@ -161,7 +179,9 @@ const jsonSchemaFormat = z.object({
 });
 
 /** `response_format` as ChatInput's `responseFormat`; text is none. */
-function toResponseFormat(format: ChatCompletionRequest['response_format']): Record<string, unknown> | { error: RestError } | undefined {
+export function toResponseFormat(
+  format: ChatCompletionRequest['response_format'],
+): Record<string, unknown> | { error: RestError } | undefined {
   if (!format || format.type === 'text') return undefined;
   if (format.type === 'json_object') return { type: 'JSON_OBJECT' };
   const schema = format.type === 'json_schema' ? jsonSchemaFormat.safeParse(format.json_schema) : undefined;

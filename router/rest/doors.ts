@@ -86,8 +86,18 @@ function restErrorOf(error: GraphQLError, log: Logger): RestError {
 /** Usage tags a REST call adds itself, naming the API it came through (as agents add `agent:<name>`). */
 export const API_TAGS = { openai: 'api:openai', anthropic: 'api:anthropic' } as const;
 
-/** The caller's tags from the header, with the API's own; usage events carry all of them. */
-function tagsOf(request: IncomingMessage, api: keyof typeof API_TAGS): string[] {
+/** Usage tags are at most this long (platform/metering/usage-tags.ts). */
+const MAX_TAG_LENGTH = 64;
+
+/**
+ * The caller's tags from the header and from OpenAI's `metadata` (each pair as `key:value`), with
+ * the API's own; usage events carry all of them.
+ */
+function tagsOf(
+  request: IncomingMessage,
+  api: keyof typeof API_TAGS,
+  metadata?: Record<string, string> | null,
+): { tags: string[] } | { error: RestError } {
   const header = request.headers[TAGS_HEADER];
   const given =
     typeof header === 'string'
@@ -96,7 +106,13 @@ function tagsOf(request: IncomingMessage, api: keyof typeof API_TAGS): string[] 
           .map((tag) => tag.trim())
           .filter(Boolean)
       : [];
-  return [...given, API_TAGS[api]];
+  const pairs = Object.entries(metadata ?? {}).map(([key, value]) => `${key}:${value}`);
+  const long = pairs.find((pair) => pair.length > MAX_TAG_LENGTH);
+  if (long !== undefined) {
+    const message = `metadata pairs become usage tags, each "key:value" at most ${MAX_TAG_LENGTH} characters`;
+    return { error: { code: ErrorCode.BAD_USER_INPUT, message, param: 'metadata' } };
+  }
+  return { tags: [...given, ...pairs, API_TAGS[api]] };
 }
 
 export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
@@ -154,7 +170,9 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
   ) {
     const parsed = chatCompletionRequest.safeParse(body);
     if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
-    const translated = toChatInput(parsed.data, tagsOf(request, 'openai'));
+    const tags = tagsOf(request, 'openai', parsed.data.metadata);
+    if ('error' in tags) return sendOpenAiError(response, tags.error, caller.requestId);
+    const translated = toChatInput(parsed.data, tags.tags);
     if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
     const model = parsed.data.model;
     if (!parsed.data.stream) {
@@ -234,7 +252,9 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     const fail = (error: RestError) => sendRestError(response, 'anthropic', error, caller.requestId);
     const parsed = messagesRequest.safeParse(body);
     if (!parsed.success) return fail(requestError(parsed.error));
-    const translated = toChatInputFromMessages(parsed.data, tagsOf(request, 'anthropic'));
+    const tags = tagsOf(request, 'anthropic');
+    if ('error' in tags) return fail(tags.error);
+    const translated = toChatInputFromMessages(parsed.data, tags.tags);
     if ('error' in translated) return fail(translated.error);
     const model = parsed.data.model;
     if (parsed.data.stream) return stream(response, translated, new MessageEventWriter(model), 'anthropic', caller, signal);
@@ -247,7 +267,9 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     const fail = (error: RestError) => sendOpenAiError(response, error, caller.requestId);
     const parsed = responsesRequest.safeParse(body);
     if (!parsed.success) return fail(requestError(parsed.error));
-    const translated = toChatInputFromResponses(parsed.data, tagsOf(request, 'openai'));
+    const tags = tagsOf(request, 'openai', parsed.data.metadata);
+    if ('error' in tags) return fail(tags.error);
+    const translated = toChatInputFromResponses(parsed.data, tags.tags);
     if ('error' in translated) return fail(translated.error);
     const builder = new ResponseBuilder(parsed.data.model, parsed.data);
     if (parsed.data.stream) return stream(response, translated, new ResponseEventWriter(builder), 'openai', caller, signal);
@@ -259,7 +281,9 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
   async function embeddings(request: IncomingMessage, response: ServerResponse, body: unknown, caller: RestCaller, signal: AbortSignal) {
     const parsed = embeddingsRequest.safeParse(body);
     if (!parsed.success) return sendOpenAiError(response, requestError(parsed.error), caller.requestId);
-    const translated = toEmbeddingsInput(parsed.data, tagsOf(request, 'openai'));
+    const tags = tagsOf(request, 'openai');
+    if ('error' in tags) return sendOpenAiError(response, tags.error, caller.requestId);
+    const translated = toEmbeddingsInput(parsed.data, tags.tags);
     if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
     const answer = await fieldOf<Parameters<typeof embeddingsList>[0]>(EMBEDDINGS_DOCUMENT, 'embeddings', translated, caller, signal);
     if ('error' in answer) return sendOpenAiError(response, answer.error, caller.requestId);

@@ -1,6 +1,6 @@
 /**
  * `POST /v1/messages`, the Anthropic Messages API, onto `Mutation.chat` and
- * `Subscription.chatStream`: `system`, text, `tool_use` and `tool_result` blocks, `tools`,
+ * `Subscription.chatStream`: `system`, text, image, `tool_use` and `tool_result` blocks, `tools`,
  * `tool_choice` (auto, any, tool, none), `max_tokens`, `stop_sequences`, `temperature`, `top_p`; streamed as
  * Anthropic's event sequence (`message_start`, content blocks, `message_delta` with the stop
  * reason and usage, `message_stop`). Any catalog model answers, whichever provider serves it.
@@ -21,7 +21,23 @@ const toolResultBlock = z
     is_error: z.boolean().optional(),
   })
   .loose();
-const block = z.union([textBlock, toolUseBlock, toolResultBlock, z.object({ type: z.string() }).loose()]);
+const imageBlock = z
+  .object({
+    type: z.literal('image'),
+    source: z.discriminatedUnion('type', [
+      z.object({ type: z.literal('base64'), media_type: z.string(), data: z.string() }),
+      z.object({ type: z.literal('url'), url: z.string() }),
+    ]),
+  })
+  .loose();
+const KNOWN_BLOCKS = new Set(['text', 'tool_use', 'tool_result', 'image']);
+const block = z.union([
+  textBlock,
+  toolUseBlock,
+  toolResultBlock,
+  imageBlock,
+  z.object({ type: z.string().refine((type) => !KNOWN_BLOCKS.has(type)) }).loose(),
+]);
 
 const message = z.object({ role: z.enum(['user', 'assistant']), content: z.union([z.string(), z.array(block)]) });
 
@@ -69,9 +85,19 @@ export function toChatInputFromMessages(
     }
     let text = '';
     const toolCalls: { id: string; name: string; arguments: string }[] = [];
+    // With an image, a user turn goes as its parts in order (text and images); else as its text.
+    const parts: Record<string, unknown>[] | undefined =
+      each.role === 'user' && each.content.some((part) => part.type === 'image') ? [] : undefined;
     for (const [position, part] of each.content.entries()) {
-      if (part.type === 'text') text += (part as z.output<typeof textBlock>).text;
-      else if (part.type === 'tool_use' && each.role === 'assistant') {
+      if (part.type === 'text') {
+        const block = part as z.output<typeof textBlock>;
+        if (parts) parts.push({ type: 'TEXT', text: block.text });
+        else text += block.text;
+      } else if (part.type === 'image' && parts) {
+        const { source } = part as z.output<typeof imageBlock>;
+        const image = source.type === 'url' ? { url: source.url } : { data: source.data, mediaType: source.media_type };
+        parts.push({ type: 'IMAGE', image });
+      } else if (part.type === 'tool_use' && each.role === 'assistant') {
         const use = part as z.output<typeof toolUseBlock>;
         toolCalls.push({ id: use.id, name: use.name, arguments: JSON.stringify(use.input ?? {}) });
       } else if (part.type === 'tool_result' && each.role === 'user') {
@@ -80,6 +106,7 @@ export function toChatInputFromMessages(
       } else return unsupported(`messages.${index}.content.${position}`, `a ${part.type} block in a ${each.role} message`);
     }
     if (each.role === 'assistant') messages.push({ role: 'ASSISTANT', content: text, ...(toolCalls.length && { toolCalls }) });
+    else if (parts) messages.push({ role: 'USER', parts });
     else if (text) messages.push({ role: 'USER', content: text });
   }
   const tools = request.tools;

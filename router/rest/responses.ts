@@ -8,10 +8,13 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
-import { MAX_INT, type ToolCall, type Usage } from './chat-completions.ts';
+import { MAX_INT, type ToolCall, type Usage, toResponseFormat } from './chat-completions.ts';
 import type { RestError } from './errors.ts';
 
 const textContent = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).loose();
+const imageContent = z
+  .object({ type: z.literal('input_image'), image_url: z.string(), detail: z.enum(['auto', 'low', 'high']).optional() })
+  .loose();
 const messageItem = z
   .object({
     type: z.literal('message').optional(),
@@ -72,8 +75,13 @@ export function toChatInputFromResponses(
   if (request.previous_response_id) {
     return refuse('previous_response_id', 'this server keeps no responses (store: false): send the whole conversation as input');
   }
-  if (request.text?.format && request.text.format.type !== 'text')
-    return refuse('text.format', `text.format ${request.text.format.type} is not supported by this server`);
+  // The Responses API's `text.format` is Chat Completions' `response_format` with the schema's fields inline.
+  const format = request.text?.format;
+  const responseFormat =
+    format && toResponseFormat({ type: format.type, json_schema: { name: format.name, schema: format.schema, strict: format.strict } });
+  if (responseFormat && 'error' in responseFormat) {
+    return refuse('text.format', 'text.format must be text, json_object, or json_schema with a name and schema');
+  }
   const choice = typeof request.tool_choice === 'string' ? request.tool_choice : request.tool_choice?.type;
   const named = typeof request.tool_choice === 'object' ? request.tool_choice : undefined;
   if (named && (named.type !== 'function' || !named.name))
@@ -97,15 +105,25 @@ export function toChatInputFromResponses(
     } else {
       const message = item as z.output<typeof messageItem>;
       let content = '';
+      // With an image, a user message goes as its parts in order (text and images); else as its text.
+      const parts: Record<string, unknown>[] | undefined =
+        message.role === 'user' && Array.isArray(message.content) && message.content.some((part) => part.type === 'input_image')
+          ? []
+          : undefined;
       if (typeof message.content === 'string') content = message.content;
       else {
         for (const [position, part] of message.content.entries()) {
-          if (!('text' in part) || typeof part.text !== 'string')
-            return refuse(`input.${index}.content.${position}`, `a content part of type ${part.type} is not supported by this server`);
-          content += part.text;
+          const image = parts && part.type === 'input_image' ? imageContent.safeParse(part) : undefined;
+          if (image?.success) {
+            const { image_url: url, detail } = image.data;
+            parts!.push({ type: 'IMAGE', image: { url, ...(detail && { detail: detail.toUpperCase() }) } });
+          } else if ('text' in part && typeof part.text === 'string' && part.type !== 'input_image') {
+            if (parts) parts.push({ type: 'TEXT', text: part.text });
+            else content += part.text;
+          } else return refuse(`input.${index}.content.${position}`, `a content part of type ${part.type} is not supported by this server`);
         }
       }
-      messages.push({ role: ROLES[message.role], content });
+      messages.push({ role: ROLES[message.role], content, ...(parts && { parts }) });
     }
   }
   const tools = request.tools;
@@ -124,6 +142,7 @@ export function toChatInputFromResponses(
         })),
       }),
       ...(tags.length && { tags }),
+      ...(responseFormat && { responseFormat }),
       ...(tools?.length && choice === 'required' && { toolChoice: { mode: 'REQUIRED' } }),
       ...(tools?.length && choice === 'none' && { toolChoice: { mode: 'NONE' } }),
       ...(tools?.length && named?.name && { toolChoice: { name: named.name } }),
@@ -188,7 +207,7 @@ export class ResponseBuilder {
       top_p: this.#request.top_p ?? null,
       tool_choice: this.#request.tool_choice ?? 'auto',
       tools: this.#request.tools ?? [],
-      text: { format: { type: 'text' } },
+      text: { format: this.#request.text?.format ?? { type: 'text' } },
       usage: usage ? usageOf(usage) : null,
       metadata: this.#request.metadata ?? {},
       ...extra,

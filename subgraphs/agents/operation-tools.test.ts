@@ -120,7 +120,40 @@ describe('compileOperationTool', () => {
                 type: 'object',
                 properties: {
                   role: { type: 'string', enum: ['SYSTEM', 'USER', 'ASSISTANT', 'TOOL'] },
-                  content: { type: 'string' },
+                  content: { type: 'string', description: "The message's text (for USER, before its `parts`).", default: '' },
+                  parts: {
+                    type: 'array',
+                    description:
+                      'For role USER: more of the message after `content`, in order: text and images (a model with VISION sees them).',
+                    items: {
+                      type: 'object',
+                      description: 'A part of a USER message: text, or an image. Set the field its type names.',
+                      properties: {
+                        type: { type: 'string', enum: ['TEXT', 'IMAGE'] },
+                        text: { type: 'string', description: 'For TEXT: the text.' },
+                        image: {
+                          type: 'object',
+                          description:
+                            'For IMAGE: the image.\n\n' +
+                            'An image, by URL (`https:`, or a `data:` URL with base64 bytes) or by its bytes (`data` and `mediaType`).\n' +
+                            'Gemini and Bedrock take the bytes only; OpenAI, Azure and Anthropic take both.',
+                          properties: {
+                            url: { type: 'string', description: 'An `https:` URL the provider fetches, or `data:image/png;base64,…`.' },
+                            data: { type: 'string', description: "The image's bytes, base64-encoded (with `mediaType`)." },
+                            mediaType: { type: 'string', description: 'image/png, image/jpeg, image/gif or image/webp (with `data`).' },
+                            detail: {
+                              type: 'string',
+                              description: "OpenAI's resolution hint (default AUTO); other providers ignore it.",
+                              enum: ['AUTO', 'LOW', 'HIGH'],
+                            },
+                          },
+                          additionalProperties: false,
+                        },
+                      },
+                      required: ['type'],
+                      additionalProperties: false,
+                    },
+                  },
                   toolCallId: { type: 'string', description: 'For role TOOL: the id of the tool call this message answers.' },
                   toolCalls: {
                     type: 'array',
@@ -139,7 +172,7 @@ describe('compileOperationTool', () => {
                     },
                   },
                 },
-                required: ['role', 'content'],
+                required: ['role'],
                 additionalProperties: false,
               },
             },
@@ -314,7 +347,7 @@ describe('compileOperationTool', () => {
       type: 'object',
       properties: {
         model: { type: 'string', description: 'A model id, alias or `id@version` pin.' },
-        prompt: { type: 'string' },
+        prompt: { type: 'string', description: "The message's text (for USER, before its `parts`)." },
         policy: {
           type: 'string',
           description:

@@ -38,6 +38,7 @@ import { NO_SPEND, priced, type Spend } from '../../platform/metering/spend.ts';
 import { emitChatUsage } from './usage.ts';
 import { checkTags } from '../../platform/metering/usage-tags.ts';
 import { abortOnReturn } from './abort-on-return.ts';
+import { MAX_IMAGES, textOf, toContentParts } from './content-parts.ts';
 import { ErrorCode, badInput, codedError } from '../../platform/errors.ts';
 import type { Warning } from '../../platform/serving/warnings.ts';
 import type { InferenceContext } from './context.ts';
@@ -97,22 +98,27 @@ const MAX_STOP_SEQUENCES = 4;
 function toMessage(message: ChatMessageInput, index: number): ChatMessage {
   if (message.toolCalls?.length && message.role !== 'ASSISTANT')
     throw badInput(`messages[${index}].toolCalls`, 'only an ASSISTANT message carries tool calls');
+  if (message.parts && message.role !== 'USER') throw badInput(`messages[${index}].parts`, 'only a USER message has parts');
+  const content = message.content ?? '';
   switch (message.role) {
     case 'SYSTEM':
-      return { role: 'system', content: message.content };
-    case 'USER':
-      return { role: 'user', content: message.content };
+      return { role: 'system', content };
+    case 'USER': {
+      if (!message.parts) return { role: 'user', content };
+      const parts = toContentParts(`messages[${index}]`, content, message.parts);
+      return { role: 'user', content: textOf(parts), parts };
+    }
     case 'ASSISTANT':
       return {
         role: 'assistant',
-        content: message.content,
+        content,
         ...(message.toolCalls?.length && {
           toolCalls: message.toolCalls.map(({ id, name, arguments: args }) => ({ id, name, arguments: args })),
         }),
       };
     case 'TOOL':
       if (!message.toolCallId) throw badInput(`messages[${index}].toolCallId`, 'a TOOL message needs the toolCallId it answers');
-      return { role: 'tool', content: message.content, toolCallId: message.toolCallId };
+      return { role: 'tool', content, toolCallId: message.toolCallId };
   }
 }
 
@@ -178,7 +184,33 @@ function checkRange(field: string, value: number | null | undefined, min: number
   }
 }
 
-/** Resolves the model and turns the input into a provider request, or throws a coded error. */
+function imagesOf(messages: readonly ChatMessage[]): { count: number; byUrl: boolean } {
+  let count = 0;
+  let byUrl = false;
+  for (const message of messages) {
+    if (message.role !== 'user' || !message.parts) continue;
+    for (const part of message.parts) {
+      if (part.type !== 'image') continue;
+      count += 1;
+      byUrl ||= 'url' in part.image;
+    }
+  }
+  return { count, byUrl };
+}
+
+/** Images need a model with VISION; an image by URL, one whose provider fetches URLs. */
+function checkVision(catalog: ModelCatalog, model: CatalogModel, byUrl: boolean): void {
+  if (!model.capabilities.includes('VISION')) {
+    throw codedError(ErrorCode.MODEL_CAPABILITY_UNSUPPORTED, `model "${model.id}" does not see images`, {
+      model: model.id,
+      capability: 'VISION',
+    });
+  }
+  if (byUrl && catalog.chatModel(model).imageUrls !== true) {
+    throw badInput('messages', `model "${model.id}" takes images as their bytes (data, or a data: URL), not by URL`);
+  }
+}
+
 /** Warns, once per version and request, when a deprecated version is named or answers. */
 export function warnIfDeprecated(context: InferenceContext, model: CatalogModel): void {
   const warning = deprecationWarning(model);
@@ -198,6 +230,7 @@ export function deprecationWarning(model: CatalogModel): Warning | undefined {
   };
 }
 
+/** Resolves the model and turns the input into a provider request, or throws a coded error. */
 export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedChat {
   const plan = catalog.plan(input.model);
   if (!plan) throw codedError(ErrorCode.MODEL_NOT_FOUND, `no model, alias or version pin "${input.model}"`, { model: input.model });
@@ -238,6 +271,9 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
   }
 
   const messages = input.messages.map(toMessage);
+  const images = imagesOf(messages);
+  if (images.count > MAX_IMAGES) throw badInput('messages', `at most ${MAX_IMAGES} images in a chat`);
+  if (images.count > 0) checkVision(catalog, model, images.byUrl);
   const tools = input.tools?.map(toTool);
   // Tool definitions go upstream with the prompt and are billed as prompt tokens.
   const promptTokens = countChatTokens(messages) + (tools?.length ? countTextTokens(JSON.stringify(tools)) : 0);
@@ -266,6 +302,8 @@ export function prepareChat(catalog: ModelCatalog, input: ChatInput): PreparedCh
       info.capabilities.includes('CHAT') &&
       (!request.tools || info.capabilities.includes('TOOLS')) &&
       (!request.responseFormat || info.capabilities.includes('JSON_SCHEMA')) &&
+      (images.count === 0 || info.capabilities.includes('VISION')) &&
+      (!images.byUrl || catalog.chatModel(info).imageUrls === true) &&
       promptTokens + reservedOutput <= info.contextWindow,
   );
   // Without maxTokens any target may answer at its own maximum: the worst case is the largest.

@@ -24,9 +24,11 @@ import {
 export type { RecordedRequest, Scripted, ScriptedChat, ScriptedError };
 export type OpenAIEmulator = ProviderEmulator;
 
+/** The last user turn's text; content given as parts (text and images) echoes its text parts. */
 function lastUserMessage(body: Record<string, unknown>): string {
-  const messages = (body.messages ?? []) as { role: string; content: string }[];
-  return messages.findLast((message) => message.role === 'user')?.content ?? '';
+  const messages = (body.messages ?? []) as { role: string; content: string | { type: string; text?: string }[] }[];
+  const content = messages.findLast((message) => message.role === 'user')?.content ?? '';
+  return typeof content === 'string' ? content : content.flatMap((part) => (part.type === 'text' ? [part.text ?? ''] : [])).join('');
 }
 
 function usageOf(answer: ScriptedChat, body: Record<string, unknown>) {

@@ -38,7 +38,23 @@ export interface TestStack {
 export interface TestStackOptions {
   /** Delay between the local echo model's streamed words. */
   localStreamDelayMs?: number;
+  /** An Anthropic emulator's base URL: then `claude-test` is served through the Anthropic adapter. */
+  anthropicBaseUrl?: string;
+  /** Providers beside the stack's own (local, emulated, backup), for models a test adds. */
+  providers?: Record<string, unknown>;
 }
+
+/** The model an Anthropic emulator serves when a stack is given one (`anthropicBaseUrl`). */
+export const CLAUDE_TEST_MODEL = {
+  id: 'claude-test',
+  provider: 'claude',
+  upstream: 'claude-test-upstream',
+  version: '1',
+  capabilities: ['CHAT', 'TOOLS', 'VISION', 'JSON_SCHEMA'],
+  contextWindow: 8192,
+  maxOutputTokens: 256,
+  pricing: { inputPerMillionTokens: 3, outputPerMillionTokens: 15 },
+};
 
 /** The models every test stack serves unless a test replaces `models`. */
 export const TEST_MODELS = [
@@ -49,7 +65,7 @@ export const TEST_MODELS = [
     upstream: 'gpt-test-upstream',
     version: '2024-08-06',
     aliases: ['smart'],
-    capabilities: ['CHAT', 'TOOLS', 'JSON_SCHEMA'],
+    capabilities: ['CHAT', 'TOOLS', 'VISION', 'JSON_SCHEMA'],
     contextWindow: 4096,
     maxOutputTokens: 256,
     pricing: { inputPerMillionTokens: 2.5, outputPerMillionTokens: 10 },
@@ -104,8 +120,12 @@ export function testConfig(emulatorBaseUrl: string, overrides: Record<string, un
       emulated: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
       // A second provider on the same emulator, told apart by its upstream model name.
       backup: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
+      ...(options.anthropicBaseUrl && {
+        claude: { type: 'anthropic', baseUrl: options.anthropicBaseUrl, headers: { 'x-api-key': 'sk-ant-test' } },
+      }),
+      ...options.providers,
     },
-    models: TEST_MODELS,
+    models: options.anthropicBaseUrl ? [...TEST_MODELS, CLAUDE_TEST_MODEL] : TEST_MODELS,
     ...overrides,
   });
 }
