@@ -2,12 +2,14 @@
  * The one HTTP client every adapter uses: an undici keep-alive pool per provider, with the four
  * timeouts of the provider config. Connect and first-byte timeouts are undici's; the idle timeout
  * is undici's body timeout (the longest silence between two chunks); the total deadline is an
- * AbortSignal combined with the caller's. Up to two redirects are followed (a gateway in front of
- * a provider may move it); a third is a failed call. Bodies are not compressed: no
+ * AbortSignal combined with the caller's. Up to two 307/308 redirects are followed, with the same
+ * body (a gateway in front of a provider may move it); a third, or any other 3xx, is a failed call.
+ * They are followed here rather than by undici's redirect interceptor, which costs every call
+ * some 50 µs of handler wrapping for what almost never happens. Bodies are not compressed: no
  * `accept-encoding` is sent, and none should be configured.
  */
 import type { Readable } from 'node:stream';
-import { Agent, type Dispatcher, interceptors } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { deadline } from './deadline.ts';
 import { type ProviderError, errorFromException } from './errors.ts';
 
@@ -17,6 +19,7 @@ const ignoreError = () => undefined;
 const DRAIN_LIMIT_BYTES = 1024 * 1024;
 
 const MAX_REDIRECTS = 2;
+const REDIRECTS = new Set([307, 308]);
 
 /** Some providers' front doors refuse requests without one. */
 const USER_AGENT = 'modelgraph';
@@ -96,7 +99,6 @@ export interface PostOptions {
 
 export class HttpClient {
   readonly #agent: Agent;
-  readonly #dispatcher: Dispatcher;
   readonly #totalMs: number;
   readonly #provider: string;
 
@@ -109,7 +111,6 @@ export class HttpClient {
       headersTimeout: timeouts.firstByteMs,
       bodyTimeout: timeouts.idleMs,
     });
-    this.#dispatcher = this.#agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTS }));
   }
 
   /**
@@ -122,22 +123,34 @@ export class HttpClient {
     const total = deadline(signal, this.#totalMs);
     let response: UpstreamResponse;
     try {
-      const target = new URL(url);
-      const data = await this.#dispatcher.request({
-        origin: target.origin,
-        path: `${target.pathname}${target.search}`,
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
-          'user-agent': USER_AGENT,
-          ...headers,
-        },
-        body: JSON.stringify(body),
-        signal: total.signal,
-      });
-      data.body.once('close', total.clear);
-      response = new UpstreamResponse(data);
+      const json = JSON.stringify(body);
+      let target = new URL(url);
+      for (let hops = 0; ; hops++) {
+        const data = await this.#agent.request({
+          origin: target.origin,
+          path: `${target.pathname}${target.search}`,
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            'user-agent': USER_AGENT,
+            ...headers,
+          },
+          body: json,
+          signal: total.signal,
+        });
+        const location = data.headers.location;
+        if (REDIRECTS.has(data.statusCode) && typeof location === 'string') {
+          await data.body.dump();
+          // A loop, or a chain too long: the endpoint is as broken as one that does not answer.
+          if (hops === MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+          target = new URL(location, target);
+          continue;
+        }
+        data.body.once('close', total.clear);
+        response = new UpstreamResponse(data);
+        break;
+      }
     } catch (error) {
       total.clear();
       if (signal.aborted) throw signal.reason;

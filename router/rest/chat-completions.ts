@@ -287,9 +287,18 @@ export class ChunkWriter {
   readonly #model: string;
   readonly #withUsage: boolean;
 
+  /** A content delta's chunk around its JSON string: built once, as `#chunk` would build it. */
+  readonly #deltaPrefix: string;
+  readonly #deltaSuffix: string;
+
   constructor(model: string, withUsage: boolean) {
     this.#model = model;
     this.#withUsage = withUsage;
+    const empty = this.#chunk([{ index: 0, delta: { content: '' }, logprobs: null, finish_reason: null }]);
+    // The choices come after the model's name (which the caller chose): the last `"content":""` is the delta's.
+    const at = empty.lastIndexOf('"content":""') + '"content":'.length;
+    this.#deltaPrefix = empty.slice(0, at);
+    this.#deltaSuffix = empty.slice(at + 2);
   }
 
   #chunk(choices: object[], usage?: Usage): string {
@@ -310,8 +319,9 @@ export class ChunkWriter {
     return this.#chunk([{ index: 0, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]);
   }
 
+  /** Every token's chunk: the one part that changes is the content. */
   delta(content: string): string {
-    return this.#chunk([{ index: 0, delta: { content }, logprobs: null, finish_reason: null }]);
+    return `${this.#deltaPrefix}${JSON.stringify(content)}${this.#deltaSuffix}`;
   }
 
   /** A failure after the stream started: an error event, as OpenAI sends one (its SDK raises it). */

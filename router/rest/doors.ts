@@ -86,6 +86,16 @@ function restErrorOf(error: GraphQLError, log: Logger): RestError {
 /** Usage tags a REST call adds itself, naming the API it came through (as agents add `agent:<name>`). */
 export const API_TAGS = { openai: 'api:openai', anthropic: 'api:anthropic' } as const;
 
+/**
+ * Sends what was written at once. Node's response corks its socket on every write and uncorks it
+ * on the next tick, which comes only after every queued microtask: when a provider's chunks
+ * arrive together, the whole burst would be processed before the first token left. The first
+ * token is flushed as soon as it is written; later ones still share writes.
+ */
+function flushNow(response: ServerResponse): void {
+  if (response.socket?.writableCorked) response.socket.uncork();
+}
+
 /** Usage tags are at most this long (platform/metering/usage-tags.ts). */
 const MAX_TAG_LENGTH = 64;
 
@@ -236,6 +246,7 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
         // After the stream started, a failure is the API's error event, never a cut socket.
         if (next.__typename === 'ChatFailed') return void response.end(writer.failure({ code: next.code, message: next.message }));
         response.write(writer.delta(next.content));
+        if (next === opening) flushNow(response);
         const step = await events.next();
         if (step.done) break;
         next = eventOf(step.value);

@@ -5,11 +5,14 @@
  * means until a timeout. Aborting first makes that pending read fail now, so the generator's
  * `finally` runs and the upstream request is cancelled immediately.
  */
+/** Made once: every early end aborts with it (a new Error would capture a stack each time). */
+const CONSUMER_STOPPED = new Error('consumer stopped');
+
 export function abortOnReturn<T>(source: AsyncGenerator<T>, controller: AbortController): AsyncGenerator<T> {
   const wrapped: AsyncGenerator<T> = {
     next: (...args) => source.next(...args),
     return: (value) => {
-      controller.abort(new Error('consumer stopped'));
+      controller.abort(CONSUMER_STOPPED);
       return source.return(value);
     },
     throw: (error) => {

@@ -506,6 +506,13 @@ export function streamChat(prepared: PreparedChat, context: InferenceContext): P
   );
 }
 
+/**
+ * Why a stream's upstream call is aborted: made once, since every stream ends with one
+ * (a new Error per stream would capture a stack trace each time, for nobody to read).
+ */
+const CALLER_GONE = new Error('caller went away');
+const STREAM_CLOSED = new Error('stream closed');
+
 async function* chatEvents(
   prepared: PreparedChat,
   context: InferenceContext,
@@ -513,7 +520,7 @@ async function* chatEvents(
   held: HeldReservation,
 ): AsyncGenerator<ChatStreamEventResult> {
   const { model, targets, request } = prepared;
-  const onCallerGone = () => upstream.abort(new Error('caller went away'));
+  const onCallerGone = () => upstream.abort(CALLER_GONE);
   context.signal.addEventListener('abort', onCallerGone, { once: true });
   const labels = { provider: model.provider, model: model.id };
   const started = performance.now();
@@ -602,6 +609,6 @@ async function* chatEvents(
     });
     context.metrics.duration.observe({ ...labels, mode: 'stream' }, (performance.now() - started) / 1000);
     context.signal.removeEventListener('abort', onCallerGone);
-    upstream.abort(new Error('stream closed'));
+    upstream.abort(STREAM_CLOSED);
   }
 }
