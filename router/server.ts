@@ -126,6 +126,25 @@ function parsedJsonBody(request: IncomingMessage, body: Buffer): object | undefi
   return typeof parsed === 'object' && parsed !== null && Object.keys(parsed).length > 0 ? parsed : undefined;
 }
 
+/**
+ * Refuses a request before it runs: in its REST door's error format when `restPath` is set, else
+ * as a GraphQL error body.
+ */
+function refuseRequest(
+  response: ServerResponse,
+  restPath: string | undefined,
+  requestId: string,
+  { status, code, message, headers }: { status: number; code: ErrorCode; message: string; headers: Record<string, string> },
+): void {
+  if (restPath === undefined) {
+    sendJson(response, status, { errors: [{ message, extensions: { code, requestId } }] }, headers);
+    return;
+  }
+  const retryAfter = headers['retry-after'];
+  const error = { code, message, ...(retryAfter && { retryAfterMs: Number(retryAfter) * 1000 }) };
+  sendRestError(response, restFormatOf(restPath), error, requestId, status);
+}
+
 /** A request to a REST door, authenticated: its JSON body read and parsed, then answered. */
 async function serveRest(
   { rest, config }: RouterParts,
@@ -242,7 +261,9 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
     const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
     request.headers[REQUEST_ID_HEADER] = requestId;
     // The REST doors (OpenAI's and Anthropic's APIs) answer in their API's error format from here on.
-    const path = (request.url ?? '/').split('?')[0]!;
+    const url = request.url ?? '/';
+    const query = url.indexOf('?');
+    const path = query < 0 ? url : url.slice(0, query);
     const rest = isRestPath(path);
     if (rest) {
       // Browser apps on router.allowedOrigins may call the doors too, as they may GraphQL (their
@@ -251,15 +272,7 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
       for (const [name, value] of Object.entries(cors)) response.setHeader(name, value);
     }
     const refuse = (status: number, code: ErrorCode, message: string, headers: Record<string, string> = {}) =>
-      rest
-        ? sendRestError(
-            response,
-            restFormatOf(path),
-            { code, message, ...(headers['retry-after'] && { retryAfterMs: Number(headers['retry-after']) * 1000 }) },
-            requestId,
-            status,
-          )
-        : sendJson(response, status, { errors: [{ message, extensions: { code, requestId } }] }, headers);
+      refuseRequest(response, rest ? path : undefined, requestId, { status, code, message, headers });
     const declared = request.headers['content-length'];
     if (declared !== undefined && Number(declared) > settings.maxBodyBytes) {
       if (rest) {
