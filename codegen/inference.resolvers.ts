@@ -80,6 +80,8 @@ export type ChatFailed = {
   __typename?: 'ChatFailed';
   code: ErrorCode;
   message: Scalars['String']['output'];
+  /** When the provider said to retry (it rate-limited the call), in milliseconds. */
+  retryAfterMs?: Maybe<Scalars['Int']['output']>;
   /** The version that was streaming (or, if none started, the first one tried). */
   servedBy: ServedBy;
   /** The tokens of what was delivered before the failure (counted when the provider did not say). */
@@ -278,6 +280,8 @@ export type Model = {
   provider: Scalars['String']['output'];
   /** What to use instead of a deprecated or retired version. */
   replacement?: Maybe<Scalars['String']['output']>;
+  /** The routes (names a client may send as its model) that this model serves, among those the caller may use. */
+  routes: Array<Scalars['String']['output']>;
   /** Whether this version is ACTIVE, DEPRECATED (still answers, says so) or RETIRED (refused). */
   status: ModelStatus;
   /** ISO date from which a deprecated version is retired. */
@@ -610,6 +614,7 @@ export type ChatDeltaResolvers<ContextType = InferenceContext, ParentType extend
 export type ChatFailedResolvers<ContextType = InferenceContext, ParentType extends ResolversParentTypes['ChatFailed'] = ResolversParentTypes['ChatFailed']> = {
   code?: Resolver<ResolversTypes['ErrorCode'], ParentType, ContextType>;
   message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  retryAfterMs?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   servedBy?: Resolver<ResolversTypes['ServedBy'], ParentType, ContextType>;
   usage?: Resolver<ResolversTypes['TokenUsage'], ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
@@ -630,6 +635,7 @@ export type ModelResolvers<ContextType = InferenceContext, ParentType extends Re
   pricing?: Resolver<ResolversTypes['ModelPricing'], ParentType, ContextType>;
   provider?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   replacement?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  routes?: Resolver<Array<ResolversTypes['String']>, ParentType, ContextType>;
   status?: Resolver<ResolversTypes['ModelStatus'], ParentType, ContextType>;
   sunset?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   upstream?: Resolver<ResolversTypes['String'], ParentType, ContextType>;

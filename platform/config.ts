@@ -289,6 +289,12 @@ const providerSchema = z.discriminatedUnion('type', [
       /** OpenAI, vLLM, Ollama, TGI, LM Studio, Groq, Mistral, DeepSeek: fills baseUrl and apiKeyEnv. */
       preset: z.enum(PRESET_NAMES).optional(),
       baseUrl: z.url().optional(),
+      /**
+       * Whether the server fetches images given by URL (the openai preset's default). Off for other
+       * servers: a self-hosted one (vLLM, TGI) would fetch them from inside your network, so its
+       * models take images as bytes only.
+       */
+      imageUrls: z.boolean().optional(),
       ...remote,
     })
     .strict()

@@ -13,7 +13,6 @@ import type {
   ContentPart,
   FinishReason,
   Provider,
-  ResponseFormat,
   TokenUsage,
   ToolChoice,
 } from './contract.ts';
@@ -21,11 +20,11 @@ import { type ProviderError, errorFromStatus } from './errors.ts';
 import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { tokenUsage } from './tokens.ts';
 import {
-  JSON_OBJECT_INSTRUCTION,
   badResponse,
   countedUsage,
   finishOfStopReason,
   isRecord,
+  jsonInstruction,
   midStreamError,
   parseJson,
   parseJsonEventStream,
@@ -34,6 +33,7 @@ import {
   redact,
   streamInterrupted,
   streamParts,
+  strictSchema,
 } from './wire.ts';
 
 export interface AnthropicSettings {
@@ -126,22 +126,17 @@ function toWireToolChoice(choice: ToolChoice): Record<string, string> {
   return { type: choice === 'required' ? 'any' : choice };
 }
 
-function toWireOutputConfig(format: ResponseFormat | undefined): Record<string, unknown> | undefined {
-  if (format?.type !== 'json_schema') return undefined;
-  return { format: { type: 'json_schema', schema: format.schema } };
-}
-
 function toWireRequest(modelId: string, request: ChatRequest, defaultMaxTokens: number, stream: boolean): Record<string, unknown> {
   const { messages, ...rest } = toWireMessages(request.messages);
-  // Anthropic has JSON to a schema (`output_config.format`) but no bare JSON mode.
-  const system =
-    request.responseFormat?.type === 'json_object' ? [rest.system, JSON_OBJECT_INSTRUCTION].filter(Boolean).join('\n\n') : rest.system;
-  const outputConfig = toWireOutputConfig(request.responseFormat);
+  // Anthropic's JSON to a schema (`output_config.format`) is strict; the rest is asked for in words.
+  const instruction = jsonInstruction(request.responseFormat);
+  const system = instruction ? [rest.system, instruction].filter(Boolean).join('\n\n') : rest.system;
+  const schema = strictSchema(request.responseFormat);
   return {
     model: modelId,
     max_tokens: request.maxTokens ?? defaultMaxTokens,
     ...(system && { system }),
-    ...(outputConfig && { output_config: outputConfig }),
+    ...(schema && { output_config: { format: { type: 'json_schema', schema: schema.schema } } }),
     messages,
     ...(request.temperature !== undefined && { temperature: request.temperature }),
     ...(request.topP !== undefined && { top_p: request.topP }),

@@ -25,6 +25,8 @@ export function createAzureOpenAIProvider(settings: AzureOpenAISettings): Provid
     baseUrl: base,
     apiKey: credential.kind === 'api-key' ? credential.key : credential.token,
     timeouts: settings.timeouts,
+    // Azure fetches image URLs from its own network, as OpenAI does.
+    imageUrls: true,
     ...(settings.headers && { headers: settings.headers }),
     url: (path, deployment) =>
       `${base}/openai/deployments/${encodeURIComponent(deployment)}${path}?api-version=${encodeURIComponent(settings.apiVersion)}`,

@@ -28,12 +28,12 @@ import { ProviderError, errorFromStatus, type ProviderErrorCode } from './errors
 import { HttpClient, type Timeouts, type UpstreamResponse } from './http-client.ts';
 import { tokenUsage } from './tokens.ts';
 import {
-  JSON_OBJECT_INSTRUCTION,
   UPSTREAM_MESSAGE_CHARS,
   badResponse,
   countedUsage,
   finishOfStopReason,
   isRecord,
+  jsonInstruction,
   midStreamError,
   parseJson,
   parseJsonEvent,
@@ -42,6 +42,7 @@ import {
   redact,
   streamInterrupted,
   streamParts,
+  strictSchema,
 } from './wire.ts';
 
 export interface BedrockCredentials {
@@ -166,10 +167,11 @@ function toWireToolChoice(choice: ToolChoice | undefined): NonNullable<WireReque
 }
 
 function toWireRequest(request: ChatRequest): WireRequest {
-  const { responseFormat } = request;
   const wire = toWireMessages(request.messages);
-  // Converse has JSON to a schema (`outputConfig.textFormat`, the schema as JSON text) but no bare JSON mode.
-  if (responseFormat?.type === 'json_object') wire.system = [...(wire.system ?? []), { text: JSON_OBJECT_INSTRUCTION }];
+  // Converse's JSON to a schema (`outputConfig.textFormat`, the schema as JSON text) is strict; the rest is asked for in words.
+  const instruction = jsonInstruction(request.responseFormat);
+  if (instruction) wire.system = [...(wire.system ?? []), { text: instruction }];
+  const schema = strictSchema(request.responseFormat);
   const inferenceConfig = {
     ...(request.maxTokens !== undefined && { maxTokens: request.maxTokens }),
     ...(request.temperature !== undefined && { temperature: request.temperature }),
@@ -180,12 +182,9 @@ function toWireRequest(request: ChatRequest): WireRequest {
   return {
     ...wire,
     ...(Object.keys(inferenceConfig).length > 0 && { inferenceConfig }),
-    ...(responseFormat?.type === 'json_schema' && {
+    ...(schema && {
       outputConfig: {
-        textFormat: {
-          type: 'json_schema',
-          structure: { jsonSchema: { name: responseFormat.name, schema: JSON.stringify(responseFormat.schema) } },
-        },
+        textFormat: { type: 'json_schema', structure: { jsonSchema: { name: schema.name, schema: JSON.stringify(schema.schema) } } },
       },
     }),
     ...(request.tools?.length && {

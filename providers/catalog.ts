@@ -52,6 +52,7 @@ function buildProvider(name: string, config: ProviderConfig, env: NodeJS.Process
       return createOpenAICompatibleProvider({
         name,
         baseUrl: (config.baseUrl ?? preset?.baseUrl)!,
+        imageUrls: config.imageUrls ?? (preset && 'imageUrls' in preset ? preset.imageUrls : false),
         apiKey: secret(env, name, 'apiKeyEnv', apiKeyEnv),
         headers: config.headers,
         timeouts: config.timeouts,

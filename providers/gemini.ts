@@ -73,7 +73,6 @@ function signatureOf(id: string): string | undefined {
 type WirePart =
   | { text: string }
   | { inlineData: { mimeType: string; data: string } }
-  | { fileData: { fileUri: string } }
   | { functionCall: { name: string; args: Record<string, unknown> }; thoughtSignature?: string }
   | { functionResponse: { name: string; response: Record<string, unknown> } };
 
@@ -93,11 +92,18 @@ function toStruct(text: string): Record<string, unknown> {
 /** Gemini refuses empty text parts ("empty text parameter"), so empty content sends none. */
 const textParts = (text: string): WirePart[] => (text ? [{ text }] : []);
 
-/** Images go inline (the model does not fetch URLs; the catalog sends Gemini bytes only). */
+/** Images go inline: Gemini fetches no URLs but its own Files API's, and the catalog sends it bytes only. */
 function toWirePart(part: ContentPart): WirePart[] {
   if (part.type === 'text') return textParts(part.text);
   const { image } = part;
-  return ['url' in image ? { fileData: { fileUri: image.url } } : { inlineData: { mimeType: image.mediaType, data: image.data } }];
+  if ('url' in image) {
+    throw new ProviderError('gemini takes images as their bytes, not by URL', {
+      code: 'UPSTREAM_BAD_REQUEST',
+      provider: 'gemini',
+      retryable: false,
+    });
+  }
+  return [{ inlineData: { mimeType: image.mediaType, data: image.data } }];
 }
 
 function toFunctionCallPart(call: ToolCall): WirePart {

@@ -17,11 +17,15 @@ afterEach(async () => {
 
 /** A loopback server; `connections` counts the TCP connections it accepted. */
 async function serve(handle: (request: IncomingMessage, response: ServerResponse) => void) {
+  const state: { connections: number; url: string; socket?: Socket; onBody?: (body: string) => void } = { connections: 0, url: '' };
   const server = createServer((request, response) => {
-    request.resume();
-    request.on('end', () => handle(request, response));
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      state.onBody?.(Buffer.concat(chunks).toString());
+      handle(request, response);
+    });
   });
-  const state: { connections: number; url: string; socket?: Socket } = { connections: 0, url: '' };
   server.on('connection', (socket: Socket) => {
     state.connections++;
     state.socket = socket;
@@ -47,12 +51,35 @@ const post = (http: HttpClient, url: string, signal = new AbortController().sign
   http.postJson(url, { hello: 1 }, { headers: {}, signal, refusal });
 
 describe('HttpClient', () => {
-  it('follows up to two redirects, sending the same body again', async () => {
-    const final = await serve((_request, response) => response.end('{"ok":true}'));
-    const hop = await serve((_request, response) => response.writeHead(307, { location: `${final.url}/v1/chat` }).end());
-    const first = await serve((_request, response) => response.writeHead(308, { location: `${hop.url}/v1/chat` }).end());
-    const answer = await post(client(), `${first.url}/v1/chat`);
-    expect(await answer.text()).toBe('{"ok":true}');
+  it('follows up to two redirects within the origin, sending the same body again', async () => {
+    const bodies: string[] = [];
+    const moved = await serve((request, response) => {
+      if (request.url === '/v1/chat') return response.writeHead(308, { location: '/v2/chat' }).end();
+      if (request.url === '/v2/chat') return response.writeHead(307, { location: `${moved.url}/v3/chat` }).end();
+      response.end(`{"path":"${request.url}"}`);
+    });
+    moved.onBody = (body) => bodies.push(body);
+    const answer = await post(client(), `${moved.url}/v1/chat`);
+    expect(await answer.text()).toBe('{"path":"/v3/chat"}');
+    expect(bodies).toEqual(['{"hello":1}', '{"hello":1}', '{"hello":1}']);
+  });
+
+  it('never follows a redirect to another origin, which would be handed the credential', async () => {
+    const seen: (string | undefined)[] = [];
+    const elsewhere = await serve((request, response) => {
+      seen.push(request.headers.authorization);
+      response.end('{}');
+    });
+    const moved = await serve((_request, response) => response.writeHead(307, { location: `${elsewhere.url}/v1/chat` }).end());
+    const failure = await client()
+      .postJson(
+        `${moved.url}/v1/chat`,
+        { hello: 1 },
+        { headers: { authorization: 'Bearer sk-secret' }, signal: new AbortController().signal, refusal },
+      )
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE', retryable: true });
+    expect(seen).toEqual([]);
   });
 
   it('fails a call redirected more than twice as an unavailable upstream', async () => {

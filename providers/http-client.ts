@@ -2,8 +2,9 @@
  * The one HTTP client every adapter uses: an undici keep-alive pool per provider, with the four
  * timeouts of the provider config. Connect and first-byte timeouts are undici's; the idle timeout
  * is undici's body timeout (the longest silence between two chunks); the total deadline is an
- * AbortSignal combined with the caller's. Up to two 307/308 redirects are followed, with the same
- * body (a gateway in front of a provider may move it); a third, or any other 3xx, is a failed call.
+ * AbortSignal combined with the caller's. Up to two 307/308 redirects within the same origin are
+ * followed, with the same body (a gateway in front of a provider may move it); a third, one to
+ * another origin (which would be handed the provider's credential) or any other 3xx is a failed call.
  * They are followed here rather than by undici's redirect interceptor, which costs every call
  * some 50 µs of handler wrapping for what almost never happens. Bodies are not compressed: no
  * `accept-encoding` is sent, and none should be configured.
@@ -11,7 +12,7 @@
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { deadline } from './deadline.ts';
-import { type ProviderError, errorFromException } from './errors.ts';
+import { ProviderError, errorFromException } from './errors.ts';
 
 const ignoreError = () => undefined;
 
@@ -144,7 +145,10 @@ export class HttpClient {
           await data.body.dump();
           // A loop, or a chain too long: the endpoint is as broken as one that does not answer.
           if (hops === MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
-          target = new URL(location, target);
+          const next = new URL(location, target);
+          // The request carries the provider's credential: it goes nowhere but where it was sent.
+          if (next.origin !== target.origin) throw this.#crossOrigin(target, next);
+          target = next;
           continue;
         }
         data.body.once('close', total.clear);
@@ -158,6 +162,15 @@ export class HttpClient {
     }
     if (response.ok) return response;
     throw await refusal(response);
+  }
+
+  #crossOrigin(from: URL, to: URL): ProviderError {
+    return new ProviderError(`${this.#provider} redirected to another origin, which is not followed`, {
+      code: 'UPSTREAM_UNAVAILABLE',
+      provider: this.#provider,
+      retryable: true,
+      upstreamMessage: `redirect from ${from.origin} to ${to.origin}`,
+    });
   }
 
   async close(): Promise<void> {

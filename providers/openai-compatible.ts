@@ -49,6 +49,8 @@ export interface OpenAICompatibleSettings {
   url?: (path: string, modelId: string) => string;
   /** How the key is sent; default `authorization: Bearer <key>`. */
   authHeaders?: Record<string, string>;
+  /** Whether the server fetches images given by URL (else its models take them as bytes only). */
+  imageUrls?: boolean;
 }
 
 // --- wire format: requests ---------------------------------------------------------------------
@@ -194,12 +196,11 @@ function errorMessageOf(json: unknown): string | undefined {
 // --- the adapter -------------------------------------------------------------------------------
 
 class OpenAICompatibleChatModel implements ChatModel {
-  readonly imageUrls = true;
-
   constructor(
     readonly provider: string,
     readonly modelId: string,
     private readonly transport: OpenAICompatibleTransport,
+    readonly imageUrls: boolean,
   ) {}
 
   async generate(request: ChatRequest, options: CallOptions): Promise<ChatResult> {
@@ -332,7 +333,7 @@ export function createOpenAICompatibleProvider(settings: OpenAICompatibleSetting
   const transport = new OpenAICompatibleTransport(settings);
   return {
     name: settings.name,
-    chatModel: (modelId) => new OpenAICompatibleChatModel(settings.name, modelId, transport),
+    chatModel: (modelId) => new OpenAICompatibleChatModel(settings.name, modelId, transport, settings.imageUrls ?? false),
     embeddingModel: (modelId, defaults) => new OpenAICompatibleEmbeddingModel(settings.name, modelId, defaults.maxBatchSize, transport),
     close: () => transport.close(),
   };

@@ -6,16 +6,7 @@
  */
 import type { z } from 'zod';
 import type { UpstreamResponse } from './http-client.ts';
-import type {
-  CallOptions,
-  ChatMessage,
-  ChatRequest,
-  ChatStreamPart,
-  ContentPart,
-  FinishReason,
-  ImageSource,
-  TokenUsage,
-} from './contract.ts';
+import type { CallOptions, ChatRequest, ChatStreamPart, FinishReason, ImageSource, ResponseFormat, TokenUsage } from './contract.ts';
 import { ProviderError, type ProviderErrorCode, errorFromException } from './errors.ts';
 import { parseSse } from './sse.ts';
 import { countChatTokens, countTextTokens, tokenUsage } from './tokens.ts';
@@ -49,23 +40,27 @@ export function finishOfStopReason(reason: string | null | undefined): FinishRea
 
 // --- content -----------------------------------------------------------------------------------
 
-/** A user message as its parts, in order: its own parts, or its text as the one part. */
-export function partsOf(message: Extract<ChatMessage, { role: 'user' }>): ContentPart[] {
-  return message.parts ?? [{ type: 'text', text: message.content }];
-}
-
-/** Whether a user message carries an image (and needs the provider's multi-part form). */
-export const hasImages = (message: ChatMessage): message is Extract<ChatMessage, { role: 'user' }> & { parts: ContentPart[] } =>
-  message.role === 'user' && message.parts?.some((part) => part.type === 'image') === true;
-
 /** An image as one URL: its own, or its bytes as a `data:` URL (OpenAI's `image_url`). */
 export const imageUrl = (image: ImageSource): string => ('url' in image ? image.url : `data:${image.mediaType};base64,${image.data}`);
 
 /**
- * For providers with JSON to a schema but no bare JSON mode (Anthropic, Bedrock): a json_object
- * request is asked for in the system prompt, as their documentation advises.
+ * For providers whose JSON to a schema is always strict and who have no bare JSON mode (Anthropic,
+ * Bedrock): a json_object request, or a schema not asked to be followed strictly (their strict
+ * decoding refuses schemas it cannot enforce, such as objects left open), is asked for in the
+ * system prompt, as their documentation advises. Undefined when the schema itself is sent.
  */
 export const JSON_OBJECT_INSTRUCTION = 'Answer with one JSON object and nothing else.';
+
+export function jsonInstruction(format: ResponseFormat | undefined): string | undefined {
+  if (format?.type === 'json_object') return JSON_OBJECT_INSTRUCTION;
+  if (format?.type === 'json_schema' && !format.strict) {
+    return `Answer with one JSON object that follows this JSON Schema, and nothing else: ${JSON.stringify(format.schema)}`;
+  }
+  return undefined;
+}
+
+/** The schema to send as the provider's strict JSON output, when one is asked for strictly. */
+export const strictSchema = (format: ResponseFormat | undefined) => (format?.type === 'json_schema' && format.strict ? format : undefined);
 
 // --- errors ------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ import { restFormatOf, sendRestError } from './rest/errors.ts';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './rate-limiter.ts';
 import { createRedis, redisAnswers } from '../platform/redis/client.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/serving/request-id.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../platform/serving/json-depth.ts';
 import { GRAPHQL_PATH, ServerLifecycle, type RunningServer } from '../platform/serving/lifecycle.ts';
 import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, withExpiry, type AuthOutcome } from './authenticate.ts';
 import { CredentialWatch } from './credential-watch.ts';
@@ -170,6 +171,7 @@ async function serveRest(
     } catch {
       return refuse(400, ErrorCode.BAD_USER_INPUT, 'We could not parse the JSON body of your request.');
     }
+    if (nestsDeeperThan(body)) return refuse(400, ErrorCode.BAD_USER_INPUT, `The JSON body nests more than ${MAX_JSON_DEPTH} levels.`);
   }
   await rest.handle(request, response, body, caller);
 }
@@ -254,10 +256,6 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
   const isReady = async () => !lifecycle.draining && (!redis || (await redisAnswers(redis)));
   return async (request, response) => {
     if (await serveOperationalEndpoints(request, response, { registry, isReady })) return;
-    if (!originAllowed(request, settings.allowedOrigins)) {
-      sendJson(response, 403, { errors: [{ message: FORBIDDEN_ORIGIN, extensions: { code: ErrorCode.FORBIDDEN } }] });
-      return;
-    }
     const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
     request.headers[REQUEST_ID_HEADER] = requestId;
     // The REST doors (OpenAI's and Anthropic's APIs) answer in their API's error format from here on.
@@ -265,6 +263,11 @@ function httpHandler(parts: RouterParts): (request: IncomingMessage, response: S
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
     const rest = isRestPath(path);
+    if (!originAllowed(request, settings.allowedOrigins)) {
+      const refusal = { status: 403, code: ErrorCode.FORBIDDEN, message: FORBIDDEN_ORIGIN, headers: {} };
+      refuseRequest(response, rest ? path : undefined, requestId, refusal);
+      return;
+    }
     if (rest) {
       // Browser apps on router.allowedOrigins may call the doors too, as they may GraphQL (their
       // refusals included, which a browser shows the app only with these headers).

@@ -75,6 +75,7 @@ describe('the Anthropic Messages API, through the official @anthropic-ai/sdk', (
       .create({ model: 'echo', max_tokens: 16, messages: [{ role: 'user', content }] })
       .catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(BadRequestError);
+    expect((refused as BadRequestError).error).toMatchObject({ error: { code: 'MODEL_CAPABILITY_UNSUPPORTED' } });
   });
 
   it('streams the event sequence the SDK assembles into the same message', async () => {

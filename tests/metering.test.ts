@@ -88,6 +88,9 @@ describe('budgets and token limits', () => {
     const refused = outcomes.filter((outcome): outcome is RateLimitError => outcome instanceof RateLimitError);
     expect(refused).toHaveLength(50 - K);
     expect(refused.map((error) => error.code)).toEqual(Array(50 - K).fill('BUDGET_EXCEEDED'));
+    // When the budget comes back (tomorrow), and that the SDKs should not retry before then.
+    expect(Number(refused[0]!.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(refused[0]!.headers.get('x-should-retry')).toBe('false');
   });
 
   it('lets exactly the K of 50 concurrent calls that fit the tenant’s budget reach the provider, and keeps what they really cost', async () => {

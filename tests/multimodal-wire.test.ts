@@ -42,6 +42,9 @@ interface WireExpectations {
   /** Where a bare JSON answer (json_object) is asked for. */
   jsonObject: (body: unknown) => unknown;
   jsonObjectWire: unknown;
+  /** Where a schema not to be followed strictly goes, and what is sent. */
+  looseSchema: (body: unknown) => unknown;
+  looseSchemaWire: unknown;
   userContent: (body: unknown) => unknown;
 }
 
@@ -64,7 +67,11 @@ const openAiWire = (detail: boolean): WireExpectations => ({
   jsonSchemaWire: { type: 'json_schema', json_schema: { name: 'place', schema, strict: true } },
   jsonObject: (body) => at(body, 'response_format'),
   jsonObjectWire: { type: 'json_object' },
+  looseSchema: (body) => at(body, 'response_format'),
+  looseSchemaWire: { type: 'json_schema', json_schema: { name: 'place', schema, strict: false } },
 });
+/** Strict decoding only: a loose schema is asked for in the system prompt. */
+const LOOSE_INSTRUCTION = `Answer with one JSON object that follows this JSON Schema, and nothing else: ${JSON.stringify(schema)}`;
 
 const EXPECTED: Record<string, WireExpectations> = {
   'openai-compatible': openAiWire(true),
@@ -85,6 +92,8 @@ const EXPECTED: Record<string, WireExpectations> = {
     jsonSchemaWire: { format: { type: 'json_schema', schema } },
     jsonObject: (body) => at(body, 'system'),
     jsonObjectWire: `Be brief.\n\n${JSON_OBJECT_INSTRUCTION}`,
+    looseSchema: (body) => [at(body, 'system'), at(body, 'output_config')],
+    looseSchemaWire: [`Be brief.\n\n${LOOSE_INSTRUCTION}`, undefined],
   },
   gemini: {
     userContent: (body) => at(body, 'contents', 0, 'parts'),
@@ -93,6 +102,8 @@ const EXPECTED: Record<string, WireExpectations> = {
     jsonSchemaWire: { responseMimeType: 'application/json', responseJsonSchema: schema },
     jsonObject: (body) => at(body, 'generationConfig'),
     jsonObjectWire: { responseMimeType: 'application/json' },
+    looseSchema: (body) => at(body, 'generationConfig'),
+    looseSchemaWire: { responseMimeType: 'application/json', responseJsonSchema: schema },
   },
   bedrock: {
     userContent: (body) => at(body, 'messages', 0, 'content'),
@@ -101,6 +112,8 @@ const EXPECTED: Record<string, WireExpectations> = {
     jsonSchemaWire: { textFormat: { type: 'json_schema', structure: { jsonSchema: { name: 'place', schema: JSON.stringify(schema) } } } },
     jsonObject: (body) => at(body, 'system'),
     jsonObjectWire: [{ text: 'Be brief.' }, { text: JSON_OBJECT_INSTRUCTION }],
+    looseSchema: (body) => [at(body, 'system'), at(body, 'outputConfig')],
+    looseSchemaWire: [[{ text: 'Be brief.' }, { text: LOOSE_INSTRUCTION }], undefined],
   },
 };
 
@@ -141,7 +154,7 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
     expect(expected.userContent(lastBody())).toEqual(expected.imageUrl);
   });
 
-  it('asks for an answer to a JSON Schema, and for any JSON object, in its own field', async () => {
+  it('asks for an answer to a JSON Schema (strictly or not), and for any JSON object, in its own field', async () => {
     const json = '{"city":"Paris"}';
     subject.emulator.script({ kind: 'chat', content: json }, { kind: 'chat', content: json });
     const hello: ChatRequest = {
@@ -158,5 +171,11 @@ describe.each(CONFORMANCE_TARGETS.map((target) => [target.name, target] as const
     expect(expected.jsonSchema(lastBody())).toEqual(expected.jsonSchemaWire);
     await chat().generate({ ...hello, responseFormat: { type: 'json_object' } }, callOptions('req-json-object'));
     expect(expected.jsonObject(lastBody())).toEqual(expected.jsonObjectWire);
+    subject.emulator.script({ kind: 'chat', content: json });
+    await chat().generate(
+      { ...hello, responseFormat: { type: 'json_schema', name: 'place', schema, strict: false } },
+      callOptions('req-json-loose'),
+    );
+    expect(expected.looseSchema(lastBody())).toEqual(expected.looseSchemaWire);
   });
 });

@@ -27,6 +27,8 @@ beforeAll(async () => {
       models: [
         ...TEST_MODELS,
         { id: 'gemini-test', provider: 'gemini', version: '1', capabilities: ['CHAT', 'VISION'], contextWindow: 8192, maxOutputTokens: 64 },
+        // A self-hosted OpenAI-compatible server (no imageUrls: it would fetch from inside the network).
+        { id: 'vllm-vision', provider: 'backup', version: '1', capabilities: ['CHAT', 'VISION'], contextWindow: 8192, maxOutputTokens: 64 },
       ],
       routes: {
         careful: { targets: [{ model: 'gpt-test@2024-08-06' }], fallbacks: ['backup@1'] },
@@ -77,12 +79,29 @@ describe('images in a chat', () => {
     expect(sent.contents[0]!.parts).toEqual([{ text: 'What is this?' }, { inlineData: { mimeType: 'image/png', data: PNG } }]);
   });
 
+  it('takes images as bytes only for a self-hosted OpenAI-compatible server, which would fetch URLs inside the network', async () => {
+    const byUrl = await chat(ask('vllm-vision', [image({ url: 'https://images.example/cat.png' })]));
+    expect(byUrl.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'messages' });
+    stack.emulator.script({ kind: 'chat', content: 'A pixel.' });
+    const inline = await chat(ask('vllm-vision', [image({ data: PNG, mediaType: 'image/png' })]));
+    expect(inline.body.data?.chat.content).toBe('A pixel.');
+    expect(lastBody().messages[0]!.content).toEqual([
+      { type: 'text', text: 'What is this?' },
+      { type: 'image_url', image_url: { url: `data:image/png;base64,${PNG}` } },
+    ]);
+  });
+
   it.each([
     [[image({ url: 'https://x.example/a.png', data: PNG })], 'messages[0].parts[0].image'],
     [[image({ data: PNG, mediaType: 'image/bmp' })], 'messages[0].parts[0].image.mediaType'],
     [[image({ data: 'not base64!', mediaType: 'image/png' })], 'messages[0].parts[0].image.data'],
     [[image({ url: 'data:image/png;base64,@@@@' })], 'messages[0].parts[0].image.url'],
     [[image({ url: 'file:///etc/passwd' })], 'messages[0].parts[0].image.url'],
+    [[image({ url: 'http://images.example/cat.png' })], 'messages[0].parts[0].image.url'],
+    [[image({ url: 'https://169.254.169.254/latest/meta-data/' })], 'messages[0].parts[0].image.url'],
+    [[image({ url: 'https://[::1]/a.png' })], 'messages[0].parts[0].image.url'],
+    [[image({ url: 'https://0x7f.1/a.png' })], 'messages[0].parts[0].image.url'],
+    [[image({ url: 'https://localhost/a.png' })], 'messages[0].parts[0].image.url'],
     [[{ type: 'TEXT' }], 'messages[0].parts[0]'],
     [[{ type: 'IMAGE', text: 'x' }], 'messages[0].parts[0]'],
   ])('refuses the bad part %j naming %s', async (parts, field) => {

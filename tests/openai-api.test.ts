@@ -1,4 +1,4 @@
-import OpenAI, { APIError, AuthenticationError, BadRequestError, NotFoundError, RateLimitError } from 'openai';
+import OpenAI, { APIError, AuthenticationError, BadRequestError, NotFoundError, PermissionDeniedError, RateLimitError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AnthropicEmulator, startAnthropicEmulator } from './emulator/anthropic.ts';
 import { type TestStack, postGraphQL, startTestStack } from './support/stack.ts';
@@ -9,7 +9,10 @@ let claude: AnthropicEmulator;
 
 beforeAll(async () => {
   claude = await startAnthropicEmulator();
-  stack = await startTestStack({}, { anthropicBaseUrl: claude.baseUrl });
+  stack = await startTestStack(
+    { routes: { careful: { targets: [{ model: 'gpt-test@2024-08-06' }] } } },
+    { anthropicBaseUrl: claude.baseUrl },
+  );
   client = new OpenAI({ apiKey: stack.adminKey, baseURL: stack.url.replace(/\/graphql$/, '/v1'), maxRetries: 0 });
 });
 afterAll(async () => {
@@ -314,6 +317,34 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
       .catch((error: unknown) => error);
     expect(fileSearch).toBeInstanceOf(BadRequestError);
     expect((fileSearch as BadRequestError).param).toBe('tool_choice');
+    // Fields that would change the answer, which modelgraph does not do, are refused rather than ignored.
+    const tools = [{ type: 'function' as const, function: { name: 'f', parameters: { type: 'object', properties: {} } } }];
+    const refusals = await Promise.all(
+      [
+        client.chat.completions.create({ model: 'gpt-test', messages: user('x'), tools, parallel_tool_calls: false }),
+        client.chat.completions.create({ model: 'gpt-test', messages: user('x'), service_tier: 'flex' }),
+        client.chat.completions.create({ model: 'gpt-test', messages: user('x'), tool_choice: 'required' }),
+        client.responses.create({ model: 'gpt-test', input: 'x', parallel_tool_calls: false }),
+      ].map((call) =>
+        call.then(
+          () => undefined,
+          (error: unknown) => (error as BadRequestError).param,
+        ),
+      ),
+    );
+    expect(refusals).toEqual(['parallel_tool_calls', 'service_tier', 'tool_choice', 'parallel_tool_calls']);
+    // Nine tags of the caller's (the tenth is the API's), named by where they came from.
+    const metadata = Object.fromEntries(Array.from({ length: 10 }, (_, index) => [`k${index}`, 'v']));
+    const tooMany = await client.chat.completions.create({ model: 'echo', messages: user('x'), metadata }).catch((error: unknown) => error);
+    expect((tooMany as BadRequestError).param).toBe('metadata');
+    // Their defaults change nothing and are taken.
+    await client.chat.completions.create({
+      model: 'echo',
+      messages: user('x'),
+      parallel_tool_calls: true,
+      service_tier: 'auto',
+      store: false,
+    });
   });
 
   it('streams tool calls as OpenAI does: indexed tool_calls deltas, then finish_reason tool_calls', async () => {
@@ -337,6 +368,8 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
       .catch((error: unknown) => error);
     expect(early).toBeInstanceOf(RateLimitError);
     expect((early as RateLimitError).code).toBe('UPSTREAM_RATE_LIMITED');
+    // The wait the provider asked for reaches the SDK, which retries after it.
+    expect((early as RateLimitError).headers.get('retry-after')).toBe('3');
     stack.emulator.script({ kind: 'chat', content: 'one two three four', errorAfterChunks: 2 });
     const seen: string[] = [];
     const late = await client.chat.completions
@@ -374,6 +407,85 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
     expect(ids).toEqual(expect.arrayContaining(['echo', 'gpt-test', 'smart']));
     expect((await client.models.retrieve('gpt-test')).owned_by).toBe('emulated');
     await expect(client.models.retrieve('no-such-model')).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('lists and serves a restricted key only what it may use, refusing the rest with 403', async () => {
+    const keyFor = async (input: Record<string, unknown>) => {
+      const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+        stack.url,
+        'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }',
+        { input },
+      );
+      return new OpenAI({ apiKey: body.data!.createApiKey.secret, baseURL: client.baseURL, maxRetries: 0 });
+    };
+    const narrow = await keyFor({ name: 'narrow', scopes: ['MODELS_READ', 'CHAT_INVOKE'], allowedModels: ['careful'] });
+    // The route is what it may send; the model behind it, and that model's alias, are not.
+    expect((await narrow.models.list()).data.map((model) => model.id)).toEqual(['careful']);
+    expect((await narrow.models.retrieve('careful')).owned_by).toBe('emulated');
+    await expect(narrow.models.retrieve('gpt-test')).rejects.toBeInstanceOf(NotFoundError);
+    stack.emulator.script({ kind: 'chat', content: 'through the route' });
+    const routed = await narrow.chat.completions.create({ model: 'careful', messages: user('x') });
+    expect(routed.choices[0]!.message.content).toBe('through the route');
+    const denied = await narrow.chat.completions.create({ model: 'gpt-test', messages: user('x') }).catch((error: unknown) => error);
+    expect(denied).toBeInstanceOf(PermissionDeniedError);
+    expect((denied as PermissionDeniedError).code).toBe('FORBIDDEN');
+    const reader = await keyFor({ name: 'reader', scopes: ['MODELS_READ'] });
+    const unscoped = await reader.chat.completions.create({ model: 'echo', messages: user('x') }).catch((error: unknown) => error);
+    expect(unscoped).toBeInstanceOf(PermissionDeniedError);
+  });
+
+  it('refuses JSON nested past 64 levels with a coded 400, in REST and in GraphQL, and keeps serving', async () => {
+    const deep = `${'['.repeat(20_000)}${']'.repeat(20_000)}`;
+    const tool = `{"type":"function","function":{"name":"f","parameters":{"a":${deep}}}}`;
+    const rest = await fetch(`${client.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' },
+      body: `{"model":"echo","messages":[{"role":"user","content":"x"}],"tools":[${tool}]}`,
+    });
+    expect(rest.status).toBe(400);
+    expect(((await rest.json()) as { error: { code: string } }).error.code).toBe('BAD_USER_INPUT');
+    const query = 'mutation($input: ChatInput!) { chat(input: $input) { content } }';
+    const graphql = await postGraphQL(stack.url, query, {
+      input: { model: 'gpt-test', messages: [{ role: 'USER', content: 'x' }], tools: [{ name: 'f', parameters: `{"a":${deep}}` }] },
+    });
+    expect(graphql.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'tools[0].parameters' });
+    const result = await postGraphQL(stack.url, query, {
+      input: {
+        model: 'gpt-test',
+        messages: [
+          { role: 'USER', content: 'x' },
+          { role: 'ASSISTANT', content: '', toolCalls: [{ id: 'c', name: 'f', arguments: '{}' }] },
+          { role: 'TOOL', toolCallId: 'c', content: `{"a":${deep}}` },
+        ],
+      },
+    });
+    expect(result.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'messages[2].content' });
+    const after = await client.chat.completions.create({ model: 'echo', messages: user('still here') });
+    expect(after.choices[0]!.message.content).toBe('still here');
+  });
+
+  it('cancels the provider call when the caller leaves a stream mid-way', async () => {
+    stack.emulator.script({ kind: 'chat', content: 'one two three four five six', chunkDelayMs: 200 });
+    const aborted = stack.emulator.nextAbort();
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: 'gpt-test', messages: user('x'), stream: true },
+      { signal: controller.signal },
+    );
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta.content) break;
+    }
+    controller.abort();
+    expect((await aborted).body.model).toBe('gpt-test-upstream');
+  });
+
+  it("echoes the caller's x-request-id, and makes one when none is sent", async () => {
+    const sent = await fetch(`${client.baseURL}/models`, {
+      headers: { authorization: `Bearer ${stack.adminKey}`, 'x-request-id': 'trace-me-123' },
+    });
+    expect(sent.headers.get('x-request-id')).toBe('trace-me-123');
+    const made = await fetch(`${client.baseURL}/models`, { headers: { authorization: `Bearer ${stack.adminKey}` } });
+    expect(made.headers.get('x-request-id')).toMatch(/\S{8,}/);
   });
 
   it("raises the SDK's own errors: 401 for a bad key, 404 for an unknown model, 400 for what is not supported", async () => {
@@ -446,5 +558,8 @@ describe('the REST doors from a browser on an allowed origin', () => {
       body: '{}',
     });
     expect(elsewhere.status).toBe(403);
+    // In the door's own format, with its request id.
+    expect(((await elsewhere.json()) as { error: { code: string } }).error.code).toBe('FORBIDDEN');
+    expect(elsewhere.headers.get('x-request-id')).toBeTruthy();
   });
 });

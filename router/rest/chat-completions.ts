@@ -102,6 +102,9 @@ export function requestError(error: z.ZodError): RestError {
   return { code: ErrorCode.BAD_USER_INPUT, message: `Invalid value for '${param}': ${issue.message}`, param };
 }
 
+/** The service tiers that change nothing here; `store` is accepted too, and nothing is stored. */
+export const SERVICE_TIERS = new Set(['auto', 'default']);
+
 const ROLES = { system: 'SYSTEM', developer: 'SYSTEM', user: 'USER', assistant: 'ASSISTANT', tool: 'TOOL' } as const;
 
 /** The request as a ChatInput, or the 400 for what modelgraph does not implement (yet). */
@@ -113,6 +116,11 @@ export function toChatInput(request: ChatCompletionRequest, tags: string[]): { i
   if (request.frequency_penalty) return unsupported('frequency_penalty', 'frequency_penalty other than 0');
   if (request.presence_penalty) return unsupported('presence_penalty', 'presence_penalty other than 0');
   if (request.logprobs || request.top_logprobs) return unsupported('logprobs', 'logprobs');
+  if (request.parallel_tool_calls === false) return unsupported('parallel_tool_calls', 'parallel_tool_calls false');
+  if (!SERVICE_TIERS.has(request.service_tier ?? 'auto')) return unsupported('service_tier', `service_tier ${request.service_tier}`);
+  if (request.tool_choice !== undefined && request.tool_choice !== 'auto' && request.tool_choice !== 'none' && !request.tools?.length) {
+    return unsupported('tool_choice', 'tool_choice without tools');
+  }
   const responseFormat = toResponseFormat(request.response_format);
   if (responseFormat && 'error' in responseFormat) return responseFormat as { error: RestError };
   const messages = [];
@@ -202,18 +210,25 @@ export function toResponseFormat(
 
 const SELECTION = `finishReason toolCalls { id name arguments } usage { promptTokens completionTokens totalTokens }`;
 
-export const CHAT_DOCUMENT = `mutation OpenAIChatCompletion($input: ChatInput!) {
+/**
+ * The operations a door runs, named after it (`OpenAIChatCompletion`, `AnthropicMessages`,
+ * `OpenAIResponses`, each with a `Stream` twin), so metrics and logs tell the doors apart.
+ */
+export function chatDocuments(name: string): { whole: string; stream: string } {
+  return {
+    whole: `mutation ${name}($input: ChatInput!) {
   chat(input: $input) { id content ${SELECTION} }
-}`;
-
-export const CHAT_STREAM_DOCUMENT = `subscription OpenAIChatCompletionStream($input: ChatInput!) {
+}`,
+    stream: `subscription ${name}Stream($input: ChatInput!) {
   chatStream(input: $input) {
     __typename
     ... on ChatDelta { content }
     ... on ChatCompleted { ${SELECTION} }
-    ... on ChatFailed { code message }
+    ... on ChatFailed { code message retryAfterMs }
   }
-}`;
+}`,
+  };
+}
 
 /** The token counts the GraphQL operations select, which every door reports in its own words. */
 export interface Usage {
@@ -239,7 +254,7 @@ export interface ChatAnswer {
 export type StreamEvent =
   | { __typename: 'ChatDelta'; content: string }
   | ({ __typename: 'ChatCompleted' } & Omit<ChatAnswer, 'id' | 'content'>)
-  | { __typename: 'ChatFailed'; code: ErrorCode; message: string };
+  | { __typename: 'ChatFailed'; code: ErrorCode; message: string; retryAfterMs: number | null };
 
 const FINISH: Record<string, string> = { STOP: 'stop', LENGTH: 'length', TOOL_CALLS: 'tool_calls', CONTENT_FILTER: 'content_filter' };
 

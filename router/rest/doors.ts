@@ -15,8 +15,7 @@ import type { Principal } from '../../platform/identity/principal.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { REQUEST_ID_HEADER } from '../../platform/serving/request-id.ts';
 import {
-  CHAT_DOCUMENT,
-  CHAT_STREAM_DOCUMENT,
+  chatDocuments,
   type ChatAnswer,
   ChunkWriter,
   type StreamEvent,
@@ -40,7 +39,10 @@ interface StreamWriter {
 
 export const TAGS_HEADER = 'x-modelgraph-tags';
 
-const MODELS_DOCUMENT = `query OpenAIModels { models { id provider aliases } }`;
+const OPENAI_CHAT = chatDocuments('OpenAIChatCompletion');
+const ANTHROPIC_MESSAGES = chatDocuments('AnthropicMessages');
+const OPENAI_RESPONSES = chatDocuments('OpenAIResponses');
+const MODELS_DOCUMENT = `query OpenAIModels { models { id provider aliases routes } }`;
 
 export interface RestCaller {
   principal: Principal;
@@ -71,15 +73,20 @@ function restErrorOf(error: GraphQLError, log: Logger): RestError {
     log.error({ err: error }, 'unexpected error');
     return { code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'Internal server error' };
   }
-  const retryAfterMs = typeof extensions.retryAfterMs === 'number' ? extensions.retryAfterMs : undefined;
+  // A rate limit says when to retry; a token limit or budget, when its window resets.
+  const resetAt = typeof extensions.resetAt === 'string' ? Date.parse(extensions.resetAt) : Number.NaN;
+  const retryAfterMs =
+    typeof extensions.retryAfterMs === 'number' ? extensions.retryAfterMs : Number.isNaN(resetAt) ? undefined : resetAt - Date.now();
   // The status and headers the error carries for HTTP (a rate limit's 429 and RateLimit-* headers).
   const http = extensions.http as { status?: number; headers?: Record<string, string> } | undefined;
+  // The SDKs retry a 429 at once; a spent budget will not come back in seconds (both honour this).
+  const headers = code === ErrorCode.BUDGET_EXCEEDED ? { ...http?.headers, 'x-should-retry': 'false' } : http?.headers;
   return {
     code,
     message: error.message,
     ...(retryAfterMs !== undefined && { retryAfterMs }),
     ...(http?.status !== undefined && { status: http.status }),
-    ...(http?.headers && { headers: http.headers }),
+    ...(headers && { headers }),
   };
 }
 
@@ -96,8 +103,9 @@ function flushNow(response: ServerResponse): void {
   if (response.socket?.writableCorked) response.socket.uncork();
 }
 
-/** Usage tags are at most this long (platform/metering/usage-tags.ts). */
+/** Usage tags are at most this long, and ten a call (platform/metering/usage-tags.ts), one of them the API's. */
 const MAX_TAG_LENGTH = 64;
+const MAX_CALLER_TAGS = 9;
 
 /**
  * The caller's tags from the header and from OpenAI's `metadata` (each pair as `key:value`), with
@@ -121,6 +129,11 @@ function tagsOf(
   if (long !== undefined) {
     const message = `metadata pairs become usage tags, each "key:value" at most ${MAX_TAG_LENGTH} characters`;
     return { error: { code: ErrorCode.BAD_USER_INPUT, message, param: 'metadata' } };
+  }
+  // One of the ten is the API's own.
+  if (new Set([...given, ...pairs]).size > MAX_CALLER_TAGS) {
+    const message = `at most ${MAX_CALLER_TAGS} usage tags, from the ${TAGS_HEADER} header and metadata together`;
+    return { error: { code: ErrorCode.BAD_USER_INPUT, message, param: pairs.length ? 'metadata' : TAGS_HEADER } };
   }
   return { tags: [...given, ...pairs, API_TAGS[api]] };
 }
@@ -186,12 +199,13 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     if ('error' in translated) return sendOpenAiError(response, translated.error, caller.requestId);
     const model = parsed.data.model;
     if (!parsed.data.stream) {
-      const answer = await fieldOf<ChatAnswer>(CHAT_DOCUMENT, 'chat', translated, caller, signal);
+      const answer = await fieldOf<ChatAnswer>(OPENAI_CHAT.whole, 'chat', translated, caller, signal);
       if ('error' in answer) return sendOpenAiError(response, answer.error, caller.requestId);
       return sendJson(response, completion(answer.value, model), caller.requestId);
     }
     return stream(
       response,
+      OPENAI_CHAT.stream,
       translated,
       new ChunkWriter(model, parsed.data.stream_options?.include_usage === true),
       'openai',
@@ -203,6 +217,7 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
   /** Runs `chatStream` and writes its events with `writer`; a refusal before the first event is an HTTP error. */
   async function stream(
     response: ServerResponse,
+    document: string,
     variables: Record<string, unknown>,
     writer: StreamWriter,
     format: RestFormat,
@@ -212,7 +227,7 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     const { schema, subscribe, contextFactory } = enveloped(caller, signal);
     const subscribed = (await subscribe({
       schema,
-      document: documentOf(CHAT_STREAM_DOCUMENT),
+      document: documentOf(document),
       variableValues: variables,
       contextValue: await contextFactory(),
     })) as AsyncIterableIterator<ExecutionResult> | ExecutionResult;
@@ -232,27 +247,39 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
       // A failure before any token (the provider refused, every target failed) is still an HTTP
       // error, with its status, so clients see a 429 or 5xx they can retry.
       const opening = first.done ? undefined : eventOf(first.value);
-      if (opening?.__typename === 'ChatFailed')
-        return sendRestError(response, format, { code: opening.code, message: opening.message }, caller.requestId);
+      if (opening?.__typename === 'ChatFailed') {
+        const { code, message, retryAfterMs } = opening;
+        return sendRestError(response, format, { code, message, ...(retryAfterMs !== null && { retryAfterMs }) }, caller.requestId);
+      }
       response.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache',
+        // A proxy in front (nginx) passes events through as they come rather than buffering them.
+        'x-accel-buffering': 'no',
         [REQUEST_ID_HEADER]: caller.requestId,
       });
       response.write(writer.start());
-      let next = first.done ? undefined : eventOf(first.value);
-      while (next) {
-        if (next.__typename === 'ChatCompleted') return void response.end(writer.finish(next));
-        // After the stream started, a failure is the API's error event, never a cut socket.
-        if (next.__typename === 'ChatFailed') return void response.end(writer.failure({ code: next.code, message: next.message }));
-        response.write(writer.delta(next.content));
-        if (next === opening) flushNow(response);
-        const step = await events.next();
-        if (step.done) break;
-        next = eventOf(step.value);
-        if (!next) return void response.end(writer.failure(restErrorOf(step.value.errors![0]!, log)));
+      // After the stream started, a failure is the API's error event, never a cut socket.
+      try {
+        let next = first.done ? undefined : eventOf(first.value);
+        while (next) {
+          if (next.__typename === 'ChatCompleted') return void response.end(writer.finish(next));
+          if (next.__typename === 'ChatFailed') return void response.end(writer.failure({ code: next.code, message: next.message }));
+          response.write(writer.delta(next.content));
+          if (next === opening) flushNow(response);
+          const step = await events.next();
+          if (step.done) break;
+          next = eventOf(step.value);
+          if (!next) return void response.end(writer.failure(restErrorOf(step.value.errors![0]!, log)));
+        }
+        response.end(
+          writer.failure({ code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the stream ended before the answer finished' }),
+        );
+      } catch (error) {
+        log.error({ err: error }, 'unexpected error');
+        if (!response.writableEnded)
+          response.end(writer.failure({ code: ErrorCode.INTERNAL_SERVER_ERROR, message: 'Internal server error' }));
       }
-      response.end(writer.failure({ code: ErrorCode.UPSTREAM_STREAM_INTERRUPTED, message: 'the stream ended before the answer finished' }));
     } finally {
       response.off('close', ended);
       ended();
@@ -268,8 +295,10 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     const translated = toChatInputFromMessages(parsed.data, tags.tags);
     if ('error' in translated) return fail(translated.error);
     const model = parsed.data.model;
-    if (parsed.data.stream) return stream(response, translated, new MessageEventWriter(model), 'anthropic', caller, signal);
-    const answer = await fieldOf<ChatAnswer>(CHAT_DOCUMENT, 'chat', translated, caller, signal);
+    if (parsed.data.stream) {
+      return stream(response, ANTHROPIC_MESSAGES.stream, translated, new MessageEventWriter(model), 'anthropic', caller, signal);
+    }
+    const answer = await fieldOf<ChatAnswer>(ANTHROPIC_MESSAGES.whole, 'chat', translated, caller, signal);
     if ('error' in answer) return fail(answer.error);
     return sendJson(response, anthropicMessage(answer.value, model), caller.requestId);
   }
@@ -283,8 +312,10 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
     const translated = toChatInputFromResponses(parsed.data, tags.tags);
     if ('error' in translated) return fail(translated.error);
     const builder = new ResponseBuilder(parsed.data.model, parsed.data);
-    if (parsed.data.stream) return stream(response, translated, new ResponseEventWriter(builder), 'openai', caller, signal);
-    const answer = await fieldOf<ChatAnswer>(CHAT_DOCUMENT, 'chat', translated, caller, signal);
+    if (parsed.data.stream) {
+      return stream(response, OPENAI_RESPONSES.stream, translated, new ResponseEventWriter(builder), 'openai', caller, signal);
+    }
+    const answer = await fieldOf<ChatAnswer>(OPENAI_RESPONSES.whole, 'chat', translated, caller, signal);
     if ('error' in answer) return fail(answer.error);
     return sendJson(response, builder.completed(answer.value), caller.requestId);
   }
@@ -302,11 +333,20 @@ export function createRestDoors(runtime: GatewayRuntime, log: Logger) {
   }
 
   async function models(response: ServerResponse, caller: RestCaller, signal: AbortSignal, id?: string) {
-    const listed = await fieldOf<{ id: string; provider: string; aliases: string[] }[]>(MODELS_DOCUMENT, 'models', {}, caller, signal);
+    type Listed = { id: string; provider: string; aliases: string[]; routes: string[] };
+    const listed = await fieldOf<Listed[]>(MODELS_DOCUMENT, 'models', {}, caller, signal);
     if ('error' in listed) return sendOpenAiError(response, listed.error, caller.requestId);
-    const objects = listed.value.flatMap((model) =>
-      [model.id, ...model.aliases].map((name) => ({ id: name, object: 'model', created: 0, owned_by: model.provider })),
-    );
+    // The names this key may send as `model`: a model's id and aliases when the model itself is
+    // allowed, and the allowed routes it serves (a model reached only through a route is not).
+    const { allowedModels } = caller.principal;
+    const names = new Map<string, string>();
+    for (const model of listed.value) {
+      const direct = allowedModels === null || allowedModels.includes(model.id);
+      for (const name of [...(direct ? [model.id, ...model.aliases] : []), ...model.routes]) {
+        if (!names.has(name)) names.set(name, model.provider);
+      }
+    }
+    const objects = [...names].map(([name, provider]) => ({ id: name, object: 'model', created: 0, owned_by: provider }));
     if (id === undefined) return sendJson(response, { object: 'list', data: objects }, caller.requestId);
     const found = objects.find((model) => model.id === id);
     if (!found)

@@ -5,13 +5,14 @@
  */
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
+import { MAX_INT } from './chat-completions.ts';
 import type { RestError } from './errors.ts';
 
 export const embeddingsRequest = z
   .object({
     model: z.string().min(1),
     input: z.union([z.string(), z.array(z.string()), z.array(z.number()), z.array(z.array(z.number()))]),
-    dimensions: z.number().int().positive().optional(),
+    dimensions: z.number().int().positive().max(MAX_INT).optional(),
     encoding_format: z.enum(['float', 'base64']).optional(),
     user: z.string().optional(),
   })

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode } from '../../platform/errors.ts';
-import { MAX_INT, type ToolCall, type Usage, toResponseFormat } from './chat-completions.ts';
+import { MAX_INT, SERVICE_TIERS, type ToolCall, type Usage, toResponseFormat } from './chat-completions.ts';
 import type { RestError } from './errors.ts';
 
 const textContent = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).loose();
@@ -52,6 +52,7 @@ export const responsesRequest = z
     top_p: z.number().nullable().optional(),
     stream: z.boolean().nullable().optional(),
     store: z.boolean().nullable().optional(),
+    service_tier: z.string().nullable().optional(),
     previous_response_id: z.string().nullable().optional(),
     parallel_tool_calls: z.boolean().nullable().optional(),
     metadata: z.record(z.string(), z.string()).nullable().optional(),
@@ -74,6 +75,11 @@ export function toChatInputFromResponses(
   const refuse = (param: string, message: string): { error: RestError } => ({ error: { code: ErrorCode.BAD_USER_INPUT, message, param } });
   if (request.previous_response_id) {
     return refuse('previous_response_id', 'this server keeps no responses (store: false): send the whole conversation as input');
+  }
+  if (request.parallel_tool_calls === false)
+    return refuse('parallel_tool_calls', 'parallel_tool_calls false is not supported by this server');
+  if (!SERVICE_TIERS.has(request.service_tier ?? 'auto')) {
+    return refuse('service_tier', `service_tier ${request.service_tier} is not supported by this server`);
   }
   // The Responses API's `text.format` is Chat Completions' `response_format` with the schema's fields inline.
   const format = request.text?.format;
@@ -175,6 +181,9 @@ const functionCall = (call: ToolCall, status: string) => ({
   status,
 });
 
+/** Finish reasons that leave a response `incomplete`, and the reason the API gives. */
+const INCOMPLETE: Record<string, string> = { LENGTH: 'max_output_tokens', CONTENT_FILTER: 'content_filter' };
+
 /** One response's identity and the parts of it every event repeats. */
 export class ResponseBuilder {
   readonly id = `resp_${randomUUID().replaceAll('-', '')}`;
@@ -220,13 +229,8 @@ export class ResponseBuilder {
       ...(answer.content || !answer.toolCalls.length ? [outputMessage(this.messageId, answer.content, 'completed')] : []),
       ...answer.toolCalls.map((call) => functionCall(call, 'completed')),
     ];
-    const incomplete = answer.finishReason === 'LENGTH';
-    return this.response(
-      incomplete ? 'incomplete' : 'completed',
-      output,
-      answer.usage,
-      incomplete ? { incomplete_details: { reason: 'max_output_tokens' } } : {},
-    );
+    const reason = INCOMPLETE[answer.finishReason];
+    return this.response(reason ? 'incomplete' : 'completed', output, answer.usage, reason ? { incomplete_details: { reason } } : {});
   }
 }
 
@@ -250,26 +254,33 @@ export class ResponseEventWriter {
     return this.#event('response.created', { response }) + this.#event('response.in_progress', { response });
   }
 
-  delta(text: string): string {
+  /** Announces the message item and its text part, once. */
+  #open(): string {
+    if (this.#textOpen) return '';
+    this.#textOpen = true;
     const item_id = this.#builder.messageId;
-    let out = '';
-    if (!this.#textOpen) {
-      this.#textOpen = true;
-      out += this.#event('response.output_item.added', { output_index: 0, item: outputMessage(item_id, '', 'in_progress') });
-      out += this.#event('response.content_part.added', {
+    return (
+      this.#event('response.output_item.added', { output_index: 0, item: outputMessage(item_id, '', 'in_progress') }) +
+      this.#event('response.content_part.added', {
         item_id,
         output_index: 0,
         content_index: 0,
         part: { type: 'output_text', text: '', annotations: [] },
-      });
-    }
+      })
+    );
+  }
+
+  delta(text: string): string {
+    const item_id = this.#builder.messageId;
+    const out = this.#open();
     this.#text += text;
     return out + this.#event('response.output_text.delta', { item_id, output_index: 0, content_index: 0, delta: text, logprobs: [] });
   }
 
   finish(completed: { finishReason: string; toolCalls: ToolCall[]; usage: Usage }): string {
     const item_id = this.#builder.messageId;
-    let out = '';
+    // An empty answer is still one (empty) message, announced like any other.
+    let out = completed.toolCalls.length === 0 ? this.#open() : '';
     if (this.#textOpen) {
       const part = { type: 'output_text', text: this.#text, annotations: [] };
       out += this.#event('response.output_text.done', { item_id, output_index: 0, content_index: 0, text: this.#text, logprobs: [] });

@@ -38,6 +38,7 @@ import { NO_SPEND, priced, type Spend } from '../../platform/metering/spend.ts';
 import { emitChatUsage } from './usage.ts';
 import { checkTags } from '../../platform/metering/usage-tags.ts';
 import { abortOnReturn } from './abort-on-return.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../../platform/serving/json-depth.ts';
 import { MAX_IMAGES, textOf, toContentParts } from './content-parts.ts';
 import { ErrorCode, badInput, codedError } from '../../platform/errors.ts';
 import type { Warning } from '../../platform/serving/warnings.ts';
@@ -64,7 +65,14 @@ export interface ChatCompletionResult {
 export type ChatStreamEventResult =
   | { __typename: 'ChatDelta'; content: string }
   | { __typename: 'ChatCompleted'; finishReason: SchemaFinishReason; toolCalls: ToolCall[]; usage: Spend; servedBy: ServedByResult }
-  | { __typename: 'ChatFailed'; code: SchemaErrorCode; message: string; usage: Spend; servedBy: ServedByResult };
+  | {
+      __typename: 'ChatFailed';
+      code: SchemaErrorCode;
+      message: string;
+      usage: Spend;
+      servedBy: ServedByResult;
+      retryAfterMs?: number | null;
+    };
 
 export interface PreparedChat {
   /** The model the client named (a route's heaviest target). */
@@ -109,6 +117,8 @@ function toMessage(message: ChatMessageInput, index: number): ChatMessage {
       return { role: 'user', content: textOf(parts), parts };
     }
     case 'ASSISTANT':
+      for (const [at, call] of (message.toolCalls ?? []).entries())
+        checkJsonText(`messages[${index}].toolCalls[${at}].arguments`, call.arguments);
       return {
         role: 'assistant',
         content,
@@ -118,8 +128,25 @@ function toMessage(message: ChatMessageInput, index: number): ChatMessage {
       };
     case 'TOOL':
       if (!message.toolCallId) throw badInput(`messages[${index}].toolCallId`, 'a TOOL message needs the toolCallId it answers');
+      checkJsonText(`messages[${index}].content`, content);
       return { role: 'tool', content, toolCallId: message.toolCallId };
   }
+}
+
+/**
+ * Text that adapters may parse as JSON (tool arguments and results) and serialise again: refused
+ * when it nests deeper than any real value, before it overflows a provider's serialiser.
+ */
+function checkJsonText(field: string, text: string): void {
+  const first = text.trimStart()[0];
+  if (first !== '{' && first !== '[') return;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return;
+  }
+  if (nestsDeeperThan(value)) throw badInput(field, `${field} nests more than ${MAX_JSON_DEPTH} levels`);
 }
 
 /** `toolChoice` as the adapters take it; AUTO (or none) is no choice. A forced call needs its tool. */
@@ -160,6 +187,7 @@ function toResponseFormat(
   }
   if (typeof schema !== 'object' || schema === null || Array.isArray(schema))
     throw badInput('responseFormat.schema', 'responseFormat.schema must be a JSON object');
+  if (nestsDeeperThan(schema)) throw badInput('responseFormat.schema', `responseFormat.schema nests more than ${MAX_JSON_DEPTH} levels`);
   const name = format.name ?? 'response';
   if (!SCHEMA_NAME.test(name)) throw badInput('responseFormat.name', 'responseFormat.name: letters, digits, _ and -, up to 64');
   return { type: 'json_schema', name, schema: schema as Record<string, unknown>, strict: format.strict ?? false };
@@ -175,6 +203,7 @@ function toTool(tool: { name: string; description?: string | null; parameters: s
   if (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters)) {
     throw badInput(`tools[${index}].parameters`, 'tool parameters must be a JSON Schema object as JSON text');
   }
+  if (nestsDeeperThan(parameters)) throw badInput(`tools[${index}].parameters`, `tool parameters nest more than ${MAX_JSON_DEPTH} levels`);
   return { name: tool.name, ...(tool.description && { description: tool.description }), parameters: parameters as Record<string, unknown> };
 }
 
@@ -578,7 +607,14 @@ async function* chatEvents(
           logProviderError(context, part.error);
           used = priced(deliveredUsage(), served.model.pricing);
           outcome = part.error.code;
-          yield { __typename: 'ChatFailed', code: part.error.code, message: publicMessage(part.error), usage: used, servedBy: served };
+          yield {
+            __typename: 'ChatFailed',
+            code: part.error.code,
+            message: publicMessage(part.error),
+            usage: used,
+            servedBy: served,
+            retryAfterMs: part.error.retryAfterMs ?? null,
+          };
           return;
       }
     }

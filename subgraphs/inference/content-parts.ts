@@ -3,6 +3,7 @@
  * URL or as their bytes; a `data:` URL is read into its bytes here, so that adapters see either a
  * URL the provider fetches or bytes, never a URL that is secretly bytes.
  */
+import { isIP } from 'node:net';
 import type { ChatContentPartInput } from '../../codegen/inference.resolvers.ts';
 import type { ContentPart, ImageMediaType, ImageSource } from '../../providers/contract.ts';
 import { badInput } from '../../platform/errors.ts';
@@ -36,10 +37,15 @@ function imageSource(field: string, image: NonNullable<ChatContentPartInput['ima
   } catch {
     throw badInput(`${field}.url`, `${field}.url is not a URL`);
   }
-  if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') {
-    throw badInput(`${field}.url`, `${field}.url: an http(s) URL or a base64 data: URL`);
-  }
+  if (parsed.protocol !== 'https:') throw badInput(`${field}.url`, `${field}.url: an https: URL or a base64 data: URL`);
+  // The provider fetches it: never an address of a network the provider may sit in.
+  if (isAddressOrLocal(parsed.hostname)) throw badInput(`${field}.url`, `${field}.url: a host name, not an IP address or localhost`);
   return { url: parsed.href };
+}
+
+function isAddressOrLocal(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return isIP(host) !== 0 || host === 'localhost' || host.endsWith('.localhost');
 }
 
 /** The parts after a message's `content`, checked; `field` is the message's path (`messages[2]`). */

@@ -5,6 +5,7 @@ import { asPayloads } from '../../platform/serving/subscription-payloads.ts';
 import { prepareChat, runChat, streamChat, warnIfDeprecated, withCache, type PreparedChat } from './chat.ts';
 import type { InferenceContext } from './context.ts';
 import { modelReachable } from '../../providers/model-permissions.ts';
+import { mayUseModel } from '../../platform/identity/principal.ts';
 
 const cacheScope = (context: InferenceContext) => cacheEntryNames.scope(context.cacheShared, context.principal.tenantId);
 
@@ -36,6 +37,7 @@ export const resolvers: Resolvers = {
   Model: {
     __resolveReference: (reference, { catalog }) => catalog.resolve(reference.id) ?? null,
     pricing: (model) => model.pricing,
+    routes: (model, _args, { catalog, principal }) => catalog.routesThrough(model.id).filter((route) => mayUseModel(principal, [route])),
     versions: (model, _args, { catalog }) => catalog.versions(model.id),
     health: (model, _args, { router }) => ({ circuit: router.circuit(targetKey(model)) }),
     status: (model) => (isRetired(model) ? 'RETIRED' : model.status),

@@ -10,7 +10,8 @@ export const target: ConformanceTarget = {
     return {
       emulator,
       provider: (timeouts, apiKey) =>
-        createOpenAICompatibleProvider({ name: 'openai-compatible', baseUrl: emulator.baseUrl, apiKey, timeouts }),
+        // As the openai preset: OpenAI fetches image URLs itself.
+        createOpenAICompatibleProvider({ name: 'openai-compatible', baseUrl: emulator.baseUrl, apiKey, timeouts, imageUrls: true }),
       chatModelId: 'gpt-test',
       embeddingModelId: 'embed-test',
     };

@@ -117,7 +117,8 @@ export function testConfig(emulatorBaseUrl: string, overrides: Record<string, un
     providers: {
       local: { type: 'local', streamDelayMs: options.localStreamDelayMs ?? 0 },
       // Long idle timeout: a test that needs an abort to reach the emulator must not get it from a timeout.
-      emulated: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
+      // As OpenAI: it fetches images by URL (the backup, like a self-hosted server, takes bytes only).
+      emulated: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, imageUrls: true, timeouts: { idleMs: 60_000 } },
       // A second provider on the same emulator, told apart by its upstream model name.
       backup: { type: 'openai-compatible', baseUrl: emulatorBaseUrl, timeouts: { idleMs: 60_000 } },
       ...(options.anthropicBaseUrl && {
