@@ -491,6 +491,16 @@ describe('the OpenAI-compatible API, through the official openai SDK', () => {
   it("raises the SDK's own errors: 401 for a bad key, 404 for an unknown model, 400 for what is not supported", async () => {
     const stranger = new OpenAI({ apiKey: 'mg_nope_0000', baseURL: client.baseURL, maxRetries: 0 });
     await expect(stranger.chat.completions.create({ model: 'echo', messages: user('x') })).rejects.toBeInstanceOf(AuthenticationError);
+    // Audited as any failed authentication is, without the credential.
+    const audited = async () => {
+      const { body } = await postGraphQL<{ auditLog: { edges: { node: Record<string, unknown> }[] } }>(
+        stack.url,
+        '{ auditLog(filter: {action: "auth.failure"}, first: 50) { edges { node { action outcome actor target reason sourceAddress } } } }',
+      );
+      return body.data!.auditLog.edges.map((edge) => edge.node);
+    };
+    await expect.poll(async () => (await audited()).length).toBeGreaterThan(0);
+    expect(JSON.stringify(await audited())).not.toContain('mg_nope_0000');
     const unknown = await client.chat.completions.create({ model: 'nope', messages: user('x') }).catch((error: unknown) => error);
     expect(unknown).toBeInstanceOf(NotFoundError);
     expect((unknown as NotFoundError).code).toBe('MODEL_NOT_FOUND');
