@@ -3,6 +3,8 @@
  * `npm start` runs), the router alone, or one subgraph alone. Stopping drains the router first so
  * its streams can still reach the subgraphs behind it.
  */
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { createAccessServices, createIdentityTokens, type AccessServices } from './platform/access/access-services.ts';
 import type { Config, SubgraphName } from './platform/config.ts';
 import { ConfigError, SUBGRAPH_NAMES, subgraphUrl } from './platform/config.ts';
@@ -18,6 +20,7 @@ import { MemoryMeter, RedisMeter, type Meter } from './platform/metering/meter.t
 import type { UsageSink } from './platform/metering/usage-event.ts';
 import { createRedis } from './platform/redis/client.ts';
 import { RedisUsageSink } from './platform/metering/usage-stream.ts';
+import { UsageOutbox } from './platform/metering/usage-outbox.ts';
 import { MemoryUsageStore } from './subgraphs/usage/memory-usage-store.ts';
 import { RedisUsageStore } from './subgraphs/usage/redis-usage-store.ts';
 import type { UsageStore } from './subgraphs/usage/usage-store.ts';
@@ -33,7 +36,7 @@ interface UsageServices {
   sink: UsageSink;
   store: UsageStore;
   meter: Meter;
-  close(): void;
+  close(): Promise<void>;
 }
 
 function createUsageServices(config: Config, log: Logger, singleProcess: boolean): UsageServices {
@@ -41,14 +44,25 @@ function createUsageServices(config: Config, log: Logger, singleProcess: boolean
     if (!singleProcess)
       log.warn('no redis.url: usage events stay in this process, where no usage subgraph of another process can read them');
     const store = new MemoryUsageStore();
-    return { sink: store, store, meter: new MemoryMeter(), close: () => undefined };
+    return { sink: store, store, meter: new MemoryMeter(), close: async () => undefined };
   }
   const redis = createRedis(config.redis.url, log.child({ component: 'redis' }));
+  // Events the stream cannot take wait on disk, in a folder of this stream's own.
+  const { outbox } = config.metering;
+  const stream = createHash('sha256').update(`${config.redis.url} ${config.redis.keyPrefix}`).digest('hex').slice(0, 16);
+  const sink = new UsageOutbox(
+    new RedisUsageSink(redis, config.redis.keyPrefix),
+    { dir: join(outbox.dir, stream), maxEvents: outbox.maxEvents, retryMs: outbox.retryMs },
+    log.child({ component: 'usage-outbox' }),
+  );
   return {
-    sink: new RedisUsageSink(redis, config.redis.keyPrefix),
+    sink,
     store: new RedisUsageStore(redis, config.redis.keyPrefix),
     meter: new RedisMeter(redis),
-    close: () => redis.disconnect(),
+    close: async () => {
+      await sink.close();
+      redis.disconnect();
+    },
   };
 }
 
@@ -117,7 +131,7 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
     await router?.stop(deadline);
     await Promise.all(subgraphs.map((subgraph) => subgraph.stop(deadline)));
     await access?.close();
-    usage?.close();
+    await usage?.close();
   };
   if (role.kind === 'subgraph' && role.name === 'agents' && !config.agents.routerUrl) {
     throw new ConfigError('agents.routerUrl is required when the agents subgraph runs apart: its runs call the router there');
@@ -143,6 +157,8 @@ export async function startStack(config: Config, log: Logger, role: Role, env: N
         ...(config.router.inProcessSubgraphs && { localSubgraphs: subgraphs.map((subgraph) => subgraph.local) }),
         identity,
         access: await shared.access(),
+        // In one process, the router is ready only while its subgraphs may take model calls.
+        ...(usage && { ready: () => usage!.sink.refusal?.() === undefined }),
       });
     }
   } catch (error) {

@@ -7,7 +7,8 @@
  * that names the offending field (`models[2].provider: ...`).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { PRESET_NAMES } from './provider-presets.ts';
@@ -505,6 +506,18 @@ export const configSchema = z
               .strict(),
           )
           .default({}),
+        /**
+         * Where usage events wait while the usage stream (Redis) cannot take them; on a volume that
+         * outlives the process in production. At `maxEvents` held, new model calls are refused (503).
+         */
+        outbox: z
+          .object({
+            dir: z.string().min(1).default(join(tmpdir(), 'modelgraph-usage-outbox')),
+            maxEvents: z.number().int().positive().default(100_000),
+            retryMs: z.number().int().positive().default(1_000),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -68,6 +68,8 @@ export interface RouterOptions {
   /** Where API keys are looked up and authentication failures audited. */
   access: AccessServices;
   withProcessMetrics?: boolean;
+  /** What else /readyz waits on in this process (the in-process subgraphs' usage outbox). */
+  ready?: () => boolean;
 }
 
 /** Stopping stops accepting, waits for in-flight requests and streams until the deadline, then ends them. */
@@ -188,6 +190,7 @@ interface RouterParts {
   registry: Registry;
   redis: Redis | undefined;
   rest: RestDoors;
+  ready: () => boolean;
 }
 
 function createRuntime(
@@ -251,9 +254,9 @@ function createRuntime(
  * JWT, or an agent run's delegation) before the runtime sees it.
  */
 function httpHandler(parts: RouterParts): (request: IncomingMessage, response: ServerResponse) => Promise<void> {
-  const { config, log, identity, auth, watch, runtime, lifecycle, registry, redis } = parts;
+  const { config, log, identity, auth, watch, runtime, lifecycle, registry, redis, ready } = parts;
   const settings = config.router;
-  const isReady = async () => !lifecycle.draining && (!redis || (await redisAnswers(redis)));
+  const isReady = async () => !lifecycle.draining && ready() && (!redis || (await redisAnswers(redis)));
   return async (request, response) => {
     if (await serveOperationalEndpoints(request, response, { registry, isReady })) return;
     const requestId = acceptRequestId(request.headers[REQUEST_ID_HEADER]);
@@ -428,7 +431,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   detachRuntimeTerminateHandlers();
   const watch = new CredentialWatch(auth, log.child({ component: 'auth' }), Math.max(config.access.keyCacheSeconds, 1) * 1000);
   const rest = createRestDoors(runtime, log.child({ component: 'rest' }));
-  const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis, rest };
+  const ready = options.ready ?? (() => true);
+  const parts: RouterParts = { config, log, identity, auth, watch, runtime, lifecycle, registry, redis, rest, ready };
   return lifecycle.serve({
     label: 'router',
     refuseUnstartedAtDeadline: true,

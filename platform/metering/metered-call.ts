@@ -14,6 +14,7 @@ import type { Logger } from '../logger.ts';
 import { bucketsFor, limitOf, overLimit, settle, type Demand, type MeteredModel, type MeteringSettings } from './buckets.ts';
 import type { Bucket, Meter } from './meter.ts';
 import { NO_SPEND, type Spend } from './spend.ts';
+import type { UsageSink } from './usage-event.ts';
 
 /** What a metered call needs of its request (a subgraph's request context has all of it). */
 export interface MeteringContext {
@@ -21,6 +22,8 @@ export interface MeteringContext {
   metering: MeteringSettings;
   principal: Principal;
   log: Logger;
+  /** Where the call's usage event will go: a call it could not keep is refused before it starts. */
+  usage?: Pick<UsageSink, 'refusal'>;
 }
 
 /**
@@ -47,6 +50,9 @@ export interface MeteringOptions {
 
 /** Reserves `demand` (nothing when undefined), or throws the coded refusal. */
 async function hold(context: MeteringContext, demand: MeteredDemand | undefined, options: MeteringOptions): Promise<HeldReservation> {
+  // Nothing is served that could not be metered.
+  const refusal = context.usage?.refusal?.();
+  if (refusal) throw refusal;
   const wanted = demand ? bucketsFor(context.principal, demand.models, demand.demand, context.metering) : [];
   let buckets: Bucket[] = [];
   if (wanted.length > 0) {

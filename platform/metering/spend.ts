@@ -62,5 +62,6 @@ export function recordingSpend(sink: UsageSink, spend: Spend): UsageSink {
       Object.assign(spend, addSpend(spend, event));
       return sink.emit(event);
     },
+    refusal: () => sink.refusal?.(),
   };
 }

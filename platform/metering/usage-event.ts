@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { holderOf, type Principal } from '../identity/principal.ts';
+import type { Registry } from 'prom-client';
 import type { Logger } from '../logger.ts';
 import type { Spend } from './spend.ts';
 
@@ -39,6 +40,10 @@ export interface UsageEvent {
 export interface UsageSink {
   /** Appends an event; rejects if it could not be stored (the caller logs it). */
   emit(event: UsageEvent): Promise<void>;
+  /** Why no model call may start now (the sink could not keep its event), or undefined. */
+  refusal?(): Error | undefined;
+  /** Adds the sink's own metrics to a server's registry. */
+  registerMetrics?(registry: Registry): void;
 }
 
 /** What a model call was, as its usage event tells it. */

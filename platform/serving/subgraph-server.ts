@@ -68,6 +68,8 @@ export interface SubgraphDefinition<TContext extends RequestContext> {
   beforeStop?(deadline: number): Promise<void>;
   /** Releases what the subgraph holds (stores, caches, Redis), after its server has stopped. */
   release?(): void | Promise<void>;
+  /** Whether it can serve beyond not draining (its usage outbox has room); /readyz answers it. */
+  ready?(): boolean;
 }
 
 /** Where a subgraph runs: its name (the identity tokens' audience), config, log and metrics registry. */
@@ -363,7 +365,8 @@ export async function startSubgraphServer<TContext extends RequestContext>(
     wsMaxPayloadBytes: config.router.wsMaxPayloadBytes,
     log,
     handle: async (request, response) => {
-      if (await serveOperationalEndpoints(request, response, { registry, isReady: () => !lifecycle.draining })) return;
+      const isReady = () => !lifecycle.draining && (definition.ready?.() ?? true);
+      if (await serveOperationalEndpoints(request, response, { registry, isReady })) return;
       if ((request.url ?? '/').split('?')[0] !== GRAPHQL_PATH) {
         sendJson(response, 404, { error: 'not found' });
         return;

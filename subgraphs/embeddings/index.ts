@@ -55,6 +55,7 @@ export async function startEmbeddingsSubgraph(
   const settings = config.embeddings;
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('embeddings', withProcessMetrics);
+  usage.registerMetrics?.(registry);
   const redis = await openRedis(config.redis.url, log);
   const cache = redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(settings.cacheMaxEntries);
   const embedder = new Embedder(
@@ -80,6 +81,8 @@ export async function startEmbeddingsSubgraph(
         meter,
         metering: { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants },
       }),
+      // A full usage outbox takes it out of rotation: it refuses model calls until delivered.
+      ready: () => usage.refusal?.() === undefined,
       release: async () => {
         await Promise.all([catalog.close(), cache.close()]);
         redis?.disconnect();

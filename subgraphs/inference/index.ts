@@ -34,6 +34,7 @@ export async function startInferenceSubgraph(
 ): Promise<RunningSubgraph> {
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('inference', withProcessMetrics);
+  usage.registerMetrics?.(registry);
   const metrics = createProviderMetrics(registry);
   const { routing } = config;
   const router = new Router(
@@ -77,6 +78,8 @@ export async function startInferenceSubgraph(
         metering,
         usage: recordingSpend(usage, base.spend),
       }),
+      // A full usage outbox takes it out of rotation: it refuses model calls until delivered.
+      ready: () => usage.refusal?.() === undefined,
       release: async () => {
         await Promise.all([catalog.close(), cache?.close()]);
         redis?.disconnect();
