@@ -16,7 +16,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, SUBGRAPH_NAMES, loadConfig, type Config, type SubgraphName } from './platform/config.ts';
-import { createLogger, type Logger } from './platform/logger.ts';
+import { createLogger, flushLogs, type Logger } from './platform/logger.ts';
 import {
   announceReady,
   checkWorkersShareState,
@@ -69,13 +69,13 @@ async function main(): Promise<void> {
   }
   const role = parseRole(positionals);
   const config = loadConfig({ flag: values.config });
-  const log = createLogger({ level: config.log.level, name: 'modelgraph' });
+  const log = createLogger({ level: config.log.level, name: 'modelgraph', backlogBytes: config.log.backlogBytes });
   const workers = role.kind === 'subgraph' ? 1 : workerCount(config);
   if (workers > 1 && !isWorker()) {
     checkWorkersShareState(config, workers, log);
     const env = workerEnvironment(config, role.kind === 'all', process.env);
     const code = await runPrimary({ workers, log, env, graceMs: config.router.shutdownGraceMs });
-    log.flush();
+    await flushLogs();
     process.exit(code);
   }
   await serve(config, isWorker() ? log.child({ worker: workerId() }) : log, role);
@@ -93,13 +93,14 @@ async function serve(config: Config, log: Logger, role: Role): Promise<void> {
     void started
       .then(() => stack!.stop(Date.now() + config.router.shutdownGraceMs))
       .then(
-        () => {
+        async () => {
           log.info('stopped');
-          log.flush();
+          await flushLogs();
           process.exit(0);
         },
-        (error: unknown) => {
+        async (error: unknown) => {
           log.error({ err: error }, 'shutdown failed');
+          await flushLogs();
           process.exit(1);
         },
       );
@@ -113,8 +114,7 @@ async function serve(config: Config, log: Logger, role: Role): Promise<void> {
       return;
     }
     log.warn({ signal }, 'stopping now, without waiting for open requests and streams');
-    log.flush();
-    process.exit(1);
+    void flushLogs().then(() => process.exit(1));
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

@@ -545,7 +545,15 @@ export const configSchema = z
     /** The agents subgraph: defaults and limits of agents and runs, and agents defined here. */
     agents: agentsSchema,
     log: z
-      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') })
+      .object({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
+        /** What standard output may hold for a reader that fell behind before lines are dropped. */
+        backlogBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(8 * 1024 * 1024),
+      })
       .strict()
       .prefault({}),
     providers: z

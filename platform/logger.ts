@@ -1,7 +1,13 @@
 /**
  * pino JSON logs. Every line of a request carries its `requestId`, the same one in the router and
  * in the subgraph that served it. Credentials are redacted by path wherever they appear.
+ *
+ * Lines go to standard output without ever making the process wait for its reader: a log shipper
+ * that stalls, or a full pipe, must not stop requests and streams. What the reader has not taken
+ * yet is held up to `LOG_BACKLOG_BYTES`; past that, lines are dropped and counted (a metric, and a
+ * warning once the reader catches up), and `flushLogs()` lets the last lines land at shutdown.
  */
+import type { Writable } from 'node:stream';
 import { pino, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger };
@@ -33,9 +39,108 @@ export interface LoggerSettings {
   name: string;
   /** Where lines go; standard output by default. Tests pass a stream to read them back. */
   destination?: pino.DestinationStream;
+  /** Standard output's backlog before lines are dropped (`log.backlogBytes`). */
+  backlogBytes?: number;
 }
 
-export function createLogger({ level, name, destination }: LoggerSettings): Logger {
+/** What standard output may hold for a reader that is behind before lines are dropped (default). */
+export const LOG_BACKLOG_BYTES = 8 * 1024 * 1024;
+
+/**
+ * A pino destination over a stream that never blocks: a line is written while the stream holds
+ * less than `backlogBytes` for its reader, and dropped (counted) otherwise. Over a pipe, Node's
+ * standard output is asynchronous on POSIX; files and terminals are written synchronously by Node
+ * and are not where a reader stalls.
+ */
+export class BoundedLogDestination {
+  readonly #out: Writable;
+  readonly #backlogBytes: number;
+  /** Lines dropped since the start, and since the last warning about them. */
+  dropped = 0;
+  #unreported = 0;
+  #reporting: NodeJS.Timeout | undefined;
+
+  constructor(out: Writable, backlogBytes = LOG_BACKLOG_BYTES) {
+    this.#out = out;
+    this.#backlogBytes = backlogBytes;
+  }
+
+  write(line: string): void {
+    if (!this.#fits(line.length)) {
+      this.dropped += 1;
+      this.#unreported += 1;
+      this.#reportLater();
+      return;
+    }
+    this.#report();
+    this.#out.write(line);
+  }
+
+  #fits(bytes: number): boolean {
+    return this.#out.writableLength + bytes <= this.#backlogBytes;
+  }
+
+  /** Says how many lines were dropped, once there is room to say it. */
+  #report(): void {
+    if (this.#unreported === 0) return;
+    const line = `${JSON.stringify({ level: 40, time: new Date().toISOString(), pid: process.pid, dropped: this.#unreported, msg: 'log lines dropped: the reader of standard output fell behind' })}\n`;
+    if (!this.#fits(line.length)) {
+      this.#reportLater();
+      return;
+    }
+    this.#unreported = 0;
+    this.#out.write(line);
+  }
+
+  /** Checks back every second (without keeping the process alive), in case no other line comes. */
+  #reportLater(): void {
+    if (this.#reporting) return;
+    this.#reporting = setTimeout(() => {
+      this.#reporting = undefined;
+      this.#report();
+    }, REPORT_EVERY_MS);
+    this.#reporting.unref();
+  }
+
+  /**
+   * Calls back once what is held has been taken by the reader, or after `FLUSH_WAIT_MS` (pino's
+   * `logger.flush(cb)` calls this).
+   */
+  flush(callback: () => void = () => undefined): void {
+    if (this.#out.writableLength === 0) {
+      callback();
+      return;
+    }
+    const out = this.#out;
+    const timer = setTimeout(done, FLUSH_WAIT_MS);
+    function done() {
+      clearTimeout(timer);
+      out.off('drain', done);
+      callback();
+    }
+    out.once('drain', done);
+  }
+}
+
+/** The longest a stop waits for a slow reader to take the last lines. */
+const FLUSH_WAIT_MS = 2_000;
+const REPORT_EVERY_MS = 1_000;
+
+let standardOutput: BoundedLogDestination | undefined;
+
+/** The process's standard-output destination (made on first use). */
+function stdoutDestination(backlogBytes?: number): BoundedLogDestination {
+  standardOutput ??= new BoundedLogDestination(process.stdout, backlogBytes);
+  return standardOutput;
+}
+
+/** Log lines dropped in this process because the reader of standard output fell behind. */
+export const droppedLogLines = (): number => standardOutput?.dropped ?? 0;
+
+/** Waits (a little) for standard output's reader to take the lines still held: call before exit. */
+export const flushLogs = (): Promise<void> => new Promise((resolve) => (standardOutput ? standardOutput.flush(resolve) : resolve()));
+
+export function createLogger({ level, name, destination, backlogBytes }: LoggerSettings): Logger {
   const options: LoggerOptions = {
     level,
     name,
@@ -43,6 +148,5 @@ export function createLogger({ level, name, destination }: LoggerSettings): Logg
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  // Synchronous writes to standard output: every line, the last ones before exit included, lands.
-  return pino(options, destination ?? pino.destination({ dest: 1, sync: true }));
+  return pino(options, destination ?? stdoutDestination(backlogBytes));
 }

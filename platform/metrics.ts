@@ -2,12 +2,26 @@
  * Metrics registries. Each server owns its own registry (so several stacks can run in one process,
  * as in `npm start` and in the tests) and serves it on its own `/metrics`.
  */
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+import { droppedLogLines } from './logger.ts';
 
 export function createRegistry(component: string, withProcessMetrics: boolean): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ component });
-  if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: 'modelgraph_' });
+  if (withProcessMetrics) {
+    collectDefaultMetrics({ register: registry, prefix: 'modelgraph_' });
+    let counted = 0;
+    new Counter({
+      name: 'modelgraph_log_lines_dropped_total',
+      help: 'Log lines dropped because the reader of standard output fell behind',
+      registers: [registry],
+      collect() {
+        const dropped = droppedLogLines();
+        this.inc(dropped - counted);
+        counted = dropped;
+      },
+    });
+  }
   return registry;
 }
 
