@@ -99,6 +99,12 @@ const routerSchema = z
       .strict()
       .prefault({}),
     /**
+     * What a rate limit does when it cannot be checked (Redis unreachable): `open` lets the call
+     * through (the default: budgets and token limits, which fail closed, still guard spend), `closed`
+     * refuses it with a coded 503.
+     */
+    rateLimitFailMode: z.enum(['open', 'closed']).default('open'),
+    /**
      * Replaces the schema's `@rateLimit` values for a field (by coordinate, e.g. `Mutation.chat`),
      * or adds a limit to a field without one, without recomposing the supergraph.
      */

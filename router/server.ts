@@ -236,9 +236,14 @@ function createRuntime(
       useRouterMetrics(metrics),
       useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
       useDemandControl(settings.demandControl, () => metrics.rejections.inc({ reason: 'cost', field: '' })),
-      useRateLimits(limiter, config.redis.keyPrefix, settings.rateLimits, log.child({ component: 'rate-limits' }), (field) =>
-        metrics.rejections.inc({ reason: 'rate_limited', field }),
-      ),
+      useRateLimits(limiter, {
+        keyPrefix: config.redis.keyPrefix,
+        overrides: settings.rateLimits,
+        failMode: settings.rateLimitFailMode,
+        log: log.child({ component: 'rate-limits' }),
+        onRefused: (field) => metrics.rejections.inc({ reason: 'rate_limited', field }),
+        onDegraded: (decision) => metrics.degradedDecisions.inc({ limit: 'rate', decision }),
+      }),
       usePropagatedIdentity(identity, local),
       useSubgraphRequestId(),
       useSubgraphExtensions(),

@@ -36,3 +36,30 @@ describe('GraphQL over HTTP audits against the router', () => {
     });
   }
 });
+
+describe('statuses under each media type', () => {
+  const post = (accept: string, body: unknown) =>
+    fetch(stack.url, {
+      method: 'POST',
+      headers: { ...adminHeaders(stack.url), accept, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const badVariables = { query: 'query($id: String!) { model(id: $id) { id } }', variables: { id: 42 } };
+  const missingVariable = { query: 'query($id: String!) { model(id: $id) { id } }', variables: {} };
+
+  it.each([
+    ['variables of the wrong type', badVariables],
+    ['a missing required variable', missingVariable],
+    ['a document that does not validate', { query: '{ nope }' }],
+    ['a document that does not parse', { query: '{' }],
+  ])('answers %s with 400 under application/graphql-response+json, and 200 under application/json', async (_what, body) => {
+    const strict = await post('application/graphql-response+json', body);
+    expect(strict.status).toBe(400);
+    const json = (await strict.json()) as { data?: unknown; errors: { extensions?: { code?: string; http?: unknown } }[] };
+    expect(json.data).toBeUndefined();
+    expect(json.errors[0]!.extensions?.http).toBeUndefined();
+    expect(json.errors[0]!.extensions?.code).toMatch(/^(BAD_USER_INPUT|GRAPHQL_VALIDATION_FAILED|GRAPHQL_PARSE_FAILED)$/);
+    const legacy = await post('application/json', body);
+    expect(legacy.status).toBe(200);
+  });
+});

@@ -107,7 +107,14 @@ function variableErrors(args: ExecutionArgs, requestId: string | undefined, sugg
   if (!operation?.variableDefinitions?.length) return undefined;
   const coerced = getVariableValues(args.schema, operation.variableDefinitions, (args.variableValues ?? {}) as Record<string, unknown>);
   if (!coerced.errors) return undefined;
-  return { errors: coerced.errors.map((error) => withCode(error, ErrorCode.BAD_USER_INPUT, requestId, suggestions)) };
+  return {
+    errors: coerced.errors.map((error) => {
+      const coded = withCode(error, ErrorCode.BAD_USER_INPUT, requestId, suggestions);
+      // A request error, as the GraphQL over HTTP spec words it: 400 under
+      // application/graphql-response+json, and (`spec`) still 200 under application/json.
+      return rebuild(coded, coded.message, { ...coded.extensions, http: { spec: true, status: 400 } });
+    }),
+  };
 }
 
 const REFUSED = Symbol('refused');

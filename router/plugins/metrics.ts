@@ -16,6 +16,8 @@ export interface RouterMetrics {
   authFailures: Counter<'reason'>;
   /** Operations refused before execution by a rate limit or demand control, by field or reason. */
   rejections: Counter<'reason' | 'field'>;
+  /** Decisions a limit took without its state (Redis unreachable), by limit and what its fail mode decided. */
+  degradedDecisions: Counter<'limit' | 'decision'>;
 }
 
 export function createRouterMetrics(registry: Registry): RouterMetrics {
@@ -48,6 +50,12 @@ export function createRouterMetrics(registry: Registry): RouterMetrics {
       name: 'modelgraph_router_authentication_failures_total',
       help: 'Requests and WebSocket connections refused because of their credential, by reason.',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    degradedDecisions: new Counter({
+      name: 'modelgraph_router_degraded_decisions_total',
+      help: 'Calls a limit let through (fail open) or refused (fail closed) because its state could not be read.',
+      labelNames: ['limit', 'decision'],
       registers: [registry],
     }),
   };

@@ -115,13 +115,54 @@ export function rateLimited(limit: FieldLimit, decision: RateDecision) {
   );
 }
 
-export function useRateLimits(
-  limiter: RateLimiter,
-  keyPrefix: string,
-  overrides: RateLimitOverrides,
-  log: Logger,
-  onRefused: (field: string) => void = () => undefined,
-): GatewayPlugin {
+/** How the rate limits are enforced, and who is told of what they decide. */
+export interface RateLimitSettings {
+  keyPrefix: string;
+  overrides: RateLimitOverrides;
+  /** What a limit that cannot be checked does (`router.rateLimitFailMode`). */
+  failMode: 'open' | 'closed';
+  log: Logger;
+  onRefused?: (field: string) => void;
+  /** Each decision taken without the limiter, as its fail mode took it. */
+  onDegraded?: (decision: 'allowed' | 'refused') => void;
+}
+
+/** The refusal of a call whose rate limit could not be checked, under `failMode: closed`. */
+function unchecked(limit: FieldLimit) {
+  return codedError(ErrorCode.SERVICE_UNAVAILABLE, `the rate limit of ${limit.coordinate} cannot be checked right now; retry`, {
+    field: limit.coordinate,
+    retryAfterMs: 1_000,
+    http: { status: 503, headers: { 'retry-after': '1' } },
+  });
+}
+
+/** Warns about calls decided without the limiter at most every DEGRADED_WARNING_MS, with their count. */
+const DEGRADED_WARNING_MS = 10_000;
+
+function degradedReporter(log: Logger, failMode: 'open' | 'closed', onDegraded: RateLimitSettings['onDegraded']) {
+  let lastWarning = 0;
+  let since = 0;
+  return {
+    note(error: unknown, coordinate: string) {
+      onDegraded?.(failMode === 'open' ? 'allowed' : 'refused');
+      since += 1;
+      const now = Date.now();
+      if (now - lastWarning < DEGRADED_WARNING_MS) return;
+      log.warn(
+        { err: error, coordinate, failMode, calls: since },
+        failMode === 'open'
+          ? 'rate limits not checked, calls let through: limiter unavailable'
+          : 'rate limits not checked, calls refused: limiter unavailable',
+      );
+      lastWarning = now;
+      since = 0;
+    },
+  };
+}
+
+export function useRateLimits(limiter: RateLimiter, settings: RateLimitSettings): GatewayPlugin {
+  const { keyPrefix, overrides, failMode, log, onRefused = () => undefined } = settings;
+  const degraded = degradedReporter(log, failMode, settings.onDegraded);
   const bySchema = new WeakMap<GraphQLSchema, Map<string, FieldLimit>>();
   /** The limited selections of a document (parsed documents are cached and reused by the runtime). */
   const byDocument = new WeakMap<DocumentNode, FieldLimit[]>();
@@ -148,9 +189,10 @@ export function useRateLimits(
       try {
         decision = await limiter.take(rateLimitKey(keyPrefix, limit.coordinate, limit.per, who), limit);
       } catch (error) {
-        // Fail open: an unreachable Redis must not take the API down (budgets, not rates, guard spend).
-        log.warn({ err: error, coordinate: limit.coordinate }, 'rate limit not checked: limiter unavailable');
-        continue;
+        // The fail mode decides; a warning says so at most every few seconds (with how many calls).
+        degraded.note(error, limit.coordinate);
+        if (failMode === 'open') continue;
+        return unchecked(limit);
       }
       if (!decision.allowed) {
         onRefused(limit.coordinate);

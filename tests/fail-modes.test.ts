@@ -1,0 +1,58 @@
+/**
+ * Failure modes made explicit: with the stack's Redis gone, a rate limit lets calls through
+ * (`router.rateLimitFailMode: open`, the default) or refuses them with a coded 503 (`closed`), and
+ * every such decision is counted in `modelgraph_router_degraded_decisions_total`.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startRedisServer, type TestRedisServer } from './support/redis-server.ts';
+import { postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
+
+let redis: TestRedisServer | undefined;
+let stack: TestStack | undefined;
+afterEach(async () => {
+  await stack?.stop();
+  await redis?.stop();
+  stack = undefined;
+  redis = undefined;
+});
+
+const CHAT = 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "limited"}]}) { content } }';
+
+async function stackWithout(failMode: 'open' | 'closed') {
+  redis = await startRedisServer();
+  stack = await startTestStack({
+    redis: { url: redis.url, keyPrefix: `mg-test:${randomUUID()}:` },
+    router: { port: 0, shutdownGraceMs: 2_000, rateLimitFailMode: failMode, rateLimits: { 'Mutation.chat': { max: 1000, window: '1m' } } },
+  });
+  // Served while Redis answers, so the router holds the key; then Redis goes.
+  expect((await postGraphQL(stack.url, CHAT)).body.data).toMatchObject({ chat: { content: 'limited' } });
+  await redis.kill();
+  return stack;
+}
+
+const degraded = async (url: string, decision: string) => {
+  const metrics = await (await fetch(url.replace('/graphql', '/metrics'))).text();
+  return Number(
+    new RegExp(`modelgraph_router_degraded_decisions_total\\{limit="rate",decision="${decision}"[^}]*\\} (\\d+)`).exec(metrics)?.[1] ?? 0,
+  );
+};
+
+describe('a rate limit without Redis', () => {
+  it('lets calls through when it fails open, and counts each one', async () => {
+    const open = await stackWithout('open');
+    for (let index = 0; index < 3; index++) {
+      expect((await postGraphQL(open.url, CHAT)).body.data).toMatchObject({ chat: { content: 'limited' } });
+    }
+    expect(await degraded(open.url, 'allowed')).toBe(3);
+  });
+
+  it('refuses calls with a coded 503 and Retry-After when it fails closed, and counts each one', async () => {
+    const closed = await stackWithout('closed');
+    const refused = await postGraphQL(closed.url, CHAT);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'SERVICE_UNAVAILABLE', field: 'Mutation.chat' });
+    expect(await degraded(closed.url, 'refused')).toBe(1);
+  });
+});
