@@ -130,8 +130,9 @@ export type CreateTenantPayload = {
 };
 
 /**
- * Limits an admin sets on a key; null means unlimited. They are recorded now and enforced by the
- * router once rate limits and budgets land.
+ * Limits an admin sets on a key; null means unlimited. `requestsPerMinute` counts every operation
+ * (and REST call) of the key in the router, refused as a `@rateLimit` is (RATE_LIMITED, HTTP 429
+ * with Retry-After); `tokensPerMinute` and the budgets are reserved and settled per model call.
  */
 export type KeyLimits = {
   __typename?: 'KeyLimits';

@@ -28,6 +28,33 @@ async function keyIn(target: TestStack, tenant: string, scopes = '[CHAT_INVOKE, 
   return { authorization: `Bearer ${body.data!.createApiKey.secret}` };
 }
 
+describe("a key's requestsPerMinute", () => {
+  it('counts every operation and REST call of the key, refusing the one over with 429 RATE_LIMITED before any subgraph', async () => {
+    stack = await startTestStack({ redis: { url: REDIS_URL, keyPrefix: `mg-test:${randomUUID()}:` } });
+    await postGraphQL(stack.url, 'mutation { createTenant(input: {id: "rpm", name: "rpm"}) { tenant { id } } }');
+    const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+      stack.url,
+      'mutation { createApiKey(input: {tenantId: "rpm", name: "k", scopes: [CHAT_INVOKE, MODELS_READ], limits: {requestsPerMinute: 3}}) { secret } }',
+    );
+    const key = { authorization: `Bearer ${body.data!.createApiKey.secret}` };
+    // Two GraphQL operations of any kind, and a REST call: three requests.
+    expect((await postGraphQL(stack.url, '{ models { id } }', undefined, key)).body.errors).toBeUndefined();
+    expect((await postGraphQL(stack.url, CHAT, undefined, key)).body.data).toMatchObject({ chat: { content: 'counted' } });
+    const rest = await fetch(stack.url.replace('/graphql', '/v1/models'), { headers: key });
+    expect(rest.status).toBe(200);
+    const before = servedByInference(stack);
+    const refused = await postGraphQL(stack.url, CHAT, undefined, key);
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', field: 'ApiKey.requestsPerMinute', limit: 3 });
+    const restRefused = await fetch(stack.url.replace('/graphql', '/v1/models'), { headers: key });
+    expect(restRefused.status).toBe(429);
+    expect(servedByInference(stack)).toBe(before);
+    // Another key is not affected.
+    expect((await postGraphQL(stack.url, CHAT)).body.data).toMatchObject({ chat: { content: 'counted' } });
+  });
+});
+
 describe('@rateLimit', () => {
   it('refuses the call over the limit with 429 RATE_LIMITED before any subgraph is called, per key', async () => {
     stack = await startTestStack({ router: { port: 0, rateLimits: { 'Mutation.chat': { max: 3, window: '1m' } } } });

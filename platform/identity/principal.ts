@@ -24,6 +24,8 @@ export interface Principal {
   allowedModels: string[] | null;
   /** The key's own token limit and budgets (absent or null: none); tenants' come from the config. */
   limits?: SpendLimits;
+  /** The key's requests a minute (the router enforces it; absent or null: none). */
+  requestsPerMinute?: number | null;
   /**
    * Set when an agent run acts for the principal (`agent-run:<id>`): its model and tool calls carry
    * the owner's grant, and nothing acting for a run may start another run.

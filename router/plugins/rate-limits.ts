@@ -91,6 +91,16 @@ function holder(per: Scope, caller: CallerContext): string | undefined {
   return holderOf(principal);
 }
 
+/** Where a key's `limits.requestsPerMinute` counts, as a limit on every operation. */
+export const KEY_REQUESTS_COORDINATE = 'ApiKey.requestsPerMinute';
+
+/** The caller's key limit of requests a minute, as a limit of its own (none for other callers). */
+function requestsPerMinuteOf({ principal }: CallerContext): FieldLimit | undefined {
+  const max = principal?.requestsPerMinute;
+  if (!max || !principal.keyId) return undefined;
+  return { coordinate: KEY_REQUESTS_COORDINATE, max, windowMs: 60_000, per: 'API_KEY' };
+}
+
 function rateLimitHeaders(decision: RateDecision): Record<string, string> {
   return {
     'ratelimit-limit': String(decision.limit),
@@ -175,14 +185,16 @@ export function useRateLimits(limiter: RateLimiter, settings: RateLimitSettings)
       limits = limitsOf(schema, overrides, log);
       bySchema.set(schema, limits);
     }
-    if (limits.size === 0) return undefined;
     const caller = callerOf(context);
+    const keyLimit = requestsPerMinuteOf(caller);
+    if (limits.size === 0 && !keyLimit) return undefined;
     let selected = byDocument.get(document);
     if (!selected) {
       selected = limitedSelections(schema, document, limits);
       byDocument.set(document, selected);
     }
-    for (const limit of selected) {
+    // The key's own limit first: every operation (and REST call) is one request of it.
+    for (const limit of keyLimit ? [keyLimit, ...selected] : selected) {
       const who = holder(limit.per, caller);
       if (who === undefined) continue;
       let decision: RateDecision;
