@@ -216,6 +216,8 @@ export type ErrorCode =
   | 'NOT_FOUND'
   /** The operation breaks an edge limit (depth, aliases, tokens, directives, open subscriptions); `extensions.limit` names it. */
   | 'OPERATION_LIMIT_EXCEEDED'
+  /** This replica is at its limit of concurrent operations or streams; retry after `extensions.retryAfterMs`, here or elsewhere. */
+  | 'OVERLOADED'
   /** A `@rateLimit` on a field refused the call; `extensions.retryAfterMs` says when to retry (HTTP 429). */
   | 'RATE_LIMITED'
   /** A dependency the request needs (the key store) is unreachable; retry shortly. */

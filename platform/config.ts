@@ -105,6 +105,21 @@ const routerSchema = z
      */
     rateLimitFailMode: z.enum(['open', 'closed']).default('open'),
     /**
+     * Admission control per replica: at most this many queries and mutations, and subscriptions,
+     * at once; a few more wait up to queueTimeoutMs for a slot; the rest get OVERLOADED (503).
+     * Size maxOperations near throughput × normal latency (Little's law): past it a replica only
+     * makes every admitted call slower.
+     */
+    admission: z
+      .object({
+        maxOperations: z.number().int().positive().default(256),
+        maxStreams: z.number().int().positive().default(10_000),
+        maxQueued: z.number().int().min(0).default(128),
+        queueTimeoutMs: z.number().int().positive().default(250),
+      })
+      .strict()
+      .prefault({}),
+    /**
      * Replaces the schema's `@rateLimit` values for a field (by coordinate, e.g. `Mutation.chat`),
      * or adds a limit to a field without one, without recomposing the supergraph.
      */

@@ -81,6 +81,11 @@ export const ErrorCode = {
   SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
   /** The server is shutting down; retry against another replica. */
   SHUTTING_DOWN: 'SHUTTING_DOWN',
+  /**
+   * This replica is at its limit of concurrent operations or streams (router.admission); retry
+   * after `extensions.retryAfterMs`, here or on another replica (HTTP 503 with Retry-After).
+   */
+  OVERLOADED: 'OVERLOADED',
   /** A subgraph could not be reached or failed; the router masks its details. */
   DOWNSTREAM_SERVICE_ERROR: 'DOWNSTREAM_SERVICE_ERROR',
   /** Anything unexpected; details are in the server log under `extensions.requestId`. */

@@ -39,6 +39,7 @@ import { GRAPHQL_PATH, ServerLifecycle, type RunningServer } from '../platform/s
 import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, withExpiry, type AuthOutcome } from './authenticate.ts';
 import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed, restCorsHeaders } from './origin-policy.ts';
+import { Admission, useAdmission } from './plugins/admission.ts';
 import { useDemandControl } from './plugins/demand-control.ts';
 import { useEdgeLimits } from './plugins/edge-limits.ts';
 import { useRateLimits } from './plugins/rate-limits.ts';
@@ -210,6 +211,9 @@ function createRuntime(
   const { limits } = settings;
   const local = new Set<string>(localSubgraphs.map((subgraph) => subgraph.name));
   const supergraph = parse(readFileSync(SUPERGRAPH_FILE, 'utf8'));
+  const admission = useAdmission(new Admission(settings.admission), (kind) =>
+    metrics.rejections.inc({ reason: 'overloaded', field: kind }),
+  );
   return createGatewayRuntime({
     supergraph,
     transports: {
@@ -234,6 +238,8 @@ function createRuntime(
       ...useEdgeLimits(limits),
       useErrorCodes({ suggestions: limits.fieldSuggestions }),
       useRouterMetrics(metrics),
+      // Before every other policy: under overload a refusal must cost next to nothing.
+      admission.gate,
       useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
       useDemandControl(settings.demandControl, () => metrics.rejections.inc({ reason: 'cost', field: '' })),
       useRateLimits(limiter, {
@@ -250,6 +256,7 @@ function createRuntime(
       useGracefulStreams(shutdownSignal),
       // Last: every policy above has run (and may have stopped the operation).
       useInProcessShortcut(supergraph, localSubgraphs, inProcess.closing),
+      admission.guard,
     ],
   });
 }

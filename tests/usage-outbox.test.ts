@@ -107,6 +107,14 @@ describe('a full outbox', () => {
     const served: boolean[] = [];
     for (let index = 0; index < 3; index++) served.push((await postGraphQL(small.url, CHAT)).body.data !== null);
     expect(served).toEqual([true, true, true]);
+    // Once their events are in the outbox (each waits for Redis to fail it first).
+    const held = async () =>
+      Number(
+        /modelgraph_usage_outbox_events\{[^}]*\} (\d+)/.exec(
+          await (await fetch(inference.url.replace('/graphql', '/metrics'))).text(),
+        )?.[1],
+      );
+    await expect.poll(held, { timeout: 10_000, interval: 50 }).toBe(3);
     const refused = await postGraphQL(small.url, CHAT);
     expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'SERVICE_UNAVAILABLE', retryAfterMs: 5_000 });
     expect(await inferenceReady()).toBe(503);

@@ -36,6 +36,7 @@ const BY_CODE: Partial<Record<ErrorCode, Mapped>> = {
   [ErrorCode.DOWNSTREAM_SERVICE_ERROR]: UPSTREAM,
   [ErrorCode.SERVICE_UNAVAILABLE]: { status: 503, type: 'api_error' },
   [ErrorCode.SHUTTING_DOWN]: { status: 503, type: 'api_error' },
+  [ErrorCode.OVERLOADED]: { status: 503, type: 'api_error' },
   [ErrorCode.CANCELLED]: { status: 499, type: 'api_error' },
   [ErrorCode.INTERNAL_SERVER_ERROR]: { status: 500, type: 'api_error' },
 };

@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { Admission } from './admission.ts';
+
+const settings = { maxOperations: 2, maxStreams: 1, maxQueued: 1, queueTimeoutMs: 50 };
+
+describe('Admission', () => {
+  it('admits up to its maximum, lets one wait for the next free slot, and refuses the rest at once', async () => {
+    const admission = new Admission(settings);
+    const first = await admission.enter('operations');
+    const second = await admission.enter('operations');
+    expect(first && second).toBeTruthy();
+    const waiting = admission.enter('operations');
+    expect(await admission.enter('operations')).toBeUndefined();
+    expect(admission.load('operations')).toEqual({ used: 2, queued: 1 });
+    first!();
+    first!();
+    const third = await waiting;
+    expect(third).toBeTypeOf('function');
+    expect(admission.load('operations')).toEqual({ used: 2, queued: 0 });
+    second!();
+    third!();
+    expect(admission.load('operations')).toEqual({ used: 0, queued: 0 });
+  });
+
+  it('refuses one that waited queueTimeoutMs without a slot, and counts streams apart from operations', async () => {
+    const admission = new Admission(settings);
+    const stream = await admission.enter('streams');
+    expect(await admission.enter('operations')).toBeTypeOf('function');
+    expect(await admission.enter('streams')).toBeUndefined();
+    expect(admission.load('streams')).toEqual({ used: 1, queued: 0 });
+    stream!();
+    expect(await admission.enter('streams')).toBeTypeOf('function');
+    expect(admission.refusal('streams')).toMatchObject({
+      extensions: { code: 'OVERLOADED', limit: 'maxStreams', max: 1, retryAfterMs: 1_000 },
+    });
+  });
+});
