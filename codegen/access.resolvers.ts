@@ -136,6 +136,8 @@ export type CreateTenantPayload = {
  */
 export type KeyLimits = {
   __typename?: 'KeyLimits';
+  /** Operations of the key running at once, across replicas (queries, mutations, open subscriptions). */
+  maxConcurrentRequests?: Maybe<Scalars['Int']['output']>;
   requestsPerMinute?: Maybe<Scalars['Int']['output']>;
   tokensPerMinute?: Maybe<Scalars['Int']['output']>;
   usdPerDay?: Maybe<Scalars['Float']['output']>;
@@ -143,6 +145,7 @@ export type KeyLimits = {
 };
 
 export type KeyLimitsInput = {
+  maxConcurrentRequests?: InputMaybe<Scalars['Int']['input']>;
   requestsPerMinute?: InputMaybe<Scalars['Int']['input']>;
   tokensPerMinute?: InputMaybe<Scalars['Int']['input']>;
   usdPerDay?: InputMaybe<Scalars['Float']['input']>;
@@ -535,6 +538,7 @@ export type CreateTenantPayloadResolvers<ContextType = AccessContext, ParentType
 };
 
 export type KeyLimitsResolvers<ContextType = AccessContext, ParentType extends ResolversParentTypes['KeyLimits'] = ResolversParentTypes['KeyLimits']> = {
+  maxConcurrentRequests?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   requestsPerMinute?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   tokensPerMinute?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   usdPerDay?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;

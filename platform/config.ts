@@ -104,6 +104,8 @@ const routerSchema = z
      * refuses it with a coded 503.
      */
     rateLimitFailMode: z.enum(['open', 'closed']).default('open'),
+    /** The same for concurrency limits (keys' and tenants' maxConcurrentRequests). */
+    concurrencyFailMode: z.enum(['open', 'closed']).default('open'),
     /**
      * Admission control per replica: at most this many queries and mutations, and subscriptions,
      * at once; a few more wait up to queueTimeoutMs for a slot; the rest get OVERLOADED (503).
@@ -523,6 +525,8 @@ export const configSchema = z
                 tokensPerMinute: z.number().int().positive().optional(),
                 usdPerDay: z.number().positive().optional(),
                 usdPerMonth: z.number().positive().optional(),
+                /** Operations of the tenant's keys running at once, across replicas. */
+                maxConcurrentRequests: z.number().int().positive().optional(),
               })
               .strict(),
           )

@@ -38,7 +38,7 @@ const AUDITED_FAILURES_PER_MINUTE = 20;
 const MAX_AUDIT_FIELD = 200;
 
 function keyPrincipal(key: ApiKeyRecord): Principal {
-  const { tokensPerMinute, usdPerDay, usdPerMonth, requestsPerMinute } = key.limits;
+  const { tokensPerMinute, usdPerDay, usdPerMonth, requestsPerMinute, maxConcurrentRequests = null } = key.limits;
   return {
     kind: 'API_KEY',
     subject: key.id,
@@ -48,6 +48,7 @@ function keyPrincipal(key: ApiKeyRecord): Principal {
     allowedModels: key.allowedModels,
     limits: { tokensPerMinute, usdPerDay, usdPerMonth },
     requestsPerMinute,
+    maxConcurrentRequests,
   };
 }
 

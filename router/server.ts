@@ -40,6 +40,8 @@ import { Authenticator, credentialFromConnectionParams, credentialFromHeaders, w
 import { CredentialWatch } from './credential-watch.ts';
 import { corsOptions, originAllowed, restCorsHeaders } from './origin-policy.ts';
 import { Admission, useAdmission } from './plugins/admission.ts';
+import { useConcurrencyLimits } from './plugins/concurrency-limits.ts';
+import { MemoryConcurrencyLimiter, RedisConcurrencyLimiter, type ConcurrencyLimiter } from './concurrency-limiter.ts';
 import { useDemandControl } from './plugins/demand-control.ts';
 import { useEdgeLimits } from './plugins/edge-limits.ts';
 import { useRateLimits } from './plugins/rate-limits.ts';
@@ -203,7 +205,7 @@ function createRuntime(
     identity,
   }: Pick<RouterOptions, 'config' | 'log' | 'subgraphUrls' | 'localSubgraphs' | 'identity'>,
   metrics: RouterMetrics,
-  limiter: RateLimiter,
+  { rates, concurrency }: { rates: RateLimiter; concurrency: ConcurrencyLimiter },
   shutdownSignal: AbortSignal,
   inProcess: InProcessTransport,
 ): GatewayRuntime {
@@ -214,6 +216,14 @@ function createRuntime(
   const admission = useAdmission(new Admission(settings.admission), (kind) =>
     metrics.rejections.inc({ reason: 'overloaded', field: kind }),
   );
+  const running = useConcurrencyLimits(concurrency, {
+    keyPrefix: config.redis.keyPrefix,
+    tenants: config.metering.tenants,
+    failMode: settings.concurrencyFailMode,
+    log: log.child({ component: 'concurrency-limits' }),
+    onRefused: (scope) => metrics.rejections.inc({ reason: 'concurrency', field: scope }),
+    onDegraded: (decision) => metrics.degradedDecisions.inc({ limit: 'concurrency', decision }),
+  });
   return createGatewayRuntime({
     supergraph,
     transports: {
@@ -240,9 +250,10 @@ function createRuntime(
       useRouterMetrics(metrics),
       // Before every other policy: under overload a refusal must cost next to nothing.
       admission.gate,
+      running.gate,
       useSubscriptionCaps(limits.maxSubscriptionsPerPrincipal),
       useDemandControl(settings.demandControl, () => metrics.rejections.inc({ reason: 'cost', field: '' })),
-      useRateLimits(limiter, {
+      useRateLimits(rates, {
         keyPrefix: config.redis.keyPrefix,
         overrides: settings.rateLimits,
         failMode: settings.rateLimitFailMode,
@@ -257,6 +268,7 @@ function createRuntime(
       // Last: every policy above has run (and may have stopped the operation).
       useInProcessShortcut(supergraph, localSubgraphs, inProcess.closing),
       admission.guard,
+      running.guard,
     ],
   });
 }
@@ -435,9 +447,11 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   }
   const lifecycle = new ServerLifecycle();
   const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
-  const limiter = redis ? new RedisRateLimiter(redis) : new MemoryRateLimiter();
+  const limiters = redis
+    ? { rates: new RedisRateLimiter(redis), concurrency: new RedisConcurrencyLimiter(redis) }
+    : { rates: new MemoryRateLimiter(), concurrency: new MemoryConcurrencyLimiter() };
   const inProcess = createInProcessTransport(options.localSubgraphs ?? [], log.child({ component: 'in-process' }));
-  const runtime = createRuntime(options, metrics, limiter, lifecycle.shutdownSignal, inProcess);
+  const runtime = createRuntime(options, metrics, limiters, lifecycle.shutdownSignal, inProcess);
   // The WS handler needs the schema loaded before the first subscription arrives.
   await runtime.getSchema();
   detachRuntimeTerminateHandlers();

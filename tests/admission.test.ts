@@ -4,10 +4,11 @@
  * the REST doors — and past `maxStreams` a subscription is; slots come back when operations end,
  * also when their caller leaves.
  */
+import { randomUUID } from 'node:crypto';
 import { print } from 'graphql';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatStreamDocument, type ChatStreamSubscription } from '../codegen/operations.ts';
-import { collectSubscription, startTestStack, type TestStack } from './support/stack.ts';
+import { collectSubscription, postGraphQL, startTestStack, type TestStack } from './support/stack.ts';
 
 let stack: TestStack | undefined;
 afterEach(async () => {
@@ -81,5 +82,81 @@ describe('admission control', () => {
     expect(await open).toBe('complete');
     const after = await stream('three');
     expect(after.results.at(-1)?.data?.chatStream).toMatchObject({ __typename: 'ChatCompleted' });
+  });
+});
+
+describe('concurrency limits per key and per tenant', () => {
+  const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+  async function keyWith(tenant: string, limits: Record<string, number>) {
+    await postGraphQL(stack!.url, `mutation { createTenant(input: {id: "${tenant}", name: "${tenant}"}) { tenant { id } } }`);
+    const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+      stack!.url,
+      'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }',
+      { input: { tenantId: tenant, name: 'k', scopes: ['CHAT_INVOKE', 'MODELS_READ'], limits } },
+    );
+    return body.data!.createApiKey.secret;
+  }
+
+  /** A stream held open upstream until `release` (the emulator stalls it after its first word). */
+  async function openStream(secret: string) {
+    stack!.emulator.script({ kind: 'chat', content: 'one two three', stallAfterChunks: 1 });
+    const client = stack!.ws({ authorization: `Bearer ${secret}` });
+    let firstWord!: () => void;
+    const started = new Promise<void>((resolve) => {
+      firstWord = resolve;
+    });
+    const unsubscribe = client.subscribe(
+      { query: print(ChatStreamDocument), variables: { input: { model: 'gpt-test', messages: [{ role: 'USER', content: 'x' }] } } },
+      { next: () => firstWord(), error: () => undefined, complete: () => undefined },
+    );
+    await started;
+    return unsubscribe;
+  }
+
+  const chatAs = (secret: string) =>
+    postGraphQL<{ chat: { content: string } }>(
+      stack!.url,
+      'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "in"}]}) { content } }',
+      undefined,
+      { authorization: `Bearer ${secret}` },
+    );
+
+  it('refuses a key its next operation while maxConcurrentRequests are running, across doors, until one ends', async () => {
+    stack = await startTestStack({ redis: { url: REDIS_URL, keyPrefix: `mg-test:${randomUUID()}:` } });
+    const secret = await keyWith('busy', { maxConcurrentRequests: 1 });
+    const stop = await openStream(secret);
+    const refused = await chatAs(secret);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({
+      code: 'RATE_LIMITED',
+      limit: 'maxConcurrentRequests',
+      scope: 'key',
+      max: 1,
+    });
+    const rest = await fetch(stack.url.replace('/graphql', '/v1/models'), { headers: { authorization: `Bearer ${secret}` } });
+    expect(rest.status).toBe(429);
+    // Other keys are not held back.
+    expect((await chatAs(stack.adminKey)).body.data?.chat.content).toBe('in');
+    stop();
+    await expect.poll(async () => (await chatAs(secret)).body.data?.chat.content).toBe('in');
+  });
+
+  it("counts a tenant's keys together against metering.tenants.<id>.maxConcurrentRequests", async () => {
+    stack = await startTestStack({
+      redis: { url: REDIS_URL, keyPrefix: `mg-test:${randomUUID()}:` },
+      metering: { tenants: { crowd: { maxConcurrentRequests: 1 } } },
+    });
+    const first = await keyWith('crowd', {});
+    const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+      stack.url,
+      'mutation { createApiKey(input: {tenantId: "crowd", name: "second", scopes: [CHAT_INVOKE]}) { secret } }',
+    );
+    const stop = await openStream(first);
+    const refused = await chatAs(body.data!.createApiKey.secret);
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', limit: 'maxConcurrentRequests', scope: 'tenant' });
+    stop();
+    await expect.poll(async () => (await chatAs(body.data!.createApiKey.secret)).body.data?.chat.content).toBe('in');
   });
 });

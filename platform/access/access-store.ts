@@ -24,12 +24,20 @@ export interface TenantRecord {
 /** Limits an admin sets on a key; null means unlimited. */
 export interface KeyLimits {
   requestsPerMinute: number | null;
+  /** Operations of the key running at once, across replicas (absent in records made before it). */
+  maxConcurrentRequests?: number | null;
   tokensPerMinute: number | null;
   usdPerDay: number | null;
   usdPerMonth: number | null;
 }
 
-export const NO_LIMITS: KeyLimits = { requestsPerMinute: null, tokensPerMinute: null, usdPerDay: null, usdPerMonth: null };
+export const NO_LIMITS: KeyLimits = {
+  requestsPerMinute: null,
+  maxConcurrentRequests: null,
+  tokensPerMinute: null,
+  usdPerDay: null,
+  usdPerMonth: null,
+};
 
 export interface ApiKeyRecord {
   id: string;

@@ -26,6 +26,8 @@ export interface Principal {
   limits?: SpendLimits;
   /** The key's requests a minute (the router enforces it; absent or null: none). */
   requestsPerMinute?: number | null;
+  /** The key's operations running at once (the router enforces it; absent or null: none). */
+  maxConcurrentRequests?: number | null;
   /**
    * Set when an agent run acts for the principal (`agent-run:<id>`): its model and tool calls carry
    * the owner's grant, and nothing acting for a run may start another run.

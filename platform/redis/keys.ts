@@ -25,6 +25,9 @@ export const auditStreamKey = (prefix: string) => `${prefix}audit`;
 export const rateLimitKey = (prefix: string, coordinate: string, per: string, holder: string) =>
   `${prefix}rl:${coordinate}:${per}:${holder}`;
 
+/** The running operations' leases of a key or a tenant (router/concurrency-limiter.ts). */
+export const concurrencyKey = (prefix: string, scope: 'key' | 'tenant', holder: string) => `${prefix}cc:${scope}:${holder}`;
+
 /**
  * Meter buckets (platform/metering/meter.ts): tokens per minute of a key, a tenant or a model version
  * (`id@version`), and nano-dollars per UTC day (`YYYY-MM-DD`) or month (`YYYY-MM`) of a key or a

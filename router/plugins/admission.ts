@@ -18,7 +18,7 @@ export interface AdmissionSettings {
   queueTimeoutMs: number;
 }
 
-type Kind = 'operations' | 'streams';
+export type Kind = 'operations' | 'streams';
 
 /** How long a refused caller is told to wait. */
 const RETRY_AFTER_MS = 1_000;
@@ -106,40 +106,41 @@ export class Admission {
   }
 }
 
+/** What holding an operation's slot gives: how to free it, or why it was refused. */
+export type Held = { release: () => void } | { refusal: Error };
+
 /**
- * Two hooks: `gate`, first of the router's plugins, admits each operation before any other policy
- * runs; `guard`, last (after any plugin that replaces how the operation executes), frees the slot
- * if execution throws, which skips envelop's done-hooks. `onRefused` counts the refusals.
+ * Hooks that hold something for each operation while it runs (a slot, a lease): `gate`, placed
+ * early among the router's plugins, takes it before later policies run (`take` sees the operation
+ * kind and its context) and frees it when the result is ready, a later policy stopped the
+ * operation, or a stream ends; `guard`, placed last (after any plugin that replaces how the
+ * operation executes), frees it if execution throws, which skips envelop's done-hooks.
  */
-export function useAdmission(
-  admission: Admission,
-  onRefused: (kind: Kind) => void = () => undefined,
-): { gate: GatewayPlugin; guard: GatewayPlugin } {
-  /** Each admitted operation's release, by its context (one per operation). */
+export function heldWhileRunning(take: (kind: Kind, context: object) => Promise<Held>): { gate: GatewayPlugin; guard: GatewayPlugin } {
+  /** Each running operation's release, by its context (one per operation). */
   const releases = new WeakMap<object, () => void>();
   const gate: GatewayPlugin = {
     async onExecute({ args, setResultAndStopExecution }) {
-      const release = await admission.enter('operations');
-      if (!release) {
-        onRefused('operations');
-        setResultAndStopExecution({ errors: [admission.refusal('operations') as never] });
+      const held = await take('operations', args.contextValue as object);
+      if ('refusal' in held) {
+        setResultAndStopExecution({ errors: [held.refusal as never] });
         return;
       }
-      releases.set(args.contextValue as object, release);
+      releases.set(args.contextValue as object, held.release);
       // Reached when the result is ready, also when a later policy stopped the operation.
-      return { onExecuteDone: release };
+      return { onExecuteDone: held.release };
     },
     async onSubscribe({ args, setResultAndStopExecution }) {
-      const release = await admission.enter('streams');
-      if (!release) {
-        onRefused('streams');
-        setResultAndStopExecution({ errors: [admission.refusal('streams') as never] });
+      const held = await take('streams', args.contextValue as object);
+      if ('refusal' in held) {
+        setResultAndStopExecution({ errors: [held.refusal as never] });
         return;
       }
+      const { release } = held;
       releases.set(args.contextValue as object, release);
       return {
         onSubscribeResult({ result }) {
-          // A refusal before the stream opened frees its slot now; an open stream, when it ends.
+          // A refusal before the stream opened frees it now; an open stream, when it ends.
           if (!(Symbol.asyncIterator in (result as object))) {
             release();
             return;
@@ -176,4 +177,14 @@ export function useAdmission(
     },
   };
   return { gate, guard };
+}
+
+/** Admission as hooks (see `heldWhileRunning`); `onRefused` counts the refusals. */
+export function useAdmission(admission: Admission, onRefused: (kind: Kind) => void = () => undefined) {
+  return heldWhileRunning(async (kind) => {
+    const release = await admission.enter(kind);
+    if (release) return { release };
+    onRefused(kind);
+    return { refusal: admission.refusal(kind) };
+  });
 }

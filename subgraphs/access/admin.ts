@@ -82,6 +82,7 @@ function checkAllowedModels(models: readonly string[] | null | undefined): strin
 
 interface LimitsInput {
   requestsPerMinute?: number | null;
+  maxConcurrentRequests?: number | null;
   tokensPerMinute?: number | null;
   usdPerDay?: number | null;
   usdPerMonth?: number | null;

@@ -1,0 +1,103 @@
+/**
+ * Concurrency limits per key (`limits.maxConcurrentRequests`) and per tenant
+ * (`metering.tenants.<id>.maxConcurrentRequests`), across replicas: each operation, query,
+ * mutation or subscription, holds a lease on its key's and its tenant's count while it runs
+ * (router/concurrency-limiter.ts), freed on every way it ends — its result, an error, a stopped
+ * stream, a caller who left — and, for a replica that died, by the lease's expiry. One over the
+ * limit is refused with RATE_LIMITED (429, `Retry-After: 1`, `extensions.limit:
+ * maxConcurrentRequests`). Without Redis the fail mode decides, as for rate limits.
+ */
+import { randomUUID } from 'node:crypto';
+import { ErrorCode, codedError } from '../../platform/errors.ts';
+import type { Logger } from '../../platform/logger.ts';
+import { concurrencyKey } from '../../platform/redis/keys.ts';
+import type { ConcurrencyLimiter } from '../concurrency-limiter.ts';
+import { heldWhileRunning } from './admission.ts';
+import { callerOf } from './identity.ts';
+
+export interface ConcurrencySettings {
+  keyPrefix: string;
+  /** Tenants' limits, by tenant id. */
+  tenants: Record<string, { maxConcurrentRequests?: number | undefined }>;
+  failMode: 'open' | 'closed';
+  log: Logger;
+  onRefused?: (scope: 'key' | 'tenant') => void;
+  onDegraded?: (decision: 'allowed' | 'refused') => void;
+  /** How long a lease lives without renewal (renewed every third of it while the operation runs). */
+  leaseMs?: number;
+}
+
+const NOTHING_HELD = { release: () => undefined };
+const LEASE_MS = 60_000;
+
+function limited(scope: 'key' | 'tenant', max: number) {
+  return codedError(
+    ErrorCode.RATE_LIMITED,
+    `this ${scope === 'key' ? 'key' : "key's tenant"} already has ${max} requests running (its maxConcurrentRequests); retry when one ends`,
+    { limit: 'maxConcurrentRequests', scope, max, retryAfterMs: 1_000, http: { status: 429, headers: { 'retry-after': '1' } } },
+  );
+}
+
+const unchecked = () =>
+  codedError(ErrorCode.SERVICE_UNAVAILABLE, 'concurrency limits cannot be checked right now; retry', {
+    limit: 'maxConcurrentRequests',
+    retryAfterMs: 1_000,
+    http: { status: 503, headers: { 'retry-after': '1' } },
+  });
+
+export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: ConcurrencySettings) {
+  const { keyPrefix, tenants, failMode, log } = settings;
+  const leaseMs = settings.leaseMs ?? LEASE_MS;
+  let lastWarning = 0;
+  const degraded = (error: unknown) => {
+    settings.onDegraded?.(failMode === 'open' ? 'allowed' : 'refused');
+    if (Date.now() - lastWarning < 10_000) return;
+    lastWarning = Date.now();
+    log.warn({ err: error, failMode }, 'concurrency limits not checked: limiter unavailable');
+  };
+  return heldWhileRunning(async (_kind, context) => {
+    const { principal } = callerOf(context);
+    if (!principal) return NOTHING_HELD;
+    const limits: { scope: 'key' | 'tenant'; holder: string; max: number }[] = [];
+    if (principal.keyId && principal.maxConcurrentRequests) {
+      limits.push({ scope: 'key', holder: principal.keyId, max: principal.maxConcurrentRequests });
+    }
+    const tenantMax = tenants[principal.tenantId]?.maxConcurrentRequests;
+    if (tenantMax) limits.push({ scope: 'tenant', holder: principal.tenantId, max: tenantMax });
+    if (limits.length === 0) return NOTHING_HELD;
+    const lease = randomUUID();
+    const held: string[] = [];
+    const release = () => {
+      for (const key of held.splice(0)) limiter.release(key, lease).catch((error: unknown) => degraded(error));
+    };
+    for (const { scope, holder, max } of limits) {
+      const key = concurrencyKey(keyPrefix, scope, holder);
+      let taken: boolean;
+      try {
+        taken = await limiter.acquire(key, lease, max, leaseMs);
+      } catch (error) {
+        degraded(error);
+        if (failMode === 'open') continue;
+        release();
+        return { refusal: unchecked() };
+      }
+      if (!taken) {
+        release();
+        settings.onRefused?.(scope);
+        return { refusal: limited(scope, max) };
+      }
+      held.push(key);
+    }
+    // A long stream keeps its leases; a replica that dies stops renewing them, and they expire.
+    const renewing = setInterval(() => {
+      for (const key of held) limiter.renew(key, lease, leaseMs).catch((error: unknown) => degraded(error));
+    }, leaseMs / 3);
+    renewing.unref();
+    return {
+      release: () => {
+        clearInterval(renewing);
+        release();
+      },
+    };
+  });
+}
