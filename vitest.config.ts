@@ -12,6 +12,8 @@ export default defineConfig({
   test: {
     include: ['tests/**/*.test.ts', 'providers/**/*.test.ts', 'platform/**/*.test.ts', 'subgraphs/**/*.test.ts', 'router/**/*.test.ts'],
     pool: 'forks',
+    // tests/memory.test.ts measures the live heap after a forced collection.
+    execArgv: ['--expose-gc'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
   },

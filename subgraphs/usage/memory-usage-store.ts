@@ -1,4 +1,5 @@
-/** The usage pipeline in process memory (no Redis): emit queues, drain aggregates the queue, nothing expires. */
+/** The usage pipeline in process memory (no Redis): emit queues, drain aggregates the queue; hourly rows are kept, recent event ids are remembered to count each once. */
+import { LRUCache } from 'lru-cache';
 import type { UsageEvent } from '../../platform/metering/usage-event.ts';
 import { checkEvent, type CountedEvent } from '../../platform/metering/usage-stream.ts';
 import {
@@ -17,9 +18,17 @@ import {
   type UsageStore,
 } from './usage-store.ts';
 
+/** How many recent event ids the in-process store remembers to count each once. */
+const COUNTED_IDS = 10_000;
+
 export class MemoryUsageStore implements UsageStore {
   #queue: CountedEvent[] = [];
-  readonly #counted = new Set<string>();
+  /**
+   * Ids counted lately, for idempotency. In one process an event only comes again right after
+   * it came (no stream redelivers it hours later), so the newest COUNTED_IDS are enough, and the
+   * set stays bounded however long the process serves (it held every id ever counted before).
+   */
+  readonly #counted = new LRUCache<string, true>({ max: COUNTED_IDS });
   /** Hour → row key → sums. */
   readonly #hours = new Map<string, Map<string, Sums>>();
 
@@ -47,10 +56,9 @@ export class MemoryUsageStore implements UsageStore {
   /** Adds the event to its row unless its id was counted; true when counted. */
   #count(event: CountedEvent): boolean {
     const { hour, rowKey, sums: added } = countingOf(event);
-    // Idempotency is per (event day, id), as in Redis's per-day counted sets.
-    const id = `${hour.slice(0, 10)} ${event.id}`;
-    if (this.#counted.has(id)) return false;
-    this.#counted.add(id);
+    if (this.#counted.has(event.id)) return false;
+    // Kept flat: a UUID is built as a rope of a dozen pieces, each its own heap object.
+    this.#counted.set(JSON.parse(JSON.stringify(event.id)) as string, true);
     const rows = this.#hours.get(hour) ?? new Map<string, Sums>();
     this.#hours.set(hour, rows);
     const sums = rows.get(rowKey) ?? zeroSums();
