@@ -65,6 +65,7 @@ it('keeps the live heap flat across 3,000 streams over SSE, graphql-ws and REST'
   const before = liveHeap();
   await streams(3_000);
   const grown = liveHeap() - before;
-  // Under 1 KB a stream (a leak of the kind once seen, ~18 KB a finished stream, is 54 MB here).
-  expect(grown).toBeLessThan(3_000 * 1024);
+  // Under 2 KB a stream, compiled code included (measured: ~0.65 KB); a leak of the kind once
+  // seen, ~18 KB a finished stream, would be 54 MB here.
+  expect(grown).toBeLessThan(3_000 * 2048);
 });
