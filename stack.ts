@@ -49,7 +49,9 @@ function createUsageServices(config: Config, log: Logger, singleProcess: boolean
   const redis = createRedis(config.redis.url, log.child({ component: 'redis' }));
   // Events the stream cannot take wait on disk, in a folder of this stream's own.
   const { outbox } = config.metering;
-  const stream = createHash('sha256').update(`${config.redis.url} ${config.redis.keyPrefix}`).digest('hex').slice(0, 16);
+  // Named by where the stream is, not by the credentials in the URL (rotating a password keeps the folder).
+  const { hostname, port, pathname } = new URL(config.redis.url);
+  const stream = createHash('sha256').update(`${hostname}:${port}${pathname} ${config.redis.keyPrefix}`).digest('hex').slice(0, 16);
   const sink = new UsageOutbox(
     new RedisUsageSink(redis, config.redis.keyPrefix),
     { dir: join(outbox.dir, stream), maxEvents: outbox.maxEvents, retryMs: outbox.retryMs },

@@ -525,7 +525,7 @@ function modelgraphConfig(ports: Record<'router' | (typeof SUBGRAPH_NAMES)[numbe
       port: ports.router,
       rateLimits: { 'Mutation.chat': huge, 'Subscription.chatStream': huge },
       limits: { maxSubscriptionsPerPrincipal: 100_000 },
-      // Room for --idle-subscriptions; operations keep the shipped cap (256, far above 50 connections).
+      // Room for --idle-subscriptions (the shipped cap is 50,000 streams a process).
       admission: { maxStreams: 100_000 },
     },
     subgraphs: Object.fromEntries(SUBGRAPH_NAMES.map((name) => [name, { host: '127.0.0.1', port: ports[name] }])),
@@ -1347,7 +1347,7 @@ function header(modelgraph: Modelgraph, portkey: { readyMs: number; listens: str
     `- commit: ${gitCommit()}; command: \`${commandLine()}\``,
     `- upstream: bench/peer-mock.ts in its own process, ${COMPLETION_TOKENS}-token answer, ${options.tokenDelayMs} ms/token (a second mock at ${options.slowTokenDelayMs} ms/token for the concurrent streams)`,
     `- Portkey: @portkey-ai/gateway ${portkeyVersion()} (build/start-server.js --headless) listening on ${portkey.listens} (ss), ready ${Math.round(portkey.readyMs)} ms after spawn; REST with x-portkey-provider: openai and x-portkey-custom-host${patched ? '; streamed responses need the immutable-headers workaround (Portkey-AI/gateway#1389)' : ''}`,
-    `- modelgraph: \`${command.join(' ')}\` (${roles}), NODE_ENV=production${values['modelgraph-node-options'] ? `, NODE_OPTIONS +${values['modelgraph-node-options']}` : ''}, log level ${options.logLevel}, ${redisUrl ? `Redis ${redisUrl}` : 'no Redis (memory limiter, meter, usage store)'}; API key on every request; rate limits on (Mutation.chat and Subscription.chatStream at 1e6/min), subscriptions per principal 100000, admission control on (256 operations, 100000 streams), tenant budgets on (1e12 tokens/min, $1e9/day and /month), response cache on (not hit: no temperature 0)${options.cpuProfDir ? `; **--cpu-prof on** (${options.cpuProfDir})` : ''}`,
+    `- modelgraph: \`${command.join(' ')}\` (${roles}), NODE_ENV=production${values['modelgraph-node-options'] ? `, NODE_OPTIONS +${values['modelgraph-node-options']}` : ''}, log level ${options.logLevel}, ${redisUrl ? `Redis ${redisUrl}` : 'no Redis (memory limiter, meter, usage store)'}; API key on every request; rate limits on (Mutation.chat and Subscription.chatStream at 1e6/min), subscriptions per principal 100000, admission control on (2048 operations, 100000 streams), tenant budgets on (1e12 tokens/min, $1e9/day and /month), response cache on (not hit: no temperature 0)${options.cpuProfDir ? `; **--cpu-prof on** (${options.cpuProfDir})` : ''}`,
     `- modelgraph ready: /readyz answered ${Math.round(modelgraph.readyMs)} ms after the first spawn${options.layout === 'split' ? ` (router ${Math.round(modelgraph.routerReadyMs)} ms after its own)` : ''}`,
   ];
 }

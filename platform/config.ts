@@ -107,15 +107,15 @@ const routerSchema = z
     /** The same for concurrency limits (keys' and tenants' maxConcurrentRequests). */
     concurrencyFailMode: z.enum(['open', 'closed']).default('open'),
     /**
-     * Admission control per replica: at most this many queries and mutations, and subscriptions,
-     * at once; a few more wait up to queueTimeoutMs for a slot; the rest get OVERLOADED (503).
-     * Size maxOperations near throughput × normal latency (Little's law): past it a replica only
-     * makes every admitted call slower.
+     * Admission control per process (per worker with router.workers): at most this many queries
+     * and mutations, and subscriptions, at once; a few more wait up to queueTimeoutMs for a slot;
+     * the rest get OVERLOADED (503). A whole chat holds its slot while the provider answers, so
+     * size maxOperations near throughput × normal latency (Little's law) of a deployment.
      */
     admission: z
       .object({
-        maxOperations: z.number().int().positive().default(256),
-        maxStreams: z.number().int().positive().default(10_000),
+        maxOperations: z.number().int().positive().default(2_048),
+        maxStreams: z.number().int().positive().default(50_000),
         maxQueued: z.number().int().min(0).default(128),
         queueTimeoutMs: z.number().int().positive().default(250),
       })

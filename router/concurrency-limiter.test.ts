@@ -17,23 +17,31 @@ const limiters: [string, () => { limiter: ConcurrencyLimiter; wait: (ms: number)
       },
     }),
   ],
-  ['Redis', () => ({ limiter: new RedisConcurrencyLimiter(redis), wait: (ms) => new Promise((resolve) => setTimeout(resolve, ms)) })],
+  [
+    'Redis',
+    () => ({
+      limiter: new RedisConcurrencyLimiter(redis, () => clock),
+      wait: async (ms) => {
+        clock += ms;
+      },
+    }),
+  ],
 ];
 
 describe.each(limiters)('%s concurrency limiter', (_name, make) => {
   it('holds up to max leases, frees one on release, and lets a lease expire unless it is renewed', async () => {
     const { limiter, wait } = make();
     const key = `mg-test:${randomUUID()}:cc:key:k1`;
-    expect(await limiter.acquire(key, 'a', 2, 200)).toBe(true);
-    expect(await limiter.acquire(key, 'b', 2, 200)).toBe(true);
-    expect(await limiter.acquire(key, 'c', 2, 200)).toBe(false);
+    expect(await limiter.acquire(key, 'a', 2, 20_000)).toBe(true);
+    expect(await limiter.acquire(key, 'b', 2, 20_000)).toBe(true);
+    expect(await limiter.acquire(key, 'c', 2, 20_000)).toBe(false);
     await limiter.release(key, 'a');
-    expect(await limiter.acquire(key, 'c', 2, 200)).toBe(true);
+    expect(await limiter.acquire(key, 'c', 2, 20_000)).toBe(true);
     // b is renewed, c is not: after its lease, c's place is free again, b's is not.
-    await wait(120);
-    await limiter.renew(key, 'b', 200);
-    await wait(120);
-    expect(await limiter.acquire(key, 'd', 2, 200)).toBe(true);
-    expect(await limiter.acquire(key, 'e', 2, 200)).toBe(false);
+    await wait(12_000);
+    await limiter.renew(key, 'b', 20_000);
+    await wait(12_000);
+    expect(await limiter.acquire(key, 'd', 2, 20_000)).toBe(true);
+    expect(await limiter.acquire(key, 'e', 2, 20_000)).toBe(false);
   });
 });

@@ -37,14 +37,17 @@ return 1
 `);
 
 export class RedisConcurrencyLimiter implements ConcurrencyLimiter {
-  constructor(private readonly redis: Redis) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   async acquire(key: string, lease: string, max: number, ttlMs: number): Promise<boolean> {
-    return (await ACQUIRE.run(this.redis, 1, key, lease, max, Date.now(), ttlMs)) === 1;
+    return (await ACQUIRE.run(this.redis, 1, key, lease, max, this.now(), ttlMs)) === 1;
   }
 
   async renew(key: string, lease: string, ttlMs: number): Promise<void> {
-    await RENEW.run(this.redis, 1, key, lease, Date.now(), ttlMs);
+    await RENEW.run(this.redis, 1, key, lease, this.now(), ttlMs);
   }
 
   async release(key: string, lease: string): Promise<void> {

@@ -48,40 +48,39 @@ describe('admission control', () => {
     leaving.abort();
     await Promise.all(holding);
     await expect
-      .poll(async () => ((await (await chat('echo')).json()) as { data?: { chat?: { content: string } } }).data?.chat?.content)
+      .poll(async () => ((await (await chat('echo')).json()) as { data?: { chat?: { content: string } } }).data?.chat?.content, {
+        timeout: 10_000,
+        interval: 100,
+      })
       .toBe('in');
   });
 
   it('refuses a subscription past maxStreams, and admits another once the open one ends', async () => {
-    stack = await startTestStack(
-      { router: { port: 0, shutdownGraceMs: 2_000, admission: { maxStreams: 1, maxQueued: 0 } } },
-      { localStreamDelayMs: 30 },
-    );
+    stack = await startTestStack({ router: { port: 0, shutdownGraceMs: 2_000, admission: { maxStreams: 1, maxQueued: 0 } } });
     const stream = (content: string) =>
       collectSubscription<ChatStreamSubscription>(stack!.ws(), {
         query: print(ChatStreamDocument),
         variables: { input: { model: 'echo', messages: [{ role: 'USER', content }] } },
       });
-    // The first is open once its first word arrives (the rest come 30 ms apart); a second is refused at once.
+    // The first stays open upstream (the emulator stalls it after its first word) until it is stopped.
+    stack.emulator.script({ kind: 'chat', content: 'one two three', stallAfterChunks: 1 });
     let opened!: () => void;
     const firstWord = new Promise<void>((resolve) => {
       opened = resolve;
     });
-    const open = new Promise<unknown>((resolve) => {
-      stack!.ws().subscribe(
-        {
-          query: print(ChatStreamDocument),
-          variables: { input: { model: 'echo', messages: [{ role: 'USER', content: 'one two three four five' }] } },
-        },
-        { next: opened, error: resolve, complete: () => resolve('complete') },
+    const stop = stack
+      .ws()
+      .subscribe(
+        { query: print(ChatStreamDocument), variables: { input: { model: 'gpt-test', messages: [{ role: 'USER', content: 'x' }] } } },
+        { next: () => opened(), error: () => undefined, complete: () => undefined },
       );
-    });
     await firstWord;
     const refused = await stream('two');
     expect(refused.error ?? refused.results[0]?.errors?.[0]).toMatchObject({ extensions: { code: 'OVERLOADED', limit: 'maxStreams' } });
-    expect(await open).toBe('complete');
-    const after = await stream('three');
-    expect(after.results.at(-1)?.data?.chatStream).toMatchObject({ __typename: 'ChatCompleted' });
+    stop();
+    await expect
+      .poll(async () => (await stream('three')).results.at(-1)?.data?.chatStream?.__typename, { timeout: 10_000, interval: 100 })
+      .toBe('ChatCompleted');
   });
 });
 
@@ -122,7 +121,7 @@ describe('concurrency limits per key and per tenant', () => {
       { authorization: `Bearer ${secret}` },
     );
 
-  it('refuses a key its next operation while maxConcurrentRequests are running, across doors, until one ends', async () => {
+  it('refuses a key its next model call while maxConcurrentRequests are running, across doors, until one ends', async () => {
     stack = await startTestStack({ redis: { url: REDIS_URL, keyPrefix: `mg-test:${randomUUID()}:` } });
     const secret = await keyWith('busy', { maxConcurrentRequests: 1 });
     const stop = await openStream(secret);
@@ -135,9 +134,14 @@ describe('concurrency limits per key and per tenant', () => {
       scope: 'key',
       max: 1,
     });
-    const rest = await fetch(stack.url.replace('/graphql', '/v1/models'), { headers: { authorization: `Bearer ${secret}` } });
+    const rest = await fetch(stack.url.replace('/graphql', '/v1/chat/completions'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'echo', messages: [{ role: 'user', content: 'in' }] }),
+    });
     expect(rest.status).toBe(429);
-    // Other keys are not held back.
+    // What calls no model is not counted, and other keys are not held back.
+    expect((await fetch(stack.url.replace('/graphql', '/v1/models'), { headers: { authorization: `Bearer ${secret}` } })).status).toBe(200);
     expect((await chatAs(stack.adminKey)).body.data?.chat.content).toBe('in');
     stop();
     await expect.poll(async () => (await chatAs(secret)).body.data?.chat.content).toBe('in');

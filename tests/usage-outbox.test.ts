@@ -103,6 +103,15 @@ describe('a full outbox', () => {
     const inferenceReady = async () => (await fetch(inference.url.replace('/graphql', '/readyz'))).status;
     // Served while Redis answers: the router has the key cached from then on.
     expect((await postGraphQL(small.url, CHAT)).body.data).toMatchObject({ chat: { content: 'count me' } });
+    // …and its usage event is in Redis before Redis goes.
+    const usage = 'query($filter: UsageFilter!) { usage(filter: $filter) { totals { calls } } }';
+    const window = { from: new Date(Date.now() - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() };
+    await expect
+      .poll(
+        async () =>
+          (await postGraphQL<{ usage: { totals: { calls: number } } }>(small.url, usage, { filter: window })).body.data?.usage.totals.calls,
+      )
+      .toBe(1);
     await smallRedis.kill();
     const served: boolean[] = [];
     for (let index = 0; index < 3; index++) served.push((await postGraphQL(small.url, CHAT)).body.data !== null);

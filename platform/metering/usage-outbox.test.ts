@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -108,21 +108,64 @@ describe('UsageOutbox', () => {
     expect(new Set(stream.stored)).toEqual(new Set(kept.map((each) => each.id)));
   });
 
-  it('delivers, after a restart, what a process that is gone left on disk, and skips a line cut by a crash', async () => {
+  it('delivers, after a restart, what a stopped outbox left on disk, and skips a line cut by a crash', async () => {
     const dir = folder();
     const down = new FlakyStream();
     down.up = false;
     const before = new UsageOutbox(down, { dir, maxEvents: 1_000, retryMs: 60_000 }, log);
     const kept = [event(), event()];
     for (const each of kept) await before.emit(each);
-    // A segment of a process that is no longer running (pid 2^22 + 1 is above Linux's pid_max), cut mid-line.
-    writeFileSync(join(dir, `${Date.now()}-4194305-0c5e8a2e-3a4b-4c5d-8e9f-0123456789ab.jsonl`), `${JSON.stringify(event())}\n{"id":"cut`);
+    await before.close();
+    // A segment whose owner left no owner file (it crashed), cut mid-line.
+    writeFileSync(
+      join(dir, `${Date.now()}-0123456789abcdef-0c5e8a2e-3a4b-4c5d-8e9f-0123456789ab.jsonl`),
+      `${JSON.stringify(event())}\n{"id":"cut`,
+    );
     const stream = new FlakyStream();
     const after = new UsageOutbox(stream, { dir, maxEvents: 1_000, retryMs: 60_000 }, log);
     expect(after.held).toBe(4);
     expect(await after.deliver()).toBe(0);
     expect(stream.stored).toHaveLength(3);
     expect(stream.stored).toEqual(expect.arrayContaining(kept.map((each) => each.id)));
-    expect(readdirSync(dir)).toEqual([]);
+    expect(readdirSync(dir).filter((name) => name.endsWith('.jsonl'))).toEqual([]);
   });
+
+  it('leaves a running outbox its segments, and takes them over once its owner file is stale', async () => {
+    const dir = folder();
+    const down = new FlakyStream();
+    down.up = false;
+    const running = new UsageOutbox(down, { dir, maxEvents: 1_000, retryMs: 60_000 }, log);
+    await running.emit(event());
+    const [owner] = readdirSync(dir).filter((name) => name.endsWith('.owner'));
+    const stream = new FlakyStream();
+    const other = new UsageOutbox(stream, { dir, maxEvents: 1_000, retryMs: 60_000 }, log);
+    expect(other.held).toBe(0);
+    expect(await other.deliver()).toBe(0);
+    expect(stream.stored).toEqual([]);
+    // The running one stops touching its owner file (it hangs, or its machine went away).
+    const stale = new Date(Date.now() - 120_000);
+    utimesSync(join(dir, owner!), stale, stale);
+    expect(await other.deliver()).toBe(0);
+    expect(stream.stored).toHaveLength(1);
+  });
+
+  it('sends events to the stream again once a delivery succeeds, so the outbox empties under steady traffic', async () => {
+    const stream = new FlakyStream();
+    stream.up = false;
+    const outbox = new UsageOutbox(stream, { dir: folder(), maxEvents: 1_000, retryMs: 60_000 }, log);
+    await outbox.emit(event());
+    stream.up = true;
+    await outbox.deliver();
+    const direct = event();
+    await outbox.emit(direct);
+    expect(outbox.held).toBe(0);
+    expect(stream.stored.at(-1)).toBe(direct.id);
+  });
+
+  it('keeps an event the stream does not answer (a hung connection) instead of waiting on it', async () => {
+    const hung: UsageSink = { emit: () => new Promise(() => undefined) };
+    const outbox = new UsageOutbox(hung, { dir: folder(), maxEvents: 1_000, retryMs: 60_000 }, log);
+    await outbox.emit(event());
+    expect(outbox.held).toBe(1);
+  }, 10_000);
 });

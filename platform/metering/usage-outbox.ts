@@ -2,26 +2,29 @@
  * The usage outbox: where a usage event goes when the usage stream cannot take it, so that an
  * answer served and charged for is always recorded. It wraps the stream's sink:
  *
- * - an event the stream refuses (Redis down, a failover, a timeout) is appended to a segment file
- *   in `dir` — JSON lines, one per event — and the call that emitted it is told it was kept;
- * - while the outbox holds anything, new events go to it too (in order, and without knocking on a
- *   Redis that is down for every event);
- * - every `retryMs` the oldest closed segment is delivered to the stream and deleted; a segment
+ * - an event the stream refuses or does not answer within `STREAM_TIMEOUT_MS` (Redis down, a
+ *   failover, a hung connection) is appended to a segment file in `dir` — JSON lines, one per
+ *   event — and the call that emitted it is told it was kept;
+ * - from then until a delivery succeeds, new events go to the outbox too, without knocking on a
+ *   Redis that is down for each of them; once one does, they go to the stream again;
+ * - every `retryMs` the held segments are delivered, oldest first, and deleted; a segment
  *   delivered in part is delivered again whole, which the usage aggregation's idempotency by event
- *   id makes exactly-once in the totals;
- * - at `maxEvents` it refuses new model calls (`refusal()`, a coded 503) rather than serve what it
- *   could not meter; events of calls already under way are still kept.
+ *   id (for 8 days) makes exactly-once in the totals; a line that is not a valid event is dropped
+ *   (logged), so one bad segment cannot hold back the rest;
+ * - at `maxEvents`, or while the outbox cannot be written, it refuses new model calls
+ *   (`refusal()`, a coded 503) rather than serve what it could not meter.
  *
- * Segments survive the process: a restarted one (or another process with the same `dir` and
- * stream) delivers what a process that is gone left behind. Segment names carry the owner's pid;
- * a process takes over segments whose owner is no longer running.
+ * Segments survive the process: a restarted one, or another process with the same `dir` (one per
+ * Redis stream), delivers what a stopped one left. Each outbox names its segments with an instance
+ * id and touches `<instance>.owner` while it runs; segments whose owner file is gone or stale are
+ * taken over by rename. The folder and files are private to the user (0700, 0600).
  *
  * Its file operations are synchronous, and only run while the stream is unreachable: an event is
  * in the kernel's hands when `emit` resolves, and no file operation waits behind libuv's thread
  * pool (in a Redis-outage test, an asynchronous append queued behind it never completed).
  */
 import { randomUUID } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gauge, type Registry } from 'prom-client';
 import { ErrorCode, codedError } from '../errors.ts';
@@ -47,20 +50,25 @@ interface Segment {
   since: number;
 }
 
-const SEGMENT = /^(\d+)-(\d+)-([0-9a-f-]+)\.jsonl$/;
+/** `<ms of its first event>-<owner instance>-<uuid>.jsonl`. */
+const SEGMENT = /^(\d+)-([0-9a-f]{16})-([0-9a-f-]+)\.jsonl$/;
+/** How long a stream write may take before its event is kept instead (a late success is deduped). */
+const STREAM_TIMEOUT_MS = 2_000;
+/** How often an outbox touches its owner file, and when another takes its segments over. */
+const OWNER_TOUCH_MS = 10_000;
+const OWNER_STALE_MS = 60_000;
 /** Stream writes in flight at once while a segment is delivered (ioredis pipelines them). */
 const DELIVERY_BATCH = 200;
 /** How long a caller refused for a full outbox is told to wait. */
 const FULL_RETRY_AFTER_MS = 5_000;
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it runs, as another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+/** The stream's write, or a rejection once it has taken `ms` (its late success is harmless). */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`the usage stream did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 export class UsageOutbox implements UsageSink {
@@ -72,15 +80,36 @@ export class UsageOutbox implements UsageSink {
   #open: Segment | undefined;
   #held = 0;
   #delivering = false;
+  /** Set when the stream failed an event; cleared when a delivery succeeds. */
+  #streamDown = false;
+  /** Set when an append failed; cleared by the next one that does not. */
+  #writeFailed = false;
   #timer: NodeJS.Timeout | undefined;
+  readonly #touching: NodeJS.Timeout;
   #closed = false;
+  readonly #instance = randomUUID().replaceAll('-', '').slice(0, 16);
 
   constructor(stream: UsageSink, settings: OutboxSettings, log: Logger) {
     this.#stream = stream;
     this.#settings = { segmentEvents: 1_000, ...settings };
     this.#log = log;
-    mkdirSync(settings.dir, { recursive: true });
+    mkdirSync(settings.dir, { recursive: true, mode: 0o700 });
+    this.#touch();
+    this.#touching = setInterval(() => this.#touch(), OWNER_TOUCH_MS);
+    this.#touching.unref();
     this.#adopt();
+  }
+
+  get #ownerFile(): string {
+    return join(this.#settings.dir, `${this.#instance}.owner`);
+  }
+
+  #touch(): void {
+    try {
+      writeFileSync(this.#ownerFile, String(process.pid), { mode: 0o600 });
+    } catch (error) {
+      this.#log.error({ err: error, dir: this.#settings.dir }, 'cannot write the usage outbox owner file');
+    }
   }
 
   /** Events held, not yet in the stream. */
@@ -96,22 +125,25 @@ export class UsageOutbox implements UsageSink {
 
   /** The refusal of a new model call while the outbox is full, or undefined. */
   refusal(): Error | undefined {
-    if (this.#held < this.#settings.maxEvents) return undefined;
+    if (this.#held < this.#settings.maxEvents && !this.#writeFailed) return undefined;
     return codedError(
       ErrorCode.SERVICE_UNAVAILABLE,
-      'usage cannot be recorded right now (the usage stream is unreachable and the outbox is full); retry later',
+      this.#writeFailed
+        ? 'usage cannot be recorded right now (the usage stream is unreachable and the outbox cannot be written); retry later'
+        : 'usage cannot be recorded right now (the usage stream is unreachable and the outbox is full); retry later',
       { retryAfterMs: FULL_RETRY_AFTER_MS, http: { status: 503, headers: { 'retry-after': String(FULL_RETRY_AFTER_MS / 1000) } } },
     );
   }
 
   async emit(event: UsageEvent): Promise<void> {
     checkEvent(event);
-    if (this.#held === 0 && !this.#closed) {
+    if (!this.#streamDown && !this.#closed) {
       try {
-        await this.#stream.emit(event);
+        await within(this.#stream.emit(event), STREAM_TIMEOUT_MS);
         return;
       } catch (error) {
-        this.#log.warn({ err: error }, 'the usage stream refused an event; it is kept in the outbox');
+        if (!this.#streamDown) this.#log.warn({ err: error }, 'the usage stream failed an event; events are kept in the outbox');
+        this.#streamDown = true;
       }
     }
     this.#keep(event);
@@ -146,7 +178,10 @@ export class UsageOutbox implements UsageSink {
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearInterval(this.#touching);
     if (this.#held > 0) await this.deliver();
+    // What is still held is the next process's to deliver, at once.
+    rmSync(this.#ownerFile, { force: true });
   }
 
   /**
@@ -157,10 +192,17 @@ export class UsageOutbox implements UsageSink {
     if (this.#delivering) return this.#held;
     this.#delivering = true;
     try {
-      this.#closeOpen();
-      while (this.#segments.length > 0 && this.#segments[0] !== this.#open) {
+      this.#adopt();
+      // Closed and delivered until none is left: once the stream takes events again, new ones go
+      // to it, so the segments stop growing.
+      while (this.#segments.length > 0) {
+        this.#closeOpen();
         const segment = this.#segments[0]!;
-        if (!(await this.#deliverSegment(segment))) break;
+        if (!(await this.#deliverSegment(segment))) {
+          this.#streamDown = true;
+          break;
+        }
+        this.#streamDown = false;
         this.#segments.shift();
         this.#held -= segment.events;
         try {
@@ -190,15 +232,17 @@ export class UsageOutbox implements UsageSink {
     for (const line of text.split('\n')) {
       if (!line) continue;
       try {
-        events.push(JSON.parse(line) as UsageEvent);
+        const event = JSON.parse(line) as UsageEvent;
+        checkEvent(event);
+        events.push(event);
       } catch {
-        // A line cut by a crash mid-write: its call's event is the one thing that may be lost.
-        this.#log.error({ file: segment.file }, 'usage event lost: a segment line is not JSON');
+        // A line cut by a crash mid-write, or edited: dropped, so it cannot hold back the rest.
+        this.#log.error({ file: segment.file }, 'usage event lost: a segment line is not a usage event');
       }
     }
     for (let start = 0; start < events.length; start += DELIVERY_BATCH) {
       const batch = events.slice(start, start + DELIVERY_BATCH);
-      const results = await Promise.allSettled(batch.map((event) => this.#stream.emit(event)));
+      const results = await Promise.allSettled(batch.map((event) => within(this.#stream.emit(event), STREAM_TIMEOUT_MS)));
       const failed = results.find((result) => result.status === 'rejected');
       if (failed) {
         this.#log.warn({ err: (failed as PromiseRejectedResult).reason, held: this.#held }, 'the usage stream is still unreachable');
@@ -211,11 +255,16 @@ export class UsageOutbox implements UsageSink {
   #keep(event: UsageEvent): void {
     const segment = this.#segmentForAppend();
     try {
-      appendFileSync(segment.file, `${JSON.stringify(event)}\n`);
+      appendFileSync(segment.file, `${JSON.stringify(event)}\n`, { mode: 0o600 });
     } catch (error) {
+      // New model calls are refused until an append works again; a part-written line stays in
+      // this segment alone (the next append starts a new one), where delivery drops it.
+      this.#writeFailed = true;
+      this.#closeOpen();
       this.#log.error({ err: error, usageEvent: event }, 'usage event lost: the outbox cannot be written');
       throw error;
     }
+    this.#writeFailed = false;
     segment.events += 1;
     this.#held += 1;
     this.#schedule();
@@ -225,7 +274,7 @@ export class UsageOutbox implements UsageSink {
     if (this.#open && this.#open.events < this.#settings.segmentEvents) return this.#open;
     this.#closeOpen();
     const now = Date.now();
-    const segment = { file: join(this.#settings.dir, `${now}-${process.pid}-${randomUUID()}.jsonl`), events: 0, since: now };
+    const segment = { file: join(this.#settings.dir, `${now}-${this.#instance}-${randomUUID()}.jsonl`), events: 0, since: now };
     this.#segments.push(segment);
     this.#open = segment;
     return segment;
@@ -246,30 +295,39 @@ export class UsageOutbox implements UsageSink {
     this.#timer.unref();
   }
 
-  /** Takes the segments of this stream whose owner is gone (or is this process's pid, restarted). */
+  /** Whether an owner's file says it still runs. */
+  #ownerAlive(instance: string): boolean {
+    try {
+      return Date.now() - statSync(join(this.#settings.dir, `${instance}.owner`)).mtimeMs < OWNER_STALE_MS;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Takes over the segments of this stream whose owner stopped (its owner file gone or stale). */
   #adopt(): void {
     const found: Segment[] = [];
+    const orphans = new Set<string>();
     for (const name of readdirSync(this.#settings.dir).sort()) {
       const match = SEGMENT.exec(name);
-      if (!match) continue;
-      const pid = Number(match[2]);
-      if (pid !== process.pid && isRunning(pid)) continue;
-      const file = join(this.#settings.dir, `${match[1]}-${process.pid}-${match[3]}.jsonl`);
+      if (!match || match[2] === this.#instance || this.#ownerAlive(match[2]!)) continue;
+      const file = join(this.#settings.dir, `${match[1]}-${this.#instance}-${match[3]}.jsonl`);
       try {
-        if (file !== join(this.#settings.dir, name)) renameSync(join(this.#settings.dir, name), file);
+        renameSync(join(this.#settings.dir, name), file);
       } catch {
         // Another process took it first.
         continue;
       }
+      orphans.add(match[2]!);
       const events = readFileSync(file, 'utf8').split('\n').filter(Boolean).length;
       found.push({ file, events, since: Number(match[1]) });
     }
-    for (const segment of found) {
-      this.#segments.push(segment);
-      this.#held += segment.events;
-    }
+    for (const instance of orphans) rmSync(join(this.#settings.dir, `${instance}.owner`), { force: true });
+    // Older than anything this outbox holds: delivered first.
+    this.#segments.unshift(...found);
+    for (const segment of found) this.#held += segment.events;
     if (found.length > 0) {
-      this.#log.warn({ segments: found.length }, 'usage events left in the outbox by an earlier process; delivering them');
+      this.#log.warn({ segments: found.length }, 'usage events left in the outbox by a stopped process; delivering them');
       this.#schedule();
     }
   }

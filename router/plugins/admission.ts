@@ -8,6 +8,7 @@
  * all pass through it, and a refusal costs next to nothing.
  */
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
+import type { ExecutionArgs } from 'graphql';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 
 export interface AdmissionSettings {
@@ -116,12 +117,12 @@ export type Held = { release: () => void } | { refusal: Error };
  * operation, or a stream ends; `guard`, placed last (after any plugin that replaces how the
  * operation executes), frees it if execution throws, which skips envelop's done-hooks.
  */
-export function heldWhileRunning(take: (kind: Kind, context: object) => Promise<Held>): { gate: GatewayPlugin; guard: GatewayPlugin } {
+export function heldWhileRunning(take: (kind: Kind, args: ExecutionArgs) => Promise<Held>): { gate: GatewayPlugin; guard: GatewayPlugin } {
   /** Each running operation's release, by its context (one per operation). */
   const releases = new WeakMap<object, () => void>();
   const gate: GatewayPlugin = {
     async onExecute({ args, setResultAndStopExecution }) {
-      const held = await take('operations', args.contextValue as object);
+      const held = await take('operations', args);
       if ('refusal' in held) {
         setResultAndStopExecution({ errors: [held.refusal as never] });
         return;
@@ -131,7 +132,7 @@ export function heldWhileRunning(take: (kind: Kind, context: object) => Promise<
       return { onExecuteDone: held.release };
     },
     async onSubscribe({ args, setResultAndStopExecution }) {
-      const held = await take('streams', args.contextValue as object);
+      const held = await take('streams', args);
       if ('refusal' in held) {
         setResultAndStopExecution({ errors: [held.refusal as never] });
         return;

@@ -1,13 +1,14 @@
 /**
  * Concurrency limits per key (`limits.maxConcurrentRequests`) and per tenant
- * (`metering.tenants.<id>.maxConcurrentRequests`), across replicas: each operation, query,
- * mutation or subscription, holds a lease on its key's and its tenant's count while it runs
+ * (`metering.tenants.<id>.maxConcurrentRequests`), across replicas: each operation that calls a
+ * model (chat, chatStream, embeddings — through any door; an agent run's calls too) holds a lease on its key's and its tenant's count while it runs
  * (router/concurrency-limiter.ts), freed on every way it ends — its result, an error, a stopped
  * stream, a caller who left — and, for a replica that died, by the lease's expiry. One over the
  * limit is refused with RATE_LIMITED (429, `Retry-After: 1`, `extensions.limit:
  * maxConcurrentRequests`). Without Redis the fail mode decides, as for rate limits.
  */
 import { randomUUID } from 'node:crypto';
+import { Kind, getOperationAST, type ExecutionArgs } from 'graphql';
 import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { concurrencyKey } from '../../platform/redis/keys.ts';
@@ -28,6 +29,22 @@ export interface ConcurrencySettings {
 }
 
 const NOTHING_HELD = { release: () => undefined };
+
+/** The root fields that call a model: what the limits count (following a run's events does not). */
+const MODEL_FIELDS = new Set(['chat', 'chatStream', 'embeddings']);
+const callingByDocument = new WeakMap<object, boolean>();
+
+function callsAModel(args: ExecutionArgs): boolean {
+  let calls = callingByDocument.get(args.document);
+  if (calls === undefined) {
+    const operation = getOperationAST(args.document, args.operationName);
+    calls =
+      operation?.selectionSet.selections.some((selection) => selection.kind === Kind.FIELD && MODEL_FIELDS.has(selection.name.value)) ??
+      false;
+    callingByDocument.set(args.document, calls);
+  }
+  return calls;
+}
 const LEASE_MS = 60_000;
 
 function limited(scope: 'key' | 'tenant', max: number) {
@@ -55,9 +72,9 @@ export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: Conc
     lastWarning = Date.now();
     log.warn({ err: error, failMode }, 'concurrency limits not checked: limiter unavailable');
   };
-  return heldWhileRunning(async (_kind, context) => {
-    const { principal } = callerOf(context);
-    if (!principal) return NOTHING_HELD;
+  return heldWhileRunning(async (_kind, args) => {
+    const { principal } = callerOf(args.contextValue);
+    if (!principal || !callsAModel(args)) return NOTHING_HELD;
     const limits: { scope: 'key' | 'tenant'; holder: string; max: number }[] = [];
     if (principal.keyId && principal.maxConcurrentRequests) {
       limits.push({ scope: 'key', holder: principal.keyId, max: principal.maxConcurrentRequests });

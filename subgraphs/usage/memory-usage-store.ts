@@ -19,7 +19,7 @@ import {
 } from './usage-store.ts';
 
 /** How many recent event ids the in-process store remembers to count each once. */
-const COUNTED_IDS = 10_000;
+export const COUNTED_IDS = 10_000;
 
 export class MemoryUsageStore implements UsageStore {
   #queue: CountedEvent[] = [];
