@@ -60,13 +60,20 @@ export class BoundedLogDestination {
   #unreported = 0;
   #reporting: NodeJS.Timeout | undefined;
 
+  /** Set when the reader went away (EPIPE): every line is dropped from then on. */
+  #broken = false;
+
   constructor(out: Writable, backlogBytes = LOG_BACKLOG_BYTES) {
     this.#out = out;
     this.#backlogBytes = backlogBytes;
+    // A reader that went away must not crash the process: its lines are counted as dropped.
+    out.on('error', () => {
+      this.#broken = true;
+    });
   }
 
   write(line: string): void {
-    if (!this.#fits(line.length)) {
+    if (this.#broken || !this.#fits(line.length)) {
       this.dropped += 1;
       this.#unreported += 1;
       this.#reportLater();
@@ -107,18 +114,13 @@ export class BoundedLogDestination {
    * `logger.flush(cb)` calls this).
    */
   flush(callback: () => void = () => undefined): void {
-    if (this.#out.writableLength === 0) {
-      callback();
-      return;
-    }
-    const out = this.#out;
-    const timer = setTimeout(done, FLUSH_WAIT_MS);
-    function done() {
-      clearTimeout(timer);
-      out.off('drain', done);
-      callback();
-    }
-    out.once('drain', done);
+    // Polled: 'drain' only comes after a write was refused, which a small backlog never is.
+    const until = Date.now() + FLUSH_WAIT_MS;
+    const check = () => {
+      if (this.#broken || this.#out.writableLength === 0 || Date.now() >= until) callback();
+      else setTimeout(check, 10);
+    };
+    check();
   }
 }
 

@@ -47,3 +47,25 @@ it('keeps serving while the reader of its standard output stops reading, droppin
   const warning = await running.waitForLine((line) => line.msg === 'log lines dropped: the reader of standard output fell behind');
   expect(warning.dropped).toBeGreaterThan(0);
 });
+
+it('keeps serving when the reader of its standard output goes away', async () => {
+  const config = writeConfig({
+    router: { port: 0 },
+    subgraphs: { inference: { port: 0 }, embeddings: { port: 0 }, agents: { port: 0 }, usage: { port: 0 }, access: { port: 0 } },
+    log: { level: 'info' },
+  });
+  running = spawnModelgraph(['all', '--config', config], { MODELGRAPH_BOOTSTRAP_KEY: KEY });
+  const ready = await running.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('modelgraph is ready'));
+  const url = ready.url as string;
+  // The pipe's reading end closes: the next writes fail with EPIPE.
+  running.child.stdout!.destroy();
+  for (let index = 0; index < 50; index++) {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ query: 'mutation { chat(input: {model: "echo", messages: [{role: USER, content: "alone"}]}) { content } }' }),
+    });
+    expect(((await response.json()) as { data?: { chat?: { content: string } } }).data?.chat?.content).toBe('alone');
+  }
+  expect(running.child.exitCode).toBeNull();
+});
