@@ -213,8 +213,11 @@ function createRuntime(
   const { limits } = settings;
   const local = new Set<string>(localSubgraphs.map((subgraph) => subgraph.name));
   const supergraph = parse(readFileSync(SUPERGRAPH_FILE, 'utf8'));
-  const admission = useAdmission(new Admission(settings.admission), (kind) =>
-    metrics.rejections.inc({ reason: 'overloaded', field: kind }),
+  const admission = useAdmission(
+    new Admission(settings.admission, (kind) =>
+      log.warn({ kind }, 'an admission slot was held for over 10 minutes by an operation that never ended; taken back'),
+    ),
+    (kind) => metrics.rejections.inc({ reason: 'overloaded', field: kind }),
   );
   const running = useConcurrencyLimits(concurrency, {
     keyPrefix: config.redis.keyPrefix,

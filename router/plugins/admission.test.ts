@@ -1,9 +1,29 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Admission } from './admission.ts';
 
 const settings = { maxOperations: 2, maxStreams: 1, maxQueued: 1, queueTimeoutMs: 50 };
 
+afterEach(() => {
+  vi.useRealTimers();
+});
+
 describe('Admission', () => {
+  it('takes back, when it runs out, an operation slot held for over 10 minutes (an operation whose end was never seen)', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const reclaimed: string[] = [];
+    const admission = new Admission({ ...settings, maxQueued: 0 }, (kind) => reclaimed.push(kind));
+    const lost = await admission.enter('operations');
+    await admission.enter('operations');
+    expect(await admission.enter('operations')).toBeUndefined();
+    vi.setSystemTime(Date.now() + 11 * 60_000);
+    const next = await admission.enter('operations');
+    expect(next).toBeTypeOf('function');
+    expect(reclaimed).toEqual(['operations', 'operations']);
+    // The lost operation ending late frees nothing that is not its own.
+    lost!();
+    expect(admission.load('operations').used).toBe(1);
+  });
+
   it('admits up to its maximum, lets one wait for the next free slot, and refuses the rest at once', async () => {
     const admission = new Admission(settings);
     const first = await admission.enter('operations');

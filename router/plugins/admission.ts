@@ -24,18 +24,25 @@ export type Kind = 'operations' | 'streams';
 /** How long a refused caller is told to wait. */
 const RETRY_AFTER_MS = 1_000;
 
-/** One kind's slots and the callers waiting for one, first come first served. */
+/**
+ * One kind's slots and the callers waiting for one, first come first served. A slot held longer
+ * than `maxHoldMs` by an operation that never said it ended (a hook that threw, skipping the
+ * done-hooks) is taken back when the slots run out, so no such loss is permanent.
+ */
 class Slots {
-  #used = 0;
+  /** When each held slot was taken. */
+  readonly #held = new Map<symbol, number>();
   readonly #waiting: ((admitted: boolean) => void)[] = [];
 
   constructor(
     readonly max: number,
     private readonly settings: AdmissionSettings,
+    private readonly maxHoldMs: number,
+    private readonly onReclaimed: () => void,
   ) {}
 
   get used(): number {
-    return this.#used;
+    return this.#held.size;
   }
 
   get queued(): number {
@@ -44,10 +51,8 @@ class Slots {
 
   /** A release function once admitted, or undefined when refused. */
   async enter(): Promise<(() => void) | undefined> {
-    if (this.#used < this.max) {
-      this.#used += 1;
-      return this.#releaser();
-    }
+    if (this.#held.size >= this.max) this.#reclaim();
+    if (this.#held.size < this.max) return this.#take();
     if (this.#waiting.length >= this.settings.maxQueued) return undefined;
     const admitted = await new Promise<boolean>((resolve) => {
       const waiter = (value: boolean) => {
@@ -60,27 +65,40 @@ class Slots {
       }, this.settings.queueTimeoutMs);
       this.#waiting.push(waiter);
     });
-    return admitted ? this.#releaser() : undefined;
+    return admitted ? this.#take() : undefined;
   }
 
-  /** Releases once; a freed slot goes straight to the first caller waiting. */
-  #releaser(): () => void {
-    let released = false;
+  #take(): () => void {
+    const slot = Symbol('slot');
+    this.#held.set(slot, Date.now());
     return () => {
-      if (released) return;
-      released = true;
-      const next = this.#waiting.shift();
-      if (next) next(true);
-      else this.#used -= 1;
+      // Once: a second release, or one of a slot taken back, frees nothing.
+      if (!this.#held.delete(slot)) return;
+      this.#waiting.shift()?.(true);
     };
   }
+
+  #reclaim(): void {
+    const before = Date.now() - this.maxHoldMs;
+    for (const [slot, since] of this.#held) {
+      if (since > before) continue;
+      this.#held.delete(slot);
+      this.onReclaimed();
+    }
+  }
 }
+
+/** Longer than any whole operation runs (routing's deadline is a minute by default); streams may run for hours. */
+const MAX_OPERATION_HOLD_MS = 10 * 60_000;
 
 export class Admission {
   readonly #slots: Record<Kind, Slots>;
 
-  constructor(settings: AdmissionSettings) {
-    this.#slots = { operations: new Slots(settings.maxOperations, settings), streams: new Slots(settings.maxStreams, settings) };
+  constructor(settings: AdmissionSettings, onReclaimed: (kind: Kind) => void = () => undefined) {
+    this.#slots = {
+      operations: new Slots(settings.maxOperations, settings, MAX_OPERATION_HOLD_MS, () => onReclaimed('operations')),
+      streams: new Slots(settings.maxStreams, settings, Number.POSITIVE_INFINITY, () => onReclaimed('streams')),
+    };
   }
 
   /** Operations or streams running, and waiting. */

@@ -46,6 +46,8 @@ function callsAModel(args: ExecutionArgs): boolean {
   return calls;
 }
 const LEASE_MS = 60_000;
+/** No model call holds a lease longer (a stream of a day is not a chat). */
+const MAX_LEASE_LIFE_MS = 24 * 3_600_000;
 
 function limited(scope: 'key' | 'tenant', max: number) {
   return codedError(
@@ -105,8 +107,11 @@ export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: Conc
       }
       held.push(key);
     }
-    // A long stream keeps its leases; a replica that dies stops renewing them, and they expire.
+    // A long stream keeps its leases; a replica that dies stops renewing them, and they expire;
+    // so do those of an operation whose end was never seen, after MAX_LEASE_LIFE_MS.
+    const taken = Date.now();
     const renewing = setInterval(() => {
+      if (Date.now() - taken > MAX_LEASE_LIFE_MS) return clearInterval(renewing);
       for (const key of held) limiter.renew(key, lease, leaseMs).catch((error: unknown) => degraded(error));
     }, leaseMs / 3);
     renewing.unref();
