@@ -49,11 +49,15 @@ class Slots {
     return this.#waiting.length;
   }
 
-  /** A release function once admitted, or undefined when refused. */
-  async enter(): Promise<(() => void) | undefined> {
+  /** A release function once admitted (at once when a slot is free), or undefined when refused. */
+  enter(): (() => void) | undefined | Promise<(() => void) | undefined> {
     if (this.#held.size >= this.max) this.#reclaim();
     if (this.#held.size < this.max) return this.#take();
     if (this.#waiting.length >= this.settings.maxQueued) return undefined;
+    return this.#wait();
+  }
+
+  async #wait(): Promise<(() => void) | undefined> {
     const admitted = await new Promise<boolean>((resolve) => {
       const waiter = (value: boolean) => {
         clearTimeout(timer);
@@ -106,7 +110,7 @@ export class Admission {
     return { used: this.#slots[kind].used, queued: this.#slots[kind].queued };
   }
 
-  enter(kind: Kind): Promise<(() => void) | undefined> {
+  enter(kind: Kind): (() => void) | undefined | Promise<(() => void) | undefined> {
     return this.#slots[kind].enter();
   }
 
@@ -135,39 +139,50 @@ export type Held = { release: () => void } | { refusal: Error };
  * operation, or a stream ends; `guard`, placed last (after any plugin that replaces how the
  * operation executes), frees it if execution throws, which skips envelop's done-hooks.
  */
-export function heldWhileRunning(take: (kind: Kind, args: ExecutionArgs) => Promise<Held>): { gate: GatewayPlugin; guard: GatewayPlugin } {
+export function heldWhileRunning(take: (kind: Kind, args: ExecutionArgs) => Held | Promise<Held> | undefined): {
+  gate: GatewayPlugin;
+  guard: GatewayPlugin;
+} {
   /** Each running operation's release, by its context (one per operation). */
   const releases = new WeakMap<object, () => void>();
+  /** Synchronously when `take` answers at once (the common case: a free slot, no limit). */
+  const then = <T>(held: Held | Promise<Held> | undefined, use: (held: Held | undefined) => T): T | Promise<T> =>
+    held instanceof Promise ? held.then(use) : use(held);
   const gate: GatewayPlugin = {
-    async onExecute({ args, setResultAndStopExecution }) {
-      const held = await take('operations', args);
-      if ('refusal' in held) {
-        setResultAndStopExecution({ errors: [held.refusal as never] });
-        return;
-      }
-      releases.set(args.contextValue as object, held.release);
-      // Reached when the result is ready, also when a later policy stopped the operation.
-      return { onExecuteDone: held.release };
+    onExecute({ args, setResultAndStopExecution }) {
+      return then(take('operations', args), (held) => {
+        // Nothing held: nothing to free, and the guard wraps nothing.
+        if (!held) return;
+        if ('refusal' in held) {
+          setResultAndStopExecution({ errors: [held.refusal as never] });
+          return;
+        }
+        releases.set(args.contextValue as object, held.release);
+        // Reached when the result is ready, also when a later policy stopped the operation.
+        return { onExecuteDone: held.release };
+      });
     },
-    async onSubscribe({ args, setResultAndStopExecution }) {
-      const held = await take('streams', args);
-      if ('refusal' in held) {
-        setResultAndStopExecution({ errors: [held.refusal as never] });
-        return;
-      }
-      const { release } = held;
-      releases.set(args.contextValue as object, release);
-      return {
-        onSubscribeResult({ result }) {
-          // A refusal before the stream opened frees it now; an open stream, when it ends.
-          if (!(Symbol.asyncIterator in (result as object))) {
-            release();
-            return;
-          }
-          return { onEnd: release };
-        },
-        onSubscribeError: release,
-      };
+    onSubscribe({ args, setResultAndStopExecution }) {
+      return then(take('streams', args), (held) => {
+        if (!held) return;
+        if ('refusal' in held) {
+          setResultAndStopExecution({ errors: [held.refusal as never] });
+          return;
+        }
+        const { release } = held;
+        releases.set(args.contextValue as object, release);
+        return {
+          onSubscribeResult({ result }) {
+            // A refusal before the stream opened frees it now; an open stream, when it ends.
+            if (!(Symbol.asyncIterator in (result as object))) {
+              release();
+              return;
+            }
+            return { onEnd: release };
+          },
+          onSubscribeError: release,
+        };
+      });
     },
   };
   const guard: GatewayPlugin = {
@@ -200,10 +215,13 @@ export function heldWhileRunning(take: (kind: Kind, args: ExecutionArgs) => Prom
 
 /** Admission as hooks (see `heldWhileRunning`); `onRefused` counts the refusals. */
 export function useAdmission(admission: Admission, onRefused: (kind: Kind) => void = () => undefined) {
-  return heldWhileRunning(async (kind) => {
-    const release = await admission.enter(kind);
+  const held = (kind: Kind, release: (() => void) | undefined): Held => {
     if (release) return { release };
     onRefused(kind);
     return { refusal: admission.refusal(kind) };
+  };
+  return heldWhileRunning((kind) => {
+    const entered = admission.enter(kind);
+    return entered instanceof Promise ? entered.then((release) => held(kind, release)) : held(kind, entered);
   });
 }

@@ -13,7 +13,7 @@ import { ErrorCode, codedError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { concurrencyKey } from '../../platform/redis/keys.ts';
 import type { ConcurrencyLimiter } from '../concurrency-limiter.ts';
-import { heldWhileRunning } from './admission.ts';
+import { heldWhileRunning, type Held } from './admission.ts';
 import { callerOf } from './identity.ts';
 
 export interface ConcurrencySettings {
@@ -27,8 +27,6 @@ export interface ConcurrencySettings {
   /** How long a lease lives without renewal (renewed every third of it while the operation runs). */
   leaseMs?: number;
 }
-
-const NOTHING_HELD = { release: () => undefined };
 
 /** The root fields that call a model: what the limits count (following a run's events does not). */
 const MODEL_FIELDS = new Set(['chat', 'chatStream', 'embeddings']);
@@ -74,16 +72,21 @@ export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: Conc
     lastWarning = Date.now();
     log.warn({ err: error, failMode }, 'concurrency limits not checked: limiter unavailable');
   };
-  return heldWhileRunning(async (_kind, args) => {
+  return heldWhileRunning((_kind, args) => {
     const { principal } = callerOf(args.contextValue);
-    if (!principal || !callsAModel(args)) return NOTHING_HELD;
+    // Most calls: no limit applies, and nothing is held (at once, without a promise).
+    if (!principal || !callsAModel(args)) return undefined;
     const limits: { scope: 'key' | 'tenant'; holder: string; max: number }[] = [];
     if (principal.keyId && principal.maxConcurrentRequests) {
       limits.push({ scope: 'key', holder: principal.keyId, max: principal.maxConcurrentRequests });
     }
     const tenantMax = tenants[principal.tenantId]?.maxConcurrentRequests;
     if (tenantMax) limits.push({ scope: 'tenant', holder: principal.tenantId, max: tenantMax });
-    if (limits.length === 0) return NOTHING_HELD;
+    if (limits.length === 0) return undefined;
+    return holdAll(limits);
+  });
+
+  async function holdAll(limits: { scope: 'key' | 'tenant'; holder: string; max: number }[]): Promise<Held> {
     const lease = randomUUID();
     const held: string[] = [];
     const release = () => {
@@ -121,5 +124,5 @@ export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: Conc
         release();
       },
     };
-  });
+  }
 }
