@@ -44,7 +44,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -59,7 +59,7 @@ import WebSocket from 'ws';
 import { newKeySecret } from '../platform/access/access-store.ts';
 import { SUBGRAPH_NAMES } from '../platform/config.ts';
 import { PLATFORM_TENANT } from '../platform/identity/principal.ts';
-import { writeConfig } from '../tests/support/process.ts';
+import { freePort, writeConfig } from '../tests/support/process.ts';
 import { ANSWER, COMPLETION_TOKENS, promptTokens, type MockStats } from './peer-mock.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -230,14 +230,6 @@ process.on('exit', () => {
 process.on('SIGINT', () => {
   void Promise.all(children.map((child) => stopChild(child, 3_000))).then(() => process.exit(130));
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolvePromise) => server.close(resolvePromise));
-  return port;
-}
 
 /** Polls `url` until it answers 200; returns the time since `since` (performance.now()). */
 async function waitReady(url: string, since: number, child: Child, timeoutMs = 120_000): Promise<number> {

@@ -16,7 +16,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,7 +26,7 @@ import { Pool } from 'undici';
 import WebSocket from 'ws';
 import { newKeySecret } from '../platform/access/access-store.ts';
 import { SUBGRAPH_NAMES } from '../platform/config.ts';
-import { writeConfig } from '../tests/support/process.ts';
+import { freePort, writeConfig } from '../tests/support/process.ts';
 import { startMockUpstream } from './peer-mock.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -43,14 +42,6 @@ const STREAMS = Number(values.streams);
 const SUBSCRIPTIONS = Number(values.subscriptions);
 const KEY = newKeySecret('soak').secret;
 const QUERY = 'subscription S($input: ChatInput!) { chatStream(input: $input) { __typename ... on ChatDelta { content } } }';
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((done) => server.close(done));
-  return port;
-}
 
 const rssMiB = (pid: number) => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;

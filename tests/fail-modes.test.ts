@@ -56,3 +56,34 @@ describe('a rate limit without Redis', () => {
     expect(await degraded(closed.url, 'refused')).toBe(1);
   });
 });
+
+describe('a concurrency limit without Redis', () => {
+  it.each([
+    ['open', 'allowed'],
+    ['closed', 'refused'],
+  ] as const)('decides by router.concurrencyFailMode (%s), and counts each decision', async (failMode, decision) => {
+    redis = await startRedisServer();
+    stack = await startTestStack({
+      redis: { url: redis.url, keyPrefix: `mg-test:${randomUUID()}:` },
+      router: { port: 0, shutdownGraceMs: 2_000, concurrencyFailMode: failMode },
+    });
+    const { body } = await postGraphQL<{ createApiKey: { secret: string } }>(
+      stack.url,
+      'mutation { createApiKey(input: {name: "one", scopes: [CHAT_INVOKE], limits: {maxConcurrentRequests: 5}}) { secret } }',
+    );
+    const key = { authorization: `Bearer ${body.data!.createApiKey.secret}` };
+    // Served while Redis answers (the key is cached from then on); then Redis goes.
+    expect((await postGraphQL(stack.url, CHAT, undefined, key)).body.data).toMatchObject({ chat: { content: 'limited' } });
+    await redis.kill();
+    const { status, body: answer } = await postGraphQL(stack.url, CHAT, undefined, key);
+    if (failMode === 'open') expect(answer.data).toMatchObject({ chat: { content: 'limited' } });
+    else {
+      expect(status).toBe(503);
+      expect(answer.errors?.[0]?.extensions).toMatchObject({ code: 'SERVICE_UNAVAILABLE', limit: 'maxConcurrentRequests' });
+    }
+    const metrics = await (await fetch(stack.url.replace('/graphql', '/metrics'))).text();
+    expect(metrics).toMatch(
+      new RegExp(`modelgraph_router_degraded_decisions_total\\{limit="concurrency",decision="${decision}"[^}]*\\} 1`),
+    );
+  });
+});

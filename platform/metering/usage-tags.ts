@@ -1,7 +1,7 @@
 import { badInput } from '../errors.ts';
 
-const MAX_TAGS = 10;
-const MAX_TAG_LENGTH = 64;
+export const MAX_TAGS = 10;
+export const MAX_TAG_LENGTH = 64;
 
 /**
  * A request's usage tags, sorted and unique, or a coded refusal naming the field. `reserved` tags

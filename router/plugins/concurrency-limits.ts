@@ -14,13 +14,14 @@ import type { Logger } from '../../platform/logger.ts';
 import { concurrencyKey } from '../../platform/redis/keys.ts';
 import type { ConcurrencyLimiter } from '../concurrency-limiter.ts';
 import { heldWhileRunning, type Held } from './admission.ts';
+import { degradedReporter, uncheckedRefusal, type FailMode } from './degraded.ts';
 import { callerOf } from './identity.ts';
 
 export interface ConcurrencySettings {
   keyPrefix: string;
   /** Tenants' limits, by tenant id. */
   tenants: Record<string, { maxConcurrentRequests?: number | undefined }>;
-  failMode: 'open' | 'closed';
+  failMode: FailMode;
   log: Logger;
   onRefused?: (scope: 'key' | 'tenant') => void;
   onDegraded?: (decision: 'allowed' | 'refused') => void;
@@ -55,23 +56,14 @@ function limited(scope: 'key' | 'tenant', max: number) {
   );
 }
 
-const unchecked = () =>
-  codedError(ErrorCode.SERVICE_UNAVAILABLE, 'concurrency limits cannot be checked right now; retry', {
-    limit: 'maxConcurrentRequests',
-    retryAfterMs: 1_000,
-    http: { status: 503, headers: { 'retry-after': '1' } },
-  });
+const unchecked = () => uncheckedRefusal('concurrency limits cannot be checked right now; retry', { limit: 'maxConcurrentRequests' });
 
 export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: ConcurrencySettings) {
   const { keyPrefix, tenants, failMode, log } = settings;
   const leaseMs = settings.leaseMs ?? LEASE_MS;
-  let lastWarning = 0;
-  const degraded = (error: unknown) => {
-    settings.onDegraded?.(failMode === 'open' ? 'allowed' : 'refused');
-    if (Date.now() - lastWarning < 10_000) return;
-    lastWarning = Date.now();
-    log.warn({ err: error, failMode }, 'concurrency limits not checked: limiter unavailable');
-  };
+  const degraded = degradedReporter(log, 'concurrency limits', failMode, settings.onDegraded);
+  // A lease not freed or not renewed is no decision: it frees itself when it expires.
+  const unreleased = (error: unknown) => log.debug({ err: error }, 'a concurrency lease was not freed or renewed; it expires');
   return heldWhileRunning((_kind, args) => {
     const { principal } = callerOf(args.contextValue);
     // Most calls: no limit applies, and nothing is held (at once, without a promise).
@@ -90,7 +82,7 @@ export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: Conc
     const lease = randomUUID();
     const held: string[] = [];
     const release = () => {
-      for (const key of held.splice(0)) limiter.release(key, lease).catch((error: unknown) => degraded(error));
+      for (const key of held.splice(0)) limiter.release(key, lease).catch(unreleased);
     };
     for (const { scope, holder, max } of limits) {
       const key = concurrencyKey(keyPrefix, scope, holder);
@@ -98,7 +90,7 @@ export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: Conc
       try {
         taken = await limiter.acquire(key, lease, max, leaseMs);
       } catch (error) {
-        degraded(error);
+        degraded.note(error, { limit: 'maxConcurrentRequests' });
         if (failMode === 'open') continue;
         release();
         return { refusal: unchecked() };
@@ -115,7 +107,7 @@ export function useConcurrencyLimits(limiter: ConcurrencyLimiter, settings: Conc
     const taken = Date.now();
     const renewing = setInterval(() => {
       if (Date.now() - taken > MAX_LEASE_LIFE_MS) return clearInterval(renewing);
-      for (const key of held) limiter.renew(key, lease, leaseMs).catch((error: unknown) => degraded(error));
+      for (const key of held) limiter.renew(key, lease, leaseMs).catch(unreleased);
     }, leaseMs / 3);
     renewing.unref();
     return {

@@ -6,6 +6,7 @@
  * `extensions.retryAfterMs`, and over HTTP a 429 with `Retry-After` and `RateLimit-*` headers;
  * allowed HTTP calls carry `RateLimit-*` headers for the tightest limit they touched.
  */
+import { degradedReporter, uncheckedRefusal, type FailMode } from './degraded.ts';
 import type { GatewayPlugin } from '@graphql-hive/gateway-runtime';
 import {
   TypeInfo,
@@ -130,7 +131,7 @@ export interface RateLimitSettings {
   keyPrefix: string;
   overrides: RateLimitOverrides;
   /** What a limit that cannot be checked does (`router.rateLimitFailMode`). */
-  failMode: 'open' | 'closed';
+  failMode: FailMode;
   log: Logger;
   onRefused?: (field: string) => void;
   /** Each decision taken without the limiter, as its fail mode took it. */
@@ -138,41 +139,12 @@ export interface RateLimitSettings {
 }
 
 /** The refusal of a call whose rate limit could not be checked, under `failMode: closed`. */
-function unchecked(limit: FieldLimit) {
-  return codedError(ErrorCode.SERVICE_UNAVAILABLE, `the rate limit of ${limit.coordinate} cannot be checked right now; retry`, {
-    field: limit.coordinate,
-    retryAfterMs: 1_000,
-    http: { status: 503, headers: { 'retry-after': '1' } },
-  });
-}
-
-/** Warns about calls decided without the limiter at most every DEGRADED_WARNING_MS, with their count. */
-const DEGRADED_WARNING_MS = 10_000;
-
-function degradedReporter(log: Logger, failMode: 'open' | 'closed', onDegraded: RateLimitSettings['onDegraded']) {
-  let lastWarning = 0;
-  let since = 0;
-  return {
-    note(error: unknown, coordinate: string) {
-      onDegraded?.(failMode === 'open' ? 'allowed' : 'refused');
-      since += 1;
-      const now = Date.now();
-      if (now - lastWarning < DEGRADED_WARNING_MS) return;
-      log.warn(
-        { err: error, coordinate, failMode, calls: since },
-        failMode === 'open'
-          ? 'rate limits not checked, calls let through: limiter unavailable'
-          : 'rate limits not checked, calls refused: limiter unavailable',
-      );
-      lastWarning = now;
-      since = 0;
-    },
-  };
-}
+const unchecked = (limit: FieldLimit) =>
+  uncheckedRefusal(`the rate limit of ${limit.coordinate} cannot be checked right now; retry`, { field: limit.coordinate });
 
 export function useRateLimits(limiter: RateLimiter, settings: RateLimitSettings): GatewayPlugin {
   const { keyPrefix, overrides, failMode, log, onRefused = () => undefined } = settings;
-  const degraded = degradedReporter(log, failMode, settings.onDegraded);
+  const degraded = degradedReporter(log, 'rate limits', failMode, settings.onDegraded);
   const bySchema = new WeakMap<GraphQLSchema, Map<string, FieldLimit>>();
   /** The limited selections of a document (parsed documents are cached and reused by the runtime). */
   const byDocument = new WeakMap<DocumentNode, FieldLimit[]>();
@@ -202,7 +174,7 @@ export function useRateLimits(limiter: RateLimiter, settings: RateLimitSettings)
         decision = await limiter.take(rateLimitKey(keyPrefix, limit.coordinate, limit.per, who), limit);
       } catch (error) {
         // The fail mode decides; a warning says so at most every few seconds (with how many calls).
-        degraded.note(error, limit.coordinate);
+        degraded.note(error, { coordinate: limit.coordinate });
         if (failMode === 'open') continue;
         return unchecked(limit);
       }

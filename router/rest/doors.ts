@@ -7,6 +7,7 @@
  * demand control, the subgraph's shield rules, token and USD budgets, usage events and metrics
  * all apply, on the same counters as GraphQL. A REST caller gets nothing a GraphQL caller would not.
  */
+import { MAX_TAGS, MAX_TAG_LENGTH } from '../../platform/metering/usage-tags.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewayRuntime } from '@graphql-hive/gateway-runtime';
 import { type DocumentNode, type ExecutionResult, type GraphQLError, parse, validate } from 'graphql';
@@ -103,9 +104,8 @@ function flushNow(response: ServerResponse): void {
   if (response.socket?.writableCorked) response.socket.uncork();
 }
 
-/** Usage tags are at most this long, and ten a call (platform/metering/usage-tags.ts), one of them the API's. */
-const MAX_TAG_LENGTH = 64;
-const MAX_CALLER_TAGS = 9;
+/** One of a call's usage tags is the API's own. */
+const MAX_CALLER_TAGS = MAX_TAGS - 1;
 
 /**
  * The caller's tags from the header and from OpenAI's `metadata` (each pair as `key:value`), with
@@ -130,7 +130,6 @@ function tagsOf(
     const message = `metadata pairs become usage tags, each "key:value" at most ${MAX_TAG_LENGTH} characters`;
     return { error: { code: ErrorCode.BAD_USER_INPUT, message, param: 'metadata' } };
   }
-  // One of the ten is the API's own.
   if (new Set([...given, ...pairs]).size > MAX_CALLER_TAGS) {
     const message = `at most ${MAX_CALLER_TAGS} usage tags, from the ${TAGS_HEADER} header and metadata together`;
     return { error: { code: ErrorCode.BAD_USER_INPUT, message, param: pairs.length ? 'metadata' : TAGS_HEADER } };
