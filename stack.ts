@@ -18,7 +18,7 @@ import { startEmbeddingsSubgraph } from './subgraphs/embeddings/index.ts';
 import { startUsageSubgraph } from './subgraphs/usage/index.ts';
 import { MemoryMeter, RedisMeter, type Meter } from './platform/metering/meter.ts';
 import type { UsageSink } from './platform/metering/usage-event.ts';
-import { createRedis } from './platform/redis/client.ts';
+import { createRedis, redisConfigured, redisPlace } from './platform/redis/client.ts';
 import { RedisUsageSink } from './platform/metering/usage-stream.ts';
 import { UsageOutbox } from './platform/metering/usage-outbox.ts';
 import { MemoryUsageStore } from './subgraphs/usage/memory-usage-store.ts';
@@ -40,18 +40,20 @@ interface UsageServices {
 }
 
 function createUsageServices(config: Config, log: Logger, singleProcess: boolean): UsageServices {
-  if (!config.redis.url) {
+  if (!redisConfigured(config.redis)) {
     if (!singleProcess)
       log.warn('no redis.url: usage events stay in this process, where no usage subgraph of another process can read them');
     const store = new MemoryUsageStore();
     return { sink: store, store, meter: new MemoryMeter(), close: async () => undefined };
   }
-  const redis = createRedis(config.redis.url, log.child({ component: 'redis' }));
+  const redis = createRedis(config.redis, log.child({ component: 'redis' }));
   // Events the stream cannot take wait on disk, in a folder of this stream's own.
   const { outbox } = config.metering;
-  // Named by where the stream is, not by the credentials in the URL (rotating a password keeps the folder).
-  const { hostname, port, pathname } = new URL(config.redis.url);
-  const stream = createHash('sha256').update(`${hostname}:${port}${pathname} ${config.redis.keyPrefix}`).digest('hex').slice(0, 16);
+  // Named by where the stream is, not by the credentials (rotating a password keeps the folder);
+  // for one Redis by URL as before Sentinel and Cluster came, so an upgrade finds its folder.
+  const { url } = config.redis;
+  const place = url ? `${new URL(url).hostname}:${new URL(url).port}${new URL(url).pathname}` : redisPlace(config.redis);
+  const stream = createHash('sha256').update(`${place} ${config.redis.keyPrefix}`).digest('hex').slice(0, 16);
   const sink = new UsageOutbox(
     new RedisUsageSink(redis, config.redis.keyPrefix),
     { dir: join(outbox.dir, stream), maxEvents: outbox.maxEvents, retryMs: outbox.retryMs },

@@ -12,6 +12,8 @@ export default defineConfig({
   test: {
     include: ['tests/**/*.test.ts', 'providers/**/*.test.ts', 'platform/**/*.test.ts', 'subgraphs/**/*.test.ts', 'router/**/*.test.ts'],
     pool: 'forks',
+    // A Redis Cluster on loopback for the Redis contract suites (tests/support/global-setup.ts).
+    globalSetup: ['tests/support/global-setup.ts'],
     // tests/memory.test.ts measures the live heap after a forced collection.
     execArgv: ['--expose-gc'],
     testTimeout: 30_000,

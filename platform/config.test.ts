@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelCatalog } from '../providers/catalog.ts';
 import { ConfigError, loadConfig, parseConfig } from './config.ts';
+import { redisPlace } from './redis/client.ts';
 
 const model = { id: 'gpt-x', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 100, maxOutputTokens: 10 };
 
@@ -54,6 +55,27 @@ describe('config', () => {
     expect(fromEnv.router.port).toBe(4100);
     expect(fromEnv.redis.url).toBe('redis://127.0.0.1:6390');
     expect(fromEnv.log.level).toBe('warn');
+  });
+
+  it('takes a Sentinel-managed or clustered Redis, one of url, sentinel and cluster, and lets REDIS_URL replace either', () => {
+    const sentinel = parseConfig({
+      redis: { sentinel: { masterName: 'mymaster', sentinels: ['redis://10.0.0.1:26379'] }, passwordEnv: 'REDIS_PASSWORD' },
+    });
+    expect(sentinel.redis.sentinel).toEqual({ masterName: 'mymaster', sentinels: ['redis://10.0.0.1:26379'], db: 0 });
+    expect(redisPlace(sentinel.redis)).toBe('sentinel master mymaster/0 via 10.0.0.1:26379');
+    const cluster = parseConfig({ redis: { cluster: { nodes: ['redis://:secret@10.0.0.1:7000', 'redis://10.0.0.2'] } } });
+    expect(redisPlace(cluster.redis)).toBe('cluster 10.0.0.1:7000,10.0.0.2:6379');
+    expect(redisPlace(parseConfig({ redis: { url: 'redis://:secret@10.0.0.3:6380/2' } }).redis)).toBe('10.0.0.3:6380/2');
+    expect(() => parseConfig({ redis: { url: 'redis://10.0.0.3', cluster: { nodes: ['redis://10.0.0.1:7000'] } } })).toThrow(
+      'give one of url, sentinel and cluster',
+    );
+    expect(() => parseConfig({ redis: { url: 'redis://10.0.0.3', passwordEnv: 'REDIS_PASSWORD' } })).toThrow(
+      'a url carries its own credentials',
+    );
+    expect(() => parseConfig({ redis: { cluster: { nodes: ['10.0.0.1:7000'] } } })).toThrow('must be a redis:// or rediss:// URL');
+    const file = configFile('redis:\n  cluster: { nodes: [redis://10.0.0.1:7000] }\n  passwordEnv: REDIS_PASSWORD\n');
+    const overridden = loadConfig({ flag: file, env: { REDIS_URL: 'redis://127.0.0.1:6390' } }).redis;
+    expect(overridden).toEqual({ url: 'redis://127.0.0.1:6390', keyPrefix: 'modelgraph:' });
   });
 
   it('refuses a named file that does not exist, and a file that is not YAML, naming the file', () => {

@@ -175,6 +175,7 @@ const timeoutsSchema = z
   .prefault({});
 
 const envVarName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'must be an environment variable name such as OPENAI_API_KEY');
+const redisUrl = z.string().regex(/^rediss?:\/\/[^/?#]/, 'must be a redis:// or rediss:// URL');
 
 const jwtSchema = z
   .object({
@@ -482,10 +483,34 @@ export const configSchema = z
     subgraphs: subgraphsSchema,
     redis: z
       .object({
-        url: z
-          .string()
-          .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+        /** One Redis (its password and database in the URL). */
+        url: redisUrl.optional(),
+        /**
+         * A Redis whose master Sentinel names: the client asks the sentinels for the master and
+         * follows it through a failover. The sentinels' own credentials go in their URLs; the
+         * data nodes' in `username` and `passwordEnv`.
+         */
+        sentinel: z
+          .object({
+            masterName: z.string().min(1),
+            sentinels: z.array(redisUrl).min(1),
+            db: z.number().int().min(0).default(0),
+          })
+          .strict()
           .optional(),
+        /**
+         * A Redis Cluster: a few of its nodes (the client discovers the rest and follows MOVED,
+         * ASK and replica promotions). Every key a command or script touches together shares a
+         * hash tag (platform/redis/keys.ts), so none crosses slots.
+         */
+        cluster: z
+          .object({ nodes: z.array(redisUrl).min(1) })
+          .strict()
+          .optional(),
+        /** The data nodes' ACL user, with `sentinel` or `cluster` (a `url` carries its own). */
+        username: z.string().min(1).optional(),
+        /** The NAME of the environment variable holding the data nodes' password, with `sentinel` or `cluster`. */
+        passwordEnv: envVarName.optional(),
         /** Prepended to every key modelgraph writes, so deployments can share one Redis. */
         keyPrefix: z
           .string()
@@ -493,6 +518,12 @@ export const configSchema = z
           .default('modelgraph:'),
       })
       .strict()
+      .refine((redis) => [redis.url, redis.sentinel, redis.cluster].filter(Boolean).length <= 1, {
+        message: 'give one of url, sentinel and cluster',
+      })
+      .refine((redis) => !redis.url || (redis.username === undefined && redis.passwordEnv === undefined), {
+        message: 'username and passwordEnv go with sentinel or cluster; a url carries its own credentials',
+      })
       .prefault({}),
     /**
      * Whole (non-streamed) chat answers, cached when the request is deterministic (temperature 0)
@@ -707,7 +738,17 @@ export function loadConfig({ flag, env = process.env, cwd = process.cwd() }: Con
     throw new ConfigError(`config file not found: ${file}`);
   }
   const overrides = structuredClone(document);
-  if (env.REDIS_URL) overrides.redis = { ...(overrides.redis as object | undefined), url: env.REDIS_URL };
+  if (env.REDIS_URL) {
+    // The variable names the Redis to use, in place of whatever the file says (one, Sentinel or Cluster).
+    const {
+      sentinel: _sentinel,
+      cluster: _cluster,
+      username: _username,
+      passwordEnv: _passwordEnv,
+      ...rest
+    } = (overrides.redis as Record<string, unknown> | undefined) ?? {};
+    overrides.redis = { ...rest, url: env.REDIS_URL };
+  }
   if (env.LOG_LEVEL) overrides.log = { ...(overrides.log as object | undefined), level: env.LOG_LEVEL };
   return parseConfig(overrides, existsSync(file) ? file : 'embedded defaults');
 }

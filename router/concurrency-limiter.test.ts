@@ -1,10 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { connectSharedCluster } from '../tests/support/shared-redis-cluster.ts';
 import { MemoryConcurrencyLimiter, RedisConcurrencyLimiter, type ConcurrencyLimiter } from './concurrency-limiter.ts';
 
 const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-afterAll(() => redis.disconnect());
+const cluster = await connectSharedCluster();
+afterAll(() => {
+  redis.disconnect();
+  cluster.disconnect();
+});
 
 let clock = 1_000_000;
 const limiters: [string, () => { limiter: ConcurrencyLimiter; wait: (ms: number) => Promise<void> }][] = [
@@ -17,15 +22,15 @@ const limiters: [string, () => { limiter: ConcurrencyLimiter; wait: (ms: number)
       },
     }),
   ],
-  [
-    'Redis',
+  ...[redis, cluster].map((client, i): [string, () => { limiter: ConcurrencyLimiter; wait: (ms: number) => Promise<void> }] => [
+    i === 0 ? 'Redis' : 'Redis Cluster',
     () => ({
-      limiter: new RedisConcurrencyLimiter(redis, () => clock),
+      limiter: new RedisConcurrencyLimiter(client, () => clock),
       wait: async (ms) => {
         clock += ms;
       },
     }),
-  ],
+  ]),
 ];
 
 describe.each(limiters)('%s concurrency limiter', (_name, make) => {

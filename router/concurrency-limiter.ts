@@ -5,7 +5,7 @@
  * operation ends, and renewed while a long stream runs. A replica that crashes leaves leases that
  * simply expire, so a limit is never held forever by operations nobody serves.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis/client.ts';
 import { luaScript } from '../platform/redis/scripts.ts';
 
 export interface ConcurrencyLimiter {
@@ -38,7 +38,7 @@ return 1
 
 export class RedisConcurrencyLimiter implements ConcurrencyLimiter {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly now: () => number = Date.now,
   ) {}
 

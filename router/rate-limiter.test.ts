@@ -1,14 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { connectSharedCluster } from '../tests/support/shared-redis-cluster.ts';
 import { MemoryRateLimiter, RedisRateLimiter, parseWindow, type RateLimiter } from './rate-limiter.ts';
 
 const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-afterAll(() => redis.disconnect());
+const cluster = await connectSharedCluster();
+afterAll(() => {
+  redis.disconnect();
+  cluster.disconnect();
+});
 
 let clock = 1_000_000;
 const implementations: [string, () => RateLimiter][] = [
   ['Redis', () => new RedisRateLimiter(redis)],
+  ['Redis Cluster', () => new RedisRateLimiter(cluster)],
   ['memory', () => new MemoryRateLimiter(() => clock)],
 ];
 const key = () => `mg-test:${randomUUID()}:rl`;

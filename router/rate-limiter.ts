@@ -8,7 +8,7 @@
  * whose clocks differ still agree; in memory (one process, no Redis) the same arithmetic runs here.
  * Both pass one contract suite (rate-limiter.test.ts).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis/client.ts';
 import { luaScript } from '../platform/redis/scripts.ts';
 
 export interface RateLimit {
@@ -87,9 +87,9 @@ return {1, math.floor((now + window - next_tat) / interval), 0, math.ceil(next_t
 
 /** Keys are whole Redis keys (built with `rateLimitKey`, prefix included). */
 export class RedisRateLimiter implements RateLimiter {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
 
-  constructor(redis: Redis) {
+  constructor(redis: RedisClient) {
     this.#redis = redis;
   }
 

@@ -17,7 +17,7 @@ import httpTransport from '@graphql-mesh/transport-http';
 import { parse } from 'graphql';
 import type { ConnectionInitMessage, ServerOptions } from 'graphql-ws';
 import { useServer, type Extra } from 'graphql-ws/use/ws';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis/client.ts';
 import type { Registry } from 'prom-client';
 import type { WebSocket } from 'ws';
 import type { AccessServices } from '../platform/access/access-services.ts';
@@ -32,7 +32,7 @@ import { createRegistry } from '../platform/metrics.ts';
 import { type RestDoors, type RestCaller, createRestDoors, isRestPath } from './rest/doors.ts';
 import { restFormatOf, sendRestError } from './rest/errors.ts';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './rate-limiter.ts';
-import { createRedis, redisAnswers } from '../platform/redis/client.ts';
+import { createRedis, redisAnswers, redisConfigured } from '../platform/redis/client.ts';
 import { REQUEST_ID_HEADER, acceptRequestId } from '../platform/serving/request-id.ts';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../platform/serving/json-depth.ts';
 import { GRAPHQL_PATH, ServerLifecycle, type RunningServer } from '../platform/serving/lifecycle.ts';
@@ -191,7 +191,7 @@ interface RouterParts {
   runtime: GatewayRuntime;
   lifecycle: ServerLifecycle;
   registry: Registry;
-  redis: Redis | undefined;
+  redis: RedisClient | undefined;
   rest: RestDoors;
   ready: () => boolean;
 }
@@ -449,7 +449,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     );
   }
   const lifecycle = new ServerLifecycle();
-  const redis = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+  const redis = redisConfigured(config.redis) ? createRedis(config.redis, log.child({ component: 'redis' })) : undefined;
   const limiters = redis
     ? { rates: new RedisRateLimiter(redis), concurrency: new RedisConcurrencyLimiter(redis) }
     : { rates: new MemoryRateLimiter(), concurrency: new MemoryConcurrencyLimiter() };

@@ -211,11 +211,11 @@ describe('modelgraph with router.workers: 2, calling its subgraphs over HTTP', (
 
 describe('modelgraph with router.workers: 2 that cannot serve', () => {
   it(
-    'without redis.url refuses to start, naming it, and exits 1',
+    'without redis refuses to start, naming it, and exits 1',
     async () => {
       const { noRedis } = others;
       expect(await noRedis.exit).toBe(1);
-      expect(noRedis.stderr()).toContain('router.workers: 2 needs redis.url');
+      expect(noRedis.stderr()).toContain('router.workers: 2 needs redis (url, sentinel or cluster');
       expect(noRedis.lines.some((line) => line.msg === 'worker ready')).toBe(false);
     },
     STARTUP_MS,

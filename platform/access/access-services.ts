@@ -4,13 +4,12 @@
  * this process, which is only coherent when one process runs the router and every subgraph
  * (`modelgraph all`), so split roles refuse to start without Redis.
  */
-import type { Redis } from 'ioredis';
 import { MemoryAccessStore, RedisAccessStore, type AccessStore } from './access-store.ts';
 import { MemoryAuditLog, RedisAuditLog, type AuditLog } from './audit-log.ts';
 import { ConfigError, type Config } from '../config.ts';
 import { IdentityTokens, randomIdentitySecret } from '../identity/identity-token.ts';
 import type { Logger } from '../logger.ts';
-import { createRedis, redisAnswers } from '../redis/client.ts';
+import { createRedis, redisAnswers, redisConfigured, redisPlace } from '../redis/client.ts';
 
 export interface AccessServices {
   store: AccessStore;
@@ -24,17 +23,16 @@ const MIN_SECRET_LENGTH = 32;
 const REDIS_START_TIMEOUT_MS = 5_000;
 
 export async function createAccessServices(config: Config, log: Logger, singleProcess: boolean): Promise<AccessServices> {
-  if (!config.redis.url && !singleProcess) {
+  if (!redisConfigured(config.redis) && !singleProcess) {
     throw new ConfigError(
-      'redis.url (or REDIS_URL) is required when the router and the access subgraph run as separate processes: they share keys through it',
+      'redis (url, sentinel or cluster; or REDIS_URL) is required when the router and the access subgraph run as separate processes: they share keys through it',
     );
   }
-  const redis: Redis | undefined = config.redis.url ? createRedis(config.redis.url, log.child({ component: 'redis' })) : undefined;
+  const redis = redisConfigured(config.redis) ? createRedis(config.redis, log.child({ component: 'redis' })) : undefined;
   if (redis && !(await redisAnswers(redis, REDIS_START_TIMEOUT_MS))) {
     redis.disconnect();
-    const { hostname, port } = new URL(config.redis.url!);
     throw new ConfigError(
-      `Redis at ${hostname}:${port || 6379} did not answer within ${REDIS_START_TIMEOUT_MS / 1000} s; API keys live there, so the router and the access subgraph cannot start without it`,
+      `Redis (${redisPlace(config.redis)}) did not answer within ${REDIS_START_TIMEOUT_MS / 1000} s; API keys live there, so the router and the access subgraph cannot start without it`,
     );
   }
   const { keyPrefix } = config.redis;

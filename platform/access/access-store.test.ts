@@ -11,14 +11,17 @@ import {
   type AccessStore,
   type ApiKeyRecord,
 } from './access-store.ts';
+import { connectSharedCluster } from '../../tests/support/shared-redis-cluster.ts';
 import { accessKeys } from '../redis/keys.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
+const cluster = await connectSharedCluster();
 const stores: AccessStore[] = [];
 afterAll(async () => {
   await Promise.all(stores.map((store) => store.close()));
   redis.disconnect();
+  cluster.disconnect();
 });
 
 function track<T extends AccessStore>(store: T): T {
@@ -28,6 +31,7 @@ function track<T extends AccessStore>(store: T): T {
 
 const implementations: [string, () => AccessStore][] = [
   ['Redis', () => track(new RedisAccessStore(redis, `mg-test:${randomUUID()}:`))],
+  ['Redis Cluster', () => track(new RedisAccessStore(cluster, `mg-test:${randomUUID()}:`))],
   ['memory', () => track(new MemoryAccessStore())],
 ];
 

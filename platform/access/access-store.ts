@@ -10,7 +10,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Redis } from 'ioredis';
+import { duplicateRedis, type RedisClient } from '../redis/client.ts';
 import type { Scope } from '../identity/principal.ts';
 import { accessKeys } from '../redis/keys.ts';
 import { luaScript } from '../redis/scripts.ts';
@@ -258,13 +258,13 @@ const KEY_FIELDS = [
 ] as const;
 
 export class RedisAccessStore implements AccessStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #keys: ReturnType<typeof accessKeys>;
   readonly #changes = new EventEmitter();
-  #subscriber: Redis | undefined;
+  #subscriber: RedisClient | undefined;
   #subscribed: Promise<void> = Promise.resolve();
 
-  constructor(redis: Redis, keyPrefix: string) {
+  constructor(redis: RedisClient, keyPrefix: string) {
     this.#redis = redis;
     this.#keys = accessKeys(keyPrefix);
   }
@@ -374,7 +374,7 @@ export class RedisAccessStore implements AccessStore {
     if (this.#subscriber) return;
     // A subscribed connection can do nothing else, so changes get their own. It queues the
     // SUBSCRIBE until connected and re-subscribes after a reconnect (ioredis does both).
-    this.#subscriber = this.#redis.duplicate({ enableOfflineQueue: true, enableAutoPipelining: false });
+    this.#subscriber = duplicateRedis(this.#redis);
     this.#subscriber.on('error', () => undefined);
     this.#subscriber.on('message', (_channel: string, id: string) => this.#changes.emit('changed', id));
     // Changes published while the feed was down are lost: after a reconnect, everything may have changed.

@@ -13,13 +13,16 @@ import {
 } from './audit-log.ts';
 import { codeOf } from '../errors.ts';
 import { auditStreamKey } from '../redis/keys.ts';
+import { connectSharedCluster } from '../../tests/support/shared-redis-cluster.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
+const cluster = await connectSharedCluster();
 const streams: string[] = [];
 afterAll(async () => {
   if (streams.length > 0) await redis.del(...streams);
   redis.disconnect();
+  cluster.disconnect();
 });
 
 function redisPrefix(): string {
@@ -55,6 +58,15 @@ const implementations: [string, (maxLength?: number) => Fixture][] = [
       log: new RedisAuditLog(redis, redisPrefix(), maxLength),
       advanceClock: passRedisMillisecond,
       // Approximate trimming removes whole stream nodes (stream-node-max-entries is 100 by default).
+      trimSlack: 100,
+    }),
+  ],
+  [
+    'Redis Cluster',
+    (maxLength = 1_000) => ({
+      log: new RedisAuditLog(cluster, `mg-test:${randomUUID()}:`, maxLength),
+      // The nodes share this machine's clock.
+      advanceClock: passRedisMillisecond,
       trimSlack: 100,
     }),
   ],

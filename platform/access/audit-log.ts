@@ -5,7 +5,7 @@
  * (audit-log.test.ts). Event ids are stream ids (`<ms>-<seq>`), so they order events, carry their
  * time, and serve as pagination cursors without a second index.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.ts';
 import { ErrorCode, codedError } from '../errors.ts';
 import { holderOf, type Principal } from '../identity/principal.ts';
 import { auditStreamKey } from '../redis/keys.ts';
@@ -233,7 +233,7 @@ export class RedisAuditLog implements AuditLog {
   readonly #key: string;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     keyPrefix: string,
     /** Approximate: Redis trims whole internal nodes, so the stream may hold somewhat more. */
     private readonly maxLength: number,

@@ -11,7 +11,8 @@
  * one Lua script over all buckets (one `{meter}` hash tag, so it works on a cluster); in memory the
  * same arithmetic. Amounts are integers: tokens, or nano-dollars (money.ts).
  */
-import type { Redis } from 'ioredis';
+import { ErrorCode, codedError } from '../errors.ts';
+import type { RedisClient } from '../redis/client.ts';
 import { luaScript } from '../redis/scripts.ts';
 
 export interface Bucket {
@@ -98,10 +99,21 @@ for i, key in ipairs(KEYS) do
 end
 return 0`);
 
-export class RedisMeter implements Meter {
-  readonly #redis: Redis;
+/**
+ * Limits and budgets fail closed: while Redis does not answer (down, failing over, no master for
+ * the slot) a call cannot be checked, so it is refused, as a 503 the caller may retry shortly.
+ */
+function unchecked(): never {
+  // Not Redis's own message: it names addresses a caller has no business seeing.
+  throw codedError(ErrorCode.SERVICE_UNAVAILABLE, 'token limits and budgets cannot be checked right now; retry shortly', {
+    retryAfterMs: 1_000,
+  });
+}
 
-  constructor(redis: Redis) {
+export class RedisMeter implements Meter {
+  readonly #redis: RedisClient;
+
+  constructor(redis: RedisClient) {
     this.#redis = redis;
   }
 
@@ -109,7 +121,9 @@ export class RedisMeter implements Meter {
     if (buckets.length === 0) return { ok: true, buckets };
     const now = Date.now();
     const args = buckets.flatMap((bucket) => [bucket.limit, bucket.amount, Math.max(bucket.resetAt - now, 1_000) + 60_000]);
-    const [index, used] = (await RESERVE.run(this.#redis, buckets.length, ...buckets.map((bucket) => bucket.key), ...args)) as number[];
+    const [index, used] = (await RESERVE.run(this.#redis, buckets.length, ...buckets.map((bucket) => bucket.key), ...args).catch(
+      unchecked,
+    )) as number[];
     return index === 0 ? { ok: true, buckets } : { ok: false, bucket: buckets[index! - 1]!, used: used! };
   }
 
@@ -129,6 +143,6 @@ export class RedisMeter implements Meter {
 
   async used(keys: string[]): Promise<number[]> {
     if (keys.length === 0) return [];
-    return (await this.#redis.mget(...keys)).map((value) => Number(value ?? 0));
+    return (await this.#redis.mget(...keys).catch(unchecked)).map((value) => Number(value ?? 0));
   }
 }

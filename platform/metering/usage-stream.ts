@@ -5,7 +5,7 @@
  * `toStreamFields`, read back by `fromStreamFields`, and checked by the same rule before an event
  * is stored and after an entry is read, so no entry poisons the stream.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.ts';
 import { usageKeys } from '../redis/keys.ts';
 import type { UsageEvent, UsageSink } from './usage-event.ts';
 
@@ -115,12 +115,12 @@ export function fromStreamFields(flat: string[]): CountedEvent | undefined {
 
 /** Writes events to the usage stream (the sink the subgraphs that call models use). */
 export class RedisUsageSink implements UsageSink {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #stream: string;
   readonly #maxLength: number;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     keyPrefix: string,
     /**
      * Approximate (Redis trims whole stream nodes). Entries trimmed before the aggregator read

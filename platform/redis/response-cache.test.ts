@@ -1,15 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { connectSharedCluster } from '../../tests/support/shared-redis-cluster.ts';
 import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from './response-cache.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
-afterAll(() => redis.disconnect());
+const cluster = await connectSharedCluster();
+afterAll(() => {
+  redis.disconnect();
+  cluster.disconnect();
+});
 
 let clock = 1_000_000;
 const implementations: [string, () => ResponseCache][] = [
   ['Redis', () => new RedisResponseCache(redis, `mg-test:${randomUUID()}:`)],
+  ['Redis Cluster', () => new RedisResponseCache(cluster, `mg-test:${randomUUID()}:`)],
   ['memory', () => new MemoryResponseCache(3, () => clock)],
 ];
 

@@ -3,7 +3,7 @@
  * replica), else in process memory (one laptop process). Both implement one interface and pass
  * one contract suite (response-cache.test.ts).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './client.ts';
 import { responseCacheKey } from './keys.ts';
 
 /** Entries are named by `cacheEntryNames` (platform/redis/keys.ts). */
@@ -15,7 +15,7 @@ export interface ResponseCache {
 
 export class RedisResponseCache implements ResponseCache {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     /** The deployment's key prefix, so deployments and tests can share one Redis. */
     private readonly prefix: string,
   ) {}

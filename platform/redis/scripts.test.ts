@@ -40,7 +40,7 @@ describe('Lua scripts', () => {
   });
 
   it('load themselves once when several calls of a script no one has loaded leave in one auto-pipeline', async () => {
-    const shipped = createRedis(url, pino({ level: 'silent' }));
+    const shipped = createRedis({ url }, pino({ level: 'silent' }));
     try {
       // As shipped it queues nothing while connecting.
       if (shipped.status !== 'ready') await once(shipped, 'ready');

@@ -10,13 +10,13 @@
  * `EVAL` are plain commands that auto-pipeline like any other.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './client.ts';
 
 export type ScriptArgument = string | number;
 
 export interface LuaScript {
   /** As `redis.eval(script, numberOfKeys, ...keysAndArgs)`. */
-  run(redis: Redis, numberOfKeys: number, ...keysAndArgs: ScriptArgument[]): Promise<unknown>;
+  run(redis: RedisClient, numberOfKeys: number, ...keysAndArgs: ScriptArgument[]): Promise<unknown>;
 }
 
 export function luaScript(lua: string): LuaScript {

@@ -23,6 +23,7 @@ import { availableParallelism } from 'node:os';
 import { ConfigError, type Config } from '../config.ts';
 import { randomIdentitySecret } from '../identity/identity-token.ts';
 import type { Logger } from '../logger.ts';
+import { redisConfigured, redisPlace } from '../redis/client.ts';
 
 const RESTART_WINDOW_MS = 60_000;
 const FIRST_RESTART_DELAY_MS = 500;
@@ -51,16 +52,12 @@ export function workerCount(config: Config): number {
 
 /** Refuses workers that could not share state: rate limits, budgets, keys and usage live in Redis. */
 export function checkWorkersShareState(config: Config, workers: number, log: Logger): void {
-  if (!config.redis.url) {
+  if (!redisConfigured(config.redis)) {
     throw new ConfigError(
-      `router.workers: ${workers} needs redis.url (or REDIS_URL): workers are separate processes that share rate limits, budgets, API keys and usage through Redis`,
+      `router.workers: ${workers} needs redis (url, sentinel or cluster; or REDIS_URL): workers are separate processes that share rate limits, budgets, API keys and usage through Redis`,
     );
   }
-  const { hostname, port } = new URL(config.redis.url);
-  log.info(
-    { workers, redis: `${hostname}:${port || 6379}` },
-    `${workers} workers share rate limits, budgets, keys and usage through Redis`,
-  );
+  log.info({ workers, redis: redisPlace(config.redis) }, `${workers} workers share rate limits, budgets, keys and usage through Redis`);
 }
 
 /**

@@ -5,15 +5,19 @@ import { agentKeys } from '../../platform/redis/keys.ts';
 import { MemoryAgentStore, RedisAgentStore, type AgentStore } from './agent-store.ts';
 import { agentDefinition } from '../../tests/support/agent-records.ts';
 import type { AgentDefinition } from './records.ts';
+import { connectSharedCluster } from '../../tests/support/shared-redis-cluster.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
+const cluster = await connectSharedCluster();
 afterAll(() => {
   redis.disconnect();
+  cluster.disconnect();
 });
 
 const implementations: [string, () => AgentStore][] = [
   ['Redis', () => new RedisAgentStore(redis, `mg-test:${randomUUID()}:`)],
+  ['Redis Cluster', () => new RedisAgentStore(cluster, `mg-test:${randomUUID()}:`)],
   ['memory', () => new MemoryAgentStore()],
 ];
 

@@ -3,7 +3,7 @@
  * configured, else in process memory. Agents from the server config are not stored here, so every
  * stored definition has a tenant. Both implementations pass one contract suite (agent-store.test.ts).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../platform/redis/client.ts';
 import { agentKeys } from '../../platform/redis/keys.ts';
 import { luaScript } from '../../platform/redis/scripts.ts';
 import type { AgentDefinition } from './records.ts';
@@ -69,10 +69,10 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1`);
 
 export class RedisAgentStore implements AgentStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #keys: ReturnType<typeof agentKeys>;
 
-  constructor(redis: Redis, keyPrefix: string) {
+  constructor(redis: RedisClient, keyPrefix: string) {
     this.#redis = redis;
     this.#keys = agentKeys(keyPrefix);
   }

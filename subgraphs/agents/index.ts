@@ -44,7 +44,7 @@ export async function startAgentsSubgraph(
 ): Promise<RunningSubgraph> {
   const settings = config.agents;
   const catalog = new ModelCatalog(config);
-  const redis = await openRedis(config.redis.url, log);
+  const redis = await openRedis(config.redis, log);
   const { keyPrefix } = config.redis;
   const runs = redis
     ? new RedisRunStore(redis, keyPrefix, { retentionSeconds: settings.retentionSeconds })

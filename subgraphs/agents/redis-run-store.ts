@@ -3,7 +3,7 @@
  * any other.
  */
 import { EventEmitter } from 'node:events';
-import type { Redis } from 'ioredis';
+import { duplicateRedis, type RedisClient } from '../../platform/redis/client.ts';
 import { agentKeys } from '../../platform/redis/keys.ts';
 import { luaScript } from '../../platform/redis/scripts.ts';
 import type { AgentRunEventRecord, AgentRunRecord, StoredRunEvent } from './records.ts';
@@ -68,18 +68,18 @@ interface Watch {
  * One subscriber connection per store carries every follow's run channel and the cancellations.
  */
 export class RedisRunStore implements RunStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #keys: ReturnType<typeof agentKeys>;
   readonly #retentionMs: number;
   readonly #watches = new Map<string, Watch>();
   readonly #cancels = new EventEmitter();
   /** Runs whose lease this process holds: their cancellations are re-announced after a reconnect. */
   readonly #held = new Set<string>();
-  #feed: Redis | undefined;
+  #feed: RedisClient | undefined;
   #cancelsSubscribed: Promise<void> | undefined;
   #closed = false;
 
-  constructor(redis: Redis, keyPrefix: string, { retentionSeconds = DEFAULT_RETENTION_SECONDS }: { retentionSeconds?: number } = {}) {
+  constructor(redis: RedisClient, keyPrefix: string, { retentionSeconds = DEFAULT_RETENTION_SECONDS }: { retentionSeconds?: number } = {}) {
     this.#redis = redis;
     this.#keys = agentKeys(keyPrefix);
     this.#retentionMs = retentionSeconds * 1000;
@@ -243,11 +243,11 @@ export class RedisRunStore implements RunStore {
   /** The snapshots of these runs, each with its cursor (undefined for a run gone). */
   async #states(runIds: string[]): Promise<(RunSnapshot | undefined)[]> {
     if (runIds.length === 0) return [];
-    const pipeline = this.#redis.pipeline();
-    for (const runId of runIds) pipeline.hmget(this.#keys.run(runId), 'state', 'cursor');
-    return (resultsOf(await pipeline.exec()) as [string | null, string | null][]).map(([state, cursor]) =>
-      state ? { run: JSON.parse(state) as AgentRunRecord, cursor } : undefined,
-    );
+    // Each run has its own hash tag, so on a Cluster these live on several nodes: not one explicit
+    // pipeline (which must stay in one slot) but commands issued together, which auto-pipelining
+    // sends in one write per node.
+    const states = await Promise.all(runIds.map((runId) => this.#redis.hmget(this.#keys.run(runId), 'state', 'cursor')));
+    return states.map(([state, cursor]) => (state ? { run: JSON.parse(state) as AgentRunRecord, cursor: cursor ?? null } : undefined));
   }
 
   async #watch(channel: string, bell: Doorbell) {
@@ -272,11 +272,11 @@ export class RedisRunStore implements RunStore {
         .catch(() => undefined);
   }
 
-  #subscriber(): Redis {
+  #subscriber(): RedisClient {
     if (this.#feed) return this.#feed;
     // A subscribed connection can do nothing else. It queues SUBSCRIBEs until connected and
     // re-subscribes after a reconnect (ioredis does both).
-    const feed = this.#redis.duplicate({ enableOfflineQueue: true, enableAutoPipelining: false });
+    const feed = duplicateRedis(this.#redis);
     feed.on('error', () => undefined);
     feed.on('message', (channel: string, message: string) => this.#delivered(channel, message));
     let connectedBefore = false;
@@ -298,7 +298,7 @@ export class RedisRunStore implements RunStore {
    * Messages published while the feed was down are lost. Once the re-subscription is answered (a
    * PING behind it), every follower reads again and held runs' cancellations are announced again.
    */
-  async #reconnected(feed: Redis) {
+  async #reconnected(feed: RedisClient) {
     try {
       await feed.ping();
     } catch {

@@ -1,17 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { duplicateRedis, type RedisClient } from '../../platform/redis/client.ts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentKeys } from '../../platform/redis/keys.ts';
 import { NO_SPEND as NO_USAGE } from '../../platform/metering/spend.ts';
 import { RECORDED_AT, runningRun } from '../../tests/support/agent-records.ts';
 import type { AgentRunEventRecord, AgentRunStatus, StoredRunEvent } from './records.ts';
+import { connectSharedCluster } from '../../tests/support/shared-redis-cluster.ts';
 import { MemoryRunStore } from './memory-run-store.ts';
 import { RedisRunStore } from './redis-run-store.ts';
 import { RunFinishedError, isCursor, type RunPage, type RunStore } from './run-store.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
-const connections: Redis[] = [redis];
+const cluster = await connectSharedCluster();
+const connections: RedisClient[] = [redis, cluster];
 const stores: RunStore[] = [];
 afterAll(async () => {
   await Promise.all(stores.map((store) => store.close()));
@@ -41,6 +44,15 @@ const implementations: [string, () => Pair][] = [
     () => {
       const prefix = `mg-test:${randomUUID()}:`;
       return { a: track(new RedisRunStore(redis, prefix)), b: track(new RedisRunStore(connect(), prefix)) };
+    },
+  ],
+  [
+    'Redis Cluster',
+    () => {
+      const prefix = `mg-test:${randomUUID()}:`;
+      const other = duplicateRedis(cluster);
+      connections.push(other);
+      return { a: track(new RedisRunStore(cluster, prefix)), b: track(new RedisRunStore(other, prefix)) };
     },
   ],
   [

@@ -56,7 +56,7 @@ export async function startEmbeddingsSubgraph(
   const catalog = new ModelCatalog(config);
   const registry = createRegistry('embeddings', withProcessMetrics);
   usage.registerMetrics?.(registry);
-  const redis = await openRedis(config.redis.url, log);
+  const redis = await openRedis(config.redis, log);
   const cache = redis ? new RedisResponseCache(redis, config.redis.keyPrefix) : new MemoryResponseCache(settings.cacheMaxEntries);
   const embedder = new Embedder(
     catalog,

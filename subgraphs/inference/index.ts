@@ -52,7 +52,7 @@ export async function startInferenceSubgraph(
       log.warn({ target, circuit: status }, 'circuit changed');
     },
   );
-  const redis = await openRedis(config.redis.url, log);
+  const redis = await openRedis(config.redis, log);
   const metering = { keyPrefix: config.redis.keyPrefix, tenants: config.metering.tenants };
   const cache = !config.cache.enabled
     ? undefined

@@ -3,7 +3,8 @@
  * and `drain` reads it through a consumer group into one hash of sums per (hour, row key) and one
  * set of row keys per hour; see usage-store.ts for why counting is idempotent.
  */
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from '../../platform/redis/client.ts';
 import type { UsageEvent } from '../../platform/metering/usage-event.ts';
 import { RedisUsageSink, fromStreamFields, type CountedEvent } from '../../platform/metering/usage-stream.ts';
 import { usageKeys } from '../../platform/redis/keys.ts';
@@ -71,11 +72,11 @@ return 1`);
 
 /** Rows live in one hash per (hour, row key) and one set of row keys per hour; see the module comment. */
 export class RedisUsageStore implements UsageStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #keys: ReturnType<typeof usageKeys>;
   readonly #sink: RedisUsageSink;
 
-  constructor(redis: Redis, keyPrefix: string) {
+  constructor(redis: RedisClient, keyPrefix: string) {
     this.#redis = redis;
     this.#keys = usageKeys(keyPrefix);
     this.#sink = new RedisUsageSink(redis, keyPrefix);

@@ -5,14 +5,18 @@ import { codeOf } from '../../platform/errors.ts';
 import { usageKeys } from '../../platform/redis/keys.ts';
 import type { UsageEvent, UsageSink } from '../../platform/metering/usage-event.ts';
 import { RedisUsageSink } from '../../platform/metering/usage-stream.ts';
+import { connectSharedCluster } from '../../tests/support/shared-redis-cluster.ts';
 import { MemoryUsageStore } from './memory-usage-store.ts';
 import { RedisUsageStore } from './redis-usage-store.ts';
 import type { UsageFilter, UsageGroup, UsageReport, UsageRow, UsageStore, UsageTotals } from './usage-store.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(REDIS_URL);
+// The run's Redis Cluster goes with the run: nothing to clean up there.
+const cluster = await connectSharedCluster();
 const prefixes: string[] = [];
 afterAll(async () => {
+  cluster.disconnect();
   for (const prefix of prefixes) {
     const keys = await scanKeys(`${prefix}*`);
     if (keys.length > 0) await redis.del(...keys);
@@ -34,6 +38,7 @@ function redisPrefix(): string {
 
 const implementations: [string, () => UsageStore][] = [
   ['Redis', () => new RedisUsageStore(redis, redisPrefix())],
+  ['Redis Cluster', () => new RedisUsageStore(cluster, `mg-test:${randomUUID()}:`)],
   ['memory', () => new MemoryUsageStore()],
 ];
 
