@@ -14,7 +14,7 @@ import { Logger as HiveLogger } from '@graphql-hive/logger';
 import { PinoLogWriter } from '@graphql-hive/logger/writers/pino';
 import { createGatewayRuntime, getGraphQLWSOptions, type GatewayRuntime } from '@graphql-hive/gateway-runtime';
 import httpTransport from '@graphql-mesh/transport-http';
-import { parse } from 'graphql';
+import { parse, type ExecutionResult, type FormattedExecutionResult, type GraphQLError } from 'graphql';
 import type { ConnectionInitMessage, ServerOptions } from 'graphql-ws';
 import { useServer, type Extra } from 'graphql-ws/use/ws';
 import type { RedisClient } from '../platform/redis/client.ts';
@@ -429,8 +429,23 @@ function webSocketOptions(parts: RouterParts): ServerOptions<ConnectionInitMessa
       lifecycle.beginOperation(ctx, id);
       return wsOptions.onSubscribe!(ctx, id, payload);
     },
+    // `extensions.http` tells the HTTP layer a refusal's status and headers (and is dropped
+    // there); a WebSocket message has neither, so the hint goes before the result is sent.
+    onNext: (_ctx, _id, _payload, _args, result) => (result.errors?.some(hasHttpHint) ? withoutHttpHints(result) : undefined),
     onComplete: (ctx, id) => lifecycle.endOperation(ctx, id),
     onClose: (ctx) => lifecycle.endOperations(ctx),
+  };
+}
+
+const hasHttpHint = (error: GraphQLError) => error.extensions?.http !== undefined;
+
+function withoutHttpHints(result: ExecutionResult): FormattedExecutionResult {
+  return {
+    ...result,
+    errors: result.errors!.map((error) => {
+      const { http: _http, ...extensions } = error.extensions ?? {};
+      return { ...error.toJSON(), extensions };
+    }),
   };
 }
 

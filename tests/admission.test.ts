@@ -76,7 +76,10 @@ describe('admission control', () => {
       );
     await firstWord;
     const refused = await stream('two');
-    expect(refused.error ?? refused.results[0]?.errors?.[0]).toMatchObject({ extensions: { code: 'OVERLOADED', limit: 'maxStreams' } });
+    const refusal = refused.error ?? refused.results[0]?.errors?.[0];
+    expect(refusal).toMatchObject({ extensions: { code: 'OVERLOADED', limit: 'maxStreams', retryAfterMs: 1_000 } });
+    // The HTTP layer's status hint is not part of a WebSocket message.
+    expect((refusal as { extensions: Record<string, unknown> }).extensions.http).toBeUndefined();
     stop();
     await expect
       .poll(async () => (await stream('three')).results.at(-1)?.data?.chatStream?.__typename, { timeout: 10_000, interval: 100 })

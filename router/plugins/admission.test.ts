@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Admission } from './admission.ts';
+import { Admission, OVERLOAD_MEMORY_MS, OVERLOADED_WAIT_MS } from './admission.ts';
 
 const settings = { maxOperations: 2, maxStreams: 1, maxQueued: 1, queueTimeoutMs: 50 };
 
@@ -53,5 +53,48 @@ describe('Admission', () => {
     expect(admission.refusal('streams')).toMatchObject({
       extensions: { code: 'OVERLOADED', limit: 'maxStreams', max: 1, retryAfterMs: 1_000 },
     });
+  });
+});
+
+describe('Admission under a standing queue', () => {
+  it('lets a newcomer wait only briefly once the queue has not been empty for queueTimeoutMs, though no one timed out', async () => {
+    vi.useFakeTimers();
+    const admission = new Admission({ maxOperations: 1, maxStreams: 1, maxQueued: 10, queueTimeoutMs: 100 });
+    const running = (await admission.enter('operations'))!;
+    const first = admission.enter('operations');
+    vi.advanceTimersByTime(60);
+    const second = admission.enter('operations');
+    vi.advanceTimersByTime(10);
+    running();
+    // Admitted within its time: no one has timed out, but `second` keeps the queue non-empty.
+    const admitted = (await first)!;
+    vi.advanceTimersByTime(31);
+    const newcomer = admission.enter('operations');
+    vi.advanceTimersByTime(OVERLOADED_WAIT_MS + 1);
+    expect(await newcomer).toBeUndefined();
+    admitted();
+    expect(await second).toBeTypeOf('function');
+  });
+});
+
+describe('Admission after a caller waited out the queue', () => {
+  it('lets newcomers wait only briefly for OVERLOAD_MEMORY_MS, even once the queue has emptied', async () => {
+    vi.useFakeTimers();
+    const admission = new Admission({ maxOperations: 1, maxStreams: 1, maxQueued: 10, queueTimeoutMs: 100 });
+    const running = (await admission.enter('operations'))!;
+    const waitedOut = admission.enter('operations');
+    vi.advanceTimersByTime(101);
+    expect(await waitedOut).toBeUndefined();
+    expect(admission.load('operations').queued).toBe(0);
+    // The queue is empty, but it just failed to absorb the load: a newcomer is told at once.
+    const newcomer = admission.enter('operations');
+    vi.advanceTimersByTime(OVERLOADED_WAIT_MS + 1);
+    expect(await newcomer).toBeUndefined();
+    // Once the overload is forgotten, the queue absorbs a burst again.
+    vi.advanceTimersByTime(OVERLOAD_MEMORY_MS);
+    const later = admission.enter('operations');
+    vi.advanceTimersByTime(50);
+    running();
+    expect(await later).toBeTypeOf('function');
   });
 });

@@ -3,7 +3,13 @@
  * `maxStreams` subscriptions at once. One more waits in a short queue (`maxQueued`, at most
  * `queueTimeoutMs`) for a slot, and past that is refused at once with OVERLOADED (HTTP 503,
  * `Retry-After`), so that under more load than it can serve, the operations it admits keep their
- * latency and the rest go to another replica instead of slowing everyone down. It is an envelop
+ * latency and the rest go to another replica instead of slowing everyone down.
+ *
+ * The queue absorbs a burst, not an overload: once it has not been empty for `queueTimeoutMs`
+ * (a standing queue), or a caller waited out its timeout in the last `OVERLOAD_MEMORY_MS` (more
+ * keeps arriving than slots free), a newcomer waits only `OVERLOADED_WAIT_MS` — as CoDel and
+ * Facebook's adaptive queueing do — so that an admitted operation does not carry a queue's worth
+ * of waiting into its latency and a refused one is told at once, not after the timeout. It is an envelop
  * hook, first of the router's policies: GraphQL over HTTP, SSE, graphql-ws and the REST doors
  * all pass through it, and a refusal costs next to nothing.
  */
@@ -24,6 +30,12 @@ export type Kind = 'operations' | 'streams';
 /** How long a refused caller is told to wait. */
 const RETRY_AFTER_MS = 1_000;
 
+/** How long a newcomer may wait for a slot during an overload (see above). */
+export const OVERLOADED_WAIT_MS = 5;
+
+/** How long after a caller waited out the queue the replica counts itself overloaded. */
+export const OVERLOAD_MEMORY_MS = 1_000;
+
 /**
  * One kind's slots and the callers waiting for one, first come first served. A slot held longer
  * than `maxHoldMs` by an operation that never said it ended (a hook that threw, skipping the
@@ -33,6 +45,10 @@ class Slots {
   /** When each held slot was taken. */
   readonly #held = new Map<symbol, number>();
   readonly #waiting: ((admitted: boolean) => void)[] = [];
+  /** When the queue was last seen empty: long ago means a standing queue. */
+  #emptyAt = Date.now();
+  /** When a caller last waited out its time in the queue. */
+  #timedOutAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly max: number,
@@ -54,10 +70,14 @@ class Slots {
     if (this.#held.size >= this.max) this.#reclaim();
     if (this.#held.size < this.max) return this.#take();
     if (this.#waiting.length >= this.settings.maxQueued) return undefined;
-    return this.#wait();
+    const now = Date.now();
+    if (this.#waiting.length === 0) this.#emptyAt = now;
+    const { queueTimeoutMs } = this.settings;
+    const overloaded = now - this.#emptyAt > queueTimeoutMs || now - this.#timedOutAt < OVERLOAD_MEMORY_MS;
+    return this.#wait(overloaded ? Math.min(OVERLOADED_WAIT_MS, queueTimeoutMs) : queueTimeoutMs);
   }
 
-  async #wait(): Promise<(() => void) | undefined> {
+  async #wait(timeoutMs: number): Promise<(() => void) | undefined> {
     const admitted = await new Promise<boolean>((resolve) => {
       const waiter = (value: boolean) => {
         clearTimeout(timer);
@@ -65,8 +85,10 @@ class Slots {
       };
       const timer = setTimeout(() => {
         this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
+        this.#timedOutAt = Date.now();
+        this.#seenEmpty();
         resolve(false);
-      }, this.settings.queueTimeoutMs);
+      }, timeoutMs);
       this.#waiting.push(waiter);
     });
     return admitted ? this.#take() : undefined;
@@ -79,7 +101,12 @@ class Slots {
       // Once: a second release, or one of a slot taken back, frees nothing.
       if (!this.#held.delete(slot)) return;
       this.#waiting.shift()?.(true);
+      this.#seenEmpty();
     };
+  }
+
+  #seenEmpty(): void {
+    if (this.#waiting.length === 0) this.#emptyAt = Date.now();
   }
 
   #reclaim(): void {
