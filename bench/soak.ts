@@ -9,11 +9,17 @@
  *      the last ends, for --minutes: RSS at the start and every minute, first-token p50/p99 and
  *      errors per minute.
  *
- *   npm run build && npx tsx bench/soak.ts [--minutes 10] [--streams 500] [--subscriptions 5000]
+ *   npm run build && npx tsx bench/soak.ts [--minutes 10] [--streams 500] [--subscriptions 5000] [--layout all|split]
+ *
+ * --layout split runs the router and each subgraph as its own process (on the Redis at
+ * redis://127.0.0.1:6379, under a key prefix of the run's own) and reports each one's RSS. Every
+ * modelgraph process runs with the inspector on loopback, through which the subscription phase
+ * forces a full garbage collection (HeapProfiler.collectGarbage) before each reading.
  *
  * Results go to standard output as Markdown; record them in bench/results.md.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -35,8 +41,11 @@ const { values } = parseArgs({
     minutes: { type: 'string', default: '10' },
     streams: { type: 'string', default: '500' },
     subscriptions: { type: 'string', default: '5000' },
+    layout: { type: 'string', default: 'all' },
   },
 });
+const LAYOUT = values.layout!;
+if (LAYOUT !== 'all' && LAYOUT !== 'split') throw new Error('--layout is all or split');
 const MINUTES = Number(values.minutes);
 const STREAMS = Number(values.streams);
 const SUBSCRIPTIONS = Number(values.subscriptions);
@@ -68,6 +77,10 @@ const config = writeConfig({
   },
   subgraphs: Object.fromEntries(SUBGRAPH_NAMES.map((name) => [name, { host: '127.0.0.1', port: ports[name] }])),
   log: { level: 'warn' },
+  ...(LAYOUT === 'split' && {
+    redis: { keyPrefix: `mg-soak-${randomUUID()}:` },
+    agents: { routerUrl: `http://127.0.0.1:${ports.router}/graphql` },
+  }),
   providers: {
     slow: { type: 'openai-compatible', baseUrl: slow.baseUrl },
     idle: { type: 'openai-compatible', baseUrl: idle.baseUrl, timeouts: { idleMs: 900_000, firstByteMs: 900_000, totalMs: 900_000 } },
@@ -75,22 +88,73 @@ const config = writeConfig({
   routing: { firstTokenMs: 900_000, deadlineMs: 900_000 },
   models: [model('soak-slow', 'slow'), model('soak-idle', 'idle')],
 });
-const child = spawn(process.execPath, ['dist/cli.js', 'all', '--config', config], {
-  cwd: root,
-  env: { ...process.env, NODE_ENV: 'production', LOG_LEVEL: 'warn', MODELGRAPH_BOOTSTRAP_KEY: KEY, REDIS_URL: '' },
-  stdio: ['ignore', 'ignore', 'pipe'],
-});
-const url = `http://127.0.0.1:${ports.router}/graphql`;
-for (;;) {
-  const ready = await fetch(url.replace('/graphql', '/readyz')).then(
-    (response) => response.ok,
-    () => false,
-  );
-  if (ready) break;
-  if (child.exitCode !== null) throw new Error('modelgraph exited');
-  await sleep(50);
+const env = {
+  ...process.env,
+  NODE_ENV: 'production',
+  LOG_LEVEL: 'warn',
+  MODELGRAPH_BOOTSTRAP_KEY: KEY,
+  ...(LAYOUT === 'split'
+    ? { REDIS_URL: 'redis://127.0.0.1:6379', MODELGRAPH_IDENTITY_SECRET: randomBytes(32).toString('hex') }
+    : { REDIS_URL: '' }),
+};
+interface Started {
+  name: string;
+  child: ChildProcess;
+  /** The inspector's WebSocket, for forced collections. */
+  inspector: Promise<string>;
 }
-const pid = child.pid!;
+function start(name: string, role: string[]): Started {
+  const child = spawn(process.execPath, ['--inspect=127.0.0.1:0', 'dist/cli.js', ...role, '--config', config], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const inspector = new Promise<string>((resolve) => {
+    let text = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      const found = /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/\S+)/.exec(text);
+      if (found) resolve(found[1]!);
+    });
+  });
+  return { name, child, inspector };
+}
+async function ready(port: number, child: ChildProcess) {
+  for (;;) {
+    const answered = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (response) => response.ok,
+      () => false,
+    );
+    if (answered) return;
+    if (child.exitCode !== null) throw new Error('modelgraph exited');
+    await sleep(50);
+  }
+}
+const processes: Started[] = [];
+if (LAYOUT === 'split') {
+  const subgraphs = SUBGRAPH_NAMES.map((name) => start(name, ['subgraph', name]));
+  processes.push(...subgraphs);
+  await Promise.all(subgraphs.map((started, index) => ready(ports[SUBGRAPH_NAMES[index]!], started.child)));
+}
+const routerProcess = start(LAYOUT === 'split' ? 'router' : 'all', [LAYOUT === 'split' ? 'router' : 'all']);
+processes.unshift(routerProcess);
+await ready(ports.router, routerProcess.child);
+const url = `http://127.0.0.1:${ports.router}/graphql`;
+
+/** A full collection in every modelgraph process, through its inspector. */
+async function collectGarbage(): Promise<void> {
+  await Promise.all(
+    processes.map(async ({ inspector }) => {
+      const socket = new WebSocket(await inspector);
+      await once(socket, 'open');
+      const answered = new Promise<void>((resolve) => socket.on('message', () => resolve()));
+      socket.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+      await answered;
+      socket.close();
+    }),
+  );
+}
+const rssOfEach = () => processes.map(({ child }) => rssMiB(child.pid!));
 const variables = (id: string) => ({ input: { model: id, messages: [{ role: 'USER', content: 'soak' }] } });
 const wsClients = (count: number): Client[] =>
   Array.from({ length: count }, () =>
@@ -111,7 +175,7 @@ out.push(
   `- machine: ${cpus().length} × ${cpus()[0]?.model}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}; commit ${commit}`,
 );
 out.push(
-  `- command: \`npx tsx bench/soak.ts --minutes ${MINUTES} --streams ${STREAMS} --subscriptions ${SUBSCRIPTIONS}\`; modelgraph \`node dist/cli.js all\`, production, no Redis`,
+  `- command: \`npx tsx bench/soak.ts --minutes ${MINUTES} --streams ${STREAMS} --subscriptions ${SUBSCRIPTIONS} --layout ${LAYOUT}\`; modelgraph ${LAYOUT === 'split' ? `\`node dist/cli.js router\` and \`subgraph <name>\` for each of ${SUBGRAPH_NAMES.join(', ')}, on Redis 127.0.0.1:6379` : '`node dist/cli.js all`, no Redis'}, production, inspector on loopback (for forced collections)`,
 );
 
 // Warm: the first chat loads the tokenizer (~66 MB) and compiles the hot path; not the subscriptions' memory.
@@ -122,9 +186,10 @@ out.push(
   await sleep(2_000);
 }
 
-// 1. Idle subscriptions, opened and closed.
+// 1. Idle subscriptions, opened and closed; each reading after a full collection in every process.
 {
-  const before = rssMiB(pid);
+  await collectGarbage();
+  const before = rssOfEach();
   const clients = wsClients(Math.ceil(SUBSCRIPTIONS / 20));
   const stops: (() => void)[] = [];
   let opened = 0;
@@ -140,16 +205,29 @@ out.push(
   while (idle.stats.streams < SUBSCRIPTIONS) await sleep(100);
   opened = idle.stats.streams;
   await sleep(2_000);
-  const open = rssMiB(pid);
+  await collectGarbage();
+  const open = rssOfEach();
   for (const stop of stops) stop();
   await Promise.all(clients.map((client) => client.dispose()));
   await sleep(10_000);
-  const after = rssMiB(pid);
+  const afterNoGc = rssOfEach();
+  await collectGarbage();
+  const after = rssOfEach();
+  // The inference subgraph keeps idle keep-alive connections to the upstream in its pool until
+  // the upstream's keep-alive (the mock's: 60 s) lets them go.
+  await sleep(62_000);
+  await collectGarbage();
+  const afterKeepAlive = rssOfEach();
   out.push('', `### ${SUBSCRIPTIONS} idle subscriptions, opened (${opened} reached the upstream) and closed`, '');
-  out.push('| RSS before MiB | with all open MiB | KiB each | 10 s after closing MiB | after ÷ before |', '|---|---|---|---|---|');
   out.push(
-    `| ${before.toFixed(0)} | ${open.toFixed(0)} | ${(((open - before) * 1024) / SUBSCRIPTIONS).toFixed(1)} | ${after.toFixed(0)} | ${(after / before).toFixed(2)} |`,
+    '| process | RSS before MiB | with all open MiB | KiB each | 10 s after closing MiB | then after a full GC MiB | after GC ÷ before | 72 s after closing, after a GC, MiB | ÷ before |',
+    '|---|---|---|---|---|---|---|---|---|',
   );
+  processes.forEach(({ name }, index) => {
+    out.push(
+      `| ${name} | ${before[index]!.toFixed(0)} | ${open[index]!.toFixed(0)} | ${(((open[index]! - before[index]!) * 1024) / SUBSCRIPTIONS).toFixed(1)} | ${afterNoGc[index]!.toFixed(0)} | ${after[index]!.toFixed(0)} | ${(after[index]! / before[index]!).toFixed(2)} | ${afterKeepAlive[index]!.toFixed(0)} | ${(afterKeepAlive[index]! / before[index]!).toFixed(2)} |`,
+    );
+  });
 }
 
 // 2. Concurrent streams for MINUTES.
@@ -196,13 +274,14 @@ out.push(
       }
     }
   });
-  const start = rssMiB(pid);
+  const rssSum = () => rssOfEach().reduce((sum, rss) => sum + rss, 0);
+  const start = rssSum();
   rows.push(`| 0 | ${start.toFixed(0)} | – | – | – | – |`);
   for (let at = 1; at <= MINUTES; at++) {
     await sleep(60_000);
     const sorted = minute.first.sort((a, b) => a - b);
     rows.push(
-      `| ${at} | ${rssMiB(pid).toFixed(0)} | ${minute.done} | ${quantile(sorted, 0.5).toFixed(1)} | ${quantile(sorted, 0.99).toFixed(1)} | ${minute.errors} |`,
+      `| ${at} | ${rssSum().toFixed(0)} | ${minute.done} | ${quantile(sorted, 0.5).toFixed(1)} | ${quantile(sorted, 0.99).toFixed(1)} | ${minute.errors} |`,
     );
     minute = { first: [], errors: 0, done: 0 };
   }
@@ -214,7 +293,11 @@ out.push(
   await pool.close();
 }
 
-child.kill('SIGTERM');
-await once(child, 'exit');
+for (const { child } of processes) {
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+}
 await Promise.all([slow.close(), idle.close()]);
 console.log(out.join('\n'));
+// Whatever handle a closed client or mock leaves behind, the run is over.
+process.exit(0);

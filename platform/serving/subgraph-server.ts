@@ -39,6 +39,7 @@ import { REQUEST_ID_EXTENSION, REQUEST_ID_HEADER, acceptRequestId } from './requ
 import { NO_SPEND, SPEND_EXTENSION, spent, type Spend } from '../metering/spend.ts';
 import { WARNINGS_EXTENSION, type Warning } from './warnings.ts';
 import { localSubgraph, type LocalSubgraph } from './in-process.ts';
+import { documentCache } from './document-cache.ts';
 
 /** What every subgraph resolver gets; subgraphs extend it with their own services. */
 export interface RequestContext extends BaseContext {
@@ -276,8 +277,10 @@ function graphqlOverWebSocket<TContext extends RequestContext>(
   /** Principals verified in onSubscribe, picked up by `context` for the same operation. */
   const verified = new WeakMap<object, Map<string, Principal>>();
   const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => maskError(error.toJSON(), error, log));
+  const documents = documentCache(schema);
   return {
     schema,
+    ...documents,
     onConnect: async (ctx) => {
       try {
         await identity.verifyService(ctx.connectionParams?.[IDENTITY_CONNECTION_PARAM], audience);
