@@ -18,7 +18,7 @@ import { startEmbeddingsSubgraph } from './subgraphs/embeddings/index.ts';
 import { startUsageSubgraph } from './subgraphs/usage/index.ts';
 import { MemoryMeter, RedisMeter, type Meter } from './platform/metering/meter.ts';
 import type { UsageSink } from './platform/metering/usage-event.ts';
-import { createRedis, redisConfigured, redisPlace } from './platform/redis/client.ts';
+import { createRedis, redisConfigured } from './platform/redis/client.ts';
 import { RedisUsageSink } from './platform/metering/usage-stream.ts';
 import { UsageOutbox } from './platform/metering/usage-outbox.ts';
 import { MemoryUsageStore } from './subgraphs/usage/memory-usage-store.ts';
@@ -41,8 +41,7 @@ interface UsageServices {
 
 function createUsageServices(config: Config, log: Logger, singleProcess: boolean): UsageServices {
   if (!redisConfigured(config.redis)) {
-    if (!singleProcess)
-      log.warn('no redis.url: usage events stay in this process, where no usage subgraph of another process can read them');
+    if (!singleProcess) log.warn('no redis: usage events stay in this process, where no usage subgraph of another process can read them');
     const store = new MemoryUsageStore();
     return { sink: store, store, meter: new MemoryMeter(), close: async () => undefined };
   }
@@ -52,7 +51,15 @@ function createUsageServices(config: Config, log: Logger, singleProcess: boolean
   // Named by where the stream is, not by the credentials (rotating a password keeps the folder);
   // for one Redis by URL as before Sentinel and Cluster came, so an upgrade finds its folder.
   const { url } = config.redis;
-  const place = url ? `${new URL(url).hostname}:${new URL(url).port}${new URL(url).pathname}` : redisPlace(config.redis);
+  // Sentinel and Cluster by what stays when their nodes change (a sentinel or a seed node added or
+  // replaced): the master's name and database, or the cluster itself (the key prefix tells apart
+  // deployments that share one).
+  const { sentinel } = config.redis;
+  const place = url
+    ? `${new URL(url).hostname}:${new URL(url).port}${new URL(url).pathname}`
+    : sentinel
+      ? `sentinel ${sentinel.masterName}/${sentinel.db}`
+      : 'cluster';
   const stream = createHash('sha256').update(`${place} ${config.redis.keyPrefix}`).digest('hex').slice(0, 16);
   const sink = new UsageOutbox(
     new RedisUsageSink(redis, config.redis.keyPrefix),

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelCatalog } from '../providers/catalog.ts';
 import { ConfigError, loadConfig, parseConfig } from './config.ts';
-import { redisPlace } from './redis/client.ts';
+import pino from 'pino';
+import { createRedis, redisPlace } from './redis/client.ts';
 
 const model = { id: 'gpt-x', provider: 'local', version: '1', capabilities: ['CHAT'], contextWindow: 100, maxOutputTokens: 10 };
 
@@ -73,6 +74,14 @@ describe('config', () => {
       'a url carries its own credentials',
     );
     expect(() => parseConfig({ redis: { cluster: { nodes: ['10.0.0.1:7000'] } } })).toThrow('must be a redis:// or rediss:// URL');
+    // A password variable named but not set stops the start, naming it (not a connection without one).
+    expect(() =>
+      createRedis(
+        parseConfig({ redis: { cluster: { nodes: ['redis://127.0.0.1:1'] }, passwordEnv: 'MG_TEST_UNSET' } }).redis,
+        pino({ level: 'silent' }),
+        {},
+      ),
+    ).toThrow('the environment variable MG_TEST_UNSET is not set');
     const file = configFile('redis:\n  cluster: { nodes: [redis://10.0.0.1:7000] }\n  passwordEnv: REDIS_PASSWORD\n');
     const overridden = loadConfig({ flag: file, env: { REDIS_URL: 'redis://127.0.0.1:6390' } }).redis;
     expect(overridden).toEqual({ url: 'redis://127.0.0.1:6390', keyPrefix: 'modelgraph:' });

@@ -84,7 +84,7 @@ const routerSchema = z
     /**
      * Processes serving this host's ports (`modelgraph all` and `router`): a primary forks this
      * many workers, each a whole start, sharing the listening sockets; `auto` is one per core.
-     * More than one needs redis.url, through which the workers share limits, keys and usage.
+     * More than one needs Redis (`redis`), through which the workers share limits, keys and usage.
      */
     workers: z.union([z.number().int().min(1), z.literal('auto')]).default(1),
     /** Demand control: the estimated cost (`@cost`, `@listSize`) an operation may have. */

@@ -10,7 +10,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { duplicateRedis, type RedisClient } from '../redis/client.ts';
+import { duplicateRedis, onSubscriberGap, type RedisClient } from '../redis/client.ts';
 import type { Scope } from '../identity/principal.ts';
 import { accessKeys } from '../redis/keys.ts';
 import { luaScript } from '../redis/scripts.ts';
@@ -377,12 +377,8 @@ export class RedisAccessStore implements AccessStore {
     this.#subscriber = duplicateRedis(this.#redis);
     this.#subscriber.on('error', () => undefined);
     this.#subscriber.on('message', (_channel: string, id: string) => this.#changes.emit('changed', id));
-    // Changes published while the feed was down are lost: after a reconnect, everything may have changed.
-    let connectedBefore = false;
-    this.#subscriber.on('ready', () => {
-      if (connectedBefore) this.#changes.emit('changed', EVERY_KEY);
-      connectedBefore = true;
-    });
+    // Changes published while the feed was down are lost: after a gap, everything may have changed.
+    onSubscriberGap(this.#subscriber, () => this.#changes.emit('changed', EVERY_KEY));
     this.#subscribed = this.#subscriber.subscribe(this.#keys.changes()).then(
       () => undefined,
       () => undefined,

@@ -12,6 +12,7 @@
  * same arithmetic. Amounts are integers: tokens, or nano-dollars (money.ts).
  */
 import { ErrorCode, codedError } from '../errors.ts';
+import { ReplyError } from 'ioredis';
 import type { RedisClient } from '../redis/client.ts';
 import { luaScript } from '../redis/scripts.ts';
 
@@ -101,14 +102,21 @@ return 0`);
 
 /**
  * Limits and budgets fail closed: while Redis does not answer (down, failing over, no master for
- * the slot) a call cannot be checked, so it is refused, as a 503 the caller may retry shortly.
+ * the slot) a call cannot be checked, so it is refused: SERVICE_UNAVAILABLE with `retryAfterMs`
+ * (a field error over GraphQL; 503 with `Retry-After` through the REST doors).
  */
-function unchecked(): never {
+function unchecked(error: unknown): never {
+  // Redis answered, with an error that is not about its availability (a script or a key gone
+  // wrong): a bug to see, not an outage to wait out.
+  if (error instanceof ReplyError && !TRANSIENT.test((error as Error).message)) throw error;
   // Not Redis's own message: it names addresses a caller has no business seeing.
   throw codedError(ErrorCode.SERVICE_UNAVAILABLE, 'token limits and budgets cannot be checked right now; retry shortly', {
     retryAfterMs: 1_000,
   });
 }
+
+/** Replies of a Redis that cannot serve for now: loading, failing over, a read-only replica. */
+const TRANSIENT = /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|BUSY|NOREPLICAS)\b/;
 
 export class RedisMeter implements Meter {
   readonly #redis: RedisClient;

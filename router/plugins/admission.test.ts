@@ -98,3 +98,20 @@ describe('Admission after a caller waited out the queue', () => {
     expect(await later).toBeTypeOf('function');
   });
 });
+
+describe('Admission handing a freed slot over', () => {
+  it('gives it to the longest waiter at once, so a caller arriving in the same tick cannot take it too', async () => {
+    const admission = new Admission({ maxOperations: 1, maxStreams: 1, maxQueued: 1, queueTimeoutMs: 1_000 });
+    const running = (await admission.enter('operations'))!;
+    const waiting = admission.enter('operations');
+    running();
+    // The waiter holds the freed slot already: a newcomer finds none free, and waits.
+    expect(admission.load('operations')).toEqual({ used: 1, queued: 0 });
+    const newcomer = admission.enter('operations');
+    expect(newcomer).toBeInstanceOf(Promise);
+    const admitted = (await waiting)!;
+    expect(admission.load('operations')).toEqual({ used: 1, queued: 1 });
+    admitted();
+    expect(await newcomer).toBeTypeOf('function');
+  });
+});

@@ -44,7 +44,8 @@ export const OVERLOAD_MEMORY_MS = 1_000;
 class Slots {
   /** When each held slot was taken. */
   readonly #held = new Map<symbol, number>();
-  readonly #waiting: ((admitted: boolean) => void)[] = [];
+  /** Each waiter is handed its slot's release (taken for it at once), or undefined when it timed out. */
+  readonly #waiting: ((release: (() => void) | undefined) => void)[] = [];
   /** When the queue was last seen empty: long ago means a standing queue. */
   #emptyAt = Date.now();
   /** When a caller last waited out its time in the queue. */
@@ -77,21 +78,27 @@ class Slots {
     return this.#wait(overloaded ? Math.min(OVERLOADED_WAIT_MS, queueTimeoutMs) : queueTimeoutMs);
   }
 
-  async #wait(timeoutMs: number): Promise<(() => void) | undefined> {
-    const admitted = await new Promise<boolean>((resolve) => {
-      const waiter = (value: boolean) => {
+  #wait(timeoutMs: number): Promise<(() => void) | undefined> {
+    return new Promise((resolve) => {
+      const waiter = (release: (() => void) | undefined) => {
         clearTimeout(timer);
-        resolve(value);
+        resolve(release);
       };
       const timer = setTimeout(() => {
         this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
         this.#timedOutAt = Date.now();
         this.#seenEmpty();
-        resolve(false);
+        resolve(undefined);
       }, timeoutMs);
       this.#waiting.push(waiter);
     });
-    return admitted ? this.#take() : undefined;
+  }
+
+  /** A freed slot goes to the longest waiter, taken now: no caller can slip in before it. */
+  #handOver(): void {
+    const next = this.#waiting.shift();
+    if (next) next(this.#take());
+    this.#seenEmpty();
   }
 
   #take(): () => void {
@@ -100,8 +107,7 @@ class Slots {
     return () => {
       // Once: a second release, or one of a slot taken back, frees nothing.
       if (!this.#held.delete(slot)) return;
-      this.#waiting.shift()?.(true);
-      this.#seenEmpty();
+      this.#handOver();
     };
   }
 
@@ -115,6 +121,7 @@ class Slots {
       if (since > before) continue;
       this.#held.delete(slot);
       this.onReclaimed();
+      this.#handOver();
     }
   }
 }

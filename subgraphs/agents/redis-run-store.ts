@@ -3,7 +3,7 @@
  * any other.
  */
 import { EventEmitter } from 'node:events';
-import { duplicateRedis, type RedisClient } from '../../platform/redis/client.ts';
+import { duplicateRedis, onSubscriberGap, type RedisClient } from '../../platform/redis/client.ts';
 import { agentKeys } from '../../platform/redis/keys.ts';
 import { luaScript } from '../../platform/redis/scripts.ts';
 import type { AgentRunEventRecord, AgentRunRecord, StoredRunEvent } from './records.ts';
@@ -279,12 +279,8 @@ export class RedisRunStore implements RunStore {
     const feed = duplicateRedis(this.#redis);
     feed.on('error', () => undefined);
     feed.on('message', (channel: string, message: string) => this.#delivered(channel, message));
-    let connectedBefore = false;
-    feed.on('ready', () => {
-      // ioredis re-subscribes right after emitting 'ready'; wait for that before catching up.
-      if (connectedBefore) queueMicrotask(() => void this.#reconnected(feed));
-      connectedBefore = true;
-    });
+    // ioredis re-subscribes right after emitting 'ready'; wait for that before catching up.
+    onSubscriberGap(feed, () => queueMicrotask(() => void this.#reconnected(feed)));
     this.#feed = feed;
     return feed;
   }

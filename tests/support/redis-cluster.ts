@@ -15,6 +15,12 @@ import { freePort } from './process.ts';
 
 const run = promisify(execFile);
 
+/** Every node started here, killed when the test process exits however it exits. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export interface RedisNode {
   port: number;
   url: string;
@@ -31,6 +37,8 @@ async function startNode(dir: string, name: string, args: string[]): Promise<Sta
   const child = spawn('redis-server', [...args, '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', ''], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let output = '';
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -38,6 +46,9 @@ async function startNode(dir: string, name: string, args: string[]): Promise<Sta
       if (/Ready to accept connections|Sentinel ID is/.test(output)) resolve();
     });
     child.once('exit', (code) => reject(new Error(`redis-server ${name} exited (${code}): ${output.slice(-500)}`)));
+  }).catch((error: unknown) => {
+    child.kill('SIGKILL');
+    throw error;
   });
   child.stdout!.resume();
   return {
@@ -125,8 +136,7 @@ export async function startRedisCluster({ masters = 3, replicasPerMaster = 0 } =
       '--cluster-yes',
     ]);
   } catch (error) {
-    for (const node of started) await node.kill();
-    rmSync(dir, { recursive: true, force: true });
+    await stopAll(started, dir);
     throw error;
   }
   const alive = () => started.filter(({ child }) => child.exitCode === null && child.signalCode === null);
@@ -149,7 +159,10 @@ export async function startRedisCluster({ masters = 3, replicasPerMaster = 0 } =
       return true;
     }, 'the cluster to serve every slot');
   };
-  await healthy();
+  await healthy().catch(async (error: unknown) => {
+    await stopAll(started, dir);
+    throw error;
+  });
   const initialMasters = started.slice(0, masters);
   return {
     nodes: started,
@@ -161,11 +174,13 @@ export async function startRedisCluster({ masters = 3, replicasPerMaster = 0 } =
       const [, , [, port]] = (await slots()).find(([from, to]) => slot >= from && slot <= to)!;
       return started.find((candidate) => candidate.port === port)!;
     },
-    async stop() {
-      for (const node of started) await node.kill();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop: () => stopAll(started, dir),
   };
+}
+
+async function stopAll(nodes: RedisNode[], dir: string): Promise<void> {
+  for (const node of nodes) await node.kill();
+  rmSync(dir, { recursive: true, force: true });
 }
 
 export interface TestRedisSentinel {
@@ -181,8 +196,19 @@ export interface TestRedisSentinel {
 /** A master, its replica, and one sentinel (quorum 1) that fails over 1 s after the master stops answering. */
 export async function startRedisSentinel(): Promise<TestRedisSentinel> {
   const dir = mkdtempSync(join(tmpdir(), 'mg-redis-sentinel-'));
+  const started: RedisNode[] = [];
+  try {
+    return await sentinelIn(dir, started);
+  } catch (error) {
+    await stopAll(started, dir);
+    throw error;
+  }
+}
+
+async function sentinelIn(dir: string, started: RedisNode[]): Promise<TestRedisSentinel> {
   const masterName = 'mg-test';
   const master = await startNode(dir, 'master', ['--dbfilename', 'master.rdb', '--appendonly', 'yes', '--appendfilename', 'master.aof']);
+  started.push(master);
   const replica = await startNode(dir, 'replica', [
     '--dbfilename',
     'replica.rdb',
@@ -194,6 +220,7 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
     '127.0.0.1',
     String(master.port),
   ]);
+  started.push(replica);
   await until(
     async () => ((await ask(replica.url, (redis) => redis.info('replication'))).includes('master_link_status:up') ? true : undefined),
     'the replica to follow its master',
@@ -210,6 +237,7 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
     ].join('\n'),
   );
   const sentinel = await startNode(dir, 'sentinel', [conf, '--sentinel']);
+  started.push(sentinel);
   const currentMasterPort = async () =>
     Number(((await ask(sentinel.url, (redis) => redis.call('SENTINEL', 'get-master-addr-by-name', masterName))) as [string, string])[1]);
   await until(async () => {
@@ -222,9 +250,6 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
     replica,
     sentinel,
     currentMasterPort,
-    async stop() {
-      for (const node of [sentinel, replica, master]) await node.kill();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop: () => stopAll([sentinel, replica, master], dir),
   };
 }
