@@ -90,6 +90,32 @@ const SECRETS: [id: string, pattern: RegExp][] = [
   ['secret.modelgraph-key', /\bmg_[a-z0-9-]{1,64}_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g],
 ];
 
+/**
+ * The valid phone numbers in a candidate span, remembered for the last few hundred spans: a
+ * stream guard looks at the same held text again with every delta.
+ */
+const phoneSpans = new Map<string, [number, number][]>();
+const PHONE_SPANS_KEPT = 512;
+function phoneNumbersIn(candidate: string, region: CountryCode | undefined): [number, number][] {
+  const key = `${region ?? ''}\u0000${candidate}`;
+  let spans = phoneSpans.get(key);
+  if (!spans) {
+    spans = [];
+    for (const found of findNumbers(candidate, { v2: true, ...(region && { defaultCountry: region }) })) {
+      if (found.number.isValid()) spans.push([found.startsAt, found.endsAt]);
+    }
+    if (phoneSpans.size >= PHONE_SPANS_KEPT) phoneSpans.delete(phoneSpans.keys().next().value!);
+    phoneSpans.set(key, spans);
+  }
+  return spans;
+}
+
+/**
+ * What every built-in rule needs in the text: a digit, an `@`, or a secret's prefix. Text with
+ * none (most prose, most stream deltas) has no finding but a tenant's own patterns.
+ */
+const ANY_BUILT_IN = /[\d@]|AKIA|ASIA|gh[pousr]_|github_pat_|sk-|AIza|xox[abposr]-|_live_|eyJ|mg_|-----BEGIN|[A-Z]{2} ?\d/;
+
 /** In order of precedence: where two findings overlap, the earlier rule's wins. */
 const RULES: Rule[] = [
   ...SECRETS.map(([id, pattern]): Rule => ({ id, type: 'SECRET', find: (text) => matches(text, pattern) })),
@@ -117,11 +143,11 @@ const RULES: Rule[] = [
       // The numbering-plan search is slow over long text (≈ 1.4 ms a KB of text dense with
       // numbers): it reads only the spans that could be a phone number, 7 to 15 digits.
       for (const candidate of text.matchAll(PHONE_CANDIDATE)) {
+        // Without a region only international numbers (`+…`) can be read as phone numbers.
+        if (!phoneRegion && !candidate[0].startsWith('+')) continue;
         const digits = candidate[0].replace(/\D/g, '').length;
         if (digits < 7 || digits > 15) continue;
-        for (const found of findNumbers(candidate[0], { v2: true, ...(phoneRegion && { defaultCountry: phoneRegion }) })) {
-          if (found.number.isValid()) yield [candidate.index + found.startsAt, candidate.index + found.endsAt];
-        }
+        for (const [start, end] of phoneNumbersIn(candidate[0], phoneRegion)) yield [candidate.index + start, candidate.index + end];
       }
     },
   },
@@ -129,6 +155,7 @@ const RULES: Rule[] = [
 
 /** The sensitive values in `text`, in order, none overlapping another. */
 export function detect(text: string, options: DetectorOptions = {}): Finding[] {
+  if (!options.custom?.length && !ANY_BUILT_IN.test(text)) return [];
   const found: (Finding & { precedence: number })[] = [];
   RULES.forEach((rule, precedence) => {
     for (const [start, end, id = rule.id] of rule.find(text, options)) found.push({ type: rule.type, rule: id, start, end, precedence });
