@@ -74,7 +74,16 @@ for (const [name, text] of [
   );
 }
 
-const stream = new StreamGuard({ direction: 'RESPONSE', detect: (t) => detect(t), actionFor: mask, pseudonyms: new Pseudonyms() });
+const stream = new StreamGuard({
+  direction: 'RESPONSE',
+  detect: (t, openEnd) => detect(t, { openEnd }),
+  actionFor: mask,
+  pseudonyms: new Pseudonyms(),
+});
+// Warmed on text of its own first (the detectors' code, not their caches: other numbers).
+for (const delta of sized(dense).match(/.{1,7}/gs)!) stream.push(delta);
+stream.end();
+stream.maxHeld = 0;
 const deltas = sized(dense).match(/.{1,7}/gs)!;
 const streamStart = process.cpuUsage();
 for (const delta of deltas) stream.push(delta);

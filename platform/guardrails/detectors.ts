@@ -40,6 +40,11 @@ export interface DetectorOptions {
   /** Where numbers without a country code are read as national phone numbers; unset: only `+…` numbers. */
   phoneRegion?: CountryCode | undefined;
   custom?: readonly CustomPattern[];
+  /**
+   * The text may go on (a stream's held text): a phone number reaching its end is left for when
+   * more has come (the caller holds the end back anyway) instead of being read in every partial form.
+   */
+  openEnd?: boolean;
 }
 
 interface Rule {
@@ -58,7 +63,18 @@ function* matches(text: string, pattern: RegExp, accept: (value: string) => bool
 
 /** 13 to 19 digits, in groups split by single spaces or dashes, not inside a longer run of digits. */
 const CARD_CANDIDATE = /(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])/g;
-const isCard = (value: string) => cardValidator.number(value.replace(/[ -]/g, '')).isValid;
+/** Verdicts on the last few hundred digit strings: a stream guard sees a held number again with each delta. */
+const cardVerdicts = new Map<string, boolean>();
+function isCard(value: string): boolean {
+  const digits = value.replace(/[ -]/g, '');
+  let valid = cardVerdicts.get(digits);
+  if (valid === undefined) {
+    valid = cardValidator.number(digits).isValid;
+    if (cardVerdicts.size >= 512) cardVerdicts.delete(cardVerdicts.keys().next().value!);
+    cardVerdicts.set(digits, valid);
+  }
+  return valid;
+}
 
 /** Compact (`GB82WEST12345698765432`) or printed in groups of four (`GB82 WEST 1234 …`). */
 const IBAN_CANDIDATE = /\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)\b/g;
@@ -139,12 +155,13 @@ const RULES: Rule[] = [
   {
     id: 'phone',
     type: 'PHONE',
-    *find(text, { phoneRegion }) {
+    *find(text, { phoneRegion, openEnd }) {
       // The numbering-plan search is slow over long text (≈ 1.4 ms a KB of text dense with
       // numbers): it reads only the spans that could be a phone number, 7 to 15 digits.
       for (const candidate of text.matchAll(PHONE_CANDIDATE)) {
         // Without a region only international numbers (`+…`) can be read as phone numbers.
         if (!phoneRegion && !candidate[0].startsWith('+')) continue;
+        if (openEnd && candidate.index + candidate[0].length === text.length) continue;
         const digits = candidate[0].replace(/\D/g, '').length;
         if (digits < 7 || digits > 15) continue;
         for (const [start, end] of phoneNumbersIn(candidate[0], phoneRegion)) yield [candidate.index + start, candidate.index + end];

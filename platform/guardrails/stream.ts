@@ -14,12 +14,18 @@ import { type Action, applyActions, type Decision, type Direction, type Pseudony
 export const HOLD_BACK = 48;
 /** Beyond this, held text goes out (handled as far as it can be judged) whatever is still open. */
 export const MAX_HOLD = 8_192;
+/**
+ * Text is let out in steps of at least this many characters (a few tokens), not after every
+ * delta: each step scans the held text, and small deltas would scan it again and again.
+ */
+export const RELEASE_STEP = 16;
 
 const OPEN_PRIVATE_KEY = /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?![\s\S]*-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)/;
 
 export interface StreamGuardOptions {
   direction: Direction;
-  detect: (text: string) => Finding[];
+  /** `open`: the text may go on (all but the last look at a stream). */
+  detect: (text: string, open: boolean) => Finding[];
   actionFor: (type: EntityType) => Action;
   pseudonyms: Pseudonyms;
 }
@@ -47,6 +53,7 @@ export class StreamGuard {
   push(delta: string): Released {
     this.#held += delta;
     this.maxHeld = Math.max(this.maxHeld, this.#held.length);
+    if (this.#held.length < HOLD_BACK + RELEASE_STEP) return this.#nothing();
     return this.#release(false);
   }
 
@@ -56,15 +63,14 @@ export class StreamGuard {
   }
 
   #release(ending: boolean): Released {
-    const { direction, detect, actionFor, pseudonyms } = this.options;
-    const nothing: Released = { text: '', decision: { direction, entities: [], rules: [], blocked: this.#blocked } };
-    if (this.#blocked) return nothing;
+    const { direction, actionFor, pseudonyms, detect } = this.options;
+    if (this.#blocked) return this.#nothing();
     const held = this.#held;
-    const findings = detect(held);
+    const findings = detect(held, !ending);
     let cut = ending ? held.length : this.#safeCut(held);
     // Never through a value: it goes out whole, handled, or waits.
     for (const finding of findings) if (finding.start < cut && cut < finding.end) cut = finding.start;
-    if (cut <= 0) return nothing;
+    if (cut <= 0) return this.#nothing();
     const { text, decision } = applyActions(
       held.slice(0, cut),
       findings.filter((finding) => finding.end <= cut),
@@ -81,11 +87,16 @@ export class StreamGuard {
     return { text: pseudonyms.restore(text), decision };
   }
 
+  #nothing(): Released {
+    return { text: '', decision: { direction: this.options.direction, entities: [], rules: [], blocked: this.#blocked } };
+  }
+
   /** Where the held text may be cut now: before anything that could still become a value. */
   #safeCut(held: string): number {
     let cut = held.length - HOLD_BACK;
     // The last run without whitespace may still be growing (a key, a JWT, an e-mail address).
-    const trailing = /\S*$/.exec(held)!.index;
+    let trailing = held.length;
+    while (trailing > 0 && !/\s/.test(held[trailing - 1]!)) trailing--;
     cut = Math.min(cut, trailing);
     const key = OPEN_PRIVATE_KEY.exec(held);
     if (key) cut = Math.min(cut, key.index);
