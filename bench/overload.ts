@@ -28,7 +28,6 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, totalmem } from 'node:os';
@@ -37,13 +36,13 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { createParser } from 'eventsource-parser';
-import { createClient, type Client } from 'graphql-ws';
+import type { Client } from 'graphql-ws';
 import { Pool } from 'undici';
-import WebSocket from 'ws';
 import { newKeySecret } from '../platform/access/access-store.ts';
 import { parseConfig, SUBGRAPH_NAMES } from '../platform/config.ts';
 import { freePort, writeConfig } from '../tests/support/process.ts';
 import { startMockUpstream } from './peer-mock.ts';
+import { cpuMs, listeningSockets, processTree, wsClients } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({
@@ -76,49 +75,6 @@ const CHAT = 'mutation C($input: ChatInput!) { chat(input: $input) { content } }
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
 const ms = (value: number) => (Number.isNaN(value) ? '–' : value.toFixed(1));
-
-// --- CPU of modelgraph's processes (the pid and its descendants), from /proc ---------------------
-
-const tickMs = 1000 / (Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100);
-
-/** ppid and utime + stime in ticks; fields are counted after the last ')' (the name may hold spaces). */
-function readStat(pid: number): { ppid: number; ticks: number } | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
-  } catch {
-    return undefined;
-  }
-}
-
-function cpuMs(root: number): number {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    const stat = Number.isInteger(Number(entry)) ? readStat(Number(entry)) : undefined;
-    if (stat) children.set(stat.ppid, [...(children.get(stat.ppid) ?? []), Number(entry)]);
-  }
-  let ticks = 0;
-  const queue = existsSync(`/proc/${root}`) ? [root] : [];
-  while (queue.length > 0) {
-    const pid = queue.shift()!;
-    ticks += readStat(pid)?.ticks ?? 0;
-    queue.push(...(children.get(pid) ?? []));
-  }
-  return ticks * tickMs;
-}
-
-/** What a process listens on, as `ss` lists it; throws on anything beyond loopback. */
-function loopbackListeners(pid: number): string {
-  const own = execFileSync('ss', ['-ltnpH'])
-    .toString()
-    .split('\n')
-    .filter((line) => line.includes(`pid=${pid},`))
-    .map((line) => line.trim().split(/\s+/)[3]!);
-  const outside = own.filter((address) => !address.startsWith('127.') && !address.startsWith('[::1]'));
-  if (outside.length > 0) throw new Error(`pid ${pid} listens beyond loopback: ${outside.join(', ')}`);
-  return own.join(', ');
-}
 
 // --- upstreams: the mock, and a proxy that makes whole chats take CHAT_MS -----------------------
 
@@ -214,7 +170,7 @@ for (;;) {
   await sleep(50);
 }
 const pid = child.pid!;
-const listening = loopbackListeners(pid);
+const listening = listeningSockets(pid);
 
 // --- one call of each kind, and what came of it --------------------------------------------------
 
@@ -325,16 +281,7 @@ async function chat(): Promise<Outcome> {
 }
 
 /** graphql-ws clients for `loops` streams at once, 20 a socket (the router's default cap per connection). */
-const wsClients = (loops: number): Client[] =>
-  Array.from({ length: Math.ceil(loops / 20) }, () =>
-    createClient({
-      url: url.replace('http', 'ws'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      connectionParams: { authorization: `Bearer ${KEY}` },
-    }),
-  );
+const streamSockets = (loops: number): Client[] => wsClients(url, KEY, Math.ceil(loops / 20));
 
 // --- a phase: closed-loop clients for SECONDS ---------------------------------------------------
 
@@ -369,7 +316,7 @@ async function phase(
   const byTransport: Record<string, Tally> = {};
   const all = tally();
   const upstreamBefore = upstreamCalls();
-  const cpuBefore = cpuMs(pid);
+  const cpuBefore = cpuMs(processTree([pid]));
   const started = performance.now();
   let running = true;
   const loops = Array.from({ length: clients }, async (_, index) => {
@@ -401,12 +348,20 @@ async function phase(
   for (const each of [all, ...Object.values(byTransport)]) {
     for (const list of [each.first, each.whole, each.refusals]) list.sort((a, b) => a - b);
   }
-  return { name, clients, byTransport, all, cpuMs: cpuMs(pid) - cpuBefore, wallMs, upstream: upstreamCalls() - upstreamBefore };
+  return {
+    name,
+    clients,
+    byTransport,
+    all,
+    cpuMs: cpuMs(processTree([pid])) - cpuBefore,
+    wallMs,
+    upstream: upstreamCalls() - upstreamBefore,
+  };
 }
 
 /** Streams: even loops over SSE, odd ones over graphql-ws (20 a socket), as soak.ts does. */
 async function streamPhase(name: string, clients: number): Promise<Phase> {
-  const sockets = wsClients(Math.ceil(clients / 2));
+  const sockets = streamSockets(Math.ceil(clients / 2));
   const result = await phase(
     name,
     clients,
@@ -429,7 +384,7 @@ const chatPhase = (name: string, clients: number) =>
 
 // Warm: the first chat loads the tokenizer and compiles the hot path; not counted.
 {
-  const [socket] = wsClients(1);
+  const [socket] = streamSockets(1);
   for (let index = 0; index < 10; index++) await Promise.all([wsStream(socket!), sseStream(), chat()]);
   await socket!.dispose();
   await sleep(1_000);

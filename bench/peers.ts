@@ -61,6 +61,7 @@ import { SUBGRAPH_NAMES } from '../platform/config.ts';
 import { PLATFORM_TENANT } from '../platform/identity/principal.ts';
 import { freePort, writeConfig } from '../tests/support/process.ts';
 import { ANSWER, COMPLETION_TOKENS, promptTokens, type MockStats } from './peer-mock.ts';
+import { cpuMs, listeningSockets, machineBusyMs, memoryKiB, processTree } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 
@@ -247,41 +248,7 @@ async function waitReady(url: string, since: number, child: Child, timeoutMs = 1
   throw new Error(`${url} did not answer 200 within ${timeoutMs} ms:\n${child.stderr().slice(-4000)}`);
 }
 
-// --- /proc: CPU and memory of a process tree ---------------------------------------------------
-
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-const tickMs = 1000 / CLOCK_TICKS;
-
-/** ppid and utime + stime (ticks) of a process, every thread included; undefined once it is gone. */
-function readStat(pid: number): { ppid: number; ticks: number } | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: fields are counted after the last ')'.
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** The roots and every live descendant (an npm or shell wrapper's node, a worker process). */
-function processTree(roots: number[]): number[] {
-  const childrenOf = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid)) continue;
-    const stat = readStat(pid);
-    if (stat) childrenOf.set(stat.ppid, [...(childrenOf.get(stat.ppid) ?? []), pid]);
-  }
-  const tree: number[] = [];
-  const queue = roots.filter((pid) => existsSync(`/proc/${pid}`));
-  while (queue.length > 0) {
-    const pid = queue.shift()!;
-    tree.push(pid);
-    queue.push(...(childrenOf.get(pid) ?? []));
-  }
-  return tree;
-}
+// --- /proc: what else peers.ts reads there (the rest in support.ts) -------------------------------
 
 function commandName(pid: number): string {
   try {
@@ -289,29 +256,6 @@ function commandName(pid: number): string {
   } catch {
     return '?';
   }
-}
-
-function cpuMs(pids: number[]): number {
-  return pids.reduce((sum, pid) => sum + (readStat(pid)?.ticks ?? 0), 0) * tickMs;
-}
-
-/** A /proc/<pid>/status field in KiB (VmRSS now, VmHWM the peak), summed. */
-function memoryKiB(pids: number[], field: 'VmRSS' | 'VmHWM'): number {
-  return pids.reduce((sum, pid) => {
-    try {
-      const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      return sum + Number(match?.[1] ?? 0);
-    } catch {
-      return sum;
-    }
-  }, 0);
-}
-
-/** Busy time of the whole machine (every core), from /proc/stat: what else was running shows here. */
-function machineBusyMs(): number {
-  const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
-  const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
-  return (user! + nice! + system! + irq! + softirq! + steal!) * tickMs;
 }
 
 interface Gateway {
@@ -466,15 +410,6 @@ async function startPortkey(workDir: string): Promise<{ child: Child; port: numb
   if (address !== '127.0.0.1') throw new Error(`Portkey listens on ${address}`);
   const readyMs = await waitReady(`http://127.0.0.1:${port}/`, child.spawnedAt, child);
   return { child, port, readyMs, listens: listeningSockets(child.child.pid!) };
-}
-
-/** What `ss` says a process listens on: the check that nothing is bound beyond loopback. */
-function listeningSockets(pid: number): string {
-  const lines = execFileSync('ss', ['-ltnpH']).toString().split('\n');
-  const own = lines.filter((line) => line.includes(`pid=${pid},`)).map((line) => line.trim().split(/\s+/)[3]!);
-  const outside = own.filter((address) => !address.startsWith('127.') && !address.startsWith('[::1]'));
-  if (outside.length > 0) throw new Error(`pid ${pid} listens beyond loopback: ${outside.join(', ')}`);
-  return own.join(', ');
 }
 
 /** TCP connections (any state) of these processes whose peer is not loopback, as `ss` lists them. */

@@ -21,19 +21,19 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { createParser } from 'eventsource-parser';
-import { createClient, type Client } from 'graphql-ws';
+import type { Client } from 'graphql-ws';
 import { Pool } from 'undici';
 import WebSocket from 'ws';
 import { newKeySecret } from '../platform/access/access-store.ts';
 import { SUBGRAPH_NAMES } from '../platform/config.ts';
 import { freePort, writeConfig } from '../tests/support/process.ts';
 import { startMockUpstream } from './peer-mock.ts';
+import { memoryKiB, wsClients } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({
@@ -52,7 +52,6 @@ const SUBSCRIPTIONS = Number(values.subscriptions);
 const KEY = newKeySecret('soak').secret;
 const QUERY = 'subscription S($input: ChatInput!) { chatStream(input: $input) { __typename ... on ChatDelta { content } } }';
 
-const rssMiB = (pid: number) => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
 
 const slow = await startMockUpstream(20);
@@ -154,18 +153,9 @@ async function collectGarbage(): Promise<void> {
     }),
   );
 }
-const rssOfEach = () => processes.map(({ child }) => rssMiB(child.pid!));
+const rssOfEach = () => processes.map(({ child }) => memoryKiB([child.pid!], 'VmRSS') / 1024);
 const variables = (id: string) => ({ input: { model: id, messages: [{ role: 'USER', content: 'soak' }] } });
-const wsClients = (count: number): Client[] =>
-  Array.from({ length: count }, () =>
-    createClient({
-      url: url.replace('http', 'ws'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      connectionParams: { authorization: `Bearer ${KEY}` },
-    }),
-  );
+const sockets = (count: number): Client[] => wsClients(url, KEY, count);
 
 const out: string[] = [];
 const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root }).toString().trim();
@@ -180,7 +170,7 @@ out.push(
 
 // Warm: the first chat loads the tokenizer (~66 MB) and compiles the hot path; not the subscriptions' memory.
 {
-  const [warm] = wsClients(1);
+  const [warm] = sockets(1);
   for (let index = 0; index < 50; index++) for await (const _ of warm!.iterate({ query: QUERY, variables: variables('soak-slow') }));
   await warm!.dispose();
   await sleep(2_000);
@@ -190,7 +180,7 @@ out.push(
 {
   await collectGarbage();
   const before = rssOfEach();
-  const clients = wsClients(Math.ceil(SUBSCRIPTIONS / 20));
+  const clients = sockets(Math.ceil(SUBSCRIPTIONS / 20));
   const stops: (() => void)[] = [];
   let opened = 0;
   for (let index = 0; index < SUBSCRIPTIONS; index++) {
@@ -233,7 +223,7 @@ out.push(
 // 2. Concurrent streams for MINUTES.
 {
   const pool = new Pool(url.replace('/graphql', ''), { connections: STREAMS });
-  const clients = wsClients(Math.ceil(STREAMS / 2 / 20));
+  const clients = sockets(Math.ceil(STREAMS / 2 / 20));
   let minute: { first: number[]; errors: number; done: number } = { first: [], errors: 0, done: 0 };
   const rows: string[] = [];
   const sse = async () => {
