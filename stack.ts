@@ -48,19 +48,10 @@ function createUsageServices(config: Config, log: Logger, singleProcess: boolean
   const redis = createRedis(config.redis, log.child({ component: 'redis' }));
   // Events the stream cannot take wait on disk, in a folder of this stream's own.
   const { outbox } = config.metering;
-  // Named by where the stream is, not by the credentials (rotating a password keeps the folder);
-  // for one Redis by URL as before Sentinel and Cluster came, so an upgrade finds its folder.
-  const { url } = config.redis;
-  // Sentinel and Cluster by what stays when their nodes change (a sentinel or a seed node added or
-  // replaced): the master's name and database, or the cluster itself (the key prefix tells apart
-  // deployments that share one).
-  const { sentinel } = config.redis;
-  const place = url
-    ? `${new URL(url).hostname}:${new URL(url).port}${new URL(url).pathname}`
-    : sentinel
-      ? `sentinel ${sentinel.masterName}/${sentinel.db}`
-      : 'cluster';
-  const stream = createHash('sha256').update(`${place} ${config.redis.keyPrefix}`).digest('hex').slice(0, 16);
+  const stream = createHash('sha256')
+    .update(`${streamPlace(config.redis)} ${config.redis.keyPrefix}`)
+    .digest('hex')
+    .slice(0, 16);
   const sink = new UsageOutbox(
     new RedisUsageSink(redis, config.redis.keyPrefix),
     { dir: join(outbox.dir, stream), maxEvents: outbox.maxEvents, retryMs: outbox.retryMs },
@@ -75,6 +66,21 @@ function createUsageServices(config: Config, log: Logger, singleProcess: boolean
       redis.disconnect();
     },
   };
+}
+
+/**
+ * Where the usage stream is, for its outbox folder's name: never the credentials (rotating a
+ * password keeps the folder); for one Redis its URL's host, port and path as before Sentinel and
+ * Cluster came, so an upgrade finds its folder; for Sentinel and Cluster what stays when their
+ * nodes change (a sentinel or a seed node added or replaced): the master's name and database, or
+ * the cluster itself (the key prefix tells apart deployments that share one).
+ */
+function streamPlace({ url, sentinel }: Config['redis']): string {
+  if (url) {
+    const { hostname, port, pathname } = new URL(url);
+    return `${hostname}:${port}${pathname}`;
+  }
+  return sentinel ? `sentinel ${sentinel.masterName}/${sentinel.db}` : 'cluster';
 }
 
 export type Role = { kind: 'all' } | { kind: 'router' } | { kind: 'subgraph'; name: SubgraphName };

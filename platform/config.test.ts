@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelCatalog } from '../providers/catalog.ts';
 import { ConfigError, loadConfig, parseConfig } from './config.ts';
+import type { Cluster } from 'ioredis';
 import pino from 'pino';
 import { createRedis, redisPlace } from './redis/client.ts';
 
@@ -82,6 +83,22 @@ describe('config', () => {
         {},
       ),
     ).toThrow('the environment variable MG_TEST_UNSET is not set');
+    // A cluster's nodes authenticate with the credentials their URLs carry, unless username/passwordEnv say otherwise.
+    const clustered = createRedis(
+      parseConfig({ redis: { cluster: { nodes: ['redis://127.0.0.1:1', 'redis://ops:s3cret@127.0.0.1:2'] } } }).redis,
+      pino({ level: 'silent' }),
+      {},
+    ) as Cluster;
+    clustered.disconnect();
+    expect(clustered.options.redisOptions).toMatchObject({ username: 'ops', password: 's3cret' });
+    const fromEnv = createRedis(
+      parseConfig({ redis: { cluster: { nodes: ['redis://ops:s3cret@127.0.0.1:2'] }, passwordEnv: 'MG_TEST_SET' } }).redis,
+      pino({ level: 'silent' }),
+      { MG_TEST_SET: 'from-env' },
+    ) as Cluster;
+    fromEnv.disconnect();
+    expect(fromEnv.options.redisOptions).toMatchObject({ password: 'from-env' });
+    expect(fromEnv.options.redisOptions?.username).toBeUndefined();
     const file = configFile('redis:\n  cluster: { nodes: [redis://10.0.0.1:7000] }\n  passwordEnv: REDIS_PASSWORD\n');
     const overridden = loadConfig({ flag: file, env: { REDIS_URL: 'redis://127.0.0.1:6390' } }).redis;
     expect(overridden).toEqual({ url: 'redis://127.0.0.1:6390', keyPrefix: 'modelgraph:' });

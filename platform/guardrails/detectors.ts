@@ -63,18 +63,24 @@ function* matches(text: string, pattern: RegExp, accept: (value: string) => bool
 
 /** 13 to 19 digits, in groups split by single spaces or dashes, not inside a longer run of digits. */
 const CARD_CANDIDATE = /(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])/g;
-/** Verdicts on the last few hundred digit strings: a stream guard sees a held number again with each delta. */
-const cardVerdicts = new Map<string, boolean>();
-function isCard(value: string): boolean {
-  const digits = value.replace(/[ -]/g, '');
-  let valid = cardVerdicts.get(digits);
-  if (valid === undefined) {
-    valid = cardValidator.number(digits).isValid;
-    if (cardVerdicts.size >= 512) cardVerdicts.delete(cardVerdicts.keys().next().value!);
-    cardVerdicts.set(digits, valid);
-  }
-  return valid;
+/**
+ * `compute`, remembered for the last `REMEMBERED` arguments: a stream guard looks at the same held
+ * text again with every delta, and the checksum and numbering-plan checks are the costly part.
+ */
+const REMEMBERED = 512;
+function remembered<V>(compute: (key: string) => V): (key: string) => V {
+  const verdicts = new Map<string, V>();
+  return (key) => {
+    if (verdicts.has(key)) return verdicts.get(key)!;
+    const verdict = compute(key);
+    if (verdicts.size >= REMEMBERED) verdicts.delete(verdicts.keys().next().value!);
+    verdicts.set(key, verdict);
+    return verdict;
+  };
 }
+
+const validCard = remembered((digits) => cardValidator.number(digits).isValid);
+const isCard = (value: string) => validCard(value.replace(/[ -]/g, ''));
 
 /** Compact (`GB82WEST12345698765432`) or printed in groups of four (`GB82 WEST 1234 …`). */
 const IBAN_CANDIDATE = /\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)\b/g;
@@ -106,31 +112,22 @@ const SECRETS: [id: string, pattern: RegExp][] = [
   ['secret.modelgraph-key', /\bmg_[a-z0-9-]{1,64}_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g],
 ];
 
-/**
- * The valid phone numbers in a candidate span, remembered for the last few hundred spans: a
- * stream guard looks at the same held text again with every delta.
- */
-const phoneSpans = new Map<string, [number, number][]>();
-const PHONE_SPANS_KEPT = 512;
-function phoneNumbersIn(candidate: string, region: CountryCode | undefined): [number, number][] {
-  const key = `${region ?? ''}\u0000${candidate}`;
-  let spans = phoneSpans.get(key);
-  if (!spans) {
-    spans = [];
-    for (const found of findNumbers(candidate, { v2: true, ...(region && { defaultCountry: region }) })) {
-      if (found.number.isValid()) spans.push([found.startsAt, found.endsAt]);
-    }
-    if (phoneSpans.size >= PHONE_SPANS_KEPT) phoneSpans.delete(phoneSpans.keys().next().value!);
-    phoneSpans.set(key, spans);
+/** The valid phone numbers in a candidate span (`<region> <span>`), as offsets in the span. */
+const phoneSpans = remembered((key) => {
+  const space = key.indexOf(' ');
+  const region = (key.slice(0, space) || undefined) as CountryCode | undefined;
+  const spans: [number, number][] = [];
+  for (const found of findNumbers(key.slice(space + 1), { v2: true, ...(region && { defaultCountry: region }) })) {
+    if (found.number.isValid()) spans.push([found.startsAt, found.endsAt]);
   }
   return spans;
-}
+});
 
 /**
  * What every built-in rule needs in the text: a digit, an `@`, or a secret's prefix. Text with
  * none (most prose, most stream deltas) has no finding but a tenant's own patterns.
  */
-const ANY_BUILT_IN = /[\d@]|AKIA|ASIA|gh[pousr]_|github_pat_|sk-|AIza|xox[abposr]-|_live_|eyJ|mg_|-----BEGIN|[A-Z]{2} ?\d/;
+const ANY_BUILT_IN = /[\d@]|AKIA|ASIA|gh[pousr]_|github_pat_|sk-|AIza|xox[abposr]-|_live_|eyJ|mg_|-----BEGIN/;
 
 /** In order of precedence: where two findings overlap, the earlier rule's wins. */
 const RULES: Rule[] = [
@@ -164,7 +161,8 @@ const RULES: Rule[] = [
         if (openEnd && candidate.index + candidate[0].length === text.length) continue;
         const digits = candidate[0].replace(/\D/g, '').length;
         if (digits < 7 || digits > 15) continue;
-        for (const [start, end] of phoneNumbersIn(candidate[0], phoneRegion)) yield [candidate.index + start, candidate.index + end];
+        for (const [start, end] of phoneSpans(`${phoneRegion ?? ''} ${candidate[0]}`))
+          yield [candidate.index + start, candidate.index + end];
       }
     },
   },

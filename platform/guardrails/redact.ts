@@ -51,18 +51,11 @@ export class Pseudonyms {
     return placeholder;
   }
 
-  get size(): number {
-    return this.#byPlaceholder.size;
-  }
-
   /** `text` with every placeholder of this request replaced by its value. */
   restore(text: string): string {
     if (this.#byPlaceholder.size === 0) return text;
     return text.replace(PLACEHOLDER, (placeholder) => this.#byPlaceholder.get(placeholder) ?? placeholder);
   }
-
-  /** The longest text a placeholder can be, for a stream that must not split one. */
-  static readonly MAX_LENGTH = 24;
 }
 
 const PLACEHOLDER = /\[[A-Z_]+_\d+\]/g;
