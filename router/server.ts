@@ -142,13 +142,14 @@ function refuseRequest(
   requestId: string,
   { status, code, message, headers }: { status: number; code: ErrorCode; message: string; headers: Record<string, string> },
 ): void {
+  // A `Retry-After` is also said in the error, as every retryable refusal does (`retryAfterMs`).
+  const retryAfter = headers['retry-after'];
+  const retry = retryAfter ? { retryAfterMs: Number(retryAfter) * 1000 } : {};
   if (restPath === undefined) {
-    sendJson(response, status, { errors: [{ message, extensions: { code, requestId } }] }, headers);
+    sendJson(response, status, { errors: [{ message, extensions: { code, ...retry, requestId } }] }, headers);
     return;
   }
-  const retryAfter = headers['retry-after'];
-  const error = { code, message, ...(retryAfter && { retryAfterMs: Number(retryAfter) * 1000 }) };
-  sendRestError(response, restFormatOf(restPath), error, requestId, status);
+  sendRestError(response, restFormatOf(restPath), { code, message, ...retry }, requestId, status);
 }
 
 /** A request to a REST door, authenticated: its JSON body read and parsed, then answered. */

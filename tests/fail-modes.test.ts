@@ -87,3 +87,18 @@ describe('a concurrency limit without Redis', () => {
     );
   });
 });
+
+describe('a credential the router has not cached, without Redis', () => {
+  it('is neither let in nor called bad: a coded 503 that says when to retry, over GraphQL and REST', async () => {
+    const down = await stackWithout('open');
+    // A key the router never looked up: only the store, gone with Redis, could say what it is.
+    const stranger = { authorization: `Bearer mg_${randomUUID().slice(0, 8)}_${'x'.repeat(43)}` };
+    const refused = await postGraphQL(down.url, CHAT, undefined, stranger);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(refused.body.errors?.[0]?.extensions).toMatchObject({ code: 'SERVICE_UNAVAILABLE', retryAfterMs: 1_000 });
+    const rest = await fetch(down.url.replace(/\/graphql$/, '/v1/models'), { headers: stranger });
+    expect(rest.status).toBe(503);
+    expect(((await rest.json()) as { error: { code: string } }).error.code).toBe('SERVICE_UNAVAILABLE');
+  });
+});
